@@ -1,0 +1,94 @@
+"""Post-activation residual blocks (He et al., 2016) shared by the CIFAR and ImageNet ResNets.
+
+Module names follow torchvision (conv1/bn1/..., downsample.0 conv + downsample.1 norm), which is
+also the reference's layout, so checkpoints of either load. The conv and norm are injected.
+"""
+import torch.nn as nn
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, conv_layer=nn.Conv2d,
+                 norm_layer=nn.BatchNorm2d, groups=1, base_width=64):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock supports only groups=1 and base_width=64")
+        self.conv1 = conv_layer(inplanes, planes, kernel_size=3, stride=stride,
+                                padding=1, bias=False)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = conv_layer(planes, planes, kernel_size=3, padding=1, bias=False)
+        self.bn2 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def last_residual_norm(self):
+        return self.bn2
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (stride, optionally grouped: ResNeXt type C), 1x1 expand by 4.
+
+    Width of the 3x3 conv: floor(planes * base_width / 64) * groups, so groups=32, base_width=4
+    is ResNeXt 32x4d and groups=1, base_width=64 the plain ResNet bottleneck."""
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, conv_layer=nn.Conv2d,
+                 norm_layer=nn.BatchNorm2d, groups=1, base_width=64):
+        super().__init__()
+        width = int(planes * base_width / 64) * groups
+        self.conv1 = conv_layer(inplanes, width, kernel_size=1, bias=False)
+        self.bn1 = norm_layer(width)
+        self.conv2 = conv_layer(width, width, kernel_size=3, stride=stride, padding=1,
+                                groups=groups, bias=False)
+        self.bn2 = norm_layer(width)
+        self.conv3 = conv_layer(width, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def last_residual_norm(self):
+        return self.bn3
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+BLOCKS = {"basicblock": BasicBlock, "bottleneck": Bottleneck}
+
+
+def block_by_name(name):
+    """'BasicBlock' or 'Bottleneck' (any case) -> the class."""
+    try:
+        return BLOCKS[name.lower()]
+    except KeyError:
+        raise ValueError(f"block_name must be BasicBlock or Bottleneck, got {name!r}") from None
+
+
+def make_stage(block, inplanes, planes, num_blocks, stride, conv_layer, norm_layer,
+               shortcut_norm=True, **block_kwargs):
+    """``num_blocks`` blocks; the first changes stride/width through a 1x1 conv (+ norm) shortcut.
+
+    Returns (stage, out_channels)."""
+    out_channels = planes * block.expansion
+    downsample = None
+    if stride != 1 or inplanes != out_channels:
+        layers = [conv_layer(inplanes, out_channels, kernel_size=1, stride=stride, bias=False)]
+        if shortcut_norm:
+            layers.append(norm_layer(out_channels))
+        downsample = nn.Sequential(*layers)
+    blocks = [block(inplanes, planes, stride, downsample, conv_layer=conv_layer,
+                    norm_layer=norm_layer, **block_kwargs)]
+    blocks += [block(out_channels, planes, conv_layer=conv_layer, norm_layer=norm_layer,
+                     **block_kwargs) for _ in range(1, num_blocks)]
+    return nn.Sequential(*blocks), out_channels

@@ -1,0 +1,55 @@
+"""ResNet for CIFAR (He et al., 2016, section 4.2): a 3x3 16-channel stem and three stages of
+16/32/64 planes on 32/16/8 pixels. Depth 6n+2 with BasicBlock, 9n+2 with Bottleneck."""
+import torch.nn as nn
+
+from ..blocks import block_by_name, make_stage
+from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights, zero_init_last_norms
+
+__all__ = ["CifarResNet", "resnet", "stage_depth", "l_resnet"]
+
+
+def stage_depth(depth, block, family="resnet"):
+    """Blocks per stage for a 3-stage CIFAR net of ``depth`` layers (2 layers/block for
+    BasicBlock, 3 for Bottleneck, plus the stem conv and the classifier)."""
+    per_block = 2 if block.expansion == 1 else 3
+    if depth < 2 + 3 * per_block or (depth - 2) % (3 * per_block):
+        rule = "6n+2 (20, 32, 44, 56, 110, ...)" if per_block == 2 else "9n+2 (29, 47, 164, ...)"
+        raise ValueError(f"{family} with {block.__name__} needs depth = {rule}, got {depth}")
+    return (depth - 2) // (3 * per_block)
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth=20, num_classes=10, block_name="BasicBlock", conv_layer=nn.Conv2d,
+                 norm_layer=batch_norm, zero_init_residual=False):
+        super().__init__()
+        block = block_by_name(block_name)
+        n = stage_depth(depth, block)
+        self.conv1 = conv_layer(3, 16, kernel_size=3, padding=1, bias=False)
+        self.bn1 = norm_layer(16)
+        self.relu = nn.ReLU(inplace=True)
+        channels = 16
+        self.layer1, channels = make_stage(block, channels, 16, n, 1, conv_layer, norm_layer)
+        self.layer2, channels = make_stage(block, channels, 32, n, 2, conv_layer, norm_layer)
+        self.layer3, channels = make_stage(block, channels, 64, n, 2, conv_layer, norm_layer)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        init_weights(self)
+        if zero_init_residual:
+            zero_init_last_norms(self)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+def resnet(depth=20, num_classes=10, block_name="BasicBlock", conv_layer=nn.Conv2d,
+           norm_layer=batch_norm, zero_init_residual=False):
+    return CifarResNet(depth, num_classes, block_name, conv_layer, norm_layer, zero_init_residual)
+
+
+def l_resnet(depth=20, num_classes=10, block_name="BasicBlock", gn_groups=32,
+             zero_init_residual=False):
+    """GN+WS ResNet: the same network with WSConv2d and GroupNorm(gn_groups)."""
+    return CifarResNet(depth, num_classes, block_name, WSConv2d, group_norm_factory(gn_groups),
+                       zero_init_residual)

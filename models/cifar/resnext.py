@@ -1,0 +1,88 @@
+"""ResNeXt for CIFAR (Xie et al., 2017, section 5.3): a 64-channel 3x3 stem and three stages of
+grouped bottlenecks with outputs 64w, 128w, 256w (w = widen_factor) on 32/16/8 pixels.
+Depth 9n+2 (29 = 3 blocks per stage). Module names are the reference's (stage_1.stage_1_bottleneck_0...)."""
+import torch.nn as nn
+
+from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights, zero_init_last_norms
+
+__all__ = ["CifarResNeXt", "ResNeXtBottleneck", "resnext", "l_resnext"]
+
+
+class ResNeXtBottleneck(nn.Module):
+    """reduce 1x1 -> grouped 3x3 (``cardinality`` groups) -> expand 1x1, plus a projection
+    shortcut when the width or stride changes. Inner width D = cardinality * out / widen_factor
+    (8x64d at widen_factor 4: 512 channels in stage 1)."""
+
+    def __init__(self, in_channels, out_channels, stride, cardinality, widen_factor,
+                 conv_layer=nn.Conv2d, norm_layer=batch_norm):
+        super().__init__()
+        width = cardinality * out_channels // widen_factor
+        self.conv_reduce = conv_layer(in_channels, width, kernel_size=1, bias=False)
+        self.bn_reduce = norm_layer(width)
+        self.conv_conv = conv_layer(width, width, kernel_size=3, stride=stride, padding=1,
+                                    groups=cardinality, bias=False)
+        self.bn = norm_layer(width)
+        self.conv_expand = conv_layer(width, out_channels, kernel_size=1, bias=False)
+        self.bn_expand = norm_layer(out_channels)
+        self.shortcut = nn.Sequential()
+        if in_channels != out_channels or stride != 1:
+            self.shortcut.add_module("shortcut_conv", conv_layer(
+                in_channels, out_channels, kernel_size=1, stride=stride, bias=False))
+            self.shortcut.add_module("shortcut_bn", norm_layer(out_channels))
+        self.relu = nn.ReLU(inplace=True)
+
+    def last_residual_norm(self):
+        return self.bn_expand
+
+    def forward(self, x):
+        out = self.relu(self.bn_reduce(self.conv_reduce(x)))
+        out = self.relu(self.bn(self.conv_conv(out)))
+        out = self.bn_expand(self.conv_expand(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class CifarResNeXt(nn.Module):
+    def __init__(self, cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
+                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False):
+        super().__init__()
+        if depth < 11 or (depth - 2) % 9:
+            raise ValueError(f"resnext needs depth = 9n+2 (11, 20, 29, ...), got {depth}")
+        n = (depth - 2) // 9
+        stages = [64, 64 * widen_factor, 128 * widen_factor, 256 * widen_factor]
+        self.conv_1_3x3 = conv_layer(3, 64, kernel_size=3, padding=1, bias=False)
+        self.bn_1 = norm_layer(64)
+        self.relu = nn.ReLU(inplace=True)
+        for i, stride in enumerate([1, 2, 2], start=1):
+            stage = nn.Sequential()
+            for j in range(n):
+                stage.add_module(f"stage_{i}_bottleneck_{j}", ResNeXtBottleneck(
+                    stages[i - 1] if j == 0 else stages[i], stages[i], stride if j == 0 else 1,
+                    cardinality, widen_factor, conv_layer, norm_layer))
+            self.add_module(f"stage_{i}", stage)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        # The reference accepts dropRate without using it; here it drops before the classifier.
+        self.dropout = nn.Dropout(dropRate)
+        self.classifier = nn.Linear(stages[3], num_classes)
+        init_weights(self)
+        nn.init.kaiming_normal_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+        if zero_init_residual:
+            zero_init_last_norms(self)
+
+    def forward(self, x):
+        x = self.relu(self.bn_1(self.conv_1_3x3(x)))
+        x = self.stage_3(self.stage_2(self.stage_1(x)))
+        return self.classifier(self.dropout(self.avgpool(x).flatten(1)))
+
+
+def resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
+            conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False):
+    return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate, conv_layer,
+                        norm_layer, zero_init_residual)
+
+
+def l_resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
+              gn_groups=32, zero_init_residual=False):
+    """GN+WS ResNeXt: the same network with WSConv2d and GroupNorm(gn_groups)."""
+    return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate, WSConv2d,
+                        group_norm_factory(gn_groups), zero_init_residual)

@@ -1,0 +1,11 @@
+"""ImageNet models of this project (224x224 inputs): the GN+WS ResNets and ResNeXts of the
+Weight Standardization paper and the BN ResNeXts of pytorch-classification. imagenet.py also offers
+every torchvision classification model by its torchvision name."""
+from .resnet import ResNet, l_resnet18, l_resnet34, l_resnet50, l_resnet101, l_resnet152
+from .resnext import (l_resnext50, l_resnext101, l_resnext152, resnext50, resnext101,
+                      resnext152)
+
+MODELS = {fn.__name__: fn for fn in [
+    l_resnet18, l_resnet34, l_resnet50, l_resnet101, l_resnet152,
+    resnext50, resnext101, resnext152, l_resnext50, l_resnext101, l_resnext152,
+]}

@@ -1,0 +1,234 @@
+"""Specification of the model zoo: reference-compatible state_dicts, the exact WS formula,
+batch independence of GN+WS, and that every model trains a step."""
+import pytest
+import torch
+import torch.nn as nn
+
+import models.layers
+from models import cifar, create_model, imagenet
+from models.layers import WSConv2d, group_norm, standardize_weight
+from utils.checkpoint import CheckpointError, load_weights
+
+from conftest import load_reference_models
+
+REFERENCE = load_reference_models()
+REFERENCE_ENTRIES = [] if REFERENCE is None else [
+    (section, name) for section in ("cifar", "imagenet") for name in REFERENCE[section]]
+REGISTRIES = {"cifar": cifar.MODELS, "imagenet": imagenet.MODELS}
+
+
+def build_reference_config(section, name, device="meta"):
+    entry = REFERENCE[section][name]
+    with torch.device(device):
+        return create_model(REGISTRIES[section], entry["arch"], num_classes=entry["num_classes"],
+                            **entry["kwargs"]), entry
+
+
+@pytest.mark.skipif(REFERENCE is None, reason="../shared/reference/models.json not found")
+@pytest.mark.parametrize("section,name", REFERENCE_ENTRIES)
+def test_state_dict_matches_reference(section, name):
+    model, entry = build_reference_config(section, name)
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == entry["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == entry["params"]
+
+
+def test_ws_conv_matches_formula_in_float64():
+    torch.manual_seed(0)
+    conv = WSConv2d(6, 4, kernel_size=3, padding=1, groups=2, bias=True).double()
+    x = torch.randn(2, 6, 7, 7, dtype=torch.float64)
+    w = conv.weight.detach()
+    expected_w = torch.empty_like(w)
+    for o in range(w.shape[0]):  # the formula, written out per output channel
+        flat = w[o].flatten()
+        n = flat.numel()
+        mean = flat.sum() / n
+        std = ((flat - mean) ** 2).sum().div(n - 1).sqrt()
+        expected_w[o] = (w[o] - mean) / (std + 1e-5)
+    torch.testing.assert_close(conv.standardized_weight(), expected_w, rtol=0, atol=1e-12)
+    expected = nn.functional.conv2d(x, expected_w, conv.bias, padding=1, groups=2)
+    torch.testing.assert_close(conv(x), expected, rtol=0, atol=1e-10)
+    # The parameter itself stays raw: a plain Conv2d's state_dict.
+    assert set(conv.state_dict()) == {"weight", "bias"}
+    assert not torch.allclose(conv.weight, conv.standardized_weight())
+
+
+def test_ws_eps_is_added_to_std_not_variance():
+    w = torch.zeros(1, 1, 1, 2, dtype=torch.float64)
+    w[0, 0, 0, 1] = 2e-5  # std (unbiased) = sqrt(2) * 1e-5
+    std = 2 ** 0.5 * 1e-5
+    expected = (w - 1e-5) / (std + 1e-5)
+    torch.testing.assert_close(standardize_weight(w), expected)
+
+
+def test_group_norm_rule_and_error():
+    assert group_norm(64, 32).num_groups == 32
+    assert group_norm(16, 32).num_groups == 16  # narrower than G: one channel per group
+    assert group_norm(160, 32).num_groups == 32
+    with pytest.raises(ValueError, match="48 channels cannot be split into 32 groups"):
+        group_norm(48, 32)
+    with pytest.raises(ValueError, match="cannot be split"):
+        cifar.l_wrn(depth=10, widen_factor=3, gn_groups=32)  # 96 ok, 48 not
+
+
+# Every l_* model, at a size that keeps CPU time small (the layer types are what matter).
+L_MODELS = [
+    ("cifar", "l_resnet", dict(depth=20), 32),
+    ("cifar", "l_resnet", dict(depth=29, block_name="Bottleneck"), 32),
+    ("cifar", "l_preresnet", dict(depth=20), 32),
+    ("cifar", "l_preresnet", dict(depth=29, block_name="Bottleneck"), 32),
+    ("cifar", "l_resnext", dict(depth=11, cardinality=4, widen_factor=1), 32),
+    ("cifar", "l_wrn", dict(depth=10, widen_factor=2), 32),
+    ("imagenet", "l_resnet18", {}, 64),
+    ("imagenet", "l_resnet34", {}, 64),
+    ("imagenet", "l_resnet50", {}, 64),
+    ("imagenet", "l_resnet101", {}, 64),
+    ("imagenet", "l_resnet152", {}, 64),
+    ("imagenet", "l_resnext50", {}, 64),
+    ("imagenet", "l_resnext101", {}, 64),
+    ("imagenet", "l_resnext152", {}, 64),
+]
+
+
+def test_every_l_model_is_listed_here():
+    named = {name for _, name, _, _ in L_MODELS}
+    assert named == {n for reg in REGISTRIES.values() for n in reg if n.startswith("l_")}
+
+
+@pytest.mark.parametrize("section,arch,kwargs,size", L_MODELS,
+                         ids=[f"{a}-{i}" for i, (_, a, _, _) in enumerate(L_MODELS)])
+def test_gn_ws_output_of_a_sample_does_not_depend_on_the_batch(section, arch, kwargs, size):
+    torch.manual_seed(0)
+    # float64: float32 kernels block differently per batch size, which alone moves deep-net
+    # logits by ~2e-5; the question here is dependence on other samples, not rounding.
+    model = create_model(REGISTRIES[section], arch, num_classes=10, **kwargs).double()
+    model.train()  # no batch statistics in train mode either
+    batch = torch.randn(8, 3, size, size, dtype=torch.float64)
+    with torch.no_grad():
+        alone = model(batch[3:4])
+        inside = model(batch)[3:4]
+    torch.testing.assert_close(alone, inside, rtol=0, atol=1e-5)
+
+
+def test_bn_output_does_depend_on_the_batch():
+    # The contrast that makes the previous test meaningful.
+    torch.manual_seed(0)
+    model = cifar.resnet(depth=20).train()
+    batch = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(batch[3:4]) - model(batch)[3:4]).abs().max() > 1e-3
+
+
+CIFAR_SMOKE = sorted(cifar.MODELS)
+IMAGENET_SMOKE = sorted(imagenet.MODELS)
+
+
+def forward_backward(model, size, num_classes):
+    x = torch.randn(2, 3, size, size)
+    out = model(x)
+    assert out.shape == (2, num_classes)
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("arch", CIFAR_SMOKE)
+def test_cifar_model_forward_backward(arch):
+    torch.manual_seed(0)
+    small = {"resnext": dict(depth=11), "l_resnext": dict(depth=11),
+             "wrn": dict(depth=16, widen_factor=4), "l_wrn": dict(depth=16, widen_factor=4),
+             "densenet": dict(depth=40)}
+    model = create_model(cifar.MODELS, arch, num_classes=100, **small.get(arch, {}))
+    forward_backward(model, 32, 100)
+
+
+@pytest.mark.parametrize("arch", IMAGENET_SMOKE)
+def test_imagenet_model_forward_backward(arch):
+    torch.manual_seed(0)
+    model = create_model(imagenet.MODELS, arch, num_classes=1000)
+    forward_backward(model, 224 if arch == "l_resnet18" else 64, 1000)
+
+
+def test_ws_is_float32_under_bf16_autocast(monkeypatch):
+    seen = []
+
+    def recording(weight, eps=1e-5):
+        out = standardize_weight(weight, eps)
+        seen.append((out.dtype, torch.is_autocast_enabled("cpu")))
+        return out
+
+    monkeypatch.setattr(models.layers, "standardize_weight", recording)
+    model = cifar.l_resnet(depth=20)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    convs = [m for m in model.modules() if isinstance(m, WSConv2d)]
+    assert len(seen) == len(convs) and len(convs) > 0
+    assert all(dtype == torch.float32 for dtype, _ in seen)
+    # The low-precision cast happens in the conv, after standardization, not before it.
+    conv = convs[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = conv.standardized_weight()
+    torch.testing.assert_close(inside, conv.standardized_weight(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,depth", [("resnet", 21), ("preresnet", 30), ("resnext", 30),
+                                        ("wrn", 27), ("densenet", 99)])
+def test_impossible_depth_is_a_clear_value_error(name, depth):
+    with pytest.raises(ValueError, match=f"depth = .*got {depth}"):
+        create_model(cifar.MODELS, name, depth=depth)
+
+
+def test_bottleneck_depth_rule():
+    with pytest.raises(ValueError, match="9n\\+2"):
+        cifar.resnet(depth=32, block_name="Bottleneck")
+    with pytest.raises(ValueError, match="BasicBlock or Bottleneck"):
+        cifar.resnet(depth=20, block_name="Basic")
+
+
+def test_unknown_arch_names_the_closest():
+    with pytest.raises(ValueError, match="did you mean.*l_resnet50"):
+        create_model(imagenet.MODELS, "l_resnet05")
+
+
+def test_initialisation_and_zero_init_residual():
+    model = imagenet.l_resnet50(zero_init_residual=True)
+    gns = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert all(torch.all(m.bias == 0) for m in gns)
+    last = [blk.bn3 for blk in model.modules() if hasattr(blk, "last_residual_norm")]
+    assert len(last) == 16 and all(torch.all(n.weight == 0) for n in last)
+    assert torch.all(model.bn1.weight == 1)
+    # kaiming normal, fan_out: std = sqrt(2 / (out_channels * k * k)) = sqrt(2 / (64*49))
+    std = model.conv1.weight.std().item()
+    assert abs(std - (2 / (64 * 49)) ** 0.5) / std < 0.05
+    # A zero-initialised bottleneck is the identity followed by ReLU.
+    block = model.layer1[1].eval()
+    x = torch.randn(1, 256, 8, 8).relu()
+    torch.testing.assert_close(block(x), x)
+
+
+def test_load_reference_style_checkpoint_with_module_prefix(tmp_path):
+    source = cifar.l_resnet(depth=20)
+    wrapped = {"module." + k: v for k, v in source.state_dict().items()}
+    path = tmp_path / "ref.pth.tar"
+    torch.save({"epoch": 3, "state_dict": wrapped, "acc": torch.tensor(50.0),
+                "best_acc": torch.tensor(51.0), "optimizer": {}}, path)
+    target = cifar.l_resnet(depth=20)
+    load_weights(target, str(path))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(target(x), source(x))
+    # A bare state_dict with no prefix loads too.
+    load_weights(target, source.state_dict())
+
+
+def test_load_names_missing_and_unexpected_keys():
+    state = cifar.resnet(depth=20).state_dict()  # BN keys into a GN model
+    with pytest.raises(CheckpointError, match="unexpected keys: .*running_mean"):
+        load_weights(cifar.l_resnet(depth=20), state)
+    state = cifar.l_resnet(depth=20).state_dict()
+    del state["fc.bias"]
+    with pytest.raises(CheckpointError, match="missing keys: fc.bias"):
+        load_weights(cifar.l_resnet(depth=20), state)
+    with pytest.raises(CheckpointError, match="shape mismatches: fc.weight"):
+        load_weights(cifar.l_resnet(depth=20, num_classes=100), cifar.l_resnet(depth=20).state_dict())

@@ -1,0 +1,138 @@
+"""Checkpoints: atomic saving, reading (ours or the reference's), and loading weights strictly.
+
+Format (the reference's, plus fields of ours): a dict with ``epoch`` (epochs done), ``state_dict``
+(unwrapped: no ``module.`` prefix), ``acc``, ``best_acc``, ``optimizer``; ours adds ``arch``,
+``args`` (the run's flags), ``scheduler`` and ``rng`` so a resume is exact.
+"""
+import os
+import shutil
+import tempfile
+
+import torch
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or does not fit the model; the message says why."""
+
+
+def atomic_save(obj, path):
+    """Write ``obj`` with torch.save to a temporary file beside ``path``, flush it to disk and
+    rename it into place, so a crash or a full disk never leaves ``path`` half-written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def atomic_copy(src, dst):
+    folder = os.path.dirname(os.path.abspath(dst))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dst) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state, is_best, folder, filename="checkpoint.pth.tar"):
+    """Save ``state`` as folder/filename and, when ``is_best``, as folder/model_best.pth.tar."""
+    path = os.path.join(folder, filename)
+    try:
+        atomic_save(state, path)
+        if is_best:
+            atomic_copy(path, os.path.join(folder, "model_best.pth.tar"))
+    except OSError as e:
+        raise CheckpointError(f"could not write a checkpoint in {folder}: {e.strerror or e}; "
+                              f"the previous checkpoint there is intact") from e
+    return path
+
+
+def resolve_checkpoint_path(path):
+    """A checkpoint file, or a run folder holding checkpoint.pth.tar."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.pth.tar")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint found at {path}")
+    return path
+
+
+def read_checkpoint(path):
+    """Load a checkpoint file onto the CPU (tensors, numbers, strings and containers only)."""
+    path = resolve_checkpoint_path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not a "
+                              f"PyTorch file): {type(e).__name__}: {str(e).splitlines()[0]}") from e
+
+
+def unwrap_state_dict(obj):
+    """The weights of a checkpoint (a bare state_dict, or a dict holding one under
+    ``state_dict``), without the ``module.`` prefix DataParallel adds or torch.compile's
+    ``_orig_mod.``."""
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict):
+        raise CheckpointError(f"expected a state_dict, found {type(state).__name__}")
+    out = {}
+    for key, value in state.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def load_weights(model, source):
+    """Load weights into ``model`` (unwrapped) from a checkpoint path or a loaded dict, strictly:
+    any missing key, unexpected key or shape mismatch raises CheckpointError naming them."""
+    checkpoint = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else source
+    state = unwrap_state_dict(checkpoint)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        problems = []
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", shapes)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8
+                                                else "")
+                problems.append(f"{title}: {shown}")
+        raise CheckpointError("checkpoint does not fit the model; " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+    return checkpoint
