@@ -136,3 +136,37 @@ def load_weights(model, source):
         raise CheckpointError("checkpoint does not fit the model; " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return checkpoint
+
+
+def training_state(epochs_done, model, optimizer, scheduler, scaler, acc, best_acc, run_info):
+    """The checkpoint dict after ``epochs_done`` epochs: the reference's keys plus what an exact
+    resume needs (schedule, AMP scaler, RNG states) and ``run_info`` (arch, args, num_classes)."""
+    from .misc import rng_state  # a leaf helper; imported here to keep this module light
+    return {"epoch": epochs_done, "state_dict": model.state_dict(), "acc": float(acc),
+            "best_acc": float(best_acc), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": rng_state(), **run_info}
+
+
+def restore_training_state(checkpoint, optimizer, scheduler, scaler=None):
+    """Put optimizer, schedule, scaler and RNG states back (weights are ``load_weights``'s job).
+    Reference checkpoints carry no schedule: the schedule is then advanced to their epoch.
+    Returns (start_epoch, best_acc)."""
+    from .misc import set_rng_state
+    epoch = int(checkpoint.get("epoch", 0))
+    if "optimizer" in checkpoint and checkpoint["optimizer"]:
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit: {e}") from e
+    if checkpoint.get("scheduler"):
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    else:
+        scheduler.last_epoch = epoch
+    if scaler is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
+    if checkpoint.get("rng"):
+        set_rng_state(checkpoint["rng"])
+    best = checkpoint.get("best_acc", 0.0)
+    return epoch, float(best)

@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Train or evaluate a CIFAR-10/100 classifier.
+
+    python cifar.py -a resnet --depth 20 --epochs 164 --schedule 81 122 -c checkpoints/cifar10/resnet-20
+    python cifar.py -a l_resnext --depth 29 --cardinality 8 --widen-factor 4      # GN+WS ResNeXt
+    python cifar.py -e --resume checkpoints/cifar10/resnet-20                        # evaluate
+"""
+import argparse
+import os
+import random
+import sys
+
+import torch.nn as nn
+
+import models
+from utils import cli
+from utils.checkpoint import load_weights, read_checkpoint, resolve_checkpoint_path
+from utils.data import CIFAR_MEAN, CIFAR_SPECS, CIFAR_STD, load_cifar
+from utils.engine import fit
+from utils.loaders import ArrayImages, DeviceLoader, EpochBatches, StreamLoader
+from utils.logger import save_curves
+from utils.misc import seed_everything
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="CIFAR-10/100 training", allow_abbrev=False)
+    parser.add_argument("-d", "--dataset", default="cifar10", choices=sorted(CIFAR_SPECS))
+    parser.add_argument("--data", default="./data", metavar="DIR",
+                        help="folder with cifar-10-batches-py/ or cifar-100-python/, or "
+                             "train/<class>/ and test/<class>/ image folders (default: ./data)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download CIFAR when --data holds none")
+    parser.add_argument("--loader", default="device", choices=["device", "dataloader"],
+                        help="device: whole dataset on the training device, batched "
+                             "augmentation (default); dataloader: per-image torchvision "
+                             "transforms in --workers processes")
+    cli.add_training_flags(parser, workers=4, epochs=300, train_batch=128, test_batch=100,
+                           weight_decay=5e-4, arch="resnext", cardinality=8)
+    parser.add_argument("--block-name", type=str, default="BasicBlock",
+                        help="ResNet/PreResNet block: BasicBlock (depth 6n+2) or Bottleneck "
+                             "(depth 9n+2)")
+    parser.add_argument("--growthRate", type=int, default=12, help="DenseNet growth rate")
+    parser.add_argument("--compressionRate", type=int, default=2,
+                        help="DenseNet compression rate (theta)")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    return args, cli.explicit_flags(parser, argv)
+
+
+def cifar_loaders(train_set, test_set, args, device, seed):
+    """Training batches drawn per image from (seed, epoch); test batches in order."""
+    train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed)
+    test_batches = EpochBatches(len(test_set), args.test_batch, shuffle=False)
+    if args.loader == "device":
+        return (DeviceLoader(train_set, train_batches, device, CIFAR_MEAN, CIFAR_STD,
+                             augment=True, channels_last=args.channels_last),
+                DeviceLoader(test_set, test_batches, device, CIFAR_MEAN, CIFAR_STD,
+                             channels_last=args.channels_last))
+    import torchvision.transforms as T
+    train_transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
+                                 T.PILToTensor()])
+    return (StreamLoader(ArrayImages(train_set), train_transform, train_batches, device,
+                         CIFAR_MEAN, CIFAR_STD, args.workers, args.channels_last),
+            StreamLoader(ArrayImages(test_set), T.PILToTensor(), test_batches, device,
+                         CIFAR_MEAN, CIFAR_STD, args.workers, args.channels_last))
+
+
+def main(argv=None):
+    # Parse: flags, then a resumed run's own model flags, then checks, all before the data.
+    args, explicit = parse_args(argv)
+    checkpoint = None
+    if args.resume:
+        checkpoint = read_checkpoint(args.resume)
+        cli.apply_checkpoint_args(args, checkpoint, explicit)
+        args.checkpoint = os.path.dirname(resolve_checkpoint_path(args.resume))
+    cli.check_args(args, models.cifar.MODELS)
+    device, gpu_count = cli.setup_device(args.gpu_id, "gpu_id" in explicit)
+    if args.manualSeed is None:
+        args.manualSeed = random.randint(1, 10000)
+    seed_everything(args.manualSeed)
+    num_classes = CIFAR_SPECS[args.dataset]["num_classes"]
+    model = cli.build_model(models.cifar.MODELS, args, num_classes)  # bad model flags fail here
+    if not args.evaluate:
+        cli.check_writable(args.checkpoint)
+
+    # Data
+    print(f"==> Preparing dataset {args.dataset}")
+    train_set, test_set = load_cifar(args.data, args.dataset, download=not args.no_download)
+    train_loader, test_loader = cifar_loaders(train_set, test_set, args, device,
+                                              args.manualSeed)
+
+    # Model
+    print(f"==> creating model '{args.arch}'")
+    if args.weights:
+        load_weights(model, args.weights)
+    model, raw_model = cli.prepare_model(model, device, gpu_count, args.channels_last,
+                                         args.compile)
+    print(f"    Total params: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M")
+    criterion = nn.CrossEntropyLoss()
+    optimizer, scheduler, scaler = cli.make_optimizer(raw_model, args)
+
+    # Resume
+    start_epoch, best_acc = args.start_epoch, 0.0
+    if checkpoint is not None:
+        print(f"==> Resuming from checkpoint {args.resume}")
+        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, optimizer, scheduler,
+                                                scaler, num_classes)
+    if args.evaluate:
+        print("\nEvaluation only")
+        cli.report_evaluation(model, test_loader, criterion, args, device)
+        return
+
+    # Train and evaluate every epoch
+    title = ("cifar-10-" if args.dataset == "cifar10" else "cifar-100-") + args.arch
+    logger = cli.open_log(args, title, checkpoint is not None, start_epoch)
+    best_acc = fit(model=model, raw_model=raw_model, train_loader=train_loader,
+                   test_loader=test_loader, criterion=criterion, optimizer=optimizer,
+                   scheduler=scheduler, device=device, epochs=args.epochs,
+                   start_epoch=start_epoch, best_acc=best_acc, logger=logger,
+                   checkpoint_dir=args.checkpoint, iter_size=args.iter_size, amp=args.amp,
+                   scaler=scaler, show_progress=not args.no_progress,
+                   run_info=cli.run_info(args, num_classes))
+    logger.close()
+
+    # Curves
+    save_curves(os.path.join(args.checkpoint, "log.txt"))
+    print("Best acc:")
+    print(best_acc)
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,271 @@
+"""What cifar.py and imagenet.py share around the engine: their common flags, argument checks,
+the device from --gpu-id, model preparation, resuming with a checkpoint's own arguments, and one
+clear line instead of a traceback for every expected failure."""
+import difflib
+import os
+import sys
+
+import torch
+import torch.nn as nn
+
+from models import create_model, model_options
+
+from .checkpoint import CheckpointError, load_weights, restore_training_state
+from .data import DataError
+from .engine import NonFiniteLoss, TrainingInterrupted, evaluate
+from .logger import Logger
+
+__all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
+           "apply_checkpoint_args", "build_model", "check_writable", "setup_device",
+           "prepare_model", "run_main", "run_info", "check_num_classes", "make_optimizer",
+           "resume_from", "open_log", "report_evaluation", "MODEL_FLAGS"]
+
+# Flags that define the network (and the data order): a checkpoint records them, and
+# `--resume` / `-e --resume` reuse them unless given again on the command line.
+MODEL_FLAGS = ("arch", "dataset", "depth", "block_name", "cardinality", "widen_factor",
+               "base_width", "growthRate", "compressionRate", "drop", "gn_groups",
+               "zero_init_residual", "manualSeed")
+
+
+class UsageError(Exception):
+    """A flag or combination of flags that cannot work; the message says which and why."""
+
+
+def add_training_flags(parser, *, workers, epochs, train_batch, test_batch, weight_decay, arch,
+                       cardinality):
+    """The flags both scripts share, with the reference's names, aliases and per-script defaults."""
+    add = parser.add_argument
+    add("-j", "--workers", default=workers, type=int, metavar="N",
+        help="data loading workers (default: %(default)s)")
+    add("--epochs", default=epochs, type=int, metavar="N",
+        help="number of total epochs to run (default: %(default)s)")
+    add("--start-epoch", default=0, type=int, metavar="N",
+        help="manual epoch number (useful on restarts)")
+    add("--train-batch", default=train_batch, type=int, metavar="N",
+        help="train batchsize per optimizer micro-step (default: %(default)s)")
+    add("--test-batch", default=test_batch, type=int, metavar="N",
+        help="test batchsize (default: %(default)s)")
+    add("--iter-size", default=1, type=int, metavar="K",
+        help="accumulate gradients over K batches per optimizer step: effective batch is "
+             "train-batch x K (default: 1)")
+    add("--lr", "--learning-rate", default=0.1, type=float, metavar="LR",
+        help="initial learning rate (default: %(default)s)")
+    add("--drop", "--dropout", default=0, type=float, metavar="Dropout",
+        help="dropout ratio (default: 0)")
+    add("--schedule", type=int, nargs="+", default=[150, 225],
+        help="decrease learning rate at these epochs (default: 150 225)")
+    add("--gamma", type=float, default=0.1, help="LR is multiplied by gamma on schedule")
+    add("--momentum", default=0.9, type=float, metavar="M", help="momentum")
+    add("--weight-decay", "--wd", default=weight_decay, type=float, metavar="W",
+        help="weight decay (default: %(default)s)")
+    add("-c", "--checkpoint", default="checkpoint", type=str, metavar="PATH",
+        help="folder to save checkpoint and log (default: checkpoint)")
+    add("--resume", default="", type=str, metavar="PATH",
+        help="checkpoint file, or a run folder holding checkpoint.pth.tar, to resume from")
+    add("-a", "--arch", metavar="ARCH", default=arch,
+        help="model architecture (default: %(default)s); see README for the list")
+    add("--depth", type=int, default=29, help="model depth")
+    add("--cardinality", type=int, default=cardinality, help="ResNeXt cardinality (groups)")
+    add("--widen-factor", type=int, default=4, help="widen factor (ResNeXt, WRN)")
+    add("--gn-groups", type=int, default=32,
+        help="GroupNorm groups of the l_* models: layers with C >= G channels get G groups "
+             "(C must divide), narrower layers one group per channel (default: 32)")
+    add("--zero-init-residual", action="store_true",
+        help="zero the last norm of each residual branch (post-activation ResNet/ResNeXt)")
+    add("--manualSeed", type=int, help="manual seed (random if unset; saved for resume)")
+    add("-e", "--evaluate", dest="evaluate", action="store_true",
+        help="evaluate model on validation set")
+    add("--weights", default="", type=str, metavar="PATH",
+        help="initialise the model from a checkpoint of this project or of the reference")
+    add("--gpu-id", default="0", type=str,
+        help="id(s) for CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3 (DataParallel over several); "
+             "'cpu' runs on the CPU; without any GPU the run uses the CPU")
+    add("--amp", default="none", choices=["none", "bf16", "fp16"],
+        help="mixed precision: bf16 autocast, or fp16 autocast with a GradScaler (default: none)")
+    add("--channels-last", action="store_true", help="NHWC memory format for model and batches")
+    add("--compile", action="store_true", help="torch.compile the model")
+    add("--no-progress", action="store_true", help="no per-batch progress output")
+
+
+def explicit_flags(parser, argv):
+    """The dests of the options written on the command line (prefix abbreviations are off)."""
+    written = set()
+    for token in argv:
+        if token.startswith("-"):
+            written.add(token.split("=", 1)[0])
+    dests = set()
+    for action in parser._actions:
+        if any(opt in written for opt in action.option_strings):
+            dests.add(action.dest)
+    return dests
+
+
+def check_args(args, archs):
+    """Refuse impossible settings before any data is read."""
+    for name in ("train_batch", "test_batch", "iter_size", "epochs"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got "
+                             f"{getattr(args, name)}")
+    if args.start_epoch < 0:
+        raise UsageError(f"--start-epoch must be >= 0, got {args.start_epoch}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    if any(b <= a for a, b in zip(args.schedule, args.schedule[1:])):
+        raise UsageError(f"--schedule epochs must increase, got {' '.join(map(str, args.schedule))}")
+    if args.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.arch not in archs:
+        close = difflib.get_close_matches(args.arch, list(archs), n=3, cutoff=0.5)
+        raise UsageError(f"unknown architecture {args.arch!r}" +
+                         (f"; did you mean {', '.join(close)}?" if close else
+                          "; see --help for the list"))
+    if args.amp == "fp16" and not torch.cuda.is_available():
+        raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
+
+
+def apply_checkpoint_args(args, checkpoint, explicit):
+    """Take the model flags recorded in ``checkpoint`` unless given on the command line; refuse
+    a checkpoint of another architecture."""
+    saved = checkpoint.get("args") or {}
+    saved_arch = checkpoint.get("arch", saved.get("arch"))
+    if saved_arch is not None and "arch" in explicit and saved_arch != args.arch:
+        raise UsageError(f"the checkpoint is of architecture {saved_arch!r}, but --arch is "
+                         f"{args.arch!r}")
+    for name in MODEL_FLAGS:
+        if name in saved and name not in explicit:
+            setattr(args, name, saved[name])
+    return args
+
+
+def build_model(registry, args, num_classes):
+    """The network named by --arch with the model flags it takes (each family its own, as in
+    the reference); an impossible configuration is a UsageError."""
+    constructor = registry[args.arch]
+    if args.zero_init_residual and "zero_init_residual" not in model_options(constructor):
+        raise UsageError(f"--zero-init-residual does not apply to {args.arch} (pre-activation "
+                         f"or non-residual network)")
+    options = dict(depth=args.depth, block_name=getattr(args, "block_name", None),
+                   cardinality=args.cardinality, widen_factor=args.widen_factor,
+                   baseWidth=getattr(args, "base_width", None), dropRate=args.drop,
+                   growthRate=getattr(args, "growthRate", None),
+                   compressionRate=getattr(args, "compressionRate", None),
+                   gn_groups=args.gn_groups, zero_init_residual=args.zero_init_residual or None)
+    try:
+        return create_model(registry, args.arch, num_classes=num_classes, **options)
+    except ValueError as e:
+        raise UsageError(f"{args.arch}: {e}") from e
+
+
+def check_writable(folder):
+    """Create the run folder and prove a file can be written there, before any long work."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to the checkpoint folder {folder}: "
+                         f"{e.strerror or e}") from e
+
+
+def setup_device(gpu_id, explicit):
+    """(device, gpu_count) from --gpu-id, setting CUDA_VISIBLE_DEVICES as the reference does.
+    No GPU at all and --gpu-id not given: the CPU. A GPU named but not there: UsageError."""
+    if gpu_id.strip().lower() in ("", "cpu", "-1"):
+        return torch.device("cpu"), 0
+    ids = [s.strip() for s in gpu_id.split(",") if s.strip()]
+    if not all(s.isdigit() for s in ids):
+        raise UsageError(f"--gpu-id takes comma-separated GPU numbers or 'cpu', got {gpu_id!r}")
+    if os.environ.get("LOCAL_RANK") is None:  # torchrun assigns devices itself
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        if explicit:
+            raise UsageError(f"--gpu-id {gpu_id}: no such CUDA GPU on this machine "
+                             f"(use --gpu-id cpu to train on the CPU)")
+        return torch.device("cpu"), 0
+    if available < len(ids):
+        raise UsageError(f"--gpu-id {gpu_id}: asked for {len(ids)} GPUs, CUDA sees only "
+                         f"{available} of them")
+    return torch.device("cuda", 0), len(ids)
+
+
+def prepare_model(model, device, gpu_count, channels_last=False, compile_model=False):
+    """Move ``model`` to ``device`` and wrap it for training: DataParallel over several GPUs,
+    torch.compile on request. Returns (model to call, bare model whose state_dict is saved)."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    raw = model
+    if gpu_count > 1:
+        model = nn.DataParallel(model)
+    if compile_model:
+        model = torch.compile(model)
+    return model, raw
+
+
+EXIT_CODES = {UsageError: 2, DataError: 1, CheckpointError: 1, NonFiniteLoss: 1}
+
+
+def run_main(main, argv=None):
+    """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero."""
+    try:
+        return main(argv)
+    except TrainingInterrupted as e:
+        print(f"\n=> {e}", file=sys.stderr)
+        sys.exit(143 if e.signame == "SIGTERM" else 130)
+    except KeyboardInterrupt:
+        print("\n=> interrupted", file=sys.stderr)
+        sys.exit(130)
+    except tuple(EXIT_CODES) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_CODES.get(type(e), 1))
+
+
+def run_info(args, num_classes):
+    """What a checkpoint records about its run: the arch, the class count and every flag."""
+    return {"arch": args.arch, "num_classes": num_classes,
+            "args": {k: v for k, v in vars(args).items()
+                     if isinstance(v, (str, int, float, bool, list, type(None)))}}
+
+
+def check_num_classes(checkpoint, num_classes):
+    saved = checkpoint.get("num_classes")
+    if saved is not None and saved != num_classes:
+        raise CheckpointError(f"the checkpoint's model has {saved} classes, this run's data "
+                              f"has {num_classes}")
+
+
+def make_optimizer(model, args):
+    """SGD with momentum and weight decay, the step schedule (--schedule/--gamma, per epoch),
+    and a GradScaler for --amp fp16."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.schedule,
+                                                     gamma=args.gamma)
+    scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
+    return optimizer, scheduler, scaler
+
+
+def resume_from(checkpoint, model, optimizer, scheduler, scaler, num_classes):
+    """Weights, optimizer, schedule and RNG states of ``checkpoint`` into this run; returns
+    (start_epoch, best_acc)."""
+    check_num_classes(checkpoint, num_classes)
+    load_weights(model, checkpoint)
+    return restore_training_state(checkpoint, optimizer, scheduler, scaler)
+
+
+def open_log(args, title, resumed, start_epoch):
+    """log.txt of the run folder; a resumed log is cut back to the checkpoint's epochs."""
+    logger = Logger(os.path.join(args.checkpoint, "log.txt"), title=title, resume=resumed,
+                    keep_rows=start_epoch if resumed else None)
+    logger.set_names(["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."])
+    return logger
+
+
+def report_evaluation(model, loader, criterion, args, device):
+    loss, top1, top5 = evaluate(model, loader, criterion, device=device, amp=args.amp,
+                                show_progress=not args.no_progress)
+    print(f" Test Loss:  {loss:.8f}, Test Acc:  {top1:.2f}, Top-5:  {top5:.2f}")
+    return loss, top1, top5

@@ -1,0 +1,196 @@
+"""The training engine both scripts share: one training epoch with gradient accumulation, an
+exact evaluation, and the epoch loop that logs and checkpoints.
+
+One step: uint8 batch on the device -> augment -> normalise (the loader) -> model under autocast
+-> loss scaled by this micro-batch's share of the step -> backward -> after the step's last
+micro-batch: optimizer step -> meters -> progress line.
+"""
+import contextlib
+import signal
+import time
+
+import torch
+
+from . import distributed
+from .checkpoint import save_checkpoint, training_state
+from .eval import topk_correct
+from .progress import Progress
+
+__all__ = ["NonFiniteLoss", "TrainingInterrupted", "StopSignal", "autocast", "train_one_epoch",
+           "evaluate", "fit"]
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch, batch, value):
+        super().__init__(f"loss became {value} at epoch {epoch + 1}, batch {batch + 1}; stopped "
+                         f"without saving, the last checkpoint is the last good one")
+
+
+class TrainingInterrupted(Exception):
+    def __init__(self, signame, resume_epoch):
+        """``resume_epoch``: the 0-based epoch a --resume of the last checkpoint starts with."""
+        super().__init__(f"stopped by {signame} after the step in flight; --resume continues "
+                         f"with epoch {resume_epoch + 1}" + (
+                             " (the interrupted epoch restarts)" if resume_epoch else ""))
+        self.signame = signame
+
+
+class StopSignal:
+    """Records SIGTERM/SIGINT instead of dying mid-step, so the engine can stop between steps.
+    A second signal of the same kind exits at once."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def autocast(device, amp):
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def _no_sync(model, skip):
+    return model.no_sync() if skip and hasattr(model, "no_sync") else contextlib.nullcontext()
+
+
+def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_size=1,
+                    amp="none", scaler=None, show_progress=True, stop=None):
+    """Train one epoch; returns (loss, top1 %, top5 %) averaged over this process's images.
+
+    The optimizer steps once every ``iter_size`` micro-batches. Each micro-batch's mean loss is
+    weighted by its share of the images of its step (1/iter_size when all are full), so a step
+    computes the mean loss over all its images whatever the split into micro-batches or
+    processes (DDP averages gradients over processes, hence the factor world)."""
+    model.train()
+    sizes = loader.batch_sizes()
+    world = distributed.world_size()
+    step_images = [sum(sizes[s:s + iter_size]) for s in range(0, len(sizes), iter_size)]
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top1, top5
+    count = 0
+    # The first non-finite batch, recorded on the device: checking it every batch would stall a
+    # GPU on a host sync, so it is read where the host syncs anyway (CPU: every batch).
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    on_cpu = torch.device(device).type == "cpu"
+    progress = Progress("Training", len(sizes), enabled=show_progress)
+    optimizer.zero_grad(set_to_none=True)
+    end = time.time()
+    for i, (x, y) in enumerate(loader):
+        data_time = time.time() - end
+        last_of_step = (i + 1) % iter_size == 0 or i + 1 == len(sizes)
+        with _no_sync(model, not last_of_step):
+            with autocast(device, amp):
+                output = model(x)
+                loss = criterion(output, y)
+            weight = y.shape[0] * world / step_images[i // iter_size]
+            scaled = loss * weight
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        bad = ~torch.isfinite(loss.detach())
+        first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
+        if (on_cpu or progress.due(i + 1)) and first_bad >= 0:
+            raise NonFiniteLoss(epoch, int(first_bad), "non-finite")
+        if last_of_step:
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            top1, top5 = topk_correct(output.detach(), y, (1, 5))
+            totals += torch.stack([loss.detach().double() * y.shape[0], top1.double(),
+                                   top5.double()])
+        count += y.shape[0]
+        if progress.due(i + 1):
+            t = totals.tolist()
+            progress.update(i + 1, data_time, time.time() - end, t[0] / count,
+                            100 * t[1] / count, 100 * t[2] / count)
+        if last_of_step and stop is not None and stop.received:
+            raise TrainingInterrupted(stop.received, epoch)
+        end = time.time()
+    progress.finish()
+    if first_bad >= 0:
+        raise NonFiniteLoss(epoch, int(first_bad), "non-finite")
+    t = totals.tolist()
+    return t[0] / count, 100 * t[1] / count, 100 * t[2] / count
+
+
+@torch.no_grad()
+def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True):
+    """Loss and top-1/top-5 accuracy (%) over the whole evaluation set: each process evaluates
+    its shard and the sums are reduced, so the numbers are exact for any number of processes."""
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
+    progress = Progress("Testing ", len(loader), enabled=show_progress)
+    end = time.time()
+    for i, (x, y) in enumerate(loader):
+        data_time = time.time() - end
+        with autocast(device, amp):
+            output = model(x)
+            loss = criterion(output, y)
+        top1, top5 = topk_correct(output, y, (1, 5))
+        n = y.shape[0]
+        totals[:3] += torch.stack([loss.double() * n, top1.double(), top5.double()])
+        totals[3] += n
+        if progress.due(i + 1):
+            t = totals.tolist()
+            progress.update(i + 1, data_time, time.time() - end, t[0] / t[3], 100 * t[1] / t[3],
+                            100 * t[2] / t[3])
+        end = time.time()
+    progress.finish()
+    t = distributed.all_reduce_sum(totals).tolist()
+    return t[0] / t[3], 100 * t[1] / t[3], 100 * t[2] / t[3]
+
+
+def fit(*, model, raw_model, train_loader, test_loader, criterion, optimizer, scheduler,
+        device, epochs, start_epoch, best_acc, logger, checkpoint_dir, run_info, iter_size=1,
+        amp="none", scaler=None, show_progress=True):
+    """The epoch loop: train, evaluate, step the schedule, log a row, save checkpoint.pth.tar
+    (and model_best.pth.tar). Only the main process logs and saves. Returns the best accuracy."""
+    main = distributed.is_main()
+    with StopSignal() as stop:
+        for epoch in range(start_epoch, epochs):
+            lr = optimizer.param_groups[0]["lr"]
+            if main:
+                print(f"\nEpoch: [{epoch + 1} | {epochs}] LR: {lr:f}", flush=True)
+            train_loader.set_epoch(epoch)
+            train_loss, train_acc, _ = train_one_epoch(
+                model, train_loader, criterion, optimizer, epoch=epoch, device=device,
+                iter_size=iter_size, amp=amp, scaler=scaler,
+                show_progress=show_progress and main, stop=stop)
+            test_loss, test_acc, _ = evaluate(model, test_loader, criterion, device=device,
+                                              amp=amp, show_progress=show_progress and main)
+            scheduler.step()
+            is_best = test_acc > best_acc
+            best_acc = max(test_acc, best_acc)
+            if main:
+                # The row first: a crash before the save leaves one row too many, which resume
+                # cuts back to the checkpoint's epoch count (never a missing row).
+                logger.append([lr, train_loss, test_loss, train_acc, test_acc])
+                save_checkpoint(training_state(
+                    epoch + 1, raw_model, optimizer, scheduler, scaler, test_acc, best_acc,
+                    run_info), is_best, checkpoint_dir)
+            if stop.received:
+                raise TrainingInterrupted(stop.received, epoch + 1)
+    return best_acc

@@ -1,0 +1,19 @@
+"""Classification accuracy."""
+import torch
+
+__all__ = ["accuracy", "topk_correct"]
+
+
+@torch.no_grad()
+def topk_correct(output, target, topk=(1,)):
+    """Number of samples whose target is among the k highest scores, for each k (clipped to the
+    number of classes)."""
+    maxk = min(max(topk), output.shape[1])
+    pred = output.topk(maxk, dim=1).indices
+    hits = pred.eq(target.view(-1, 1))
+    return [hits[:, :min(k, maxk)].any(dim=1).sum() for k in topk]
+
+
+def accuracy(output, target, topk=(1,)):
+    """Top-k accuracy in percent, one 0-dim tensor per k (as the reference's ``accuracy``)."""
+    return [c.float() * (100.0 / target.shape[0]) for c in topk_correct(output, target, topk)]

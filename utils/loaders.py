@@ -1,0 +1,210 @@
+"""Batches for training and evaluation.
+
+Every random choice of an epoch (the order of images, each image's crop and flip) is drawn from
+(seed, epoch, image index) alone, never from the batch layout. So `--train-batch 8 --iter-size 4`
+sees exactly the pixels `--train-batch 32` sees, a W-process run sees the same images as a
+1-process run, and a resumed run the same as an uninterrupted one.
+
+Two loaders yield the same thing, normalised float batches on the training device:
+- ``DeviceLoader``: the whole dataset as one uint8 tensor on the device; crops and flips are
+  applied to a whole batch at once by indexing (the fast CIFAR path).
+- ``StreamLoader``: a torch DataLoader of per-image torchvision transforms (ImageNet, or CIFAR
+  with --loader dataloader); uint8 batches are copied to the device and normalised there.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = ["epoch_generator", "EpochBatches", "DeviceLoader", "StreamLoader", "crop_flip",
+           "ArrayImages"]
+
+
+def mixed_seed(*values):
+    """A 63-bit seed mixed from several integers (numpy's SeedSequence hashing)."""
+    state = np.random.SeedSequence([int(v) for v in values]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def epoch_generator(seed, epoch, stream):
+    """A CPU generator for one purpose (``stream``) of one epoch; the same on every device."""
+    return torch.Generator().manual_seed(mixed_seed(seed, epoch, stream))
+
+
+ORDER, AUGMENT = 0, 1  # generator streams
+
+
+class EpochBatches:
+    """The image indices of each micro-batch of an epoch, for one process of ``world``.
+
+    Micro-batch b of the epoch covers positions [b*B, (b+1)*B) of the epoch's permutation; with
+    several processes each takes a contiguous share of every micro-batch (torch.tensor_split)."""
+
+    def __init__(self, num_images, batch_size, shuffle, seed=0, rank=0, world=1):
+        self.num_images, self.batch_size, self.shuffle = num_images, batch_size, shuffle
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def permutation(self):
+        if not self.shuffle:
+            return torch.arange(self.num_images)
+        return torch.randperm(self.num_images, generator=epoch_generator(self.seed, self.epoch,
+                                                                         ORDER))
+
+    def batch_sizes(self):
+        """Global size of every micro-batch of the epoch (all processes together)."""
+        n, b = self.num_images, self.batch_size
+        return [min(b, n - start) for start in range(0, n, b)]
+
+    def __len__(self):
+        return len(self.batch_sizes())
+
+    def __iter__(self):
+        perm = self.permutation()
+        for start in range(0, self.num_images, self.batch_size):
+            chunk = perm[start:start + self.batch_size]
+            yield torch.tensor_split(chunk, self.world)[self.rank] if self.world > 1 else chunk
+
+
+def crop_flip(images, dx, dy, flip, pad):
+    """Random-crop-with-padding and horizontal flip of a uint8 batch (B, C, H, W) in one gather:
+    image i is zero-padded by ``pad``, cropped at (dy[i], dx[i]) and mirrored where flip[i].
+    Returns (B, C, H, W) with channels-last strides."""
+    b, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = dy[:, None] + torch.arange(h, device=images.device)
+    cols = dx[:, None] + torch.arange(w, device=images.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    # Advanced indices around a slice put their dims first: the result is (B, H, W, C).
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class Normalize:
+    """uint8 -> float32, (x / 255 - mean) / std per channel, on the device, in a chosen layout."""
+
+    def __init__(self, mean, std, device, channels_last=False):
+        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
+        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(
+            1, -1, 1, 1)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, x):
+        x = x.to(memory_format=self.memory_format)
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+class DeviceLoader:
+    """An ArrayDataset held on ``device``; batches are gathered, augmented and normalised there."""
+
+    def __init__(self, dataset, batches, device, mean, std, augment=False, pad=4,
+                 channels_last=False):
+        self.images = dataset.images.to(device)
+        self.labels = dataset.labels.to(device)
+        self.batches, self.device, self.augment, self.pad = batches, device, augment, pad
+        self.normalize = Normalize(mean, std, device, channels_last)
+
+    def set_epoch(self, epoch):
+        self.batches.set_epoch(epoch)
+
+    def batch_sizes(self):
+        return self.batches.batch_sizes()
+
+    def __len__(self):
+        return len(self.batches)
+
+    def draws(self):
+        """Crop offsets and flips of every image for this epoch, indexed by image."""
+        n, span = len(self.labels), 2 * self.pad + 1
+        g = epoch_generator(self.batches.seed, self.batches.epoch, AUGMENT)
+        offsets = torch.randint(0, span, (2, n), generator=g)
+        flips = torch.rand(n, generator=g) < 0.5
+        return offsets[0].to(self.device), offsets[1].to(self.device), flips.to(self.device)
+
+    def __iter__(self):
+        if self.augment:
+            dx, dy, flip = self.draws()
+        for idx in self.batches:
+            idx = idx.to(self.device, non_blocking=True)
+            x = self.images[idx]
+            if self.augment:
+                x = crop_flip(x, dx[idx], dy[idx], flip[idx], self.pad)
+            yield self.normalize(x), self.labels[idx]
+
+
+class ArrayImages(torch.utils.data.Dataset):
+    """An ArrayDataset seen as (PIL image, label) items, for per-image torchvision transforms."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image = self.dataset.images[i].permute(1, 2, 0).numpy()
+        return Image.fromarray(image.squeeze(2) if image.shape[2] == 1 else image), \
+            int(self.dataset.labels[i])
+
+
+class SeededTransform(torch.utils.data.Dataset):
+    """Applies ``transform`` to item i with the torch RNG seeded from (seed, epoch, i); items
+    are addressed as (epoch, i) so persistent workers need no epoch broadcast."""
+
+    def __init__(self, dataset, transform, seed):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        image, label = self.dataset[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mixed_seed(self.seed, epoch, AUGMENT, i))
+            return self.transform(image), label
+
+
+class _TaggedBatches:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        epoch = self.batches.epoch
+        for idx in self.batches:
+            yield [(epoch, int(i)) for i in idx]
+
+
+class StreamLoader:
+    """A DataLoader of per-image transforms that return uint8 CHW tensors; batches are moved
+    to ``device`` (pinned, non-blocking) and normalised there."""
+
+    def __init__(self, dataset, transform, batches, device, mean, std, workers=4,
+                 channels_last=False, prefetch_factor=4):
+        pin = torch.device(device).type == "cuda"
+        self.batches, self.device = batches, device
+        self.loader = torch.utils.data.DataLoader(
+            SeededTransform(dataset, transform, batches.seed), batch_sampler=_TaggedBatches(batches),
+            num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+            prefetch_factor=prefetch_factor if workers > 0 else None)
+        self.normalize = Normalize(mean, std, device, channels_last)
+
+    def set_epoch(self, epoch):
+        self.batches.set_epoch(epoch)
+
+    def batch_sizes(self):
+        return self.batches.batch_sizes()
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            x = x.to(self.device, non_blocking=True)
+            yield self.normalize(x), y.to(self.device, non_blocking=True)

@@ -1,0 +1,134 @@
+"""Training logs in the reference's format, and their curves.
+
+log.txt: one header line of column names and one line per epoch, every field followed by a tab,
+numbers as %.6f. ``Logger(resume=True)`` reads an existing log and appends to it.
+"""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # runs write files; no display is needed or assumed
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["Logger", "LoggerMonitor", "savefig", "read_log", "save_curves"]
+
+
+def savefig(fname, dpi=None):
+    plt.savefig(fname, dpi=150 if dpi is None else dpi, bbox_inches="tight")
+
+
+def read_log(fpath):
+    """(names, {name: [values]}) of a log.txt."""
+    with open(fpath) as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    if not lines:
+        return [], {}
+    names = [n for n in lines[0].rstrip("\t").split("\t")]
+    numbers = {n: [] for n in names}
+    for line in lines[1:]:
+        for name, value in zip(names, line.rstrip("\t").split("\t")):
+            numbers[name].append(float(value))
+    return names, numbers
+
+
+class Logger:
+    def __init__(self, fpath, title=None, resume=False, keep_rows=None):
+        """Open ``fpath`` for a new log, or with ``resume`` for appending. ``keep_rows`` cuts a
+        resumed log to that many data rows first, so epochs that ran after the checkpoint being
+        resumed (a crash between log and checkpoint) are not logged twice."""
+        self.fpath = fpath
+        self.title = "" if title is None else title
+        self.names, self.numbers = [], {}
+        if resume and os.path.isfile(fpath):
+            self.names, self.numbers = read_log(fpath)
+            if keep_rows is not None:
+                for name in self.names:
+                    self.numbers[name] = self.numbers[name][:keep_rows]
+                self._rewrite()
+            self.file = open(fpath, "a")
+        else:
+            self.file = open(fpath, "w")
+
+    def _rewrite(self):
+        rows = len(self.numbers[self.names[0]]) if self.names else 0
+        tmp = self.fpath + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self._line(self.names))
+            for i in range(rows):
+                f.write(self._line(f"{self.numbers[n][i]:.6f}" for n in self.names))
+        os.replace(tmp, self.fpath)
+
+    @staticmethod
+    def _line(fields):
+        return "".join(f"{field}\t" for field in fields) + "\n"
+
+    def set_names(self, names):
+        if self.names:  # resumed: the header is already there
+            if list(names) != self.names:
+                raise ValueError(f"log {self.fpath} has columns {self.names}, not {list(names)}")
+            return
+        self.names = list(names)
+        self.numbers = {n: [] for n in self.names}
+        self.file.write(self._line(self.names))
+        self.file.flush()
+
+    def append(self, numbers):
+        if len(numbers) != len(self.names):
+            raise ValueError(f"expected {len(self.names)} numbers, got {len(numbers)}")
+        for name, num in zip(self.names, numbers):
+            self.numbers[name].append(float(num))
+        self.file.write(self._line(f"{float(num):.6f}" for num in numbers))
+        self.file.flush()
+
+    def plot(self, names=None):
+        """Each named column (all by default) against the epoch, on the current figure."""
+        names = self.names if names is None else names
+        for name in names:
+            values = self.numbers[name]
+            plt.plot(range(1, len(values) + 1), values, label=f"{self.title}({name})"
+                     if self.title else name)
+        plt.xlabel("Epoch")
+        plt.legend(loc="best", framealpha=1)  # EPS has no transparency
+        plt.grid(True)
+
+    def close(self):
+        self.file.close()
+
+
+class LoggerMonitor:
+    """Several logs on one figure: ``paths`` maps a label to a log.txt."""
+
+    def __init__(self, paths):
+        self.loggers = []
+        for title, path in paths.items():
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no log at {path}")
+            logger = Logger(path, title=title, resume=True)
+            logger.file.close()
+            self.loggers.append(logger)
+
+    def plot(self, names=None):
+        plt.figure()
+        for logger in self.loggers:
+            missing = [n for n in (names or []) if n not in logger.names]
+            if missing:
+                raise KeyError(f"{logger.fpath} has no column {missing[0]!r}; "
+                               f"columns: {', '.join(logger.names)}")
+            logger.plot(names)
+
+
+def save_curves(log_path):
+    """log.eps and log.png beside ``log_path``: losses and accuracies against the epoch."""
+    logger = Logger(log_path, resume=True)
+    logger.file.close()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, names, ylabel in ((left, ["Train Loss", "Valid Loss"], "Loss"),
+                                (right, ["Train Acc.", "Valid Acc."], "Accuracy (%)")):
+        plt.sca(axis)
+        logger.plot([n for n in names if n in logger.names])
+        axis.set_ylabel(ylabel)
+    fig.tight_layout()
+    base = os.path.splitext(log_path)[0]
+    for ext in ("eps", "png"):
+        savefig(f"{base}.{ext}")
+    plt.close(fig)
