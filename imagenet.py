@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Train or evaluate an ImageNet classifier (any ImageFolder tree with train/ and val/).
+
+    python imagenet.py -a l_resnet50 --data ~/ILSVRC2012 --gpu-id 0,1,2,3 -c checkpoints/imagenet/l_resnet50
+    python imagenet.py -a l_resnext50 --cardinality 32 --base-width 4 --data ~/ILSVRC2012
+    python imagenet.py -a resnet18 --pretrained -e --data ~/ILSVRC2012      # torchvision model
+"""
+import argparse
+import os
+import random
+import sys
+
+import torch.nn as nn
+import torchvision
+import torchvision.transforms as T
+
+import models
+from utils import cli
+from utils.checkpoint import CheckpointError, load_weights, read_checkpoint, \
+    resolve_checkpoint_path
+from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
+from utils.engine import fit
+from utils.loaders import EpochBatches, StreamLoader
+from utils.logger import save_curves
+from utils.misc import seed_everything
+
+TORCHVISION_MODELS = sorted(torchvision.models.list_models(module=torchvision.models))
+ARCHS = sorted(set(models.imagenet.MODELS) | set(TORCHVISION_MODELS))
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="ImageNet training", allow_abbrev=False)
+    parser.add_argument("-d", "--data", metavar="DIR", required=True,
+                        help="folder with train/ and val/ ImageFolder trees")
+    cli.add_training_flags(parser, workers=32, epochs=90, train_batch=256, test_batch=200,
+                           weight_decay=1e-4, arch="resnet18", cardinality=32)
+    parser.add_argument("--base-width", type=int, default=4, help="ResNeXt width per group")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="start from torchvision's ImageNet weights (torchvision models)")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    return args, cli.explicit_flags(parser, argv)
+
+
+def create_imagenet_model(args, num_classes):
+    """This project's models by name, otherwise torchvision's (with --pretrained weights)."""
+    if args.arch in models.imagenet.MODELS:
+        if args.pretrained:
+            raise cli.UsageError(f"--pretrained takes torchvision weights; {args.arch} has "
+                                 f"none there: use --weights PATH")
+        return cli.build_model(models.imagenet.MODELS, args, num_classes)
+    if not args.pretrained:
+        return torchvision.models.get_model(args.arch, num_classes=num_classes)
+    try:
+        model = torchvision.models.get_model(args.arch, weights="DEFAULT")
+    except Exception as e:
+        raise CheckpointError(f"could not get torchvision's pretrained weights for {args.arch} "
+                              f"(offline?): {str(e).splitlines()[0]}") from e
+    if num_classes != 1000:
+        raise cli.UsageError(f"--pretrained weights have 1000 classes; {args.data} has "
+                             f"{num_classes}")
+    return model
+
+
+def imagenet_loaders(args, device, seed):
+    """RandomResizedCrop(224) + flip for training; Resize(256) + CenterCrop(224) for val."""
+    train_set = ImageFiles(find_image_folder(args.data, "train"))
+    val_set = ImageFiles(find_image_folder(args.data, "val"))
+    train_transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
+                                 T.PILToTensor()])
+    val_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
+    train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed)
+    val_batches = EpochBatches(len(val_set), args.test_batch, shuffle=False)
+    return (len(train_set.classes),
+            StreamLoader(train_set, train_transform, train_batches, device, IMAGENET_MEAN,
+                         IMAGENET_STD, args.workers, args.channels_last),
+            StreamLoader(val_set, val_transform, val_batches, device, IMAGENET_MEAN,
+                         IMAGENET_STD, args.workers, args.channels_last))
+
+
+def main(argv=None):
+    # Parse: flags, then a resumed run's own model flags, then checks, all before the data.
+    args, explicit = parse_args(argv)
+    checkpoint = None
+    if args.resume:
+        checkpoint = read_checkpoint(args.resume)
+        cli.apply_checkpoint_args(args, checkpoint, explicit)
+        args.checkpoint = os.path.dirname(resolve_checkpoint_path(args.resume))
+    cli.check_args(args, ARCHS)
+    device, gpu_count = cli.setup_device(args.gpu_id, "gpu_id" in explicit)
+    if args.manualSeed is None:
+        args.manualSeed = random.randint(1, 10000)
+    seed_everything(args.manualSeed)
+    if not args.evaluate:
+        cli.check_writable(args.checkpoint)
+
+    # Data
+    print(f"==> Preparing ImageNet-style data from {args.data}")
+    num_classes, train_loader, val_loader = imagenet_loaders(args, device, args.manualSeed)
+
+    # Model
+    print(f"==> creating model '{args.arch}'" + (" (pretrained)" if args.pretrained else ""))
+    model = create_imagenet_model(args, num_classes)
+    if args.weights:
+        load_weights(model, args.weights)
+    model, raw_model = cli.prepare_model(model, device, gpu_count, args.channels_last,
+                                         args.compile)
+    print(f"    Total params: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M")
+    criterion = nn.CrossEntropyLoss()
+    optimizer, scheduler, scaler = cli.make_optimizer(raw_model, args)
+
+    # Resume
+    start_epoch, best_acc = args.start_epoch, 0.0
+    if checkpoint is not None:
+        print(f"==> Resuming from checkpoint {args.resume}")
+        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, optimizer, scheduler,
+                                                scaler, num_classes)
+    if args.evaluate:
+        print("\nEvaluation only")
+        cli.report_evaluation(model, val_loader, criterion, args, device)
+        return
+
+    # Train and evaluate every epoch
+    logger = cli.open_log(args, f"ImageNet-{args.arch}", checkpoint is not None, start_epoch)
+    best_acc = fit(model=model, raw_model=raw_model, train_loader=train_loader,
+                   test_loader=val_loader, criterion=criterion, optimizer=optimizer,
+                   scheduler=scheduler, device=device, epochs=args.epochs,
+                   start_epoch=start_epoch, best_acc=best_acc, logger=logger,
+                   checkpoint_dir=args.checkpoint, iter_size=args.iter_size, amp=args.amp,
+                   scaler=scaler, show_progress=not args.no_progress,
+                   run_info=cli.run_info(args, num_classes))
+    logger.close()
+
+    # Curves
+    save_curves(os.path.join(args.checkpoint, "log.txt"))
+    print("Best acc:")
+    print(best_acc)
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,126 @@
+"""cifar.py as a user runs it: train, resume, evaluate; the outputs of the reference; equal
+weights for equal effective batches; and one clear line for missing data."""
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import cifar
+from conftest import REPO, make_cifar_pickles, make_image_folder, read_log_rows
+
+HEADER = "Learning Rate\tTrain Loss\tValid Loss\tTrain Acc.\tValid Acc.\t"
+FAST = ["--no-progress", "--manualSeed", "3", "--train-batch", "16", "--test-batch", "16"]
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    return make_cifar_pickles(str(tmp_path_factory.mktemp("official")), n_train=48, n_test=20)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(str(tmp_path_factory.mktemp("folder")),
+                             splits=(("train", 12), ("test", 5)))
+
+
+@pytest.mark.parametrize("arch", [["-a", "l_resnet", "--depth", "8"],
+                                  ["-a", "resnet", "--depth", "20"]], ids=["l_resnet", "resnet"])
+@pytest.mark.parametrize("layout", ["official", "folder"])
+def test_train_resume_evaluate(arch, layout, request, tmp_path, capsys):
+    data = request.getfixturevalue(layout)
+    run = str(tmp_path / "run")
+    cifar.main(arch + ["--data", data, "--epochs", "2", "-c", run] + FAST)
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "log.txt", "log.eps", "log.png"):
+        assert os.path.getsize(os.path.join(run, name)) > 0, name
+    header, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert header == HEADER and len(rows) == 2
+    with open(os.path.join(run, "log.txt")) as f:
+        assert re.fullmatch(r"(\d+\.\d{6}\t){5}", f.read().splitlines()[1])
+    saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert {"epoch", "state_dict", "acc", "best_acc", "optimizer"} <= set(saved)
+    assert saved["epoch"] == 2 and saved["arch"] == arch[1]
+    assert not any(k.startswith("module.") for k in saved["state_dict"])
+
+    # A third epoch from the run folder; no model flags repeated.
+    cifar.main(["--data", data, "--epochs", "3", "--resume", run] + FAST)
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 3
+
+    # -e --resume evaluates the checkpoint and reproduces the logged validation accuracy.
+    capsys.readouterr()
+    cifar.main(["-e", "--resume", os.path.join(run, "checkpoint.pth.tar"), "--data", data,
+                "--no-progress"])
+    out = capsys.readouterr().out
+    acc = float(re.search(r"Test Acc:\s+([\d.]+)", out).group(1))
+    assert acc == pytest.approx(rows[-1][4], abs=0.006)
+
+
+def final_weights(run):
+    return torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["state_dict"]
+
+
+def test_iter_size_matches_the_large_batch(official, tmp_path):
+    common = ["-a", "l_resnet", "--depth", "8", "--data", official, "--epochs", "1",
+              "--no-progress", "--manualSeed", "5"]
+    cifar.main(common + ["--train-batch", "8", "--iter-size", "4", "-c", str(tmp_path / "a")])
+    cifar.main(common + ["--train-batch", "32", "--iter-size", "1", "-c", str(tmp_path / "b")])
+    a, b = final_weights(str(tmp_path / "a")), final_weights(str(tmp_path / "b"))
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5
+    # 48 images = one step of 32 and a last partial step of 16: both configurations split the
+    # epoch into the same two steps, so the weights moved the same way twice.
+    cifar.main(common + ["--train-batch", "32", "-c", str(tmp_path / "c"), "--manualSeed", "6"])
+    c = final_weights(str(tmp_path / "c"))
+    assert max((a[k] - c[k]).abs().max().item() for k in a) > 1e-4  # another seed differs
+
+
+def test_same_seed_repeats_exactly_on_cpu(official, tmp_path):
+    args = ["-a", "l_resnet", "--depth", "8", "--data", official, "--epochs", "1"] + FAST
+    cifar.main(args + ["-c", str(tmp_path / "a")])
+    cifar.main(args + ["-c", str(tmp_path / "b")])
+    a, b = final_weights(str(tmp_path / "a")), final_weights(str(tmp_path / "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dataloader_path_trains(official, tmp_path):
+    run = str(tmp_path / "run")
+    cifar.main(["-a", "l_resnet", "--depth", "8", "--data", official, "--epochs", "1",
+                "--loader", "dataloader", "-j", "0", "-c", run] + FAST)
+    assert len(read_log_rows(os.path.join(run, "log.txt"))[1]) == 1
+
+
+def run_script(args, env=None, timeout=120):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(REPO, "cifar.py")] + args, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def test_no_data_and_no_network_is_one_clear_line(tmp_path):
+    # A proxy on a closed local port stands in for "no network", whatever the machine has.
+    closed = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+              "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    start = time.time()
+    result = run_script(["-a", "resnet", "--depth", "20", "--data", str(tmp_path / "none"),
+                         "-c", str(tmp_path / "run")], env=closed)
+    elapsed = time.time() - start
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "no cifar10 data found" in result.stderr
+    assert "cifar-10-batches-py/ (official python layout)" in result.stderr
+    assert "ImageFolder layout" in result.stderr and str(tmp_path / "none") in result.stderr
+    assert elapsed < 60  # seconds, not a hang (most of it is importing torch)
+
+
+def test_md5_mismatch_still_loads_but_garbage_is_an_error(tmp_path):
+    from utils.data import DataError, load_cifar
+    root = make_cifar_pickles(str(tmp_path), n_train=10, n_test=5)
+    train, test = load_cifar(root, download=False)
+    assert train.images.shape == (10, 3, 32, 32) and len(test) == 5
+    with open(os.path.join(root, "cifar-10-batches-py", "data_batch_2"), "wb") as f:
+        f.write(b"not a pickle")
+    with pytest.raises(DataError, match="data_batch_2 is not a readable CIFAR"):
+        load_cifar(root, download=False)

@@ -1,0 +1,41 @@
+"""imagenet.py on a generated ImageFolder of small JPEGs: our GN+WS models and torchvision's."""
+import os
+
+import pytest
+
+import imagenet
+from conftest import make_image_folder, read_log_rows
+from utils.checkpoint import CheckpointError
+from utils.cli import UsageError
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    # Sizes differ on purpose: the crops make every batch 224x224.
+    return make_image_folder(str(tmp_path_factory.mktemp("inet")),
+                             splits=(("train", 3), ("val", 2)), size=[(40, 32), (56, 64)],
+                             ext="jpg")
+
+
+@pytest.mark.parametrize("arch", ["l_resnet18", "mobilenet_v3_small"])
+def test_one_epoch(arch, tree, tmp_path):
+    run = str(tmp_path / "run")
+    imagenet.main(["-a", arch, "--data", tree, "--epochs", "1", "-j", "0", "--train-batch", "3",
+                   "--test-batch", "4", "-c", run, "--no-progress", "--manualSeed", "1"])
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 1 and 0 <= rows[0][4] <= 100
+    assert os.path.isfile(os.path.join(run, "model_best.pth.tar"))
+
+
+def test_weights_from_a_checkpoint_and_pretrained_errors(tree, tmp_path):
+    run = str(tmp_path / "run")
+    imagenet.main(["-a", "l_resnet18", "--data", tree, "--epochs", "1", "-j", "0",
+                   "--train-batch", "6", "-c", run, "--no-progress"])
+    imagenet.main(["-a", "l_resnet18", "--data", tree, "-e", "-j", "0", "--no-progress",
+                   "--weights", os.path.join(run, "checkpoint.pth.tar")])
+    with pytest.raises(CheckpointError, match="missing keys: .*running_mean"):
+        # GN keys into torchvision's BN resnet18: refused, with the keys named.
+        imagenet.main(["-a", "resnet18", "--data", tree, "-e", "-j", "0", "--no-progress",
+                       "--weights", os.path.join(run, "checkpoint.pth.tar")])
+    with pytest.raises(UsageError, match="--pretrained takes torchvision weights"):
+        imagenet.main(["-a", "l_resnet50", "--pretrained", "--data", tree, "-e", "-j", "0"])

@@ -1,0 +1,40 @@
+"""log.txt in the reference's format, resume that never duplicates rows, and plot.py."""
+import os
+
+import plot
+from utils.logger import Logger, read_log
+
+
+def test_format_resume_and_cut(tmp_path):
+    path = str(tmp_path / "log.txt")
+    log = Logger(path)
+    log.set_names(["A", "B"])
+    for i in range(3):
+        log.append([i, i / 3])
+    log.close()
+    with open(path) as f:
+        assert f.read() == "A\tB\t\n0.000000\t0.000000\t\n1.000000\t0.333333\t\n" \
+                           "2.000000\t0.666667\t\n"
+    log = Logger(path, resume=True, keep_rows=2)  # the checkpoint had 2 epochs
+    log.set_names(["A", "B"])
+    log.append([9, 9])
+    log.close()
+    names, numbers = read_log(path)
+    assert names == ["A", "B"] and numbers["A"] == [0, 1, 9]
+
+
+def test_plot_compares_logs(tmp_path, capsys):
+    runs = []
+    for name, acc in (("bn", [10, 20]), ("gnws", [12, 25])):
+        os.makedirs(tmp_path / name)
+        log = Logger(str(tmp_path / name / "log.txt"))
+        log.set_names(["Valid Acc.", "Train Loss"])
+        for a in acc:
+            log.append([a, 1.0])
+        log.close()
+        runs.append(str(tmp_path / name))
+    out = str(tmp_path / "cmp.png")
+    assert plot.main(runs + ["-o", out, "--names", "Valid Acc.", "Train Loss"]) == 0
+    assert os.path.getsize(out) > 1000
+    assert plot.main(runs + ["-o", out, "--names", "Nope"]) == 1
+    assert "no column 'Nope'" in capsys.readouterr().err
