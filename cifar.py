@@ -79,6 +79,8 @@ def main(argv=None):
         args.manualSeed = random.randint(1, 10000)
     seed_everything(args.manualSeed)
     num_classes = CIFAR_SPECS[args.dataset]["num_classes"]
+    if checkpoint is not None:
+        cli.check_num_classes(checkpoint, num_classes)
     model = cli.build_model(models.cifar.MODELS, args, num_classes)  # bad model flags fail here
     if not args.evaluate:
         cli.check_writable(args.checkpoint)

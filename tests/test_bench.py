@@ -1,0 +1,20 @@
+"""bench.py runs and prints its fields (no timing assertions: machines are noisy)."""
+import re
+
+import bench
+
+
+def test_model_bench_prints_throughput_and_ratios(capsys):
+    bench.main(["-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
+                "--amp", "bf16", "--warmup", "1", "--windows", "2", "--steps", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"l_resnet amp=bf16 .* img/s best .* img/s median", out)
+    assert "l_resnet amp=none channels_last=False compile=False" in out  # reference style
+    assert re.search(r"^resnet amp=bf16", out, re.M)  # the BN twin
+    assert len(re.findall(r"^ratio: ", out, re.M)) == 2
+
+
+def test_pipeline_bench_prints_delivered_rate(capsys):
+    bench.main(["--pipeline", "cifar", "--device", "cpu", "--train", "256", "--batch", "64",
+                "--windows", "2"])
+    assert re.search(r"DeviceLoader CIFAR 256 images: \d+ img/s best", capsys.readouterr().out)
