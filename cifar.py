@@ -7,18 +7,15 @@
 """
 import argparse
 import os
-import random
 import sys
 
 import torch.nn as nn
 
 import models
-from utils import cli
+from utils import cli, distributed
 from utils.checkpoint import load_weights, read_checkpoint, resolve_checkpoint_path
 from utils.data import CIFAR_MEAN, CIFAR_SPECS, CIFAR_STD, load_cifar
-from utils.engine import fit
 from utils.loaders import ArrayImages, DeviceLoader, EpochBatches, StreamLoader
-from utils.logger import save_curves
 from utils.misc import seed_everything
 
 
@@ -49,8 +46,10 @@ def parse_args(argv):
 
 def cifar_loaders(train_set, test_set, args, device, seed):
     """Training batches drawn per image from (seed, epoch); test batches in order."""
-    train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed)
-    test_batches = EpochBatches(len(test_set), args.test_batch, shuffle=False)
+    train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed,
+                                 **distributed.shard())
+    test_batches = EpochBatches(len(test_set), args.test_batch, shuffle=False,
+                                **distributed.shard())
     if args.loader == "device":
         return (DeviceLoader(train_set, train_batches, device, CIFAR_MEAN, CIFAR_STD,
                              augment=True, channels_last=args.channels_last),
@@ -75,9 +74,8 @@ def main(argv=None):
         args.checkpoint = os.path.dirname(resolve_checkpoint_path(args.resume))
     cli.check_args(args, models.cifar.MODELS)
     device, gpu_count = cli.setup_device(args.gpu_id, "gpu_id" in explicit)
-    if args.manualSeed is None:
-        args.manualSeed = random.randint(1, 10000)
-    seed_everything(args.manualSeed)
+    cli.check_world(args)
+    seed_everything(cli.choose_seed(args))
     num_classes = CIFAR_SPECS[args.dataset]["num_classes"]
     if checkpoint is not None:
         cli.check_num_classes(checkpoint, num_classes)
@@ -112,20 +110,11 @@ def main(argv=None):
         cli.report_evaluation(model, test_loader, criterion, args, device)
         return
 
-    # Train and evaluate every epoch
+    # Train and evaluate every epoch; log.txt, checkpoints, then the curves
     title = ("cifar-10-" if args.dataset == "cifar10" else "cifar-100-") + args.arch
-    logger = cli.open_log(args, title, checkpoint is not None, start_epoch)
-    best_acc = fit(model=model, raw_model=raw_model, train_loader=train_loader,
-                   test_loader=test_loader, criterion=criterion, optimizer=optimizer,
-                   scheduler=scheduler, device=device, epochs=args.epochs,
-                   start_epoch=start_epoch, best_acc=best_acc, logger=logger,
-                   checkpoint_dir=args.checkpoint, iter_size=args.iter_size, amp=args.amp,
-                   scaler=scaler, show_progress=not args.no_progress,
-                   run_info=cli.run_info(args, num_classes))
-    logger.close()
-
-    # Curves
-    save_curves(os.path.join(args.checkpoint, "log.txt"))
+    best_acc = cli.train_and_log(args, title, model, raw_model, (train_loader, test_loader),
+                                 criterion, optimizer, scheduler, scaler, device, start_epoch,
+                                 best_acc, num_classes, resumed=checkpoint is not None)
     print("Best acc:")
     print(best_acc)
 

@@ -7,7 +7,6 @@
 """
 import argparse
 import os
-import random
 import sys
 
 import torch.nn as nn
@@ -15,13 +14,11 @@ import torchvision
 import torchvision.transforms as T
 
 import models
-from utils import cli
+from utils import cli, distributed
 from utils.checkpoint import CheckpointError, load_weights, read_checkpoint, \
     resolve_checkpoint_path
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
-from utils.engine import fit
 from utils.loaders import EpochBatches, StreamLoader
-from utils.logger import save_curves
 from utils.misc import seed_everything
 
 TORCHVISION_MODELS = sorted(torchvision.models.list_models(module=torchvision.models))
@@ -69,8 +66,9 @@ def imagenet_loaders(args, device, seed):
     train_transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
                                  T.PILToTensor()])
     val_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
-    train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed)
-    val_batches = EpochBatches(len(val_set), args.test_batch, shuffle=False)
+    train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed,
+                                 **distributed.shard())
+    val_batches = EpochBatches(len(val_set), args.test_batch, shuffle=False, **distributed.shard())
     return (len(train_set.classes),
             StreamLoader(train_set, train_transform, train_batches, device, IMAGENET_MEAN,
                          IMAGENET_STD, args.workers, args.channels_last),
@@ -88,9 +86,8 @@ def main(argv=None):
         args.checkpoint = os.path.dirname(resolve_checkpoint_path(args.resume))
     cli.check_args(args, ARCHS)
     device, gpu_count = cli.setup_device(args.gpu_id, "gpu_id" in explicit)
-    if args.manualSeed is None:
-        args.manualSeed = random.randint(1, 10000)
-    seed_everything(args.manualSeed)
+    cli.check_world(args)
+    seed_everything(cli.choose_seed(args))
     if not args.evaluate:
         cli.check_writable(args.checkpoint)
 
@@ -120,19 +117,11 @@ def main(argv=None):
         cli.report_evaluation(model, val_loader, criterion, args, device)
         return
 
-    # Train and evaluate every epoch
-    logger = cli.open_log(args, f"ImageNet-{args.arch}", checkpoint is not None, start_epoch)
-    best_acc = fit(model=model, raw_model=raw_model, train_loader=train_loader,
-                   test_loader=val_loader, criterion=criterion, optimizer=optimizer,
-                   scheduler=scheduler, device=device, epochs=args.epochs,
-                   start_epoch=start_epoch, best_acc=best_acc, logger=logger,
-                   checkpoint_dir=args.checkpoint, iter_size=args.iter_size, amp=args.amp,
-                   scaler=scaler, show_progress=not args.no_progress,
-                   run_info=cli.run_info(args, num_classes))
-    logger.close()
-
-    # Curves
-    save_curves(os.path.join(args.checkpoint, "log.txt"))
+    # Train and evaluate every epoch; log.txt, checkpoints, then the curves
+    title = f"ImageNet-{args.arch}"
+    best_acc = cli.train_and_log(args, title, model, raw_model, (train_loader, val_loader),
+                                 criterion, optimizer, scheduler, scaler, device, start_epoch,
+                                 best_acc, num_classes, resumed=checkpoint is not None)
     print("Best acc:")
     print(best_acc)
 

@@ -17,14 +17,14 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
-def atomic_save(obj, path):
-    """Write ``obj`` with torch.save to a temporary file beside ``path``, flush it to disk and
-    rename it into place, so a crash or a full disk never leaves ``path`` half-written."""
+def atomic_write(path, write):
+    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk and rename it into
+    place, so a crash or a full disk never leaves ``path`` half-written."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,20 +35,16 @@ def atomic_save(obj, path):
     _fsync_dir(folder)
 
 
+def atomic_save(obj, path):
+    """torch.save ``obj`` to ``path`` atomically (see atomic_write)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def atomic_copy(src, dst):
-    folder = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dst) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+    def copy(out):
+        with open(src, "rb") as inp:
             shutil.copyfileobj(inp, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)
+    atomic_write(dst, copy)
 
 
 def _fsync_dir(folder):

@@ -10,15 +10,17 @@ import torch.nn as nn
 
 from models import create_model, model_options
 
+from . import distributed
 from .checkpoint import CheckpointError, load_weights, restore_training_state
 from .data import DataError
-from .engine import NonFiniteLoss, TrainingInterrupted, evaluate
-from .logger import Logger
+from .engine import NonFiniteLoss, TrainingInterrupted, evaluate, fit
+from .logger import Logger, save_curves
 
 __all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
            "apply_checkpoint_args", "build_model", "check_writable", "setup_device",
            "prepare_model", "run_main", "run_info", "check_num_classes", "make_optimizer",
-           "resume_from", "open_log", "report_evaluation", "MODEL_FLAGS"]
+           "resume_from", "open_log", "train_and_log", "report_evaluation", "check_world",
+           "choose_seed", "MODEL_FLAGS"]
 
 # Flags that define the network (and the data order): a checkpoint records them, and
 # `--resume` / `-e --resume` reuse them unless given again on the command line.
@@ -123,6 +125,22 @@ def check_args(args, archs):
         raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
 
 
+def check_world(args):
+    """Under torchrun each of W processes takes train-batch / W images of every batch."""
+    world = distributed.world_size()
+    if args.train_batch % world:
+        raise UsageError(f"--train-batch {args.train_batch} does not divide among {world} "
+                         f"processes")
+
+
+def choose_seed(args):
+    """--manualSeed, or a random one (the same on every process), recorded in args."""
+    import random
+    if args.manualSeed is None:
+        args.manualSeed = distributed.broadcast_seed(random.randint(1, 10000))
+    return args.manualSeed
+
+
 def apply_checkpoint_args(args, checkpoint, explicit):
     """Take the model flags recorded in ``checkpoint`` unless given on the command line; refuse
     a checkpoint of another architecture."""
@@ -171,14 +189,17 @@ def check_writable(folder):
 
 def setup_device(gpu_id, explicit):
     """(device, gpu_count) from --gpu-id, setting CUDA_VISIBLE_DEVICES as the reference does.
-    No GPU at all and --gpu-id not given: the CPU. A GPU named but not there: UsageError."""
+    No GPU at all and --gpu-id not given: the CPU. A GPU named but not there: UsageError.
+    Under torchrun, one device per process from its environment (--gpu-id is not used)."""
+    device = distributed.init_from_env()
+    if device is not None:
+        return device, 1
     if gpu_id.strip().lower() in ("", "cpu", "-1"):
         return torch.device("cpu"), 0
     ids = [s.strip() for s in gpu_id.split(",") if s.strip()]
     if not all(s.isdigit() for s in ids):
         raise UsageError(f"--gpu-id takes comma-separated GPU numbers or 'cpu', got {gpu_id!r}")
-    if os.environ.get("LOCAL_RANK") is None:  # torchrun assigns devices itself
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if available == 0:
         if explicit:
@@ -192,13 +213,16 @@ def setup_device(gpu_id, explicit):
 
 
 def prepare_model(model, device, gpu_count, channels_last=False, compile_model=False):
-    """Move ``model`` to ``device`` and wrap it for training: DataParallel over several GPUs,
-    torch.compile on request. Returns (model to call, bare model whose state_dict is saved)."""
+    """Move ``model`` to ``device`` and wrap it for training: DistributedDataParallel under
+    torchrun, DataParallel over several --gpu-id GPUs, torch.compile on request.
+    Returns (model to call, bare model whose state_dict is saved)."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     raw = model
-    if gpu_count > 1:
+    if distributed.initialized():
+        model = distributed.wrap(model, device)
+    elif gpu_count > 1:
         model = nn.DataParallel(model)
     if compile_model:
         model = torch.compile(model)
@@ -221,6 +245,8 @@ def run_main(main, argv=None):
     except tuple(EXIT_CODES) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_CODES.get(type(e), 1))
+    finally:
+        distributed.cleanup()
 
 
 def run_info(args, num_classes):
@@ -257,11 +283,33 @@ def resume_from(checkpoint, model, optimizer, scheduler, scaler, num_classes):
 
 
 def open_log(args, title, resumed, start_epoch):
-    """log.txt of the run folder; a resumed log is cut back to the checkpoint's epochs."""
+    """log.txt of the run folder; a resumed log is cut back to the checkpoint's epochs.
+    Only the main process logs: the others get None."""
+    if not distributed.is_main():
+        return None
     logger = Logger(os.path.join(args.checkpoint, "log.txt"), title=title, resume=resumed,
                     keep_rows=start_epoch if resumed else None)
     logger.set_names(["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."])
     return logger
+
+
+def train_and_log(args, title, model, raw_model, loaders, criterion, optimizer, scheduler,
+                  scaler, device, start_epoch, best_acc, num_classes, resumed):
+    """Open log.txt, run the epoch loop of the engine, then draw log.eps / log.png.
+    Returns the best validation accuracy."""
+    logger = open_log(args, title, resumed, start_epoch)
+    train_loader, test_loader = loaders
+    best_acc = fit(model=model, raw_model=raw_model, train_loader=train_loader,
+                   test_loader=test_loader, criterion=criterion, optimizer=optimizer,
+                   scheduler=scheduler, device=device, epochs=args.epochs,
+                   start_epoch=start_epoch, best_acc=best_acc, logger=logger,
+                   checkpoint_dir=args.checkpoint, iter_size=args.iter_size, amp=args.amp,
+                   scaler=scaler, show_progress=not args.no_progress,
+                   run_info=run_info(args, num_classes))
+    if logger is not None:
+        logger.close()
+        save_curves(logger.fpath)
+    return best_acc
 
 
 def report_evaluation(model, loader, criterion, args, device):

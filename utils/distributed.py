@@ -3,7 +3,8 @@ so the engine calls them unconditionally."""
 import torch
 import torch.distributed as dist
 
-__all__ = ["world_size", "rank", "is_main", "all_reduce_sum"]
+__all__ = ["world_size", "rank", "is_main", "all_reduce_sum", "init_from_env", "broadcast_seed",
+           "wrap", "cleanup"]
 
 
 def initialized():
@@ -27,3 +28,51 @@ def all_reduce_sum(tensor):
     if initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def init_from_env():
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...):
+    NCCL with one GPU per process, gloo on the CPU. Returns this process's device, or None when
+    not launched by torchrun. Non-main processes print nothing."""
+    import os
+    import sys
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    if dist.get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")
+    return device
+
+
+def broadcast_seed(seed):
+    """The main process's seed on every process (each would otherwise draw its own)."""
+    if not initialized():
+        return seed
+    box = [seed]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def wrap(model, device):
+    """DistributedDataParallel around ``model`` when in a process group."""
+    if not initialized():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def cleanup():
+    if initialized():
+        dist.destroy_process_group()
+
+
+def shard():
+    """This process's place among all, as EpochBatches takes it."""
+    return {"rank": rank(), "world": world_size()}

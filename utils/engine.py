@@ -146,6 +146,8 @@ def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True
     end = time.time()
     for i, (x, y) in enumerate(loader):
         data_time = time.time() - end
+        if y.shape[0] == 0:  # this process's share of a last batch smaller than the world
+            continue
         with autocast(device, amp):
             output = model(x)
             loss = criterion(output, y)
@@ -179,7 +181,10 @@ def fit(*, model, raw_model, train_loader, test_loader, criterion, optimizer, sc
                 model, train_loader, criterion, optimizer, epoch=epoch, device=device,
                 iter_size=iter_size, amp=amp, scaler=scaler,
                 show_progress=show_progress and main, stop=stop)
-            test_loss, test_acc, _ = evaluate(model, test_loader, criterion, device=device,
+            # Evaluation needs no gradient sync: the bare model (DDP would sync BN buffers on
+            # every forward, and shards of the last batch may be empty on some processes).
+            eval_model = raw_model if distributed.initialized() else model
+            test_loss, test_acc, _ = evaluate(eval_model, test_loader, criterion, device=device,
                                               amp=amp, show_progress=show_progress and main)
             scheduler.step()
             is_best = test_acc > best_acc

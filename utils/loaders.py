@@ -55,17 +55,22 @@ class EpochBatches:
                                                                          ORDER))
 
     def batch_sizes(self):
-        """Global size of every micro-batch of the epoch (all processes together)."""
+        """Global size of every micro-batch of the epoch (all processes together). In training
+        with several processes a last batch smaller than the process count is dropped, since
+        every process must take part in every step."""
         n, b = self.num_images, self.batch_size
-        return [min(b, n - start) for start in range(0, n, b)]
+        sizes = [min(b, n - start) for start in range(0, n, b)]
+        if self.shuffle and self.world > 1 and sizes and sizes[-1] < self.world:
+            sizes.pop()
+        return sizes
 
     def __len__(self):
         return len(self.batch_sizes())
 
     def __iter__(self):
         perm = self.permutation()
-        for start in range(0, self.num_images, self.batch_size):
-            chunk = perm[start:start + self.batch_size]
+        for b in range(len(self.batch_sizes())):
+            chunk = perm[b * self.batch_size:(b + 1) * self.batch_size]
             yield torch.tensor_split(chunk, self.world)[self.rank] if self.world > 1 else chunk
 
 
@@ -97,15 +102,8 @@ class Normalize:
         return torch.addcmul(self.shift, x.float(), self.scale)
 
 
-class DeviceLoader:
-    """An ArrayDataset held on ``device``; batches are gathered, augmented and normalised there."""
-
-    def __init__(self, dataset, batches, device, mean, std, augment=False, pad=4,
-                 channels_last=False):
-        self.images = dataset.images.to(device)
-        self.labels = dataset.labels.to(device)
-        self.batches, self.device, self.augment, self.pad = batches, device, augment, pad
-        self.normalize = Normalize(mean, std, device, channels_last)
+class EpochLoader:
+    """What the engine asks of a loader besides iteration: the epoch and the batch plan."""
 
     def set_epoch(self, epoch):
         self.batches.set_epoch(epoch)
@@ -115,6 +113,17 @@ class DeviceLoader:
 
     def __len__(self):
         return len(self.batches)
+
+
+class DeviceLoader(EpochLoader):
+    """An ArrayDataset held on ``device``; batches are gathered, augmented and normalised there."""
+
+    def __init__(self, dataset, batches, device, mean, std, augment=False, pad=4,
+                 channels_last=False):
+        self.images = dataset.images.to(device)
+        self.labels = dataset.labels.to(device)
+        self.batches, self.device, self.augment, self.pad = batches, device, augment, pad
+        self.normalize = Normalize(mean, std, device, channels_last)
 
     def draws(self):
         """Crop offsets and flips of every image for this epoch, indexed by image."""
@@ -181,7 +190,7 @@ class _TaggedBatches:
             yield [(epoch, int(i)) for i in idx]
 
 
-class StreamLoader:
+class StreamLoader(EpochLoader):
     """A DataLoader of per-image transforms that return uint8 CHW tensors; batches are moved
     to ``device`` (pinned, non-blocking) and normalised there."""
 
@@ -194,15 +203,6 @@ class StreamLoader:
             num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None)
         self.normalize = Normalize(mean, std, device, channels_last)
-
-    def set_epoch(self, epoch):
-        self.batches.set_epoch(epoch)
-
-    def batch_sizes(self):
-        return self.batches.batch_sizes()
-
-    def __len__(self):
-        return len(self.batches)
 
     def __iter__(self):
         for x, y in self.loader:

@@ -1,0 +1,66 @@
+"""torchrun with 2 CPU processes (gloo) computes what 1 process computes for the same global
+batch, evaluates exactly, and resumes."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import cifar
+from conftest import REPO, make_cifar_pickles, read_log_rows
+
+ARGS = ["-a", "l_resnet", "--depth", "8", "--train-batch", "16", "--iter-size", "2",
+        "--test-batch", "8", "--no-progress", "--manualSeed", "9"]
+
+
+def torchrun(args, nproc=2):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", os.path.join(REPO, "cifar.py")] + args
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    # 53 test images: shards of unequal size, and 50 train images: a last batch of 2.
+    return make_cifar_pickles(str(tmp_path_factory.mktemp("cifar")), n_train=50, n_test=53)
+
+
+def test_two_processes_equal_one(data, tmp_path, capsys):
+    ddp, single = str(tmp_path / "ddp"), str(tmp_path / "single")
+    torchrun(ARGS + ["--data", data, "--epochs", "1", "-c", ddp])
+    cifar.main(ARGS + ["--data", data, "--epochs", "1", "-c", single])
+    a = torch.load(os.path.join(ddp, "checkpoint.pth.tar"), weights_only=True)
+    b = torch.load(os.path.join(single, "checkpoint.pth.tar"), weights_only=True)
+    assert not any(k.startswith("module.") for k in a["state_dict"])
+    worst = max((a["state_dict"][k] - b["state_dict"][k]).abs().max().item()
+                for k in b["state_dict"])
+    assert worst < 1e-5
+    # The DDP run's logged accuracy is the exact single-process evaluation of its weights.
+    capsys.readouterr()
+    cifar.main(["-e", "--resume", ddp, "--data", data, "--no-progress", "--test-batch", "53"])
+    acc = float(re.search(r"Test Acc:\s+([\d.]+)", capsys.readouterr().out).group(1))
+    _, rows = read_log_rows(os.path.join(ddp, "log.txt"))
+    assert acc == pytest.approx(rows[0][4], abs=0.006)
+
+
+def test_resume_under_torchrun_appends(data, tmp_path):
+    run = str(tmp_path / "run")
+    torchrun(ARGS + ["--data", data, "--epochs", "1", "-c", run])
+    out = torchrun(ARGS + ["--data", data, "--epochs", "2", "--resume", run])
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 2
+    assert out.stdout.count("Epoch: [2 | 2]") == 1  # only rank 0 prints
+
+
+def test_train_batch_must_divide(data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(REPO, "cifar.py")] + ARGS + ["--train-batch", "15", "--data", data,
+                                                      "-c", str(tmp_path / "r")]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--train-batch 15 does not divide among 2 processes" in result.stderr
