@@ -234,8 +234,11 @@ EXIT_CODES = {UsageError: 2, DataError: 1, CheckpointError: 1, NonFiniteLoss: 1}
 
 def run_main(main, argv=None):
     """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero."""
+    finished = False
     try:
-        return main(argv)
+        result = main(argv)
+        finished = True
+        return result
     except TrainingInterrupted as e:
         print(f"\n=> {e}", file=sys.stderr)
         sys.exit(143 if e.signame == "SIGTERM" else 130)
@@ -246,7 +249,7 @@ def run_main(main, argv=None):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_CODES.get(type(e), 1))
     finally:
-        distributed.cleanup()
+        distributed.cleanup(synchronize=finished)
 
 
 def run_info(args, num_classes):

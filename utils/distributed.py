@@ -68,8 +68,12 @@ def wrap(model, device):
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def cleanup():
+def cleanup(synchronize=True):
+    """Leave the process group. After a clean finish all processes meet first: a process that
+    tears gloo down while another is still in a collective aborts it."""
     if initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
