@@ -55,6 +55,10 @@ def test_resume_under_torchrun_appends(data, tmp_path):
     _, rows = read_log_rows(os.path.join(run, "log.txt"))
     assert len(rows) == 2
     assert out.stdout.count("Epoch: [2 | 2]") == 1  # only rank 0 prints
+    # -e under torchrun: sharded evaluation of the checkpoint, equal to the logged accuracy.
+    out = torchrun(["-e", "--resume", run, "--data", data, "--no-progress"])
+    acc = float(re.search(r"Test Acc:\s+([\d.]+)", out.stdout).group(1))
+    assert acc == pytest.approx(rows[-1][4], abs=0.006)
 
 
 def test_train_batch_must_divide(data, tmp_path):

@@ -4,7 +4,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["world_size", "rank", "is_main", "all_reduce_sum", "init_from_env", "broadcast_seed",
-           "wrap", "cleanup"]
+           "wrap", "unwrap", "cleanup", "shard"]
 
 
 def initialized():
@@ -66,6 +66,13 @@ def wrap(model, device):
         return model
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def unwrap(model):
+    """The module inside a DistributedDataParallel wrapper (evaluation needs no gradient sync,
+    and a process whose shard of the last batch is empty must not be left out of a collective)."""
+    from torch.nn.parallel import DistributedDataParallel
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def cleanup(synchronize=True):

@@ -140,6 +140,7 @@ def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_
 def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True):
     """Loss and top-1/top-5 accuracy (%) over the whole evaluation set: each process evaluates
     its shard and the sums are reduced, so the numbers are exact for any number of processes."""
+    model = distributed.unwrap(model)
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
     progress = Progress("Testing ", len(loader), enabled=show_progress)
@@ -181,10 +182,7 @@ def fit(*, model, raw_model, train_loader, test_loader, criterion, optimizer, sc
                 model, train_loader, criterion, optimizer, epoch=epoch, device=device,
                 iter_size=iter_size, amp=amp, scaler=scaler,
                 show_progress=show_progress and main, stop=stop)
-            # Evaluation needs no gradient sync: the bare model (DDP would sync BN buffers on
-            # every forward, and shards of the last batch may be empty on some processes).
-            eval_model = raw_model if distributed.initialized() else model
-            test_loss, test_acc, _ = evaluate(eval_model, test_loader, criterion, device=device,
+            test_loss, test_acc, _ = evaluate(model, test_loader, criterion, device=device,
                                               amp=amp, show_progress=show_progress and main)
             scheduler.step()
             is_best = test_acc > best_acc
