@@ -6,14 +6,13 @@
     python cifar.py -e --resume checkpoints/cifar10/resnet-20                        # evaluate
 """
 import argparse
-import os
 import sys
 
 import torch.nn as nn
 
 import models
 from utils import cli, distributed
-from utils.checkpoint import load_weights, read_checkpoint, resolve_checkpoint_path
+from utils.checkpoint import load_weights
 from utils.data import CIFAR_MEAN, CIFAR_SPECS, CIFAR_STD, load_cifar
 from utils.loaders import ArrayImages, DeviceLoader, EpochBatches, StreamLoader
 from utils.misc import seed_everything
@@ -67,11 +66,7 @@ def cifar_loaders(train_set, test_set, args, device, seed):
 def main(argv=None):
     # Parse: flags, then a resumed run's own model flags, then checks, all before the data.
     args, explicit = parse_args(argv)
-    checkpoint = None
-    if args.resume:
-        checkpoint = read_checkpoint(args.resume)
-        cli.apply_checkpoint_args(args, checkpoint, explicit)
-        args.checkpoint = os.path.dirname(resolve_checkpoint_path(args.resume))
+    checkpoint = cli.resume_checkpoint(args, explicit)
     cli.check_args(args, models.cifar.MODELS)
     device, gpu_count = cli.setup_device(args.gpu_id, "gpu_id" in explicit)
     cli.check_world(args)
@@ -103,8 +98,7 @@ def main(argv=None):
     start_epoch, best_acc = args.start_epoch, 0.0
     if checkpoint is not None:
         print(f"==> Resuming from checkpoint {args.resume}")
-        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, optimizer, scheduler,
-                                                scaler, num_classes)
+        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, optimizer, scheduler, scaler)
     if args.evaluate:
         print("\nEvaluation only")
         cli.report_evaluation(model, test_loader, criterion, args, device)

@@ -6,7 +6,6 @@
     python imagenet.py -a resnet18 --pretrained -e --data ~/ILSVRC2012      # torchvision model
 """
 import argparse
-import os
 import sys
 
 import torch.nn as nn
@@ -15,8 +14,7 @@ import torchvision.transforms as T
 
 import models
 from utils import cli, distributed
-from utils.checkpoint import CheckpointError, load_weights, read_checkpoint, \
-    resolve_checkpoint_path
+from utils.checkpoint import CheckpointError, load_weights
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
 from utils.loaders import EpochBatches, StreamLoader
 from utils.misc import seed_everything
@@ -79,11 +77,7 @@ def imagenet_loaders(args, device, seed):
 def main(argv=None):
     # Parse: flags, then a resumed run's own model flags, then checks, all before the data.
     args, explicit = parse_args(argv)
-    checkpoint = None
-    if args.resume:
-        checkpoint = read_checkpoint(args.resume)
-        cli.apply_checkpoint_args(args, checkpoint, explicit)
-        args.checkpoint = os.path.dirname(resolve_checkpoint_path(args.resume))
+    checkpoint = cli.resume_checkpoint(args, explicit)
     cli.check_args(args, ARCHS)
     device, gpu_count = cli.setup_device(args.gpu_id, "gpu_id" in explicit)
     cli.check_world(args)
@@ -94,6 +88,8 @@ def main(argv=None):
     # Data
     print(f"==> Preparing ImageNet-style data from {args.data}")
     num_classes, train_loader, val_loader = imagenet_loaders(args, device, args.manualSeed)
+    if checkpoint is not None:
+        cli.check_num_classes(checkpoint, num_classes)
 
     # Model
     print(f"==> creating model '{args.arch}'" + (" (pretrained)" if args.pretrained else ""))
@@ -110,8 +106,7 @@ def main(argv=None):
     start_epoch, best_acc = args.start_epoch, 0.0
     if checkpoint is not None:
         print(f"==> Resuming from checkpoint {args.resume}")
-        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, optimizer, scheduler,
-                                                scaler, num_classes)
+        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, optimizer, scheduler, scaler)
     if args.evaluate:
         print("\nEvaluation only")
         cli.report_evaluation(model, val_loader, criterion, args, device)

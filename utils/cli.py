@@ -11,13 +11,14 @@ import torch.nn as nn
 from models import create_model, model_options
 
 from . import distributed
-from .checkpoint import CheckpointError, load_weights, restore_training_state
+from .checkpoint import (CheckpointError, load_weights, read_checkpoint,
+                         resolve_checkpoint_path, restore_training_state)
 from .data import DataError
 from .engine import NonFiniteLoss, TrainingInterrupted, evaluate, fit
 from .logger import Logger, save_curves
 
 __all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
-           "apply_checkpoint_args", "build_model", "check_writable", "setup_device",
+           "apply_checkpoint_args", "resume_checkpoint", "build_model", "check_writable", "setup_device",
            "prepare_model", "run_main", "run_info", "check_num_classes", "make_optimizer",
            "resume_from", "open_log", "train_and_log", "report_evaluation", "check_world",
            "choose_seed", "MODEL_FLAGS"]
@@ -155,6 +156,18 @@ def apply_checkpoint_args(args, checkpoint, explicit):
     return args
 
 
+def resume_checkpoint(args, explicit):
+    """With --resume: read the checkpoint, take its model flags (apply_checkpoint_args) and make
+    its folder the run folder, as the reference did. Returns the checkpoint, or None."""
+    if not args.resume:
+        return None
+    path = resolve_checkpoint_path(args.resume)
+    checkpoint = read_checkpoint(path)
+    apply_checkpoint_args(args, checkpoint, explicit)
+    args.checkpoint = os.path.dirname(path)
+    return checkpoint
+
+
 def build_model(registry, args, num_classes):
     """The network named by --arch with the model flags it takes (each family its own, as in
     the reference); an impossible configuration is a UsageError."""
@@ -277,10 +290,9 @@ def make_optimizer(model, args):
     return optimizer, scheduler, scaler
 
 
-def resume_from(checkpoint, model, optimizer, scheduler, scaler, num_classes):
+def resume_from(checkpoint, model, optimizer, scheduler, scaler):
     """Weights, optimizer, schedule and RNG states of ``checkpoint`` into this run; returns
-    (start_epoch, best_acc)."""
-    check_num_classes(checkpoint, num_classes)
+    (start_epoch, best_acc). The class count was checked before the data (check_num_classes)."""
     load_weights(model, checkpoint)
     return restore_training_state(checkpoint, optimizer, scheduler, scaler)
 
