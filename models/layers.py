@@ -12,7 +12,6 @@ import functools
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 WS_EPS = 1e-5
 

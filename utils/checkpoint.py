@@ -10,6 +10,8 @@ import tempfile
 
 import torch
 
+from .misc import rng_state, set_rng_state
+
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 
 
@@ -137,7 +139,6 @@ def load_weights(model, source):
 def training_state(epochs_done, model, optimizer, scheduler, scaler, acc, best_acc, run_info):
     """The checkpoint dict after ``epochs_done`` epochs: the reference's keys plus what an exact
     resume needs (schedule, AMP scaler, RNG states) and ``run_info`` (arch, args, num_classes)."""
-    from .misc import rng_state  # a leaf helper; imported here to keep this module light
     return {"epoch": epochs_done, "state_dict": model.state_dict(), "acc": float(acc),
             "best_acc": float(best_acc), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -149,7 +150,6 @@ def restore_training_state(checkpoint, optimizer, scheduler, scaler=None):
     """Put optimizer, schedule, scaler and RNG states back (weights are ``load_weights``'s job).
     Reference checkpoints carry no schedule: the schedule is then advanced to their epoch.
     Returns (start_epoch, best_acc)."""
-    from .misc import set_rng_state
     epoch = int(checkpoint.get("epoch", 0))
     if "optimizer" in checkpoint and checkpoint["optimizer"]:
         try:

@@ -3,6 +3,7 @@ the device from --gpu-id, model preparation, resuming with a checkpoint's own ar
 clear line instead of a traceback for every expected failure."""
 import difflib
 import os
+import random
 import sys
 
 import torch
@@ -136,7 +137,6 @@ def check_world(args):
 
 def choose_seed(args):
     """--manualSeed, or a random one (the same on every process), recorded in args."""
-    import random
     if args.manualSeed is None:
         args.manualSeed = distributed.broadcast_seed(random.randint(1, 10000))
     return args.manualSeed

@@ -1,7 +1,11 @@
 """torch.distributed helpers. Without a process group every function is the 1-process answer,
 so the engine calls them unconditionally."""
+import os
+import sys
+
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["world_size", "rank", "is_main", "all_reduce_sum", "init_from_env", "broadcast_seed",
            "wrap", "unwrap", "cleanup", "shard"]
@@ -34,8 +38,6 @@ def init_from_env():
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...):
     NCCL with one GPU per process, gloo on the CPU. Returns this process's device, or None when
     not launched by torchrun. Non-main processes print nothing."""
-    import os
-    import sys
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -64,14 +66,12 @@ def wrap(model, device):
     """DistributedDataParallel around ``model`` when in a process group."""
     if not initialized():
         return model
-    from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def unwrap(model):
     """The module inside a DistributedDataParallel wrapper (evaluation needs no gradient sync,
     and a process whose shard of the last batch is empty must not be left out of a collective)."""
-    from torch.nn.parallel import DistributedDataParallel
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 

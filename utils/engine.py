@@ -23,8 +23,8 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLoss(Exception):
-    def __init__(self, epoch, batch, value):
-        super().__init__(f"loss became {value} at epoch {epoch + 1}, batch {batch + 1}; stopped "
+    def __init__(self, epoch, batch):
+        super().__init__(f"loss became non-finite at epoch {epoch + 1}, batch {batch + 1}; stopped "
                          f"without saving, the last checkpoint is the last good one")
 
 
@@ -109,7 +109,7 @@ def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_
         bad = ~torch.isfinite(loss.detach())
         first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
         if (on_cpu or progress.due(i + 1)) and first_bad >= 0:
-            raise NonFiniteLoss(epoch, int(first_bad), "non-finite")
+            raise NonFiniteLoss(epoch, int(first_bad))
         if last_of_step:
             if scaler is not None:
                 scaler.step(optimizer)
@@ -131,7 +131,7 @@ def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_
         end = time.time()
     progress.finish()
     if first_bad >= 0:
-        raise NonFiniteLoss(epoch, int(first_bad), "non-finite")
+        raise NonFiniteLoss(epoch, int(first_bad))
     t = totals.tolist()
     return t[0] / count, 100 * t[1] / count, 100 * t[2] / count
 
