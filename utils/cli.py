@@ -247,11 +247,10 @@ EXIT_CODES = {UsageError: 2, DataError: 1, CheckpointError: 1, NonFiniteLoss: 1}
 
 def run_main(main, argv=None):
     """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero."""
-    finished = False
+    finished, result = False, None
     try:
         result = main(argv)
         finished = True
-        return result
     except TrainingInterrupted as e:
         print(f"\n=> {e}", file=sys.stderr)
         sys.exit(143 if e.signame == "SIGTERM" else 130)
@@ -262,7 +261,15 @@ def run_main(main, argv=None):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_CODES.get(type(e), 1))
     finally:
-        distributed.cleanup(synchronize=finished)
+        left_group = distributed.cleanup(synchronize=finished)
+    if left_group:
+        # Everything is written; skip interpreter finalization, where torch's C++ threads of a
+        # torchrun process can still abort ("terminate called without an active exception")
+        # after a run that succeeded, and torchrun would report the run as failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return result
 
 
 def run_info(args, num_classes):

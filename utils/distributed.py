@@ -1,5 +1,6 @@
 """torch.distributed helpers. Without a process group every function is the 1-process answer,
 so the engine calls them unconditionally."""
+import gc
 import os
 import sys
 
@@ -77,11 +78,17 @@ def unwrap(model):
 
 def cleanup(synchronize=True):
     """Leave the process group. After a clean finish all processes meet first: a process that
-    tears gloo down while another is still in a collective aborts it."""
-    if initialized():
-        if synchronize:
-            dist.barrier()
-        dist.destroy_process_group()
+    tears gloo down while another is still in a collective aborts it. Returns whether there was
+    a group to leave."""
+    if not initialized():
+        return False
+    if synchronize:
+        dist.barrier()
+    # A DDP wrapper kept alive by a reference cycle holds the group; freed only at interpreter
+    # exit, its gloo threads would be joined during finalization, where they can abort.
+    gc.collect()
+    dist.destroy_process_group()
+    return True
 
 
 def shard():
