@@ -8,7 +8,6 @@
 import argparse
 import sys
 
-import torch.nn as nn
 import torchvision
 import torchvision.transforms as T
 
@@ -97,26 +96,26 @@ def main(argv=None):
     if args.weights:
         load_weights(model, args.weights)
     model, raw_model = cli.prepare_model(model, device, gpu_count, args.channels_last,
-                                         args.compile)
+                                         args.compile, args.ghost_batch)
     print(f"    Total params: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M")
-    criterion = nn.CrossEntropyLoss()
-    optimizer, scheduler, scaler = cli.make_optimizer(raw_model, args)
+    # Loss, optimizer, schedule, regularisers, EMA
+    recipe = cli.make_recipe(raw_model, args, num_classes, len(train_loader))
 
     # Resume
     start_epoch, best_acc = args.start_epoch, 0.0
     if checkpoint is not None:
         print(f"==> Resuming from checkpoint {args.resume}")
-        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, optimizer, scheduler, scaler)
+        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, recipe)
     if args.evaluate:
         print("\nEvaluation only")
-        cli.report_evaluation(model, val_loader, criterion, args, device)
+        cli.report_evaluation(model, val_loader, recipe, args, device)
         return
 
     # Train and evaluate every epoch; log.txt, checkpoints, then the curves
     title = f"ImageNet-{args.arch}"
     best_acc = cli.train_and_log(args, title, model, raw_model, (train_loader, val_loader),
-                                 criterion, optimizer, scheduler, scaler, device, start_epoch,
-                                 best_acc, num_classes, resumed=checkpoint is not None)
+                                 recipe, device, start_epoch, best_acc, num_classes,
+                                 resumed=checkpoint is not None)
     print("Best acc:")
     print(best_acc)
 

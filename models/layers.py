@@ -59,14 +59,18 @@ def batch_norm(num_channels):
     return nn.BatchNorm2d(num_channels)
 
 
-def group_norm(num_channels, num_groups=32):
+def group_norm(num_channels, num_groups=32, fit_width=False):
     """GroupNorm with at most ``num_groups`` groups.
 
     The rule: a layer with C >= G channels gets G groups and C must be divisible by G; a layer
     narrower than G (the 16-channel stage of a CIFAR ResNet with G = 32) gets one group per channel.
     So G = 32 reproduces the reference's GroupNorm(32, C) on every ImageNet layer.
+    With ``fit_width`` (networks of irregular widths, PyramidNet) a layer gets instead the
+    largest divisor of C that is at most G.
     """
     groups = min(num_groups, num_channels)
+    if fit_width:
+        groups = max(d for d in range(1, groups + 1) if num_channels % d == 0)
     if num_channels % groups:
         raise ValueError(
             f"GroupNorm: {num_channels} channels cannot be split into {groups} groups; "
@@ -74,11 +78,11 @@ def group_norm(num_channels, num_groups=32):
     return nn.GroupNorm(groups, num_channels)
 
 
-def group_norm_factory(num_groups=32):
+def group_norm_factory(num_groups=32, fit_width=False):
     """A ``norm_layer`` for the model classes: GroupNorm with ``num_groups`` groups (rule above)."""
     if num_groups < 1:
         raise ValueError(f"GroupNorm needs at least one group, got {num_groups}")
-    return functools.partial(group_norm, num_groups=num_groups)
+    return functools.partial(group_norm, num_groups=num_groups, fit_width=fit_width)
 
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm)
@@ -103,3 +107,38 @@ def zero_init_last_norms(model):
     for m in model.modules():
         if hasattr(m, "last_residual_norm"):
             nn.init.zeros_(m.last_residual_norm().weight)
+
+
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics come from chunks of ``ghost_batch`` images (Ghost
+    Batch Normalization, Hoffer et al., 2017, arXiv:1705.08741): a batch of B images is
+    normalised as ceil(B / ghost_batch) independent batches, each also updating the running
+    statistics once. Evaluation uses the running statistics as usual; the state_dict is a
+    BatchNorm2d's."""
+
+    def __init__(self, num_features, ghost_batch, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.ghost_batch = ghost_batch
+
+    def forward(self, x):
+        if not self.training or x.shape[0] <= self.ghost_batch:
+            return super().forward(x)
+        return torch.cat([super(GhostBatchNorm2d, self).forward(chunk)
+                          for chunk in x.split(self.ghost_batch)])
+
+
+def use_ghost_batch_norm(model, ghost_batch):
+    """Replace every BatchNorm2d of ``model`` by a GhostBatchNorm2d with the same parameters and
+    statistics, in place. Returns the number replaced."""
+    replaced = 0
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            ghost = GhostBatchNorm2d(child.num_features, ghost_batch, eps=child.eps,
+                                     momentum=child.momentum, affine=child.affine,
+                                     track_running_stats=child.track_running_stats)
+            ghost.load_state_dict(child.state_dict())
+            setattr(model, name, ghost)
+            replaced += 1
+        else:
+            replaced += use_ghost_batch_norm(child, ghost_batch)
+    return replaced

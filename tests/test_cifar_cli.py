@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import cifar
+from utils import cli
 from conftest import REPO, make_cifar_pickles, make_image_folder, read_log_rows
 
 HEADER = "Learning Rate\tTrain Loss\tValid Loss\tTrain Acc.\tValid Acc.\t"
@@ -124,3 +125,44 @@ def test_md5_mismatch_still_loads_but_garbage_is_an_error(tmp_path):
         f.write(b"not a pickle")
     with pytest.raises(DataError, match="data_batch_2 is not a readable CIFAR"):
         load_cifar(root, download=False)
+
+
+def test_modern_recipe_trains_logs_ema_and_resumes_exactly(official, tmp_path):
+    """Warmup + step per iteration, LARS without decay on norms, label smoothing, CutMix + Cutout + Random
+    Erasing, EMA: the log gains the EMA column, the checkpoint the EMA weights, and 1 + 1 epochs
+    equal 2 straight, since every draw comes from (seed, epoch, batch)."""
+    recipe = ["-a", "resnet", "--depth", "8", "--train-batch", "16", "--test-batch", "32",
+              "--no-progress", "--manualSeed", "3", "--data", official, "--schedule", "1",
+              "--warmup-epochs", "0.5", "--optimizer", "lars", "--no-wd-norm",
+              "--label-smoothing", "0.1", "--cutmix", "1.0", "--cutout", "8",
+              "--random-erasing", "0.5", "--ema", "0.9", "--lr", "0.5"]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    cifar.main(recipe + ["--epochs", "2", "-c", straight])
+    cifar.main(recipe + ["--epochs", "1", "-c", split])
+    cifar.main(["--resume", split, "--epochs", "2", "--data", official, "--no-progress"])
+    a = torch.load(os.path.join(straight, "checkpoint.pth.tar"), weights_only=True)
+    b = torch.load(os.path.join(split, "checkpoint.pth.tar"), weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert all(torch.equal(a["ema_state_dict"][k], b["ema_state_dict"][k])
+               for k in a["ema_state_dict"])
+    names, rows = read_log_rows(os.path.join(straight, "log.txt"))
+    assert names.rstrip("\t").split("\t")[-1] == "EMA Valid Acc." and len(rows[0]) == 6
+    # Warmup starts the first epoch at 1/W of the LR: W = round(0.5 x 3 steps) = 2 steps.
+    assert rows[0][0] == pytest.approx(0.25)
+    with open(os.path.join(straight, "log.txt")) as f1, open(os.path.join(split, "log.txt")) as f2:
+        assert f1.read() == f2.read()
+
+
+def test_ghost_batch_norm_and_dual_cutout_train(official, tmp_path, capsys):
+    run = str(tmp_path / "ghost")
+    cifar.main(["-a", "resnet", "--depth", "8", "--train-batch", "16", "--no-progress",
+                "--data", official, "--epochs", "1", "-c", run, "--ghost-batch", "4",
+                "--cutout", "8", "--dual-cutout", "0.1", "--optimizer", "adamw", "--lr", "1e-3"])
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 1 and all(v == v for v in rows[0])  # finite, not NaN
+    with pytest.raises(cli.UsageError, match="no BatchNorm|has none"):
+        cifar.main(["-a", "l_resnet", "--depth", "8", "--data", official, "--epochs", "1",
+                    "-c", str(tmp_path / "l"), "--ghost-batch", "4"])
+    with pytest.raises(cli.UsageError, match="choose one of --mixup, --cutmix"):
+        cifar.main(["-a", "resnet", "--depth", "8", "--data", official, "--mixup", "0.2",
+                    "--cutmix", "1", "-c", str(tmp_path / "m")])

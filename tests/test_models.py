@@ -1,5 +1,7 @@
 """Specification of the model zoo: reference-compatible state_dicts, the exact WS formula,
 batch independence of GN+WS, and that every model trains a step."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -232,3 +234,20 @@ def test_load_names_missing_and_unexpected_keys():
         load_weights(cifar.l_resnet(depth=20), state)
     with pytest.raises(CheckpointError, match="shape mismatches: fc.weight"):
         load_weights(cifar.l_resnet(depth=20, num_classes=100), cifar.l_resnet(depth=20).state_dict())
+
+
+def test_ghost_batch_norm_normalises_each_chunk_on_its_own():
+    from models.layers import GhostBatchNorm2d, use_ghost_batch_norm
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    reference = copy.deepcopy(model[1])
+    assert use_ghost_batch_norm(model, 4) == 1 and isinstance(model[1], GhostBatchNorm2d)
+    x = torch.randn(12, 4, 5, 5)
+    out = model[1](x)
+    chunks = torch.cat([reference(c) for c in x.split(4)])  # plain BN on each chunk
+    assert torch.allclose(out, chunks, atol=1e-6)
+    assert torch.allclose(model[1].running_mean, reference.running_mean)
+    assert not torch.allclose(out, nn.BatchNorm2d(4)(x), atol=1e-3)  # not whole-batch BN
+    model.eval()
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "1.weight", "1.bias",
+                                       "1.running_mean", "1.running_var", "1.num_batches_tracked"}

@@ -136,19 +136,24 @@ def load_weights(model, source):
     return checkpoint
 
 
-def training_state(epochs_done, model, optimizer, scheduler, scaler, acc, best_acc, run_info):
+def training_state(epochs_done, model, optimizer, scheduler, scaler, acc, best_acc, run_info,
+                   ema=None):
     """The checkpoint dict after ``epochs_done`` epochs: the reference's keys plus what an exact
-    resume needs (schedule, AMP scaler, RNG states) and ``run_info`` (arch, args, num_classes)."""
-    return {"epoch": epochs_done, "state_dict": model.state_dict(), "acc": float(acc),
-            "best_acc": float(best_acc), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rng_state(), **run_info}
+    resume needs (schedule, AMP scaler, RNG states, the EMA of the weights under
+    ``ema_state_dict``) and ``run_info`` (arch, args, num_classes)."""
+    state = {"epoch": epochs_done, "state_dict": model.state_dict(), "acc": float(acc),
+             "best_acc": float(best_acc), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else None,
+             "rng": rng_state(), **run_info}
+    if ema is not None:
+        state["ema_state_dict"] = ema.state_dict()
+    return state
 
 
-def restore_training_state(checkpoint, optimizer, scheduler, scaler=None):
-    """Put optimizer, schedule, scaler and RNG states back (weights are ``load_weights``'s job).
-    Reference checkpoints carry no schedule: the schedule is then advanced to their epoch.
+def restore_training_state(checkpoint, optimizer, scheduler, scaler=None, ema=None):
+    """Put optimizer, schedule, scaler, EMA and RNG states back (weights are ``load_weights``'s
+    job). Reference checkpoints carry no schedule: the schedule is then advanced to their epoch.
     Returns (start_epoch, best_acc)."""
     epoch = int(checkpoint.get("epoch", 0))
     if "optimizer" in checkpoint and checkpoint["optimizer"]:
@@ -160,6 +165,8 @@ def restore_training_state(checkpoint, optimizer, scheduler, scaler=None):
         scheduler.load_state_dict(checkpoint["scheduler"])
     else:
         scheduler.last_epoch = epoch
+    if ema is not None and checkpoint.get("ema_state_dict"):
+        ema.load_state_dict(checkpoint["ema_state_dict"])
     if scaler is not None and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])
     if checkpoint.get("rng"):

@@ -1,7 +1,9 @@
 """What cifar.py and imagenet.py share around the engine: their common flags, argument checks,
 the device from --gpu-id, model preparation, resuming with a checkpoint's own arguments, and one
 clear line instead of a traceback for every expected failure."""
+import dataclasses
 import difflib
+import math
 import os
 import random
 import sys
@@ -10,25 +12,35 @@ import torch
 import torch.nn as nn
 
 from models import create_model, model_options
+from models.layers import use_ghost_batch_norm
 
 from . import distributed
 from .checkpoint import (CheckpointError, load_weights, read_checkpoint,
                          resolve_checkpoint_path, restore_training_state)
 from .data import DataError
+from .augment import BatchAugment, DualCutoutLoss
+from .ema import create_ema
 from .engine import NonFiniteLoss, TrainingInterrupted, evaluate, fit
 from .logger import Logger, save_curves
+from .optim import create_optimizer
+from .schedule import make_scheduler
 
 __all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
            "apply_checkpoint_args", "resume_checkpoint", "build_model", "check_writable", "setup_device",
-           "prepare_model", "run_main", "run_info", "check_num_classes", "make_optimizer",
+           "prepare_model", "run_main", "run_info", "check_num_classes", "Recipe", "make_recipe",
            "resume_from", "open_log", "train_and_log", "report_evaluation", "check_world",
            "choose_seed", "MODEL_FLAGS"]
 
-# Flags that define the network (and the data order): a checkpoint records them, and
-# `--resume` / `-e --resume` reuse them unless given again on the command line.
+# Flags that define the network, the data order and the training recipe: a checkpoint records
+# them, and `--resume` / `-e --resume` reuse them unless given again on the command line, so a
+# resumed run continues the run it resumes.
 MODEL_FLAGS = ("arch", "dataset", "depth", "block_name", "cardinality", "widen_factor",
                "base_width", "growthRate", "compressionRate", "drop", "gn_groups",
-               "zero_init_residual", "manualSeed")
+               "zero_init_residual", "manualSeed", "alpha", "se_reduction", "ghost_batch",
+               "train_batch", "iter_size", "epochs", "lr", "momentum", "weight_decay",
+               "schedule", "gamma", "scheduler", "warmup_epochs", "optimizer", "nesterov",
+               "no_wd_norm", "label_smoothing", "mixup", "cutmix", "ricap", "cutout",
+               "dual_cutout", "random_erasing", "ema", "amp")
 
 
 class UsageError(Exception):
@@ -87,6 +99,32 @@ def add_training_flags(parser, *, workers, epochs, train_batch, test_batch, weig
     add("--amp", default="none", choices=["none", "bf16", "fp16"],
         help="mixed precision: bf16 autocast, or fp16 autocast with a GradScaler (default: none)")
     add("--channels-last", action="store_true", help="NHWC memory format for model and batches")
+    # Beyond the reference: every default below leaves its recipe unchanged.
+    add("--scheduler", default="step", choices=["step", "cosine"],
+        help="step: x gamma at each --schedule epoch (the reference); cosine: annealed to 0 "
+             "over --epochs, per iteration (default: step)")
+    add("--warmup-epochs", default=0.0, type=float, metavar="E",
+        help="linear LR warmup over the first E epochs, per iteration (default: 0)")
+    add("--optimizer", default="sgd", choices=["sgd", "adamw", "lars"],
+        help="sgd (momentum), adamw (decoupled weight decay) or lars (layer-wise rates for "
+             "large batches) (default: sgd)")
+    add("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
+    add("--no-wd-norm", action="store_true",
+        help="no weight decay on norm weights and biases (all 1-D parameters)")
+    add("--label-smoothing", default=0.0, type=float, metavar="EPS",
+        help="label smoothing of the training loss (default: 0)")
+    add("--mixup", default=0.0, type=float, metavar="ALPHA", help="mixup with Beta(ALPHA, ALPHA)")
+    add("--cutmix", default=0.0, type=float, metavar="ALPHA", help="CutMix with Beta(ALPHA, ALPHA)")
+    add("--ricap", default=0.0, type=float, metavar="BETA", help="RICAP with Beta(BETA, BETA)")
+    add("--cutout", default=0, type=int, metavar="SIZE", help="Cutout of SIZE x SIZE squares")
+    add("--dual-cutout", default=0.0, type=float, metavar="ALPHA",
+        help="Dual-Cutout: two --cutout views per image, ALPHA x their softmax MSE added")
+    add("--random-erasing", default=0.0, type=float, metavar="P",
+        help="Random Erasing with probability P per image")
+    add("--ghost-batch", default=0, type=int, metavar="N",
+        help="BatchNorm statistics over chunks of N images (Ghost BN; BN models only)")
+    add("--ema", default=0.0, type=float, metavar="DECAY",
+        help="also keep, evaluate and save an exponential moving average of the weights")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--no-progress", action="store_true", help="no per-batch progress output")
 
@@ -123,6 +161,20 @@ def check_args(args, archs):
         raise UsageError(f"unknown architecture {args.arch!r}" +
                          (f"; did you mean {', '.join(close)}?" if close else
                           "; see --help for the list"))
+    for name in ("warmup_epochs", "mixup", "cutmix", "ricap", "cutout", "dual_cutout",
+                 "ghost_batch"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("label_smoothing", "random_erasing"):
+        if not 0 <= getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got "
+                             f"{getattr(args, name)}")
+    if args.ema and not 0 < args.ema < 1:
+        raise UsageError(f"--ema takes a decay in (0, 1), e.g. 0.999; got {args.ema}")
+    if args.nesterov and (args.optimizer != "sgd" or args.momentum <= 0):
+        raise UsageError("--nesterov needs --optimizer sgd with --momentum > 0")
+    if args.warmup_epochs > args.epochs:
+        raise UsageError(f"--warmup-epochs {args.warmup_epochs} exceeds --epochs {args.epochs}")
     if args.amp == "fp16" and not torch.cuda.is_available():
         raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
 
@@ -225,10 +277,13 @@ def setup_device(gpu_id, explicit):
     return torch.device("cuda", 0), len(ids)
 
 
-def prepare_model(model, device, gpu_count, channels_last=False, compile_model=False):
-    """Move ``model`` to ``device`` and wrap it for training: DistributedDataParallel under
-    torchrun, DataParallel over several --gpu-id GPUs, torch.compile on request.
-    Returns (model to call, bare model whose state_dict is saved)."""
+def prepare_model(model, device, gpu_count, channels_last=False, compile_model=False,
+                  ghost_batch=0):
+    """Move ``model`` to ``device`` and wrap it for training: Ghost BN on request,
+    DistributedDataParallel under torchrun, DataParallel over several --gpu-id GPUs,
+    torch.compile on request. Returns (model to call, bare model whose state_dict is saved)."""
+    if ghost_batch and use_ghost_batch_norm(model, ghost_batch) == 0:
+        raise UsageError("--ghost-batch changes BatchNorm layers; this model has none")
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -286,47 +341,76 @@ def check_num_classes(checkpoint, num_classes):
                               f"has {num_classes}")
 
 
-def make_optimizer(model, args):
-    """SGD with momentum and weight decay, the step schedule (--schedule/--gamma, per epoch),
-    and a GradScaler for --amp fp16."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.schedule,
-                                                     gamma=args.gamma)
+@dataclasses.dataclass
+class Recipe:
+    """How a run trains: the losses (training, evaluation), optimizer, LR schedule, AMP scaler,
+    batch regularisers and the EMA of the weights (None without --ema)."""
+    criterion: nn.Module
+    eval_criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: object
+    batch_augment: BatchAugment
+    ema: object
+
+
+def make_recipe(model, args, num_classes, batches_per_epoch):
+    """The Recipe of the flags. The default is the reference's: cross-entropy, SGD with momentum
+    and weight decay, the step schedule per epoch, no regulariser beyond the loader's crops."""
+    try:
+        batch_augment = BatchAugment(num_classes, cutout_size=args.cutout,
+                                     random_erasing_p=args.random_erasing,
+                                     mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
+                                     ricap_beta=args.ricap, dual_cutout_alpha=args.dual_cutout)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    criterion = (DualCutoutLoss(args.dual_cutout, args.label_smoothing) if args.dual_cutout else
+                 nn.CrossEntropyLoss(label_smoothing=args.label_smoothing))
+    optimizer = create_optimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
+                                 weight_decay=args.weight_decay, nesterov=args.nesterov,
+                                 no_wd_norm=args.no_wd_norm)
+    scheduler = make_scheduler(optimizer, args, math.ceil(batches_per_epoch / args.iter_size))
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
-    return optimizer, scheduler, scaler
+    ema = create_ema(model, args.ema) if args.ema else None
+    return Recipe(criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler, batch_augment,
+                  ema)
 
 
-def resume_from(checkpoint, model, optimizer, scheduler, scaler):
-    """Weights, optimizer, schedule and RNG states of ``checkpoint`` into this run; returns
+def resume_from(checkpoint, model, recipe):
+    """Weights, optimizer, schedule, EMA and RNG states of ``checkpoint`` into this run; returns
     (start_epoch, best_acc). The class count was checked before the data (check_num_classes)."""
     load_weights(model, checkpoint)
-    return restore_training_state(checkpoint, optimizer, scheduler, scaler)
+    return restore_training_state(checkpoint, recipe.optimizer, recipe.scheduler, recipe.scaler,
+                                  recipe.ema)
 
 
 def open_log(args, title, resumed, start_epoch):
     """log.txt of the run folder; a resumed log is cut back to the checkpoint's epochs.
+    With --ema a sixth column holds the averaged weights' accuracy.
     Only the main process logs: the others get None."""
     if not distributed.is_main():
         return None
     logger = Logger(os.path.join(args.checkpoint, "log.txt"), title=title, resume=resumed,
                     keep_rows=start_epoch if resumed else None)
-    logger.set_names(["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."])
+    logger.set_names(["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."] +
+                     (["EMA Valid Acc."] if args.ema else []))
     return logger
 
 
-def train_and_log(args, title, model, raw_model, loaders, criterion, optimizer, scheduler,
-                  scaler, device, start_epoch, best_acc, num_classes, resumed):
+def train_and_log(args, title, model, raw_model, loaders, recipe, device, start_epoch,
+                  best_acc, num_classes, resumed):
     """Open log.txt, run the epoch loop of the engine, then draw log.eps / log.png.
     Returns the best validation accuracy."""
     logger = open_log(args, title, resumed, start_epoch)
     train_loader, test_loader = loaders
     best_acc = fit(model=model, raw_model=raw_model, train_loader=train_loader,
-                   test_loader=test_loader, criterion=criterion, optimizer=optimizer,
-                   scheduler=scheduler, device=device, epochs=args.epochs,
-                   start_epoch=start_epoch, best_acc=best_acc, logger=logger,
-                   checkpoint_dir=args.checkpoint, iter_size=args.iter_size, amp=args.amp,
-                   scaler=scaler, show_progress=not args.no_progress,
+                   test_loader=test_loader, criterion=recipe.criterion,
+                   eval_criterion=recipe.eval_criterion, optimizer=recipe.optimizer,
+                   scheduler=recipe.scheduler, scaler=recipe.scaler,
+                   batch_augment=recipe.batch_augment, ema=recipe.ema, seed=args.manualSeed,
+                   device=device, epochs=args.epochs, start_epoch=start_epoch,
+                   best_acc=best_acc, logger=logger, checkpoint_dir=args.checkpoint,
+                   iter_size=args.iter_size, amp=args.amp, show_progress=not args.no_progress,
                    run_info=run_info(args, num_classes))
     if logger is not None:
         logger.close()
@@ -334,8 +418,13 @@ def train_and_log(args, title, model, raw_model, loaders, criterion, optimizer, 
     return best_acc
 
 
-def report_evaluation(model, loader, criterion, args, device):
-    loss, top1, top5 = evaluate(model, loader, criterion, device=device, amp=args.amp,
-                                show_progress=not args.no_progress)
+def report_evaluation(model, loader, recipe, args, device):
+    """Print loss and top-1/top-5 of the weights (and of their EMA when the run keeps one)."""
+    loss, top1, top5 = evaluate(model, loader, recipe.eval_criterion, device=device,
+                                amp=args.amp, show_progress=not args.no_progress)
     print(f" Test Loss:  {loss:.8f}, Test Acc:  {top1:.2f}, Top-5:  {top5:.2f}")
+    if recipe.ema is not None and recipe.ema.n_averaged.item() > 0:
+        ema_loss, ema_top1, ema_top5 = evaluate(recipe.ema.module, loader, recipe.eval_criterion,
+                                                device=device, amp=args.amp, show_progress=False)
+        print(f" EMA  Loss:  {ema_loss:.8f}, EMA  Acc:  {ema_top1:.2f}, Top-5:  {ema_top5:.2f}")
     return loss, top1, top5

@@ -7,7 +7,9 @@ __all__ = ["accuracy", "topk_correct"]
 @torch.no_grad()
 def topk_correct(output, target, topk=(1,)):
     """Number of samples whose target is among the k highest scores, for each k (clipped to the
-    number of classes)."""
+    number of classes). A target given as probabilities (B, K) counts its most likely class."""
+    if target.dim() == 2:
+        target = target.argmax(dim=1)
     maxk = min(max(topk), output.shape[1])
     pred = output.topk(maxk, dim=1).indices
     hits = pred.eq(target.view(-1, 1))

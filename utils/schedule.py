@@ -1,0 +1,56 @@
+"""Learning-rate schedules.
+
+``--scheduler step`` without warmup is the reference's: MultiStepLR stepped once per epoch, the
+LR multiplied by ``gamma`` at each epoch of ``--schedule``. Cosine annealing and linear warmup
+change the LR at every optimizer step instead (``IterationLR``), so a short warmup or the end of a
+cosine is smooth rather than a staircase of epochs.
+"""
+import functools
+import math
+
+import torch
+
+__all__ = ["IterationLR", "lr_factor", "make_scheduler"]
+
+
+class IterationLR(torch.optim.lr_scheduler.LambdaLR):
+    """A LambdaLR the engine steps after every optimizer step (not every epoch)."""
+    per_iteration = True
+
+    def load_state_dict(self, state_dict):
+        """Resume at the saved step, with this run's plan (a resume may change --epochs, which
+        moves the cosine): the optimizer's LR is set from the plan, not left as saved."""
+        super().load_state_dict(state_dict)
+        for group, base, factor in zip(self.optimizer.param_groups, self.base_lrs,
+                                       self.lr_lambdas):
+            group["lr"] = base * factor(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def lr_factor(step, *, steps_per_epoch, epochs, scheduler, milestones=(), gamma=0.1,
+              warmup_epochs=0.0):
+    """The multiplier of the base LR for optimizer step ``step`` (0-based).
+
+    warmup (first W = round(warmup_epochs x steps_per_epoch) steps): (step + 1) / W
+    step:   gamma ** (number of milestones m with step >= m x steps_per_epoch)
+    cosine: (1 + cos(pi x t)) / 2 with t = (step - W) / (total steps - W), going from 1 to 0
+    """
+    warmup = round(warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if scheduler == "cosine":
+        total = epochs * steps_per_epoch
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return gamma ** sum(step >= m * steps_per_epoch for m in milestones)
+
+
+def make_scheduler(optimizer, args, steps_per_epoch):
+    """The schedule of --scheduler / --schedule / --gamma / --warmup-epochs / --epochs."""
+    if args.scheduler == "step" and args.warmup_epochs == 0:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.schedule,
+                                                    gamma=args.gamma)
+    factor = functools.partial(lr_factor, steps_per_epoch=steps_per_epoch, epochs=args.epochs,
+                               scheduler=args.scheduler, milestones=tuple(args.schedule),
+                               gamma=args.gamma, warmup_epochs=args.warmup_epochs)
+    return IterationLR(optimizer, factor)
