@@ -2,15 +2,27 @@
 
 Module names follow torchvision (conv1/bn1/..., downsample.0 conv + downsample.1 norm), which is
 also the reference's layout, so checkpoints of either load. The conv and norm are injected.
+With ``se_reduction`` r > 0 a block is a Squeeze-and-Excitation block (Hu et al., 2018): the
+residual branch's output is rescaled per channel by sigmoid(W2 relu(W1 avgpool(out))) with a
+C -> C/r -> C bottleneck (torchvision.ops.SqueezeExcitation, module ``se``) before the addition.
 """
 import torch.nn as nn
+from torchvision.ops import SqueezeExcitation
+
+
+def squeeze_excitation(channels, reduction):
+    """An SE module for ``channels`` with reduction r (at least one squeezed channel), or
+    nn.Identity for r = 0."""
+    if not reduction:
+        return nn.Identity()
+    return SqueezeExcitation(channels, max(1, channels // reduction))
 
 
 class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, conv_layer=nn.Conv2d,
-                 norm_layer=nn.BatchNorm2d, groups=1, base_width=64):
+                 norm_layer=nn.BatchNorm2d, groups=1, base_width=64, se_reduction=0):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64")
@@ -19,6 +31,7 @@ class BasicBlock(nn.Module):
         self.bn1 = norm_layer(planes)
         self.conv2 = conv_layer(planes, planes, kernel_size=3, padding=1, bias=False)
         self.bn2 = norm_layer(planes)
+        self.se = squeeze_excitation(planes, se_reduction)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -28,7 +41,7 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.se(self.bn2(self.conv2(out)))
         return self.relu(out + identity)
 
 
@@ -40,7 +53,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, conv_layer=nn.Conv2d,
-                 norm_layer=nn.BatchNorm2d, groups=1, base_width=64):
+                 norm_layer=nn.BatchNorm2d, groups=1, base_width=64, se_reduction=0):
         super().__init__()
         width = int(planes * base_width / 64) * groups
         self.conv1 = conv_layer(inplanes, width, kernel_size=1, bias=False)
@@ -50,6 +63,7 @@ class Bottleneck(nn.Module):
         self.bn2 = norm_layer(width)
         self.conv3 = conv_layer(width, planes * self.expansion, kernel_size=1, bias=False)
         self.bn3 = norm_layer(planes * self.expansion)
+        self.se = squeeze_excitation(planes * self.expansion, se_reduction)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -60,7 +74,7 @@ class Bottleneck(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.se(self.bn3(self.conv3(out)))
         return self.relu(out + identity)
 
 

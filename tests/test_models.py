@@ -88,6 +88,13 @@ L_MODELS = [
     ("imagenet", "l_resnext50", {}, 64),
     ("imagenet", "l_resnext101", {}, 64),
     ("imagenet", "l_resnext152", {}, 64),
+    ("cifar", "l_pyramidnet", dict(depth=20, alpha=48), 32),
+    ("cifar", "l_shake_shake", dict(depth=8, base_channels=32), 32),
+    ("cifar", "l_se_resnet", dict(depth=20), 32),
+    ("cifar", "l_se_resnext", dict(depth=11, cardinality=4, widen_factor=1), 32),
+    ("imagenet", "l_se_resnet50", {}, 64),
+    ("imagenet", "l_se_resnet101", {}, 64),
+    ("imagenet", "l_se_resnext50", {}, 64),
 ]
 
 
@@ -104,6 +111,8 @@ def test_gn_ws_output_of_a_sample_does_not_depend_on_the_batch(section, arch, kw
     # logits by ~2e-5; the question here is dependence on other samples, not rounding.
     model = create_model(REGISTRIES[section], arch, num_classes=10, **kwargs).double()
     model.train()  # no batch statistics in train mode either
+    if "shake" in arch:
+        model.eval()  # training draws a random mix per image: compare the deterministic one
     batch = torch.randn(8, 3, size, size, dtype=torch.float64)
     with torch.no_grad():
         alone = model(batch[3:4])
@@ -138,7 +147,11 @@ def test_cifar_model_forward_backward(arch):
     torch.manual_seed(0)
     small = {"resnext": dict(depth=11), "l_resnext": dict(depth=11),
              "wrn": dict(depth=16, widen_factor=4), "l_wrn": dict(depth=16, widen_factor=4),
-             "densenet": dict(depth=40)}
+             "densenet": dict(depth=40), "pyramidnet": dict(depth=20),
+             "l_pyramidnet": dict(depth=20), "shake_shake": dict(depth=8, base_channels=16),
+             "l_shake_shake": dict(depth=8, base_channels=16),
+             "se_resnext": dict(depth=11, cardinality=4, widen_factor=1),
+             "l_se_resnext": dict(depth=11, cardinality=4, widen_factor=1)}
     model = create_model(cifar.MODELS, arch, num_classes=100, **small.get(arch, {}))
     forward_backward(model, 32, 100)
 
@@ -251,3 +264,57 @@ def test_ghost_batch_norm_normalises_each_chunk_on_its_own():
     model.eval()
     assert set(model.state_dict()) == {"0.weight", "0.bias", "1.weight", "1.bias",
                                        "1.running_mean", "1.running_var", "1.num_batches_tracked"}
+
+
+def param_count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("section, arch, kwargs, exact, published", [
+    # PyramidNet (Han et al., 2017, table 4), built as the authors' released code builds it
+    # (widths rounded to the nearest channel): 1.77M and 28.49M against 1.7M and 28.3M printed.
+    ("cifar", "pyramidnet", dict(depth=110, alpha=48), 1_772_706, 1.7e6),
+    ("cifar", "pyramidnet", dict(depth=110, alpha=270), 28_485_477, 28.3e6),
+    # Shake-Shake (Gastaldi, 2017, table 1): 26 2x32d 2.9M, 26 2x96d 26.2M.
+    ("cifar", "shake_shake", dict(depth=26, base_channels=32), 2_923_162, 2.9e6),
+    ("cifar", "shake_shake", dict(depth=26, base_channels=96), 26_192_922, 26.2e6),
+    # SE-Net (Hu et al., 2018, table 2): SE-ResNet-50 28.09M, SE-ResNeXt-50 (32x4d) 27.56M.
+    ("imagenet", "se_resnet50", {}, 28_088_024, 28.09e6),
+    ("imagenet", "se_resnext50", {}, 27_559_896, 27.56e6),
+])
+def test_new_architectures_have_their_papers_parameter_counts(section, arch, kwargs, exact,
+                                                              published):
+    num_classes = 10 if section == "cifar" else 1000
+    with torch.device("meta"):
+        model = create_model(REGISTRIES[section], arch, num_classes=num_classes, **kwargs)
+    assert param_count(model) == exact
+    assert abs(exact - published) / published < 0.045
+    gn_ws = create_model(REGISTRIES[section], "l_" + arch, num_classes=num_classes, **kwargs)
+    assert param_count(gn_ws) == exact  # GN has BN's affine parameters; WS adds none
+
+
+def test_shake_mixes_forward_and_backward_with_independent_per_image_draws():
+    from models.cifar.shake_shake import Shake, shake
+    x1 = torch.randn(4, 2, 3, 3, requires_grad=True)
+    x2 = torch.randn(4, 2, 3, 3, requires_grad=True)
+    alpha, beta = torch.rand(4, 1, 1, 1), torch.rand(4, 1, 1, 1)
+    out = Shake.apply(x1, x2, alpha, beta)
+    assert torch.allclose(out, alpha * x1 + (1 - alpha) * x2)
+    out.sum().backward()
+    assert torch.allclose(x1.grad, beta.expand_as(x1))
+    assert torch.allclose(x2.grad, (1 - beta).expand_as(x2))
+    assert torch.equal(shake(x1, x2, training=False), 0.5 * (x1 + x2))
+
+
+def test_squeeze_excitation_rescales_the_residual_per_channel():
+    from models.blocks import BasicBlock
+    torch.manual_seed(0)
+    plain, se = BasicBlock(8, 8).eval(), BasicBlock(8, 8, se_reduction=4).eval()
+    se.load_state_dict({**plain.state_dict(), **{k: v for k, v in se.state_dict().items()
+                                                 if k.startswith("se.")}})
+    for p in se.se.parameters():
+        torch.nn.init.zeros_(p)  # excitation sigmoid(0) = 0.5 on every channel
+    x = torch.randn(2, 8, 6, 6)
+    residual = plain.bn2(plain.conv2(plain.relu(plain.bn1(plain.conv1(x)))))
+    assert torch.allclose(se(x), torch.relu(0.5 * residual + x), atol=1e-6)
+    assert set(plain.state_dict()) < set(se.state_dict())  # no SE: the reference's keys

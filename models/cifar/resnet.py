@@ -5,7 +5,7 @@ import torch.nn as nn
 from ..blocks import block_by_name, make_stage
 from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights, zero_init_last_norms
 
-__all__ = ["CifarResNet", "resnet", "stage_depth", "l_resnet"]
+__all__ = ["CifarResNet", "resnet", "stage_depth", "l_resnet", "se_resnet", "l_se_resnet"]
 
 
 def stage_depth(depth, block, family="resnet"):
@@ -20,7 +20,7 @@ def stage_depth(depth, block, family="resnet"):
 
 class CifarResNet(nn.Module):
     def __init__(self, depth=20, num_classes=10, block_name="BasicBlock", conv_layer=nn.Conv2d,
-                 norm_layer=batch_norm, zero_init_residual=False):
+                 norm_layer=batch_norm, zero_init_residual=False, se_reduction=0):
         super().__init__()
         block = block_by_name(block_name)
         n = stage_depth(depth, block)
@@ -28,9 +28,10 @@ class CifarResNet(nn.Module):
         self.bn1 = norm_layer(16)
         self.relu = nn.ReLU(inplace=True)
         channels = 16
-        self.layer1, channels = make_stage(block, channels, 16, n, 1, conv_layer, norm_layer)
-        self.layer2, channels = make_stage(block, channels, 32, n, 2, conv_layer, norm_layer)
-        self.layer3, channels = make_stage(block, channels, 64, n, 2, conv_layer, norm_layer)
+        for i, (planes, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
+            stage, channels = make_stage(block, channels, planes, n, stride, conv_layer,
+                                         norm_layer, se_reduction=se_reduction)
+            self.add_module(f"layer{i}", stage)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
@@ -53,3 +54,17 @@ def l_resnet(depth=20, num_classes=10, block_name="BasicBlock", gn_groups=32,
     """GN+WS ResNet: the same network with WSConv2d and GroupNorm(gn_groups)."""
     return CifarResNet(depth, num_classes, block_name, WSConv2d, group_norm_factory(gn_groups),
                        zero_init_residual)
+
+
+def se_resnet(depth=20, num_classes=10, block_name="BasicBlock", se_reduction=16,
+              zero_init_residual=False):
+    """SE-ResNet: every block rescales its residual by squeeze-and-excitation (reduction r)."""
+    return CifarResNet(depth, num_classes, block_name, zero_init_residual=zero_init_residual,
+                       se_reduction=se_reduction)
+
+
+def l_se_resnet(depth=20, num_classes=10, block_name="BasicBlock", se_reduction=16,
+                gn_groups=32, zero_init_residual=False):
+    """GN+WS SE-ResNet."""
+    return CifarResNet(depth, num_classes, block_name, WSConv2d, group_norm_factory(gn_groups),
+                       zero_init_residual, se_reduction)

@@ -3,9 +3,11 @@ grouped bottlenecks with outputs 64w, 128w, 256w (w = widen_factor) on 32/16/8 p
 Depth 9n+2 (29 = 3 blocks per stage). Module names are the reference's (stage_1.stage_1_bottleneck_0...)."""
 import torch.nn as nn
 
+from ..blocks import squeeze_excitation
 from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights, zero_init_last_norms
 
-__all__ = ["CifarResNeXt", "ResNeXtBottleneck", "resnext", "l_resnext"]
+__all__ = ["CifarResNeXt", "ResNeXtBottleneck", "resnext", "l_resnext", "se_resnext",
+           "l_se_resnext"]
 
 
 class ResNeXtBottleneck(nn.Module):
@@ -14,7 +16,7 @@ class ResNeXtBottleneck(nn.Module):
     (8x64d at widen_factor 4: 512 channels in stage 1)."""
 
     def __init__(self, in_channels, out_channels, stride, cardinality, widen_factor,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm):
+                 conv_layer=nn.Conv2d, norm_layer=batch_norm, se_reduction=0):
         super().__init__()
         width = cardinality * out_channels // widen_factor
         self.conv_reduce = conv_layer(in_channels, width, kernel_size=1, bias=False)
@@ -24,6 +26,7 @@ class ResNeXtBottleneck(nn.Module):
         self.bn = norm_layer(width)
         self.conv_expand = conv_layer(width, out_channels, kernel_size=1, bias=False)
         self.bn_expand = norm_layer(out_channels)
+        self.se = squeeze_excitation(out_channels, se_reduction)
         self.shortcut = nn.Sequential()
         if in_channels != out_channels or stride != 1:
             self.shortcut.add_module("shortcut_conv", conv_layer(
@@ -37,13 +40,14 @@ class ResNeXtBottleneck(nn.Module):
     def forward(self, x):
         out = self.relu(self.bn_reduce(self.conv_reduce(x)))
         out = self.relu(self.bn(self.conv_conv(out)))
-        out = self.bn_expand(self.conv_expand(out))
+        out = self.se(self.bn_expand(self.conv_expand(out)))
         return self.relu(out + self.shortcut(x))
 
 
 class CifarResNeXt(nn.Module):
     def __init__(self, cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False):
+                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False,
+                 se_reduction=0):
         super().__init__()
         if depth < 11 or (depth - 2) % 9:
             raise ValueError(f"resnext needs depth = 9n+2 (11, 20, 29, ...), got {depth}")
@@ -57,7 +61,7 @@ class CifarResNeXt(nn.Module):
             for j in range(n):
                 stage.add_module(f"stage_{i}_bottleneck_{j}", ResNeXtBottleneck(
                     stages[i - 1] if j == 0 else stages[i], stages[i], stride if j == 0 else 1,
-                    cardinality, widen_factor, conv_layer, norm_layer))
+                    cardinality, widen_factor, conv_layer, norm_layer, se_reduction))
             self.add_module(f"stage_{i}", stage)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         # The reference accepts dropRate without using it; here it drops before the classifier.
@@ -86,3 +90,17 @@ def l_resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=
     """GN+WS ResNeXt: the same network with WSConv2d and GroupNorm(gn_groups)."""
     return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate, WSConv2d,
                         group_norm_factory(gn_groups), zero_init_residual)
+
+
+def se_resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
+               se_reduction=16, zero_init_residual=False):
+    """SE-ResNeXt: squeeze-and-excitation (reduction r) on every bottleneck's output."""
+    return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate,
+                        zero_init_residual=zero_init_residual, se_reduction=se_reduction)
+
+
+def l_se_resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
+                 se_reduction=16, gn_groups=32, zero_init_residual=False):
+    """GN+WS SE-ResNeXt."""
+    return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate, WSConv2d,
+                        group_norm_factory(gn_groups), zero_init_residual, se_reduction)

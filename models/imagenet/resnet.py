@@ -15,13 +15,15 @@ STAGE_BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
 
 class ResNet(nn.Module):
     def __init__(self, depth=50, num_classes=1000, groups=1, width_per_group=64,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False):
+                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False,
+                 se_reduction=0):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ImageNet ResNet depth must be one of {sorted(STAGE_BLOCKS)}, "
                              f"got {depth}")
         block, counts = STAGE_BLOCKS[depth]
-        block_kwargs = {"groups": groups, "base_width": width_per_group}
+        block_kwargs = {"groups": groups, "base_width": width_per_group,
+                        "se_reduction": se_reduction}
         self.conv1 = conv_layer(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(64)
         self.relu = nn.ReLU(inplace=True)

@@ -1,0 +1,105 @@
+"""PyramidNet for CIFAR (Han et al., 2017, "Deep Pyramidal Residual Networks", arXiv:1610.02915).
+
+Instead of doubling the width at each of three stages, every block widens by alpha / N channels
+(N blocks in all), from 16 to 16 + alpha. Blocks are pre-activation without the first ReLU
+(norm -> conv -> norm -> ReLU -> conv -> norm); the shortcut is the identity, average-pooled where
+the stride is 2, with zero channels appended for the extra width, so it has no parameters.
+Depth 6n+2 with basic blocks, 9n+2 with bottlenecks (output 4 x width).
+"""
+import torch
+import torch.nn as nn
+
+from ..blocks import block_by_name
+from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights
+from .preresnet import PreActBasicBlock, PreActBottleneck
+from .resnet import stage_depth
+
+__all__ = ["PyramidNet", "pyramidnet", "l_pyramidnet"]
+
+
+class PyramidBasicBlock(PreActBasicBlock):
+    """The pre-activation block without its first ReLU and with a norm after its last conv."""
+
+    def __init__(self, inplanes, planes, stride, conv_layer, norm_layer):
+        super().__init__(inplanes, planes, stride, None, conv_layer, norm_layer)
+        self.bn3 = norm_layer(planes)
+
+    def residual(self, x):
+        out = self.conv1(self.bn1(x))
+        return self.bn3(self.conv2(self.relu(self.bn2(out))))
+
+
+class PyramidBottleneck(PreActBottleneck):
+    """The pre-activation bottleneck without its first ReLU and with a norm after its last conv."""
+
+    def __init__(self, inplanes, planes, stride, conv_layer, norm_layer):
+        super().__init__(inplanes, planes, stride, None, conv_layer, norm_layer)
+        self.bn4 = norm_layer(planes * self.expansion)
+
+    def residual(self, x):
+        out = self.conv1(self.bn1(x))
+        out = self.conv2(self.relu(self.bn2(out)))
+        return self.bn4(self.conv3(self.relu(self.bn3(out))))
+
+
+class PyramidUnit(nn.Module):
+    """A block plus its parameter-free shortcut: x (pooled when strided), zero-padded to the
+    block's width."""
+
+    def __init__(self, block, inplanes, planes, stride, conv_layer, norm_layer):
+        super().__init__()
+        self.block = block(inplanes, planes, stride, conv_layer, norm_layer)
+        self.pool = nn.AvgPool2d(2, stride=2, ceil_mode=True) if stride != 1 else nn.Identity()
+
+    def forward(self, x):
+        out = self.block.residual(x)
+        shortcut = self.pool(x)
+        extra = out.shape[1] - shortcut.shape[1]
+        if extra:
+            shortcut = torch.cat([shortcut, shortcut.new_zeros(
+                shortcut.shape[0], extra, *shortcut.shape[2:])], dim=1)
+        return out + shortcut
+
+
+class PyramidNet(nn.Module):
+    def __init__(self, depth=110, alpha=48, num_classes=10, block_name="BasicBlock",
+                 in_channels=3, conv_layer=nn.Conv2d, norm_layer=batch_norm):
+        super().__init__()
+        kind = block_by_name(block_name)
+        block = PyramidBasicBlock if kind.expansion == 1 else PyramidBottleneck
+        n = stage_depth(depth, kind, family="pyramidnet")
+        step = alpha / (3 * n)
+        self.conv1 = conv_layer(in_channels, 16, kernel_size=3, padding=1, bias=False)
+        self.bn1 = norm_layer(16)
+        width, channels, units = 16.0, 16, []
+        for i in range(3 * n):
+            width += step
+            stride = 2 if i in (n, 2 * n) else 1
+            units.append(PyramidUnit(block, channels, int(round(width)), stride, conv_layer,
+                                     norm_layer))
+            channels = int(round(width)) * block.expansion
+        self.layer1, self.layer2, self.layer3 = (nn.Sequential(*units[k * n:(k + 1) * n])
+                                                 for k in range(3))
+        self.bn_final = norm_layer(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        init_weights(self)
+
+    def forward(self, x):
+        x = self.bn1(self.conv1(x))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.avgpool(self.relu(self.bn_final(x))).flatten(1))
+
+
+def pyramidnet(depth=110, alpha=48, num_classes=10, block_name="BasicBlock", in_channels=3):
+    return PyramidNet(depth, alpha, num_classes, block_name, in_channels)
+
+
+def l_pyramidnet(depth=110, alpha=48, num_classes=10, block_name="BasicBlock", in_channels=3,
+                 gn_groups=32):
+    """GN+WS PyramidNet. Its widths grow by a fraction of a channel per block, so most are not
+    multiples of any group count: each layer gets the largest divisor of its width that is at
+    most ``gn_groups`` (``group_norm`` with divisible=False)."""
+    return PyramidNet(depth, alpha, num_classes, block_name, in_channels, WSConv2d,
+                      group_norm_factory(gn_groups, fit_width=True))
