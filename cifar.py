@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train or evaluate a CIFAR-10/100 classifier.
+"""Train or evaluate a CIFAR-10/100 classifier (or MNIST, Fashion-MNIST, KMNIST, SVHN with -d).
 
     python cifar.py -a resnet --depth 20 --epochs 164 --schedule 81 122 -c checkpoints/cifar10/resnet-20
     python cifar.py -a l_resnext --depth 29 --cardinality 8 --widen-factor 4      # GN+WS ResNeXt
@@ -12,19 +12,20 @@ import sys
 import models
 from utils import cli, distributed
 from utils.checkpoint import load_weights
-from utils.data import CIFAR_MEAN, CIFAR_SPECS, CIFAR_STD, load_cifar
+from utils.data import DATASETS, dataset_stats, load_dataset
 from utils.loaders import ArrayImages, DeviceLoader, EpochBatches, StreamLoader
 from utils.misc import seed_everything
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="CIFAR-10/100 training", allow_abbrev=False)
-    parser.add_argument("-d", "--dataset", default="cifar10", choices=sorted(CIFAR_SPECS))
+    parser.add_argument("-d", "--dataset", default="cifar10", choices=sorted(DATASETS))
     parser.add_argument("--data", default="./data", metavar="DIR",
-                        help="folder with cifar-10-batches-py/ or cifar-100-python/, or "
+                        help="folder with torchvision's raw files of the dataset "
+                             "(cifar-10-batches-py/, MNIST/raw/, train_32x32.mat, ...), or "
                              "train/<class>/ and test/<class>/ image folders (default: ./data)")
     parser.add_argument("--no-download", action="store_true",
-                        help="never download CIFAR when --data holds none")
+                        help="never download the dataset when --data holds none")
     parser.add_argument("--loader", default="device", choices=["device", "dataloader"],
                         help="device: whole dataset on the training device, batched "
                              "augmentation (default); dataloader: per-image torchvision "
@@ -37,29 +38,36 @@ def parse_args(argv):
     parser.add_argument("--growthRate", type=int, default=12, help="DenseNet growth rate")
     parser.add_argument("--compressionRate", type=int, default=2,
                         help="DenseNet compression rate (theta)")
+    parser.add_argument("--alpha", type=int, default=48,
+                        help="PyramidNet: total widening over all blocks (default: 48)")
+    parser.add_argument("--base-channels", type=int, default=96,
+                        help="Shake-Shake: width d of the first stage, as in 2x96d (default: 96)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     return args, cli.explicit_flags(parser, argv)
 
 
 def cifar_loaders(train_set, test_set, args, device, seed):
-    """Training batches drawn per image from (seed, epoch); test batches in order."""
+    """Training batches drawn per image from (seed, epoch); test batches in order. Crops of 32
+    with 4 pixels of padding, and mirror images where the dataset allows."""
+    mean, std = dataset_stats(args.dataset, train_set)
+    flip = DATASETS[args.dataset]["flip"]
     train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed,
                                  **distributed.shard())
     test_batches = EpochBatches(len(test_set), args.test_batch, shuffle=False,
                                 **distributed.shard())
     if args.loader == "device":
-        return (DeviceLoader(train_set, train_batches, device, CIFAR_MEAN, CIFAR_STD,
-                             augment=True, channels_last=args.channels_last),
-                DeviceLoader(test_set, test_batches, device, CIFAR_MEAN, CIFAR_STD,
+        return (DeviceLoader(train_set, train_batches, device, mean, std, augment=True,
+                             flip=flip, channels_last=args.channels_last),
+                DeviceLoader(test_set, test_batches, device, mean, std,
                              channels_last=args.channels_last))
     import torchvision.transforms as T
-    train_transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
-                                 T.PILToTensor()])
+    train_transform = T.Compose([T.RandomCrop(32, padding=4)] +
+                                ([T.RandomHorizontalFlip()] if flip else []) + [T.PILToTensor()])
     return (StreamLoader(ArrayImages(train_set), train_transform, train_batches, device,
-                         CIFAR_MEAN, CIFAR_STD, args.workers, args.channels_last),
+                         mean, std, args.workers, args.channels_last),
             StreamLoader(ArrayImages(test_set), T.PILToTensor(), test_batches, device,
-                         CIFAR_MEAN, CIFAR_STD, args.workers, args.channels_last))
+                         mean, std, args.workers, args.channels_last))
 
 
 def main(argv=None):
@@ -70,7 +78,7 @@ def main(argv=None):
     device, gpu_count = cli.setup_device(args.gpu_id, "gpu_id" in explicit)
     cli.check_world(args)
     seed_everything(cli.choose_seed(args))
-    num_classes = CIFAR_SPECS[args.dataset]["num_classes"]
+    num_classes = DATASETS[args.dataset]["num_classes"]
     if checkpoint is not None:
         cli.check_num_classes(checkpoint, num_classes)
     model = cli.build_model(models.cifar.MODELS, args, num_classes)  # bad model flags fail here
@@ -79,7 +87,7 @@ def main(argv=None):
 
     # Data
     print(f"==> Preparing dataset {args.dataset}")
-    train_set, test_set = load_cifar(args.data, args.dataset, download=not args.no_download)
+    train_set, test_set = load_dataset(args.data, args.dataset, download=not args.no_download)
     train_loader, test_loader = cifar_loaders(train_set, test_set, args, device,
                                               args.manualSeed)
 
@@ -100,11 +108,13 @@ def main(argv=None):
         start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, recipe)
     if args.evaluate:
         print("\nEvaluation only")
-        cli.report_evaluation(model, test_loader, recipe, args, device)
+        cli.report_evaluation(model, test_loader, recipe, args, device,
+                              train_set.classes, num_classes)
         return
 
     # Train and evaluate every epoch; log.txt, checkpoints, then the curves
-    title = ("cifar-10-" if args.dataset == "cifar10" else "cifar-100-") + args.arch
+    title = {"cifar10": "cifar-10-", "cifar100": "cifar-100-"}.get(args.dataset,
+                                                                  f"{args.dataset}-") + args.arch
     best_acc = cli.train_and_log(args, title, model, raw_model, (train_loader, test_loader),
                                  recipe, device, start_epoch, best_acc, num_classes,
                                  resumed=checkpoint is not None)

@@ -66,7 +66,7 @@ def imagenet_loaders(args, device, seed):
     train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed,
                                  **distributed.shard())
     val_batches = EpochBatches(len(val_set), args.test_batch, shuffle=False, **distributed.shard())
-    return (len(train_set.classes),
+    return (train_set.classes,
             StreamLoader(train_set, train_transform, train_batches, device, IMAGENET_MEAN,
                          IMAGENET_STD, args.workers, args.channels_last),
             StreamLoader(val_set, val_transform, val_batches, device, IMAGENET_MEAN,
@@ -86,7 +86,8 @@ def main(argv=None):
 
     # Data
     print(f"==> Preparing ImageNet-style data from {args.data}")
-    num_classes, train_loader, val_loader = imagenet_loaders(args, device, args.manualSeed)
+    classes, train_loader, val_loader = imagenet_loaders(args, device, args.manualSeed)
+    num_classes = len(classes)
     if checkpoint is not None:
         cli.check_num_classes(checkpoint, num_classes)
 
@@ -108,7 +109,8 @@ def main(argv=None):
         start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, recipe)
     if args.evaluate:
         print("\nEvaluation only")
-        cli.report_evaluation(model, val_loader, recipe, args, device)
+        cli.report_evaluation(model, val_loader, recipe, args, device, classes,
+                              num_classes)
         return
 
     # Train and evaluate every epoch; log.txt, checkpoints, then the curves

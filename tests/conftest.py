@@ -2,6 +2,8 @@
 import json
 import os
 
+import numpy as np
+
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,3 +66,64 @@ def read_log_rows(path):
     with open(path) as f:
         lines = f.read().splitlines()
     return lines[0], [[float(v) for v in line.rstrip("\t").split("\t")] for line in lines[1:]]
+
+
+def write_idx(path, array):
+    """An IDX file (gzipped when the name ends in .gz) of a uint8 array."""
+    import gzip
+    import struct
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def make_idx_dataset(root, folder, n_train=40, n_test=20, gz=True, seed=0):
+    """torchvision's raw layout of an MNIST-style dataset: root/<folder>/raw/*-ubyte[.gz]."""
+    rng = np.random.default_rng(seed)
+    raw = os.path.join(root, folder, "raw")
+    os.makedirs(raw, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(os.path.join(raw, f"{prefix}-images-idx3-ubyte{suffix}"),
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte{suffix}"),
+                  np.arange(n, dtype=np.uint8) % 10)
+    return root
+
+
+def _mat_element(kind, payload):
+    import struct
+    return struct.pack("<II", kind, len(payload)) + payload + b"\0" * (-len(payload) % 8)
+
+
+def write_mat(path, arrays, compress=False):
+    """A MATLAB 5 .mat file of numeric arrays (uint8 or float64), column-major as MATLAB
+    writes them, each optionally zlib-compressed."""
+    import struct
+    import zlib
+    out = b"MATLAB 5.0 MAT-file, written by the tests".ljust(116) + b"\0" * 8 + \
+        struct.pack("<H", 0x0100) + b"IM"
+    for name, a in arrays.items():
+        mat_class, data_type = {np.uint8: (9, 2), np.float64: (6, 9)}[a.dtype.type]
+        body = (_mat_element(6, struct.pack("<II", mat_class, 0)) +
+                _mat_element(5, struct.pack(f"<{a.ndim}i", *a.shape)) +
+                _mat_element(1, name.encode()) +
+                _mat_element(data_type, a.tobytes(order="F")))
+        element = _mat_element(14, body)
+        out += (struct.pack("<II", 15, len(zlib.compress(element))) + zlib.compress(element)
+                if compress else element)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def make_svhn(root, n_train=40, n_test=20, seed=0):
+    """SVHN's train_32x32.mat (uncompressed) and test_32x32.mat (compressed): X 32x32x3xN uint8,
+    y Nx1 double with 10 standing for the digit 0."""
+    rng = np.random.default_rng(seed)
+    for name, n, compress in (("train", n_train, False), ("test", n_test, True)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).astype(np.float64).reshape(n, 1)
+        write_mat(os.path.join(root, f"{name}_32x32.mat"), {"X": x, "y": y}, compress)
+    return root

@@ -1,5 +1,6 @@
 """cifar.py as a user runs it: train, resume, evaluate; the outputs of the reference; equal
 weights for equal effective batches; and one clear line for missing data."""
+import math
 import os
 import re
 import subprocess
@@ -59,6 +60,14 @@ def test_train_resume_evaluate(arch, layout, request, tmp_path, capsys):
     acc = float(re.search(r"Test Acc:\s+([\d.]+)", out).group(1))
     assert acc == pytest.approx(rows[-1][4], abs=0.006)
 
+    # ... and writes the accuracy of each class and the confusion matrix beside it.
+    with open(os.path.join(run, "per_class_accuracy.txt")) as f:
+        table = [line.split("\t") for line in f.read().splitlines()[1:]]
+    assert len(table) == 10
+    images, correct = sum(int(r[1]) for r in table), sum(int(r[2]) for r in table)
+    assert 100 * correct / images == pytest.approx(acc, abs=0.006)
+    assert os.path.getsize(os.path.join(run, "confusion_matrix.png")) > 0
+
 
 def final_weights(run):
     return torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["state_dict"]
@@ -117,14 +126,14 @@ def test_no_data_and_no_network_is_one_clear_line(tmp_path):
 
 
 def test_md5_mismatch_still_loads_but_garbage_is_an_error(tmp_path):
-    from utils.data import DataError, load_cifar
+    from utils.data import DataError, load_dataset
     root = make_cifar_pickles(str(tmp_path), n_train=10, n_test=5)
-    train, test = load_cifar(root, download=False)
+    train, test = load_dataset(root, download=False)
     assert train.images.shape == (10, 3, 32, 32) and len(test) == 5
     with open(os.path.join(root, "cifar-10-batches-py", "data_batch_2"), "wb") as f:
         f.write(b"not a pickle")
     with pytest.raises(DataError, match="data_batch_2 is not a readable CIFAR"):
-        load_cifar(root, download=False)
+        load_dataset(root, download=False)
 
 
 def test_modern_recipe_trains_logs_ema_and_resumes_exactly(official, tmp_path):
@@ -166,3 +175,21 @@ def test_ghost_batch_norm_and_dual_cutout_train(official, tmp_path, capsys):
     with pytest.raises(cli.UsageError, match="choose one of --mixup, --cutmix"):
         cifar.main(["-a", "resnet", "--depth", "8", "--data", official, "--mixup", "0.2",
                     "--cutmix", "1", "-c", str(tmp_path / "m")])
+
+
+@pytest.mark.parametrize("arch", [
+    ["-a", "pyramidnet", "--depth", "20", "--alpha", "24"],
+    ["-a", "l_pyramidnet", "--depth", "20", "--alpha", "24", "--block-name", "Bottleneck"],
+    ["-a", "shake_shake", "--depth", "8", "--base-channels", "16"],
+    ["-a", "l_shake_shake", "--depth", "8", "--base-channels", "16"],
+    ["-a", "se_resnet", "--depth", "8"], ["-a", "l_se_resnet", "--depth", "8"],
+    ["-a", "se_resnext", "--depth", "11", "--cardinality", "2", "--widen-factor", "1"],
+    ["-a", "l_se_resnext", "--depth", "11", "--cardinality", "2", "--widen-factor", "1"],
+], ids=lambda a: a[1] + ("-bottleneck" if "Bottleneck" in a else ""))
+def test_new_architectures_train_one_epoch(official, tmp_path, arch):
+    run = str(tmp_path / "run")
+    cifar.main(arch + FAST + ["--data", official, "--epochs", "1", "-c", run])
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 1 and math.isfinite(rows[0][1])
+    saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert saved["arch"] == arch[1]

@@ -38,3 +38,19 @@ def test_plot_compares_logs(tmp_path, capsys):
     assert os.path.getsize(out) > 1000
     assert plot.main(runs + ["-o", out, "--names", "Nope"]) == 1
     assert "no column 'Nope'" in capsys.readouterr().err
+
+
+def test_confusion_counts_and_class_report(tmp_path):
+    import torch
+
+    from utils.report import confusion_counts, write_class_report
+    output = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]])
+    target = torch.tensor([0, 1, 1, 2])
+    counts = confusion_counts(output, target, 3)
+    assert counts.tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    text, picture = write_class_report(counts, ["cat", "dog", "emu"], str(tmp_path))
+    with open(text) as f:
+        rows = [line.split("\t") for line in f.read().splitlines()]
+    assert [r[0].strip() for r in rows[1:]] == ["cat", "dog", "emu"]
+    assert [r[3] for r in rows[1:]] == ["100.00", "50.00", "100.00"]
+    assert os.path.getsize(picture) > 0

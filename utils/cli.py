@@ -23,6 +23,7 @@ from .ema import create_ema
 from .engine import NonFiniteLoss, TrainingInterrupted, evaluate, fit
 from .logger import Logger, save_curves
 from .optim import create_optimizer
+from .report import write_class_report
 from .schedule import make_scheduler
 
 __all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
@@ -36,7 +37,8 @@ __all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
 # resumed run continues the run it resumes.
 MODEL_FLAGS = ("arch", "dataset", "depth", "block_name", "cardinality", "widen_factor",
                "base_width", "growthRate", "compressionRate", "drop", "gn_groups",
-               "zero_init_residual", "manualSeed", "alpha", "se_reduction", "ghost_batch",
+               "zero_init_residual", "manualSeed", "alpha", "base_channels", "se_reduction",
+               "ghost_batch",
                "train_batch", "iter_size", "epochs", "lr", "momentum", "weight_decay",
                "schedule", "gamma", "scheduler", "warmup_epochs", "optimizer", "nesterov",
                "no_wd_norm", "label_smoothing", "mixup", "cutmix", "ricap", "cutout",
@@ -86,6 +88,8 @@ def add_training_flags(parser, *, workers, epochs, train_batch, test_batch, weig
     add("--gn-groups", type=int, default=32,
         help="GroupNorm groups of the l_* models: layers with C >= G channels get G groups "
              "(C must divide), narrower layers one group per channel (default: 32)")
+    add("--se-reduction", type=int, default=16,
+        help="squeeze-and-excitation reduction r of the se_* models (default: 16)")
     add("--zero-init-residual", action="store_true",
         help="zero the last norm of each residual branch (post-activation ResNet/ResNeXt)")
     add("--manualSeed", type=int, help="manual seed (random if unset; saved for resume)")
@@ -232,7 +236,9 @@ def build_model(registry, args, num_classes):
                    baseWidth=getattr(args, "base_width", None), dropRate=args.drop,
                    growthRate=getattr(args, "growthRate", None),
                    compressionRate=getattr(args, "compressionRate", None),
-                   gn_groups=args.gn_groups, zero_init_residual=args.zero_init_residual or None)
+                   gn_groups=args.gn_groups, zero_init_residual=args.zero_init_residual or None,
+                   se_reduction=args.se_reduction, alpha=getattr(args, "alpha", None),
+                   base_channels=getattr(args, "base_channels", None))
     try:
         return create_model(registry, args.arch, num_classes=num_classes, **options)
     except ValueError as e:
@@ -418,13 +424,25 @@ def train_and_log(args, title, model, raw_model, loaders, recipe, device, start_
     return best_acc
 
 
-def report_evaluation(model, loader, recipe, args, device):
-    """Print loss and top-1/top-5 of the weights (and of their EMA when the run keeps one)."""
+def report_evaluation(model, loader, recipe, args, device, classes, num_classes):
+    """Print loss and top-1/top-5 of the weights (and of their EMA when the run keeps one), and
+    write per_class_accuracy.txt and confusion_matrix.png into the run folder. ``classes``
+    names the data's classes; a model with more outputs gets its extra ones numbered."""
+    classes = list(classes) + [str(i) for i in range(len(classes), num_classes)]
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     loss, top1, top5 = evaluate(model, loader, recipe.eval_criterion, device=device,
-                                amp=args.amp, show_progress=not args.no_progress)
+                                amp=args.amp, show_progress=not args.no_progress,
+                                confusion=confusion)
     print(f" Test Loss:  {loss:.8f}, Test Acc:  {top1:.2f}, Top-5:  {top5:.2f}")
     if recipe.ema is not None and recipe.ema.n_averaged.item() > 0:
         ema_loss, ema_top1, ema_top5 = evaluate(recipe.ema.module, loader, recipe.eval_criterion,
                                                 device=device, amp=args.amp, show_progress=False)
         print(f" EMA  Loss:  {ema_loss:.8f}, EMA  Acc:  {ema_top1:.2f}, Top-5:  {ema_top5:.2f}")
+    if distributed.is_main():
+        try:
+            text, picture = write_class_report(confusion, classes, args.checkpoint)
+            print(f" Per-class accuracy: {text}\n Confusion matrix:   {picture}")
+        except OSError as e:
+            print(f"warning: could not write the per-class report to {args.checkpoint}: "
+                  f"{e.strerror or e}", file=sys.stderr)
     return loss, top1, top5

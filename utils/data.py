@@ -1,29 +1,52 @@
-"""Datasets: finding and reading CIFAR (official python layout or ImageFolder) into uint8 arrays,
-and ImageFolder trees of files for ImageNet. Loading into batches lives in loaders.py."""
+"""Datasets: finding and reading the small datasets of cifar.py (CIFAR-10/100, MNIST,
+Fashion-MNIST, KMNIST, SVHN; torchvision's raw files or an ImageFolder tree) into uint8 arrays,
+and ImageFolder trees of files for ImageNet. Loading into batches lives in loaders.py.
+
+Every small dataset is served CIFAR-shaped, (N, 3, 32, 32) uint8: the 28x28 grey datasets are
+zero-padded by 2 pixels (their background is 0) and their channel repeated, so every CIFAR
+architecture, its 3-channel stem and its five poolings of VGG apply unchanged.
+"""
 import os
 import pickle
 import socket
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["DataError", "ArrayDataset", "load_cifar", "ImageFiles", "find_image_folder",
-           "CIFAR_SPECS", "IMAGENET_MEAN", "IMAGENET_STD"]
+from .raw_formats import FormatError, read_idx, read_mat
+
+__all__ = ["DataError", "ArrayDataset", "load_dataset", "dataset_stats", "ImageFiles",
+           "find_image_folder", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the reference's
 
-CIFAR_SPECS = {
-    "cifar10": dict(num_classes=10, folder="cifar-10-batches-py",
+IDX_FILES = {"train": ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"],
+             "test": ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]}
+
+# format: how torchvision's files are laid out; flip: whether a mirrored image is still of
+# its class (not for digits and characters).
+DATASETS = {
+    "cifar10": dict(num_classes=10, format="cifar", folder="cifar-10-batches-py",
                     train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],
                     label_key="labels", meta=("batches.meta", "label_names"),
-                    torchvision="CIFAR10"),
-    "cifar100": dict(num_classes=100, folder="cifar-100-python", train=["train"], test=["test"],
-                     label_key="fine_labels", meta=("meta", "fine_label_names"),
-                     torchvision="CIFAR100"),
+                    torchvision="CIFAR10", flip=True),
+    "cifar100": dict(num_classes=100, format="cifar", folder="cifar-100-python", train=["train"],
+                     test=["test"], label_key="fine_labels", meta=("meta", "fine_label_names"),
+                     torchvision="CIFAR100", flip=True),
+    "mnist": dict(num_classes=10, format="idx", folder=os.path.join("MNIST", "raw"),
+                  torchvision="MNIST", flip=False),
+    "fashionmnist": dict(num_classes=10, format="idx",
+                         folder=os.path.join("FashionMNIST", "raw"),
+                         torchvision="FashionMNIST", flip=True),
+    "kmnist": dict(num_classes=10, format="idx", folder=os.path.join("KMNIST", "raw"),
+                   torchvision="KMNIST", flip=False),
+    "svhn": dict(num_classes=10, format="mat", folder="", train=["train_32x32.mat"],
+                 test=["test_32x32.mat"], torchvision="SVHN", flip=False),
 }
 
 
@@ -50,6 +73,70 @@ def _read_pickle(path):
     except Exception as e:
         raise DataError(f"{path} is not a readable CIFAR python batch file: "
                         f"{type(e).__name__}: {e}") from e
+
+
+def cifar_shaped(images):
+    """(N, H, W) or (N, C, H, W) uint8 -> (N, 3, 32, 32): grey repeated, smaller images
+    zero-padded equally on each side."""
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.shape[1] == 1:
+        images = np.repeat(images, 3, axis=1)
+    h, w = images.shape[2:]
+    if h > 32 or w > 32:
+        raise DataError(f"images of {w}x{h} pixels; the small datasets are at most 32x32")
+    top, left = (32 - h) // 2, (32 - w) // 2
+    if (h, w) != (32, 32):
+        images = np.pad(images, ((0, 0), (0, 0), (top, 32 - h - top), (left, 32 - w - left)))
+    return np.ascontiguousarray(images)
+
+
+def _array_dataset(images, labels, classes):
+    return ArrayDataset(torch.from_numpy(cifar_shaped(np.asarray(images, dtype=np.uint8))),
+                        torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1)), classes)
+
+
+def _existing(folder, names):
+    """Each name in ``folder``, plain or gzipped; DataError naming the first missing."""
+    paths = []
+    for name in names:
+        for candidate in (name, name + ".gz"):
+            if os.path.isfile(os.path.join(folder, candidate)):
+                paths.append(os.path.join(folder, candidate))
+                break
+        else:
+            raise DataError(f"{folder} is missing {name}")
+    return paths
+
+
+def _read_idx_dataset(folder, spec):
+    """MNIST-style IDX files (torchvision's <Name>/raw folder)."""
+    def split(which):
+        images, labels = _existing(folder, IDX_FILES[which])
+        try:
+            x, y = read_idx(images), read_idx(labels)
+        except (OSError, FormatError, EOFError) as e:
+            raise DataError(f"{folder}: {e}") from e
+        if x.ndim != 3 or len(x) != len(y):
+            raise DataError(f"{images}: expected N images of HxW with N labels, got {x.shape} "
+                            f"and {y.shape}")
+        return _array_dataset(x, y, [str(i) for i in range(spec["num_classes"])])
+    return split("train"), split("test")
+
+
+def _read_mat_dataset(folder, spec):
+    """SVHN's train_32x32.mat / test_32x32.mat: X is 32x32x3xN, y is Nx1 with 10 for digit 0."""
+    def split(names):
+        path, = _existing(folder, names)
+        try:
+            arrays = read_mat(path)
+            x, y = arrays["X"], arrays["y"].reshape(-1).astype(np.int64)
+        except (OSError, FormatError, KeyError, ValueError, zlib.error) as e:
+            raise DataError(f"{path} is not an SVHN .mat file with X and y: {e}") from e
+        y[y == 10] = 0
+        return _array_dataset(np.transpose(x, (3, 2, 0, 1)), y,
+                              [str(i) for i in range(spec["num_classes"])])
+    return split(spec["train"]), split(spec["test"])
 
 
 def _read_official(folder, spec):
@@ -123,9 +210,8 @@ def _read_image_folder(root, classes=None):
         if a.shape != shape:
             raise DataError(f"images in {root} differ in size: {path} is {a.shape[1]}x"
                             f"{a.shape[0]}, {samples[0][0]} is {shape[1]}x{shape[0]}")
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    return ArrayDataset(images, labels, found)
+    return _array_dataset(np.stack(arrays).transpose(0, 3, 1, 2),
+                          [label for _, label in samples], found)
 
 
 def _download(root, spec):
@@ -134,25 +220,47 @@ def _download(root, spec):
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # a network that answers nothing should not hang the run
     try:
-        for train in (True, False):
-            dataset_class(root, train=train, download=True)
+        if spec["format"] == "mat":  # torchvision's SVHN class would need scipy to finish
+            from torchvision.datasets.utils import download_url
+            for split in ("train", "test"):
+                url, filename, md5 = dataset_class.split_list[split]
+                download_url(url, root, filename, md5)
+        else:
+            for train in (True, False):
+                dataset_class(root, train=train, download=True)
     finally:
         socket.setdefaulttimeout(previous)
 
 
-def load_cifar(root, name="cifar10", download=True):
-    """(train, test) ArrayDatasets of CIFAR-10/100 under ``root``, which may hold
-        the official python layout: root/cifar-10-batches-py or root/cifar-100-python, or
+READERS = {"cifar": _read_official, "idx": _read_idx_dataset, "mat": _read_mat_dataset}
+LAYOUT_NAMES = {"cifar": "{folder}/ (official python layout)",
+                "idx": "{folder}/ with torchvision's IDX files",
+                "mat": "train_32x32.mat and test_32x32.mat"}
+
+
+def _has_raw_files(root, spec):
+    folder = os.path.join(root, spec["folder"])
+    if spec["format"] == "mat":
+        return os.path.isfile(os.path.join(folder, spec["train"][0]))
+    return os.path.isdir(folder)
+
+
+def load_dataset(root, name="cifar10", download=True):
+    """(train, test) ArrayDatasets, (N, 3, 32, 32) uint8, of dataset ``name`` under ``root``,
+    which may hold
+        torchvision's raw files: root/cifar-10-batches-py, root/cifar-100-python,
+        root/MNIST/raw (FashionMNIST/raw, KMNIST/raw), root/train_32x32.mat + test_32x32.mat, or
         an ImageFolder layout: root/train/<class>/* and root/test/<class>/*.
-    With neither, the official files are downloaded through torchvision when ``download`` and
+    With neither, the raw files are downloaded through torchvision when ``download`` and
     the network allow; otherwise DataError says where it looked and what it accepts."""
-    if name not in CIFAR_SPECS:
-        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(CIFAR_SPECS)}")
-    spec = CIFAR_SPECS[name]
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    spec = DATASETS[name]
     official = os.path.join(root, spec["folder"])
+    read = READERS[spec["format"]]
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
-    if os.path.isdir(official):
-        return _read_official(official, spec)
+    if _has_raw_files(root, spec):
+        return read(official, spec)
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
         train = _read_image_folder(train_dir)
         test = _read_image_folder(test_dir, train.classes)
@@ -160,8 +268,9 @@ def load_cifar(root, name="cifar10", download=True):
             raise DataError(f"{train_dir} has {len(train.classes)} classes; {name} has "
                             f"{spec['num_classes']}")
         return train, test
-    looked = (f"looked in {os.path.abspath(root)} for {spec['folder']}/ (official python "
-              f"layout) or train/<class>/ + test/<class>/ (ImageFolder layout)")
+    raw = LAYOUT_NAMES[spec["format"]].format(folder=spec["folder"])
+    looked = (f"looked in {os.path.abspath(root)} for {raw} or train/<class>/ + test/<class>/ "
+              f"(ImageFolder layout)")
     if not download:
         raise DataError(f"no {name} data found: {looked}; downloading is off (--no-download)")
     try:
@@ -170,7 +279,16 @@ def load_cifar(root, name="cifar10", download=True):
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"no {name} data found and the download failed ({reason}): {looked}")
-    return _read_official(official, spec)
+    return read(official, spec)
+
+
+def dataset_stats(name, train):
+    """Per-channel (mean, std) for normalisation: the reference's constants for CIFAR, computed
+    from the training images for the others."""
+    if DATASETS[name]["format"] == "cifar":
+        return CIFAR_MEAN, CIFAR_STD
+    x = train.images.double() / 255.0
+    return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
 
 
 class ImageFiles(torch.utils.data.Dataset):

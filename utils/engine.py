@@ -17,6 +17,7 @@ from .checkpoint import save_checkpoint, training_state
 from .eval import topk_correct
 from .loaders import mixed_seed
 from .progress import Progress
+from .report import confusion_counts
 
 __all__ = ["NonFiniteLoss", "TrainingInterrupted", "StopSignal", "autocast", "train_one_epoch",
            "evaluate", "fit"]
@@ -157,9 +158,12 @@ def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_
 
 
 @torch.no_grad()
-def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True):
+def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True,
+             confusion=None):
     """Loss and top-1/top-5 accuracy (%) over the whole evaluation set: each process evaluates
-    its shard and the sums are reduced, so the numbers are exact for any number of processes."""
+    its shard and the sums are reduced, so the numbers are exact for any number of processes.
+    ``confusion``, a (K, K) int64 tensor on ``device``, receives the counts of (true class,
+    predicted class) pairs of the whole set."""
     model = distributed.unwrap(model)
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
@@ -173,6 +177,8 @@ def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True
             output = model(x)
             loss = criterion(output, y)
         top1, top5 = topk_correct(output, y, (1, 5))
+        if confusion is not None:
+            confusion += confusion_counts(output, y, confusion.shape[0])
         n = y.shape[0]
         totals[:3] += torch.stack([loss.double() * n, top1.double(), top5.double()])
         totals[3] += n
@@ -182,6 +188,8 @@ def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True
                             100 * t[2] / t[3])
         end = time.time()
     progress.finish()
+    if confusion is not None:
+        distributed.all_reduce_sum(confusion)
     t = distributed.all_reduce_sum(totals).tolist()
     return t[0] / t[3], 100 * t[1] / t[3], 100 * t[2] / t[3]
 

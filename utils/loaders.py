@@ -118,19 +118,21 @@ class EpochLoader:
 class DeviceLoader(EpochLoader):
     """An ArrayDataset held on ``device``; batches are gathered, augmented and normalised there."""
 
-    def __init__(self, dataset, batches, device, mean, std, augment=False, pad=4,
+    def __init__(self, dataset, batches, device, mean, std, augment=False, pad=4, flip=True,
                  channels_last=False):
         self.images = dataset.images.to(device)
         self.labels = dataset.labels.to(device)
         self.batches, self.device, self.augment, self.pad = batches, device, augment, pad
+        self.flip = flip
         self.normalize = Normalize(mean, std, device, channels_last)
 
     def draws(self):
-        """Crop offsets and flips of every image for this epoch, indexed by image."""
+        """Crop offsets and flips of every image for this epoch, indexed by image (the flips
+        are drawn even when unused, so the crops do not depend on ``flip``)."""
         n, span = len(self.labels), 2 * self.pad + 1
         g = epoch_generator(self.batches.seed, self.batches.epoch, AUGMENT)
         offsets = torch.randint(0, span, (2, n), generator=g)
-        flips = torch.rand(n, generator=g) < 0.5
+        flips = (torch.rand(n, generator=g) < 0.5) & self.flip
         return offsets[0].to(self.device), offsets[1].to(self.device), flips.to(self.device)
 
     def __iter__(self):

@@ -1,0 +1,82 @@
+"""The small datasets of cifar.py in torchvision's raw layouts and as image folders, served
+CIFAR-shaped (N, 3, 32, 32)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import cifar
+from conftest import make_idx_dataset, make_image_folder, make_svhn, read_log_rows, write_mat
+from utils.data import DataError, dataset_stats, load_dataset
+from utils.raw_formats import read_idx, read_mat
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST"),
+                                          ("kmnist", "KMNIST")])
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "plain"])
+def test_idx_datasets_load_padded_and_grey_repeated(tmp_path, name, folder, gz):
+    root = make_idx_dataset(str(tmp_path), folder, n_train=12, n_test=5, gz=gz)
+    raw = read_idx(os.path.join(root, folder, "raw", "train-images-idx3-ubyte" +
+                                (".gz" if gz else "")))
+    train, test = load_dataset(root, name, download=False)
+    assert train.images.shape == (12, 3, 32, 32) and test.images.shape == (5, 3, 32, 32)
+    assert train.images.dtype == torch.uint8
+    # The 28x28 image sits in the middle, a 2-pixel zero border around it, in all 3 channels.
+    assert torch.equal(train.images[:, 0, 2:30, 2:30], torch.from_numpy(raw))
+    assert torch.equal(train.images[:, 1], train.images[:, 0])
+    assert train.images[:, :, :2].sum() == 0 and train.images[:, :, :, 30:].sum() == 0
+    assert train.labels.tolist() == [i % 10 for i in range(12)]
+
+
+def test_svhn_mat_files_load_with_label_10_as_digit_0(tmp_path):
+    root = make_svhn(str(tmp_path), n_train=12, n_test=5)
+    arrays = read_mat(os.path.join(root, "train_32x32.mat"))
+    assert arrays["X"].shape == (32, 32, 3, 12)
+    train, test = load_dataset(root, "svhn", download=False)
+    assert train.images.shape == (12, 3, 32, 32) and len(test) == 5  # test file is compressed
+    # Image 0, channel 1, pixel (row 3, col 7) is X[3, 7, 1, 0] in MATLAB's layout.
+    assert train.images[0, 1, 3, 7] == arrays["X"][3, 7, 1, 0]
+    assert train.labels.tolist()[:10] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+
+
+def test_mat_reader_keeps_matlab_column_major_order(tmp_path):
+    a = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    write_mat(str(tmp_path / "a.mat"), {"a": a}, compress=True)
+    assert np.array_equal(read_mat(str(tmp_path / "a.mat"))["a"], a)
+
+
+def test_grey_image_folder_is_served_like_the_raw_files(tmp_path):
+    root = make_image_folder(str(tmp_path), splits=(("train", 3), ("test", 2)),
+                             classes=[str(i) for i in range(10)], size=(28, 28))
+    train, test = load_dataset(root, "mnist", download=False)
+    assert train.images.shape == (30, 3, 32, 32) and len(train.classes) == 10
+
+
+def test_stats_are_the_references_for_cifar_and_measured_otherwise(tmp_path):
+    root = make_idx_dataset(str(tmp_path), "MNIST", n_train=12, n_test=5)
+    train, _ = load_dataset(root, "mnist", download=False)
+    mean, std = dataset_stats("mnist", train)
+    assert mean[0] == pytest.approx(train.images[:, 0].double().mean().item() / 255)
+    assert dataset_stats("cifar10", train)[0] == (0.4914, 0.4822, 0.4465)
+
+
+def test_missing_and_broken_files_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="MNIST/raw/ with torchvision's IDX files"):
+        load_dataset(str(tmp_path), "mnist", download=False)
+    (tmp_path / "train_32x32.mat").write_bytes(b"not a mat file")
+    (tmp_path / "test_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="not an SVHN .mat file"):
+        load_dataset(str(tmp_path), "svhn", download=False)
+
+
+@pytest.mark.parametrize("name", ["mnist", "svhn"])
+def test_cifar_py_trains_on_other_datasets(tmp_path, name):
+    root = str(tmp_path / "data")
+    os.makedirs(root)
+    make_idx_dataset(root, "MNIST", 32, 10) if name == "mnist" else make_svhn(root, 32, 10)
+    run = str(tmp_path / "run")
+    cifar.main(["-d", name, "--data", root, "-a", "l_resnet", "--depth", "8", "--epochs", "1",
+                "--train-batch", "16", "--no-progress", "-c", run, "--manualSeed", "1"])
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 1 and 0 <= rows[0][4] <= 100

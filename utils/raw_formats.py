@@ -1,0 +1,88 @@
+"""Readers for the raw files torchvision downloads, without their extra dependencies:
+IDX (MNIST, Fashion-MNIST, KMNIST; plain or gzipped) and MATLAB 5 .mat (SVHN, which torchvision
+reads through scipy; a few dozen lines here spare every user that install)."""
+import gzip
+import struct
+import zlib
+
+import numpy as np
+
+__all__ = ["FormatError", "read_idx", "read_mat"]
+
+
+class FormatError(ValueError):
+    """A file that is not what its name says."""
+
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path):
+    """An IDX file (http://yann.lecun.com/exdb/mnist/) as a numpy array: 2 zero bytes, a type
+    byte, a dimension count, big-endian uint32 sizes, then the values in C order."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] or data[1] or data[2] not in IDX_TYPES:
+        raise FormatError(f"{path} is not an IDX file")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    values = np.frombuffer(data, dtype=IDX_TYPES[data[2]], offset=4 + 4 * ndim)
+    if values.size != int(np.prod(shape)):
+        raise FormatError(f"{path}: IDX header says {shape}, the file holds {values.size} values")
+    return values.reshape(shape).copy()  # frombuffer's view is read-only
+
+
+# MATLAB 5 data types (MAT-File Format, table 1-1) and their numpy equivalents.
+MAT_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8",
+             12: "i8", 13: "u8"}
+MI_MATRIX, MI_COMPRESSED = 14, 15
+
+
+def _elements(buf, order):
+    """(type, payload) of each data element of ``buf``, each padded to 8 bytes (small elements,
+    with the size in the tag's upper half, to 4 more)."""
+    pos = 0
+    while pos + 8 <= len(buf):
+        tag, = struct.unpack(order + "I", buf[pos:pos + 4])
+        if tag >> 16:  # small data element: 2 bytes size, 2 bytes type, 4 bytes data
+            size, kind = tag >> 16, tag & 0xFFFF
+            yield kind, buf[pos + 4:pos + 4 + size]
+            pos += 8
+            continue
+        kind, size = struct.unpack(order + "II", buf[pos:pos + 8])
+        yield kind, buf[pos + 8:pos + 8 + size]
+        pos += 8 + size + (-size % 8 if kind != MI_COMPRESSED else 0)
+
+
+def _matrix(payload, order):
+    parts = list(_elements(payload, order))
+    if len(parts) < 4:
+        raise FormatError("a MATLAB array with fewer than 4 parts")
+    dims = np.frombuffer(parts[1][1], dtype=order + MAT_TYPES[parts[1][0]])
+    name = parts[2][1].decode("ascii")
+    kind, data = parts[3]
+    if kind not in MAT_TYPES:
+        raise FormatError(f"array {name!r}: unsupported MATLAB data type {kind}")
+    values = np.frombuffer(data, dtype=order + MAT_TYPES[kind])
+    # MATLAB stores arrays column-major; copy: frombuffer's view is read-only.
+    return name, values.reshape(tuple(int(d) for d in dims), order="F").copy()
+
+
+def read_mat(path):
+    """The numeric arrays of a MATLAB 5 (.mat v5-v7, not v7.3/HDF5) file, by name."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
+        raise FormatError(f"{path} is not a MATLAB 5 .mat file")
+    order = "<" if data[126:128] == b"IM" else ">"
+    arrays = {}
+    pending = [data[128:]]
+    while pending:
+        for kind, payload in _elements(pending.pop(), order):
+            if kind == MI_COMPRESSED:
+                pending.append(zlib.decompress(payload))
+            elif kind == MI_MATRIX:
+                name, values = _matrix(payload, order)
+                arrays[name] = values
+    return arrays
