@@ -6,9 +6,10 @@
    model, as ratios:
        python bench.py -a l_resnet50 --batch 128 --device cuda --amp bf16 --channels-last --compile
        python bench.py -a l_resnet --depth 20 --batch 128 --device cpu
-2. The data pipeline alone: images/s the CIFAR DeviceLoader (or an ImageFolder StreamLoader,
-   --data DIR) delivers to the device:
+2. The data pipeline alone: images/s the CIFAR DeviceLoader (or, with --data DIR, an ImageFolder
+   split through imagenet.py's training pipeline, --decode cpu or device) delivers to the device:
        python bench.py --pipeline cifar --device cuda
+       python bench.py --data ~/ILSVRC2012/train --device cuda --decode device --batch 256
 3. The overhead of a real cifar.py run over the model's own compute (CPU target: <= 1.10x):
        python bench.py --overhead --train 5000 --epochs 2
 """
@@ -145,7 +146,15 @@ def bench_model(args):
 
 def bench_pipeline(args):
     device = torch.device(args.device)
-    if args.data:
+    if args.data and args.decode == "device":
+        from utils.data import ImageFiles
+        from utils.device_decode import DeviceDecodeLoader
+        dataset = ImageFiles(args.data)
+        loader = DeviceDecodeLoader(dataset, EpochBatches(len(dataset), args.batch, True), device,
+                                    IMAGENET_MEAN, IMAGENET_STD, train=True,
+                                    workers=args.workers, channels_last=args.channels_last)
+        label = f"DeviceDecodeLoader {args.data} workers={args.workers}"
+    elif args.data:
         import torchvision.transforms as T
         from utils.data import ImageFiles
         from utils.loaders import StreamLoader
@@ -252,6 +261,8 @@ def main(argv=None):
     parser.add_argument("--pipeline", choices=["cifar"], help="time the data pipeline alone")
     parser.add_argument("--data", help="with --pipeline: an ImageFolder split to stream")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--decode", default="cpu", choices=["cpu", "device"],
+                        help="with --data: PIL in the workers, or JPEG decoding on --device")
     parser.add_argument("--overhead", action="store_true",
                         help="cifar.py wall time vs bare compute (CPU target)")
     parser.add_argument("--npz", default=SHARED_NPZ, help="CIFAR-10 JPEG archive for --overhead")

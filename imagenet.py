@@ -14,6 +14,7 @@ import torchvision.transforms as T
 import models
 from utils import cli, distributed
 from utils.checkpoint import CheckpointError, load_weights
+from utils.device_decode import DeviceDecodeLoader
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
 from utils.loaders import EpochBatches, StreamLoader
 from utils.misc import seed_everything
@@ -29,6 +30,10 @@ def parse_args(argv):
     cli.add_training_flags(parser, workers=32, epochs=90, train_batch=256, test_batch=200,
                            weight_decay=1e-4, arch="resnet18", cardinality=32)
     parser.add_argument("--base-width", type=int, default=4, help="ResNeXt width per group")
+    parser.add_argument("--decode", default="cpu", choices=["cpu", "device"],
+                        help="cpu: PIL decoding and augmentation in the -j workers (default); "
+                             "device: workers read bytes, JPEGs are decoded (nvJPEG on CUDA), "
+                             "cropped and resized on the training device")
     parser.add_argument("--pretrained", action="store_true",
                         help="start from torchvision's ImageNet weights (torchvision models)")
     argv = sys.argv[1:] if argv is None else argv
@@ -60,12 +65,20 @@ def imagenet_loaders(args, device, seed):
     """RandomResizedCrop(224) + flip for training; Resize(256) + CenterCrop(224) for val."""
     train_set = ImageFiles(find_image_folder(args.data, "train"))
     val_set = ImageFiles(find_image_folder(args.data, "val"))
-    train_transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
-                                 T.PILToTensor()])
-    val_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
     train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed,
                                  **distributed.shard())
     val_batches = EpochBatches(len(val_set), args.test_batch, shuffle=False, **distributed.shard())
+    if args.decode == "device":
+        return (train_set.classes,
+                DeviceDecodeLoader(train_set, train_batches, device, IMAGENET_MEAN, IMAGENET_STD,
+                                   train=True, workers=args.workers,
+                                   channels_last=args.channels_last),
+                DeviceDecodeLoader(val_set, val_batches, device, IMAGENET_MEAN, IMAGENET_STD,
+                                   train=False, workers=args.workers,
+                                   channels_last=args.channels_last))
+    train_transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
+                                 T.PILToTensor()])
+    val_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
     return (train_set.classes,
             StreamLoader(train_set, train_transform, train_batches, device, IMAGENET_MEAN,
                          IMAGENET_STD, args.workers, args.channels_last),

@@ -18,3 +18,11 @@ def test_pipeline_bench_prints_delivered_rate(capsys):
     bench.main(["--pipeline", "cifar", "--device", "cpu", "--train", "256", "--batch", "64",
                 "--windows", "2"])
     assert re.search(r"DeviceLoader CIFAR 256 images: \d+ img/s best", capsys.readouterr().out)
+
+
+def test_imagenet_pipeline_bench_with_device_decoding(capsys, tmp_path):
+    from conftest import make_image_folder
+    root = make_image_folder(str(tmp_path), splits=(("train", 4),), size=(64, 48), ext="jpg")
+    bench.main(["--data", f"{root}/train", "--decode", "device", "--device", "cpu", "--batch",
+                "4", "--workers", "0", "--windows", "1"])
+    assert re.search(r"DeviceDecodeLoader .* \d+ img/s best", capsys.readouterr().out)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["epoch_generator", "EpochBatches", "DeviceLoader", "StreamLoader", "crop_flip",
-           "ArrayImages"]
+__all__ = ["mixed_seed", "epoch_generator", "EpochBatches", "EpochLoader", "Normalize",
+           "DeviceLoader", "StreamLoader", "TaggedBatches", "crop_flip", "ArrayImages", "AUGMENT"]
 
 
 def mixed_seed(*values):
@@ -179,7 +179,10 @@ class SeededTransform(torch.utils.data.Dataset):
             return self.transform(image), label
 
 
-class _TaggedBatches:
+class TaggedBatches:
+    """A batch sampler over EpochBatches whose items are (epoch, image index): a dataset in a
+    persistent worker learns the epoch from its item, with no broadcast."""
+
     def __init__(self, batches):
         self.batches = batches
 
@@ -201,7 +204,7 @@ class StreamLoader(EpochLoader):
         pin = torch.device(device).type == "cuda"
         self.batches, self.device = batches, device
         self.loader = torch.utils.data.DataLoader(
-            SeededTransform(dataset, transform, batches.seed), batch_sampler=_TaggedBatches(batches),
+            SeededTransform(dataset, transform, batches.seed), batch_sampler=TaggedBatches(batches),
             num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None)
         self.normalize = Normalize(mean, std, device, channels_last)

@@ -1,0 +1,85 @@
+"""imagenet.py --decode device: JPEG bytes decoded, cropped and normalised on the training device,
+matching the PIL path's pictures and its per-image seeded draws."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+import imagenet
+from conftest import read_log_rows
+from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
+from utils.device_decode import DeviceDecodeLoader, random_resized_crop_box
+from utils.loaders import EpochBatches, StreamLoader
+
+
+@pytest.fixture(scope="module")
+def smooth_tree(tmp_path_factory):
+    """Smooth colour gradients (where decoders and resamplers agree closely), JPEG and one PNG."""
+    root = str(tmp_path_factory.mktemp("smooth"))
+    for split, n in (("train", 3), ("val", 2)):
+        for c, cls in enumerate(("a", "b")):
+            os.makedirs(os.path.join(root, split, cls))
+            for i in range(n):
+                h, w = (300, 400) if i % 2 else (280, 260)
+                yy, xx = np.mgrid[0:h, 0:w]
+                image = np.stack([xx * 255 / w, yy * 255 / h,
+                                  np.full_like(xx, 60 * (c + i), dtype=float)], -1)
+                ext = "png" if (split, cls, i) == ("train", "b", 0) else "jpg"
+                Image.fromarray(image.astype(np.uint8)).save(
+                    os.path.join(root, split, cls, f"{i}.{ext}"), quality=95)
+    return root
+
+
+def batches_of(loader):
+    return torch.cat([x for x, _ in loader])
+
+
+def test_val_batches_match_the_pil_path(smooth_tree):
+    files = ImageFiles(os.path.join(smooth_tree, "val"))
+    plan = EpochBatches(len(files), 3, shuffle=False)
+    device = DeviceDecodeLoader(files, plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, train=False,
+                                workers=0)
+    pil = StreamLoader(files, T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()]),
+                       plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, workers=0)
+    a, b = batches_of(device), batches_of(pil)
+    assert a.shape == b.shape == (4, 3, 224, 224)
+    # Normalised units: 0.05 is about 3 grey levels out of 255.
+    assert (a - b).abs().mean() < 0.05
+
+
+def test_train_crops_are_drawn_per_image_not_per_batch(smooth_tree):
+    files = ImageFiles(os.path.join(smooth_tree, "train"))
+    views = []
+    for batch in (2, 6):
+        plan = EpochBatches(len(files), batch, shuffle=True, seed=5)
+        plan.set_epoch(3)
+        loader = DeviceDecodeLoader(files, plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, train=True,
+                                    workers=0)
+        views.append(batches_of(loader))
+    assert views[0].shape == (6, 3, 224, 224)  # the PNG among them decoded too
+    torch.testing.assert_close(views[0], views[1])
+    plan.set_epoch(4)
+    assert not torch.allclose(batches_of(loader), views[1])  # a new epoch, new crops
+
+
+def test_random_resized_crop_box_stays_inside_with_the_asked_area_and_ratio():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        top, left, h, w = random_resized_crop_box(300, 400, g)
+        assert 0 <= top and top + h <= 300 and 0 <= left and left + w <= 400
+        assert 0.08 * 0.9 <= h * w / (300 * 400) <= 1.0
+        assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+    # Impossible tries fall back to a centred crop of the clamped ratio.
+    assert random_resized_crop_box(10, 1000, g, scale=(5.0, 6.0)) == (0, 493, 10, 13)
+
+
+def test_imagenet_py_trains_with_device_decoding(smooth_tree, tmp_path):
+    run = str(tmp_path / "run")
+    imagenet.main(["-a", "l_resnet18", "--data", smooth_tree, "--decode", "device", "--epochs",
+                   "1", "-j", "1", "--train-batch", "3", "--test-batch", "4", "-c", run,
+                   "--no-progress", "--manualSeed", "1"])
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 1

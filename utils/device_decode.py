@@ -1,0 +1,124 @@
+"""ImageNet batches decoded on the training device (imagenet.py --decode device).
+
+The default ImageNet path decodes and augments JPEGs with PIL in DataLoader workers; on a fast GPU
+a few CPU cores cannot keep up with l_resnet50. Here the workers only read the files' bytes; the
+main process decodes a whole batch of JPEGs at once with ``torchvision.io.decode_jpeg`` on the
+device (nvJPEG on CUDA; other formats are decoded on the CPU and moved), then crops and resizes
+each image there in float32:
+
+    train: RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3)) + horizontal flip
+    val:   Resize(256) (shorter side) + CenterCrop(224)
+
+Each image's crop and flip are drawn from (seed, epoch, image index) alone, as on the other
+paths. Pixels differ slightly from the PIL path (another JPEG decoder and resampler).
+"""
+import math
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+from .data import DataError
+from .loaders import AUGMENT, EpochLoader, Normalize, TaggedBatches, mixed_seed
+
+__all__ = ["EncodedImages", "DeviceDecodeLoader", "random_resized_crop_box"]
+
+
+class EncodedImages(torch.utils.data.Dataset):
+    """Item (epoch, i) of an ImageFiles tree: (the file's bytes as a uint8 tensor, label, i)."""
+
+    def __init__(self, files):
+        self.samples = files.samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        _, i = key
+        path, label = self.samples[i]
+        try:
+            with open(path, "rb") as f:
+                data = bytearray(f.read())
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e.strerror or e}") from e
+        # An ordinary tensor: it crosses to the main process through shared memory (the
+        # memory-mapped one of torchvision.io.read_file does not survive that).
+        return torch.frombuffer(data, dtype=torch.uint8), label, i
+
+
+def _collate(items):
+    return [d for d, _, _ in items], torch.tensor([y for _, y, _ in items]), [i for _, _, i in items]
+
+
+def random_resized_crop_box(height, width, generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """(top, left, h, w) as torchvision's RandomResizedCrop chooses it (ten tries at a random
+    area and log-uniform aspect ratio, else a centred crop of the clamped ratio), drawn from
+    ``generator``."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u = torch.rand(4, generator=generator).tolist()
+        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1])
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _is_jpeg(data):
+    return data.numel() > 2 and int(data[0]) == 0xFF and int(data[1]) == 0xD8
+
+
+def decode_batch(datas, device):
+    """RGB uint8 (3, H, W) images on ``device``: JPEGs in one batched decode there, the rest on
+    the CPU."""
+    images = [None] * len(datas)
+    jpeg = [k for k, d in enumerate(datas) if _is_jpeg(d)]
+    if jpeg:
+        decoded = decode_jpeg([datas[k] for k in jpeg], mode=ImageReadMode.RGB, device=device)
+        for k, image in zip(jpeg, decoded):
+            images[k] = image
+    for k, d in enumerate(datas):
+        if images[k] is None:
+            images[k] = decode_image(d, mode=ImageReadMode.RGB).to(device)
+    return images
+
+
+class DeviceDecodeLoader(EpochLoader):
+    """Batches of an ImageFiles tree, decoded, cropped and normalised on ``device``."""
+
+    def __init__(self, files, batches, device, mean, std, train, workers=4, size=224,
+                 resize=256, channels_last=False):
+        self.batches, self.device, self.train = batches, torch.device(device), train
+        self.size, self.resize = size, resize
+        self.loader = torch.utils.data.DataLoader(
+            EncodedImages(files), batch_sampler=TaggedBatches(batches), num_workers=workers,
+            collate_fn=_collate, persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None)
+        self.normalize = Normalize(mean, std, device, channels_last)
+
+    def view(self, image, index):
+        image = image.float()
+        if not self.train:
+            image = TF.resize(image, [self.resize], antialias=True)
+            return TF.center_crop(image, [self.size, self.size])
+        g = torch.Generator().manual_seed(mixed_seed(self.batches.seed, self.batches.epoch,
+                                                     AUGMENT, index))
+        top, left, h, w = random_resized_crop_box(image.shape[1], image.shape[2], g)
+        image = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
+        return image.flip(-1) if bool(torch.rand(1, generator=g) < 0.5) else image
+
+    def __iter__(self):
+        for datas, y, indices in self.loader:
+            images = decode_batch(datas, self.device)
+            x = torch.stack([self.view(im, i) for im, i in zip(images, indices)])
+            yield self.normalize(x), y.to(self.device, non_blocking=True)
