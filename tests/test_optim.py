@@ -63,3 +63,23 @@ def test_lars_excluded_group_takes_the_plain_sgd_step():
     b.grad = torch.tensor([0.5])
     LARS([{"params": [b], "weight_decay": 0.0, "lars": False}], lr=0.1).step()
     assert b.item() == pytest.approx(1.0 - 0.1 * 0.5)
+
+
+def test_nesterov_looks_ahead_along_the_momentum():
+    w = nn.Parameter(torch.tensor([1.0]))
+    opt = create_optimizer(nn.ParameterList([w]), "sgd", lr=0.1, momentum=0.9, weight_decay=0.0,
+                           nesterov=True)
+    for g in (0.5, 0.25):
+        w.grad = torch.tensor([g])
+        opt.step()
+    # buf1 = 0.5, step 1: g + 0.9 buf1 = 0.95; buf2 = 0.9*0.5 + 0.25 = 0.7, step 2: 0.25 + 0.63
+    assert w.item() == pytest.approx(1.0 - 0.1 * 0.95 - 0.1 * 0.88)
+
+
+def test_adamw_decays_weights_apart_from_the_gradient():
+    w = nn.Parameter(torch.tensor([2.0]))
+    opt = create_optimizer(nn.ParameterList([w]), "adamw", lr=0.1, momentum=0.9,
+                           weight_decay=0.5)
+    w.grad = torch.tensor([0.0])  # no gradient: only the decoupled decay moves w
+    opt.step()
+    assert w.item() == pytest.approx(2.0 * (1 - 0.1 * 0.5))

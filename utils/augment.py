@@ -29,6 +29,13 @@ def _uniform(n, generator, device):
     return torch.rand(n, generator=generator).to(device)
 
 
+def _on_device(generator, device):
+    """A generator on ``device`` seeded from ``generator``: image-sized noise is drawn where the
+    images are, not on the host and copied."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def _beta(alpha, generator):
     """One draw of Beta(alpha, alpha) driven by ``generator`` (torch's Beta sampler takes no
     generator, so numpy's draws it, seeded from the torch generator)."""
@@ -74,7 +81,8 @@ def random_erasing(x, generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3))
     left = (_uniform(b, generator, x.device) * (w - ew + 1)).long()
     apply = _uniform(b, generator, x.device) < p
     mask = _boxes_mask(top, left, eh, ew, h, w) & apply[:, None, None, None]
-    noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    noise = torch.randn(x.shape, generator=_on_device(generator, x.device), device=x.device,
+                        dtype=x.dtype)
     return torch.where(mask, noise, x)
 
 
@@ -133,8 +141,9 @@ def ricap(x, y, beta, generator):
 
 
 def dual_cutout(x, y, size, generator):
-    """Dual-Cutout (DeVries & Taylor, 2017, section 4.3 idea as used by hysts): two independent
-    cutouts of every image, stacked as [view 1; view 2], with the targets repeated to match."""
+    """Dual-Cutout, as hysts/pytorch_image_classification trains it: two independent cutouts of
+    every image, stacked as [view 1; view 2], with the targets repeated to match (the loss is
+    ``DualCutoutLoss``)."""
     return torch.cat([cutout(x, size, generator), cutout(x, size, generator)]), torch.cat([y, y])
 
 
