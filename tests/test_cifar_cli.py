@@ -173,8 +173,9 @@ def test_ghost_batch_norm_and_dual_cutout_train(official, tmp_path, capsys):
         cifar.main(["-a", "l_resnet", "--depth", "8", "--data", official, "--epochs", "1",
                     "-c", str(tmp_path / "l"), "--ghost-batch", "4"])
     with pytest.raises(cli.UsageError, match="choose one of --mixup, --cutmix"):
-        cifar.main(["-a", "resnet", "--depth", "8", "--data", official, "--mixup", "0.2",
-                    "--cutmix", "1", "-c", str(tmp_path / "m")])
+        # Refused before looking for data: there is none at this --data.
+        cifar.main(["-a", "resnet", "--depth", "8", "--data", str(tmp_path / "nowhere"),
+                    "--no-download", "--mixup", "0.2", "--cutmix", "1", "-c", str(tmp_path / "m")])
 
 
 @pytest.mark.parametrize("arch", [

@@ -29,6 +29,7 @@ from .schedule import make_scheduler
 __all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
            "apply_checkpoint_args", "resume_checkpoint", "build_model", "check_writable", "setup_device",
            "prepare_model", "run_main", "run_info", "check_num_classes", "Recipe", "make_recipe",
+           "make_batch_augment",
            "resume_from", "open_log", "train_and_log", "report_evaluation", "check_world",
            "choose_seed", "MODEL_FLAGS"]
 
@@ -179,6 +180,7 @@ def check_args(args, archs):
         raise UsageError("--nesterov needs --optimizer sgd with --momentum > 0")
     if args.warmup_epochs > args.epochs:
         raise UsageError(f"--warmup-epochs {args.warmup_epochs} exceeds --epochs {args.epochs}")
+    make_batch_augment(args, num_classes=1)  # refuses impossible combinations now
     if args.amp == "fp16" and not torch.cuda.is_available():
         raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
 
@@ -360,16 +362,22 @@ class Recipe:
     ema: object
 
 
+def make_batch_augment(args, num_classes):
+    """The BatchAugment of --cutout/--random-erasing/--mixup/--cutmix/--ricap/--dual-cutout;
+    an impossible combination is a UsageError."""
+    try:
+        return BatchAugment(num_classes, cutout_size=args.cutout,
+                            random_erasing_p=args.random_erasing, mixup_alpha=args.mixup,
+                            cutmix_alpha=args.cutmix, ricap_beta=args.ricap,
+                            dual_cutout_alpha=args.dual_cutout)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
 def make_recipe(model, args, num_classes, batches_per_epoch):
     """The Recipe of the flags. The default is the reference's: cross-entropy, SGD with momentum
     and weight decay, the step schedule per epoch, no regulariser beyond the loader's crops."""
-    try:
-        batch_augment = BatchAugment(num_classes, cutout_size=args.cutout,
-                                     random_erasing_p=args.random_erasing,
-                                     mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
-                                     ricap_beta=args.ricap, dual_cutout_alpha=args.dual_cutout)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
+    batch_augment = make_batch_augment(args, num_classes)
     criterion = (DualCutoutLoss(args.dual_cutout, args.label_smoothing) if args.dual_cutout else
                  nn.CrossEntropyLoss(label_smoothing=args.label_smoothing))
     optimizer = create_optimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
