@@ -15,6 +15,7 @@ from utils.checkpoint import load_weights
 from utils.data import DATASETS, dataset_stats, load_dataset
 from utils.loaders import ArrayImages, DeviceLoader, EpochBatches, StreamLoader
 from utils.misc import seed_everything
+from utils.recipe import make_recipe, resume_from
 
 
 def parse_args(argv):
@@ -99,13 +100,13 @@ def main(argv=None):
                                          args.compile, args.ghost_batch)
     print(f"    Total params: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M")
     # Loss, optimizer, schedule, regularisers, EMA
-    recipe = cli.make_recipe(raw_model, args, num_classes, len(train_loader))
+    recipe = make_recipe(raw_model, args, num_classes, len(train_loader))
 
     # Resume
     start_epoch, best_acc = args.start_epoch, 0.0
     if checkpoint is not None:
         print(f"==> Resuming from checkpoint {args.resume}")
-        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, recipe)
+        start_epoch, best_acc = resume_from(checkpoint, raw_model, recipe)
     if args.evaluate:
         print("\nEvaluation only")
         cli.report_evaluation(model, test_loader, recipe, args, device,

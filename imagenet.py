@@ -18,6 +18,7 @@ from utils.device_decode import DeviceDecodeLoader
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
 from utils.loaders import EpochBatches, StreamLoader
 from utils.misc import seed_everything
+from utils.recipe import make_recipe, resume_from
 
 TORCHVISION_MODELS = sorted(torchvision.models.list_models(module=torchvision.models))
 ARCHS = sorted(set(models.imagenet.MODELS) | set(TORCHVISION_MODELS))
@@ -113,13 +114,13 @@ def main(argv=None):
                                          args.compile, args.ghost_batch)
     print(f"    Total params: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M")
     # Loss, optimizer, schedule, regularisers, EMA
-    recipe = cli.make_recipe(raw_model, args, num_classes, len(train_loader))
+    recipe = make_recipe(raw_model, args, num_classes, len(train_loader))
 
     # Resume
     start_epoch, best_acc = args.start_epoch, 0.0
     if checkpoint is not None:
         print(f"==> Resuming from checkpoint {args.resume}")
-        start_epoch, best_acc = cli.resume_from(checkpoint, raw_model, recipe)
+        start_epoch, best_acc = resume_from(checkpoint, raw_model, recipe)
     if args.evaluate:
         print("\nEvaluation only")
         cli.report_evaluation(model, val_loader, recipe, args, device, classes,

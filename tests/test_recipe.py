@@ -1,10 +1,11 @@
-"""cli.make_recipe: what each recipe flag turns on, and the reference's recipe by default."""
+"""utils.recipe.make_recipe: what each recipe flag turns on, and the reference's recipe by default."""
 import pytest
 import torch
 import torch.nn as nn
 
 import cifar
 from utils import cli
+from utils.recipe import make_recipe
 from utils.augment import DualCutoutLoss
 from utils.schedule import IterationLR
 
@@ -13,7 +14,7 @@ def recipe_for(flags, batches_per_epoch=10):
     args, _ = cifar.parse_args(["-a", "resnet", "--depth", "8"] + flags)
     cli.check_args(args, {"resnet": None})
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    return cli.make_recipe(model, args, 10, batches_per_epoch)
+    return make_recipe(model, args, 10, batches_per_epoch)
 
 
 def test_default_recipe_is_the_references():

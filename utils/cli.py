@@ -1,9 +1,7 @@
 """What cifar.py and imagenet.py share around the engine: their common flags, argument checks,
 the device from --gpu-id, model preparation, resuming with a checkpoint's own arguments, and one
 clear line instead of a traceback for every expected failure."""
-import dataclasses
 import difflib
-import math
 import os
 import random
 import sys
@@ -15,22 +13,16 @@ from models import create_model, model_options
 from models.layers import use_ghost_batch_norm
 
 from . import distributed
-from .checkpoint import (CheckpointError, load_weights, read_checkpoint,
-                         resolve_checkpoint_path, restore_training_state)
+from .checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint_path
 from .data import DataError
-from .augment import BatchAugment, DualCutoutLoss
-from .ema import create_ema
 from .engine import NonFiniteLoss, TrainingInterrupted, evaluate, fit
 from .logger import Logger, save_curves
-from .optim import create_optimizer
+from .recipe import make_batch_augment
 from .report import write_class_report
-from .schedule import make_scheduler
 
 __all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
            "apply_checkpoint_args", "resume_checkpoint", "build_model", "check_writable", "setup_device",
-           "prepare_model", "run_main", "run_info", "check_num_classes", "Recipe", "make_recipe",
-           "make_batch_augment",
-           "resume_from", "open_log", "train_and_log", "report_evaluation", "check_world",
+           "prepare_model", "run_main", "run_info", "check_num_classes", "open_log", "train_and_log", "report_evaluation", "check_world",
            "choose_seed", "MODEL_FLAGS"]
 
 # Flags that define the network, the data order and the training recipe: a checkpoint records
@@ -180,7 +172,10 @@ def check_args(args, archs):
         raise UsageError("--nesterov needs --optimizer sgd with --momentum > 0")
     if args.warmup_epochs > args.epochs:
         raise UsageError(f"--warmup-epochs {args.warmup_epochs} exceeds --epochs {args.epochs}")
-    make_batch_augment(args, num_classes=1)  # refuses impossible combinations now
+    try:
+        make_batch_augment(args, num_classes=1)  # refuses impossible combinations now
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     if args.amp == "fp16" and not torch.cuda.is_available():
         raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
 
@@ -347,55 +342,6 @@ def check_num_classes(checkpoint, num_classes):
     if saved is not None and saved != num_classes:
         raise CheckpointError(f"the checkpoint's model has {saved} classes, this run's data "
                               f"has {num_classes}")
-
-
-@dataclasses.dataclass
-class Recipe:
-    """How a run trains: the losses (training, evaluation), optimizer, LR schedule, AMP scaler,
-    batch regularisers and the EMA of the weights (None without --ema)."""
-    criterion: nn.Module
-    eval_criterion: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: object
-    batch_augment: BatchAugment
-    ema: object
-
-
-def make_batch_augment(args, num_classes):
-    """The BatchAugment of --cutout/--random-erasing/--mixup/--cutmix/--ricap/--dual-cutout;
-    an impossible combination is a UsageError."""
-    try:
-        return BatchAugment(num_classes, cutout_size=args.cutout,
-                            random_erasing_p=args.random_erasing, mixup_alpha=args.mixup,
-                            cutmix_alpha=args.cutmix, ricap_beta=args.ricap,
-                            dual_cutout_alpha=args.dual_cutout)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-
-
-def make_recipe(model, args, num_classes, batches_per_epoch):
-    """The Recipe of the flags. The default is the reference's: cross-entropy, SGD with momentum
-    and weight decay, the step schedule per epoch, no regulariser beyond the loader's crops."""
-    batch_augment = make_batch_augment(args, num_classes)
-    criterion = (DualCutoutLoss(args.dual_cutout, args.label_smoothing) if args.dual_cutout else
-                 nn.CrossEntropyLoss(label_smoothing=args.label_smoothing))
-    optimizer = create_optimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
-                                 weight_decay=args.weight_decay, nesterov=args.nesterov,
-                                 no_wd_norm=args.no_wd_norm)
-    scheduler = make_scheduler(optimizer, args, math.ceil(batches_per_epoch / args.iter_size))
-    scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
-    ema = create_ema(model, args.ema) if args.ema else None
-    return Recipe(criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler, batch_augment,
-                  ema)
-
-
-def resume_from(checkpoint, model, recipe):
-    """Weights, optimizer, schedule, EMA and RNG states of ``checkpoint`` into this run; returns
-    (start_epoch, best_acc). The class count was checked before the data (check_num_classes)."""
-    load_weights(model, checkpoint)
-    return restore_training_state(checkpoint, recipe.optimizer, recipe.scheduler, recipe.scaler,
-                                  recipe.ema)
 
 
 def open_log(args, title, resumed, start_epoch):
