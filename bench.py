@@ -205,16 +205,6 @@ def bench_overhead(args):
         subprocess.run([sys.executable, "-c", "import torch, torchvision"], check=True)
         imports.append(time.perf_counter() - start)
     import_time = statistics.median(imports)
-    # torch.optim's first use imports torch._dynamo lazily: a cost of torch, paid by any script
-    # that builds an optimizer, measured here so the report can show it apart.
-    first_use = []
-    for _ in range(3):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch, torchvision; torch.optim.SGD("
-                        "[torch.zeros(1, requires_grad=True)], lr=0.1)"], check=True)
-        first_use.append(time.perf_counter() - start)
-    optim_import = statistics.median(first_use) - import_time
-
     torch.manual_seed(0)
     model = models.cifar.resnet(depth=20)
     step = time_steps(model, "cpu", args.batch, 32, "none", False, False, args.warmup,
@@ -235,8 +225,6 @@ def bench_overhead(args):
     print(f"cifar.py -a resnet --depth 20, {args.epochs} epochs of {args.train} images: "
           f"{run_time:.2f} s; model compute + import: {expected:.2f} s; "
           f"ratio {run_time / expected:.3f} (target <= 1.10)")
-    print(f"torch.optim's lazy import of torch._dynamo: {optim_import:.2f} s; counting it as "
-          f"import: ratio {run_time / (expected + optim_import):.3f}")
 
 
 def main(argv=None):

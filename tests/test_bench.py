@@ -26,3 +26,11 @@ def test_imagenet_pipeline_bench_with_device_decoding(capsys, tmp_path):
     bench.main(["--data", f"{root}/train", "--decode", "device", "--device", "cpu", "--batch",
                 "4", "--workers", "0", "--windows", "1"])
     assert re.search(r"DeviceDecodeLoader .* \d+ img/s best", capsys.readouterr().out)
+
+
+def test_overhead_bench_prints_its_ratio(capsys, cifar_npz):
+    bench.main(["--overhead", "--npz", cifar_npz, "--train", "256", "--test", "64", "--epochs",
+                "1", "--batch", "64", "--windows", "1", "--steps", "1", "--warmup", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"import torch\+torchvision [\d.]+ s; bare step \(batch 64\)", out)
+    assert re.search(r"ratio [\d.]+ \(target <= 1.10\)", out)
