@@ -11,7 +11,7 @@ from PIL import Image
 import imagenet
 from conftest import read_log_rows
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
-from utils.device_decode import DeviceDecodeLoader, random_resized_crop_box
+from utils.device_decode import DeviceDecodeLoader
 from utils.loaders import EpochBatches, StreamLoader
 
 
@@ -65,15 +65,19 @@ def test_train_crops_are_drawn_per_image_not_per_batch(smooth_tree):
     assert not torch.allclose(batches_of(loader), views[1])  # a new epoch, new crops
 
 
-def test_random_resized_crop_box_stays_inside_with_the_asked_area_and_ratio():
-    g = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        top, left, h, w = random_resized_crop_box(300, 400, g)
-        assert 0 <= top and top + h <= 300 and 0 <= left and left + w <= 400
-        assert 0.08 * 0.9 <= h * w / (300 * 400) <= 1.0
-        assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
-    # Impossible tries fall back to a centred crop of the clamped ratio.
-    assert random_resized_crop_box(10, 1000, g, scale=(5.0, 6.0)) == (0, 493, 10, 13)
+def test_train_batches_take_the_pil_paths_crops_and_flips(smooth_tree):
+    files = ImageFiles(os.path.join(smooth_tree, "train"))
+    plan = EpochBatches(len(files), 6, shuffle=True, seed=5)
+    plan.set_epoch(2)
+    device = DeviceDecodeLoader(files, plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, train=True,
+                                workers=0)
+    pil = StreamLoader(files, T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
+                                         T.PILToTensor()]), plan, "cpu", IMAGENET_MEAN,
+                       IMAGENET_STD, workers=0)
+    a, b = batches_of(device), batches_of(pil)
+    # The same box and mirror per image: only decoder and resampler differ (as for val).
+    assert (a - b).abs().mean() < 0.05
+    assert (a - b.flip(-1)).abs().mean() > 0.1  # the mirrors matter: a flip would be caught
 
 
 def test_imagenet_py_trains_with_device_decoding(smooth_tree, tmp_path):

@@ -9,19 +9,19 @@ each image there in float32:
     train: RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3)) + horizontal flip
     val:   Resize(256) (shorter side) + CenterCrop(224)
 
-Each image's crop and flip are drawn from (seed, epoch, image index) alone, as on the other
-paths. Pixels differ slightly from the PIL path (another JPEG decoder and resampler).
+Each image's crop and flip are drawn from (seed, epoch, image index) alone, by the same
+torchvision calls as on the PIL path, so both paths take the same boxes and mirrors; pixels differ
+slightly (another JPEG decoder and resampler).
 """
-import math
-
 import torch
+import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from .data import DataError
-from .loaders import AUGMENT, EpochLoader, Normalize, TaggedBatches, mixed_seed
+from .loaders import EpochLoader, Normalize, TaggedBatches, image_rng
 
-__all__ = ["EncodedImages", "DeviceDecodeLoader", "random_resized_crop_box"]
+__all__ = ["EncodedImages", "DeviceDecodeLoader"]
 
 
 class EncodedImages(torch.utils.data.Dataset):
@@ -48,30 +48,6 @@ class EncodedImages(torch.utils.data.Dataset):
 
 def _collate(items):
     return [d for d, _, _ in items], torch.tensor([y for _, y, _ in items]), [i for _, _, i in items]
-
-
-def random_resized_crop_box(height, width, generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    """(top, left, h, w) as torchvision's RandomResizedCrop chooses it (ten tries at a random
-    area and log-uniform aspect ratio, else a centred crop of the clamped ratio), drawn from
-    ``generator``."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        u = torch.rand(4, generator=generator).tolist()
-        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
-        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1])
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def _is_jpeg(data):
@@ -111,11 +87,14 @@ class DeviceDecodeLoader(EpochLoader):
         if not self.train:
             image = TF.resize(image, [self.resize], antialias=True)
             return TF.center_crop(image, [self.size, self.size])
-        g = torch.Generator().manual_seed(mixed_seed(self.batches.seed, self.batches.epoch,
-                                                     AUGMENT, index))
-        top, left, h, w = random_resized_crop_box(image.shape[1], image.shape[2], g)
+        # The draws of the PIL path's RandomResizedCrop + RandomHorizontalFlip, in its order and
+        # from the same seeded RNG: both paths crop and mirror every image alike.
+        with image_rng(self.batches.seed, self.batches.epoch, index):
+            top, left, h, w = T.RandomResizedCrop.get_params(image, scale=(0.08, 1.0),
+                                                             ratio=(3 / 4, 4 / 3))
+            flip = bool(torch.rand(1) < 0.5)
         image = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
-        return image.flip(-1) if bool(torch.rand(1, generator=g) < 0.5) else image
+        return image.flip(-1) if flip else image
 
     def __iter__(self):
         for datas, y, indices in self.loader:

@@ -15,7 +15,7 @@ import torch
 from . import distributed
 from .checkpoint import save_checkpoint, training_state
 from .eval import topk_correct
-from .loaders import mixed_seed
+from .loaders import REGULARISE, mixed_seed
 from .progress import Progress
 from .report import confusion_counts
 
@@ -81,7 +81,8 @@ def _no_sync(model, skip):
 def batch_generator(seed, epoch, batch):
     """The CPU generator of one batch's regularisers: from (seed, epoch, batch, rank) alone, so
     a resumed run draws what an uninterrupted one does."""
-    return torch.Generator().manual_seed(mixed_seed(seed, epoch, 2, batch, distributed.rank()))
+    return torch.Generator().manual_seed(mixed_seed(seed, epoch, REGULARISE, batch,
+                                                    distributed.rank()))
 
 
 def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_size=1,

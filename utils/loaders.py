@@ -11,13 +11,16 @@ Two loaders yield the same thing, normalised float batches on the training devic
 - ``StreamLoader``: a torch DataLoader of per-image torchvision transforms (ImageNet, or CIFAR
   with --loader dataloader); uint8 batches are copied to the device and normalised there.
 """
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 __all__ = ["mixed_seed", "epoch_generator", "EpochBatches", "EpochLoader", "Normalize",
-           "DeviceLoader", "StreamLoader", "TaggedBatches", "crop_flip", "ArrayImages", "AUGMENT"]
+           "DeviceLoader", "StreamLoader", "TaggedBatches", "crop_flip", "ArrayImages", "image_rng",
+           "AUGMENT", "REGULARISE"]
 
 
 def mixed_seed(*values):
@@ -31,7 +34,7 @@ def epoch_generator(seed, epoch, stream):
     return torch.Generator().manual_seed(mixed_seed(seed, epoch, stream))
 
 
-ORDER, AUGMENT = 0, 1  # generator streams
+ORDER, AUGMENT, REGULARISE = 0, 1, 2  # generator streams: order, crops/flips, batch regularisers
 
 
 class EpochBatches:
@@ -161,6 +164,15 @@ class ArrayImages(torch.utils.data.Dataset):
             int(self.dataset.labels[i])
 
 
+@contextlib.contextmanager
+def image_rng(seed, epoch, index):
+    """The torch RNG seeded for image ``index`` of ``epoch`` and restored afterwards, so a
+    per-image transform draws the same whichever process, worker or batch applies it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mixed_seed(seed, epoch, AUGMENT, index))
+        yield
+
+
 class SeededTransform(torch.utils.data.Dataset):
     """Applies ``transform`` to item i with the torch RNG seeded from (seed, epoch, i); items
     are addressed as (epoch, i) so persistent workers need no epoch broadcast."""
@@ -174,8 +186,7 @@ class SeededTransform(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, i = key
         image, label = self.dataset[i]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mixed_seed(self.seed, epoch, AUGMENT, i))
+        with image_rng(self.seed, epoch, i):
             return self.transform(image), label
 
 
