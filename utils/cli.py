@@ -21,9 +21,10 @@ from .recipe import make_batch_augment
 from .report import write_class_report
 
 __all__ = ["UsageError", "add_training_flags", "check_args", "explicit_flags",
-           "apply_checkpoint_args", "resume_checkpoint", "build_model", "check_writable", "setup_device",
-           "prepare_model", "run_main", "run_info", "check_num_classes", "open_log", "train_and_log", "report_evaluation", "check_world",
-           "choose_seed", "MODEL_FLAGS"]
+           "apply_checkpoint_args", "resume_checkpoint", "build_model", "check_writable",
+           "setup_device", "prepare_model", "run_main", "run_info", "check_num_classes",
+           "open_log", "train_and_log", "report_evaluation", "check_world", "choose_seed",
+           "MODEL_FLAGS"]
 
 # Flags that define the network, the data order and the training recipe: a checkpoint records
 # them, and `--resume` / `-e --resume` reuse them unless given again on the command line, so a

@@ -53,7 +53,7 @@ def parameter_groups(model, weight_decay, no_wd_norm=False):
     if not no_wd_norm:
         return [{"params": params, "weight_decay": weight_decay}]
     return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lars": False}]
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def create_optimizer(model, name, *, lr, momentum, weight_decay, nesterov=False,
@@ -61,13 +61,11 @@ def create_optimizer(model, name, *, lr, momentum, weight_decay, nesterov=False,
     """``name``: sgd | adamw | lars."""
     groups = parameter_groups(model, weight_decay, no_wd_norm)
     if name == "sgd":
-        for g in groups:
-            g.pop("lars", None)
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "adamw":
-        for g in groups:
-            g.pop("lars", None)
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
     if name == "lars":
+        if no_wd_norm:  # the undecayed norm weights and biases take the plain step too
+            groups[1]["lars"] = False
         return LARS(groups, lr=lr, momentum=momentum)
     raise ValueError(f"unknown optimizer {name!r}")
