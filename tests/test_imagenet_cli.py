@@ -17,11 +17,13 @@ def tree(tmp_path_factory):
                              ext="jpg")
 
 
-@pytest.mark.parametrize("arch", ["l_resnet18", "mobilenet_v3_small"])
-def test_one_epoch(arch, tree, tmp_path):
+@pytest.mark.parametrize("arch, flags", [("l_resnet18", []), ("mobilenet_v3_small", []),
+                                         ("l_resnet18", ["--amp", "bf16", "--channels-last"])],
+                         ids=["l_resnet18", "mobilenet_v3_small", "l_resnet18-bf16-nhwc"])
+def test_one_epoch(arch, flags, tree, tmp_path):
     run = str(tmp_path / "run")
     imagenet.main(["-a", arch, "--data", tree, "--epochs", "1", "-j", "0", "--train-batch", "3",
-                   "--test-batch", "4", "-c", run, "--no-progress", "--manualSeed", "1"])
+                   "--test-batch", "4", "-c", run, "--no-progress", "--manualSeed", "1"] + flags)
     _, rows = read_log_rows(os.path.join(run, "log.txt"))
     assert len(rows) == 1 and 0 <= rows[0][4] <= 100
     assert os.path.isfile(os.path.join(run, "model_best.pth.tar"))
