@@ -36,6 +36,10 @@ def test_train_resume_evaluate(arch, layout, request, tmp_path, capsys):
     data = request.getfixturevalue(layout)
     run = str(tmp_path / "run")
     cifar.main(arch + ["--data", data, "--epochs", "2", "-c", run] + FAST)
+    # Each epoch reports its wall time and training throughput.
+    times = re.findall(r"Epoch time: train \d+\.\d\d s \((\d+) img/s\), test \d+\.\d\d s",
+                       capsys.readouterr().out)
+    assert len(times) == 2 and all(int(rate) > 0 for rate in times)
     for name in ("checkpoint.pth.tar", "model_best.pth.tar", "log.txt", "log.eps", "log.png"):
         assert os.path.getsize(os.path.join(run, name)) > 0, name
     header, rows = read_log_rows(os.path.join(run, "log.txt"))

@@ -200,7 +200,8 @@ def fit(*, model, raw_model, train_loader, test_loader, criterion, optimizer, sc
         amp="none", scaler=None, show_progress=True, eval_criterion=None, batch_augment=None,
         seed=0, ema=None):
     """The epoch loop: train, evaluate, step the schedule, log a row, save checkpoint.pth.tar
-    (and model_best.pth.tar). Only the main process logs and saves. Returns the best accuracy.
+    (and model_best.pth.tar). Only the main process prints the epoch's times, logs and saves.
+    Returns the best accuracy.
 
     A schedule with ``per_iteration`` set steps after every optimizer step, any other once per
     epoch. With ``ema`` the averaged weights are evaluated too (an extra log column) and saved
@@ -214,13 +215,19 @@ def fit(*, model, raw_model, train_loader, test_loader, criterion, optimizer, sc
             if main:
                 print(f"\nEpoch: [{epoch + 1} | {epochs}] LR: {lr:f}", flush=True)
             train_loader.set_epoch(epoch)
+            start = time.perf_counter()
             train_loss, train_acc, _ = train_one_epoch(
                 model, train_loader, criterion, optimizer, epoch=epoch, device=device,
                 iter_size=iter_size, amp=amp, scaler=scaler,
                 show_progress=show_progress and main, stop=stop, batch_augment=batch_augment,
                 seed=seed, iteration_scheduler=scheduler if per_iteration else None, ema=ema)
+            train_time = time.perf_counter() - start  # the epoch's meters synced the device
             test_loss, test_acc, _ = evaluate(model, test_loader, eval_criterion, device=device,
                                               amp=amp, show_progress=show_progress and main)
+            if main:
+                images = sum(train_loader.batch_sizes())
+                print(f"    Epoch time: train {train_time:.2f} s ({images / train_time:.0f} img/s"
+                      f"), test {time.perf_counter() - start - train_time:.2f} s", flush=True)
             row = [lr, train_loss, test_loss, train_acc, test_acc]
             if ema is not None:
                 row.append(evaluate(ema.module, test_loader, eval_criterion, device=device,
