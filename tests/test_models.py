@@ -142,18 +142,34 @@ def forward_backward(model, size, num_classes):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+# Small members of the CIFAR families whose default configuration is slow to test.
+CIFAR_SMALL = {"resnext": dict(depth=11), "l_resnext": dict(depth=11),
+               "wrn": dict(depth=16, widen_factor=4), "l_wrn": dict(depth=16, widen_factor=4),
+               "densenet": dict(depth=40), "pyramidnet": dict(depth=20),
+               "l_pyramidnet": dict(depth=20), "shake_shake": dict(depth=8, base_channels=16),
+               "l_shake_shake": dict(depth=8, base_channels=16),
+               "se_resnext": dict(depth=11, cardinality=4, widen_factor=1),
+               "l_se_resnext": dict(depth=11, cardinality=4, widen_factor=1)}
+
+
 @pytest.mark.parametrize("arch", CIFAR_SMOKE)
 def test_cifar_model_forward_backward(arch):
     torch.manual_seed(0)
-    small = {"resnext": dict(depth=11), "l_resnext": dict(depth=11),
-             "wrn": dict(depth=16, widen_factor=4), "l_wrn": dict(depth=16, widen_factor=4),
-             "densenet": dict(depth=40), "pyramidnet": dict(depth=20),
-             "l_pyramidnet": dict(depth=20), "shake_shake": dict(depth=8, base_channels=16),
-             "l_shake_shake": dict(depth=8, base_channels=16),
-             "se_resnext": dict(depth=11, cardinality=4, widen_factor=1),
-             "l_se_resnext": dict(depth=11, cardinality=4, widen_factor=1)}
-    model = create_model(cifar.MODELS, arch, num_classes=100, **small.get(arch, {}))
+    model = create_model(cifar.MODELS, arch, num_classes=100, **CIFAR_SMALL.get(arch, {}))
     forward_backward(model, 32, 100)
+
+
+@pytest.mark.parametrize("section, arch", [("cifar", a) for a in CIFAR_SMOKE] + [
+    ("imagenet", a) for a in ("l_resnet50", "l_resnext50", "l_se_resnext50")])
+def test_torch_compile_traces_the_training_forward_as_one_graph(section, arch):
+    """No graph break (a .item(), a Python branch on a tensor value, an untraceable call) splits
+    the model under --compile: each break costs a GPU step a host round trip and a launch gap."""
+    torch._dynamo.reset()
+    kwargs = CIFAR_SMALL.get(arch, {}) if section == "cifar" else {}
+    model = create_model(REGISTRIES[section], arch, num_classes=10, **kwargs).train()
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
 
 
 @pytest.mark.parametrize("arch", IMAGENET_SMOKE)
