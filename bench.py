@@ -6,10 +6,12 @@
    model, as ratios:
        python bench.py -a l_resnet50 --batch 128 --device cuda --amp bf16 --channels-last --compile
        python bench.py -a l_resnet --depth 20 --batch 128 --device cpu
-2. The data pipeline alone: images/s the CIFAR DeviceLoader (or, with --data DIR, an ImageFolder
-   split through imagenet.py's training pipeline, --decode cpu or device) delivers to the device:
+2. The data pipeline alone: images/s the CIFAR DeviceLoader, or imagenet.py's training loader
+   (--decode cpu or device) over --data or over JPEGs made from real CIFAR-10 images upscaled to
+   ImageNet's 500x375, delivers to the device:
        python bench.py --pipeline cifar --device cuda
-       python bench.py --data ~/ILSVRC2012/train --device cuda --decode device --batch 256
+       python bench.py --pipeline imagenet --data ~/ILSVRC2012 --device cuda --decode device
+       python bench.py --pipeline imagenet --train 2000 --workers 16 --device cuda
 3. The overhead of a real cifar.py run over the model's own compute (CPU target: <= 1.10x):
        python bench.py --overhead --train 5000 --epochs 2
 """
@@ -25,7 +27,7 @@ import torch
 import torch.nn as nn
 
 import models
-from utils.data import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ArrayDataset
+from utils.data import CIFAR_MEAN, CIFAR_STD, ArrayDataset
 from utils.engine import autocast
 from utils.loaders import DeviceLoader, EpochBatches
 
@@ -144,27 +146,42 @@ def bench_model(args):
               f"(median step {base * 1000:.1f} vs {t[1] * 1000:.1f} ms)")
 
 
+def synthetic_imagenet(npz, out, count, size=(500, 375)):
+    """An ImageNet-like tree under ``out`` (train/ and val/, 10 classes) of ``count`` real
+    CIFAR-10 images upscaled to ``size`` (ImageNet's typical 500x375) and saved as JPEG q90:
+    decoding and resizing cost what they cost on ImageNet, though smooth upscaled pictures
+    decode somewhat faster than photographs."""
+    from PIL import Image
+
+    from utils.data import load_dataset
+    unpack_cifar(npz, out, count, 10)
+    train, val = load_dataset(out, download=False)
+    for split, data in (("train", train), ("val", val)):
+        for i in range(len(data)):
+            folder = os.path.join(out, "imagenet", split, data.classes[int(data.labels[i])])
+            os.makedirs(folder, exist_ok=True)
+            image = Image.fromarray(data.images[i].permute(1, 2, 0).numpy())
+            image.resize(size, Image.BICUBIC).save(os.path.join(folder, f"{i}.jpg"), quality=90)
+    return os.path.join(out, "imagenet")
+
+
 def bench_pipeline(args):
     device = torch.device(args.device)
-    if args.data and args.decode == "device":
-        from utils.data import ImageFiles
-        from utils.device_decode import DeviceDecodeLoader
-        dataset = ImageFiles(args.data)
-        loader = DeviceDecodeLoader(dataset, EpochBatches(len(dataset), args.batch, True), device,
-                                    IMAGENET_MEAN, IMAGENET_STD, train=True,
-                                    workers=args.workers, channels_last=args.channels_last)
-        label = f"DeviceDecodeLoader {args.data} workers={args.workers}"
-    elif args.data:
-        import torchvision.transforms as T
-        from utils.data import ImageFiles
-        from utils.loaders import StreamLoader
-        dataset = ImageFiles(args.data)
-        transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
-                               T.PILToTensor()])
-        loader = StreamLoader(dataset, transform, EpochBatches(len(dataset), args.batch, True),
-                              device, IMAGENET_MEAN, IMAGENET_STD, args.workers,
-                              args.channels_last)
-        label = f"StreamLoader {args.data} workers={args.workers}"
+    if args.pipeline == "imagenet":
+        import imagenet
+        if args.data is None:
+            if not os.path.isfile(args.npz):
+                sys.exit(f"error: --pipeline imagenet without --data makes its JPEGs from the "
+                         f"CIFAR-10 archive {args.npz} (--npz PATH)")
+            args.data = synthetic_imagenet(args.npz, tempfile.mkdtemp(prefix="bench-jpegs-"),
+                                           args.train)
+        # imagenet.py's own training loader, with its flags.
+        options = argparse.Namespace(data=args.data, train_batch=args.batch,
+                                     test_batch=args.batch, decode=args.decode,
+                                     workers=args.workers, channels_last=args.channels_last)
+        _, loader, _ = imagenet.imagenet_loaders(options, device, seed=0)
+        label = (f"imagenet.py train loader, --decode {args.decode}, {args.workers} workers, "
+                 f"{args.data}/train")
     else:
         n = args.train
         g = torch.Generator().manual_seed(0)
@@ -246,21 +263,28 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--windows", type=int, default=5, help="timed windows")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
-    parser.add_argument("--pipeline", choices=["cifar"], help="time the data pipeline alone")
-    parser.add_argument("--data", help="with --pipeline: an ImageFolder split to stream")
+    parser.add_argument("--pipeline", choices=["cifar", "imagenet"],
+                        help="time the data pipeline alone")
+    parser.add_argument("--data", help="with --pipeline imagenet: imagenet.py's --data (train/ "
+                        "and val/ image folders); default: --train JPEGs made from --npz")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--decode", default="cpu", choices=["cpu", "device"],
-                        help="with --data: PIL in the workers, or JPEG decoding on --device")
+                        help="with --pipeline imagenet: PIL in the workers, or JPEG decoding "
+                             "on --device")
     parser.add_argument("--overhead", action="store_true",
                         help="cifar.py wall time vs bare compute (CPU target)")
-    parser.add_argument("--npz", default=SHARED_NPZ, help="CIFAR-10 JPEG archive for --overhead")
-    parser.add_argument("--train", type=int, default=5000, help="images per training epoch")
+    parser.add_argument("--npz", default=SHARED_NPZ,
+                        help="CIFAR-10 JPEG archive for --overhead and --pipeline imagenet")
+    parser.add_argument("--train", type=int, default=5000,
+                        help="images per training epoch (--overhead, --pipeline cifar), or "
+                             "JPEGs to make (--pipeline imagenet without --data)")
     parser.add_argument("--test", type=int, default=1000, help="images evaluated per epoch")
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args(argv)
     if args.overhead:
         bench_overhead(args)
     elif args.pipeline or args.data:
+        args.pipeline = args.pipeline or "imagenet"
         bench_pipeline(args)
     else:
         bench_model(args)

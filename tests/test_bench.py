@@ -1,5 +1,8 @@
 """bench.py runs and prints its fields (no timing assertions: machines are noisy)."""
+import os
 import re
+
+import pytest
 
 import bench
 
@@ -20,12 +23,26 @@ def test_pipeline_bench_prints_delivered_rate(capsys):
     assert re.search(r"DeviceLoader CIFAR 256 images: \d+ img/s best", capsys.readouterr().out)
 
 
-def test_imagenet_pipeline_bench_with_device_decoding(capsys, tmp_path):
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_imagenet_pipeline_bench_times_imagenet_py_loader(decode, capsys, tmp_path):
     from conftest import make_image_folder
-    root = make_image_folder(str(tmp_path), splits=(("train", 4),), size=(64, 48), ext="jpg")
-    bench.main(["--data", f"{root}/train", "--decode", "device", "--device", "cpu", "--batch",
-                "4", "--workers", "0", "--windows", "1"])
-    assert re.search(r"DeviceDecodeLoader .* \d+ img/s best", capsys.readouterr().out)
+    root = make_image_folder(str(tmp_path), splits=(("train", 4), ("val", 1)), size=(64, 48),
+                             ext="jpg")
+    bench.main(["--pipeline", "imagenet", "--data", root, "--decode", decode, "--device", "cpu",
+                "--batch", "4", "--workers", "0", "--windows", "1"])
+    assert re.search(rf"imagenet.py train loader, --decode {decode}, .*: \d+ img/s best",
+                     capsys.readouterr().out)
+
+
+def test_imagenet_pipeline_bench_makes_its_jpegs_from_real_cifar(capsys, cifar_npz):
+    bench.main(["--pipeline", "imagenet", "--npz", cifar_npz, "--train", "8", "--device", "cpu",
+                "--batch", "4", "--workers", "0", "--windows", "1"])
+    out = capsys.readouterr().out
+    folder = re.search(r"--decode cpu, 0 workers, (\S+)/train: \d+ img/s best", out).group(1)
+    from PIL import Image
+    files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(folder, "train"))
+             for f in names]
+    assert len(files) == 8 and Image.open(files[0]).size == (500, 375)
 
 
 def test_overhead_bench_prints_its_ratio(capsys, cifar_npz):

@@ -42,4 +42,5 @@ def test_disabled_progress_shows_nothing():
 
 
 def test_format_time():
-    assert format_time(59) == "0:59" and format_time(61) == "1:01" and format_time(3661) == "1:01:01"
+    assert format_time(59) == "0:59" and format_time(61) == "1:01"
+    assert format_time(3661) == "1:01:01"
