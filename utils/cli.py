@@ -281,6 +281,14 @@ def setup_device(gpu_id, explicit):
     return torch.device("cuda", 0), len(ids)
 
 
+# Eager GroupNorm has no NHWC kernel on CUDA (ATen's group_norm copies a channels-last input to
+# NCHW, every layer, both ways) and a slow one on the CPU; torch.compile generates its own.
+CHANNELS_LAST_GN_WARNING = (
+    "warning: --channels-last without --compile slows GroupNorm models: eager GroupNorm copies "
+    "NHWC activations to NCHW on CUDA and is slow on NHWC on the CPU (BENCHMARKS.md); add "
+    "--compile, or drop --channels-last")
+
+
 def prepare_model(model, device, gpu_count, channels_last=False, compile_model=False,
                   ghost_batch=0):
     """Move ``model`` to ``device`` and wrap it for training: Ghost BN on request,
@@ -291,6 +299,8 @@ def prepare_model(model, device, gpu_count, channels_last=False, compile_model=F
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+        if not compile_model and any(isinstance(m, nn.GroupNorm) for m in model.modules()):
+            print(CHANNELS_LAST_GN_WARNING, file=sys.stderr)
     raw = model
     if distributed.initialized():
         model = distributed.wrap(model, device)
