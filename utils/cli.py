@@ -281,12 +281,12 @@ def setup_device(gpu_id, explicit):
     return torch.device("cuda", 0), len(ids)
 
 
-# Eager GroupNorm has no NHWC kernel on CUDA (ATen's group_norm copies a channels-last input to
-# NCHW, every layer, both ways) and a slow one on the CPU; torch.compile generates its own.
+# Measured on the CPU (BENCHMARKS.md): eager GroupNorm on NHWC activations is slow, while
+# torch.compile generates its own normalisation. On CUDA it depends on the torch version
+# (older ones copy a channels-last input to NCHW in every GroupNorm), so no warning there.
 CHANNELS_LAST_GN_WARNING = (
-    "warning: --channels-last without --compile slows GroupNorm models: eager GroupNorm copies "
-    "NHWC activations to NCHW on CUDA and is slow on NHWC on the CPU (BENCHMARKS.md); add "
-    "--compile, or drop --channels-last")
+    "warning: on the CPU --channels-last without --compile slows GroupNorm models (eager "
+    "GroupNorm is slow on NHWC; see BENCHMARKS.md): add --compile, or drop --channels-last")
 
 
 def prepare_model(model, device, gpu_count, channels_last=False, compile_model=False,
@@ -299,7 +299,8 @@ def prepare_model(model, device, gpu_count, channels_last=False, compile_model=F
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        if not compile_model and any(isinstance(m, nn.GroupNorm) for m in model.modules()):
+        if (torch.device(device).type == "cpu" and not compile_model
+                and any(isinstance(m, nn.GroupNorm) for m in model.modules())):
             print(CHANNELS_LAST_GN_WARNING, file=sys.stderr)
     raw = model
     if distributed.initialized():
