@@ -43,7 +43,8 @@ def test_plot_compares_logs(tmp_path, capsys):
 def test_confusion_counts_and_class_report(tmp_path):
     import torch
 
-    from utils.report import confusion_counts, write_class_report
+    from utils.eval import confusion_counts
+    from utils.report import write_class_report
     output = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]])
     target = torch.tensor([0, 1, 1, 2])
     counts = confusion_counts(output, target, 3)

@@ -14,10 +14,9 @@ import torch
 
 from . import distributed
 from .checkpoint import save_checkpoint, training_state
-from .eval import topk_correct
+from .eval import confusion_counts, topk_correct
 from .loaders import REGULARISE, mixed_seed
 from .progress import Progress
-from .report import confusion_counts
 
 __all__ = ["NonFiniteLoss", "TrainingInterrupted", "StopSignal", "autocast", "train_one_epoch",
            "evaluate", "fit"]

@@ -1,7 +1,7 @@
 """Classification accuracy."""
 import torch
 
-__all__ = ["accuracy", "topk_correct"]
+__all__ = ["accuracy", "topk_correct", "confusion_counts"]
 
 
 @torch.no_grad()
@@ -19,3 +19,10 @@ def topk_correct(output, target, topk=(1,)):
 def accuracy(output, target, topk=(1,)):
     """Top-k accuracy in percent, one 0-dim tensor per k (as the reference's ``accuracy``)."""
     return [c.float() * (100.0 / target.shape[0]) for c in topk_correct(output, target, topk)]
+
+
+def confusion_counts(output, target, num_classes):
+    """(K, K) int64 counts: row = true class, column = predicted class (top-1)."""
+    pred = output.argmax(dim=1)
+    return torch.bincount(target * num_classes + pred,
+                          minlength=num_classes * num_classes).view(num_classes, num_classes)

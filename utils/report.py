@@ -1,20 +1,13 @@
 """What `-e` writes beside the checkpoint besides its printed line: accuracy per class
-(per_class_accuracy.txt) and the confusion matrix as a picture (confusion_matrix.png)."""
+(per_class_accuracy.txt) and the confusion matrix as a picture (confusion_matrix.png), from the
+counts of ``utils.eval.confusion_counts``."""
 import os
 
 import matplotlib.pyplot as plt
-import torch
 
 from .logger import savefig  # also selects matplotlib's file-only backend
 
-__all__ = ["confusion_counts", "write_class_report"]
-
-
-def confusion_counts(output, target, num_classes):
-    """(K, K) int64 counts: row = true class, column = predicted class (top-1)."""
-    pred = output.argmax(dim=1)
-    return torch.bincount(target * num_classes + pred,
-                          minlength=num_classes * num_classes).view(num_classes, num_classes)
+__all__ = ["write_class_report"]
 
 
 def write_class_report(confusion, classes, folder):
