@@ -27,6 +27,17 @@ def cifar_npz():
     return CIFAR_NPZ
 
 
+def random_images(n, seed=0, num_classes=10):
+    """An in-memory ArrayDataset of ``n`` random CIFAR-shaped uint8 images, image i labelled
+    i % num_classes."""
+    import torch
+
+    from utils.data import ArrayDataset
+    g = torch.Generator().manual_seed(seed)
+    return ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                        torch.arange(n) % num_classes, [str(i) for i in range(num_classes)])
+
+
 def make_cifar_pickles(root, n_train=40, n_test=20, num_classes=10, seed=0):
     """A tiny CIFAR-10 in the official python layout (random pixels; no md5 will match)."""
     import pickle

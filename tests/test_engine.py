@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 import models
+from conftest import random_images
 from utils.checkpoint import restore_training_state, training_state
-from utils.data import ArrayDataset
 from utils.engine import train_one_epoch
 from utils.loaders import DeviceLoader, EpochBatches
 
@@ -14,9 +14,7 @@ from utils.loaders import DeviceLoader, EpochBatches
 def tiny_run(scaler, n=12, batch=4):
     torch.manual_seed(0)
     model = models.create_model(models.cifar.MODELS, "l_resnet", num_classes=10, depth=8)
-    g = torch.Generator().manual_seed(1)
-    data = ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                        torch.arange(n) % 10, [str(i) for i in range(10)])
+    data = random_images(n, seed=1)
     loader = DeviceLoader(data, EpochBatches(n, batch, True, seed=2), "cpu", (0.5,) * 3,
                           (0.25,) * 3, augment=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -3,18 +3,12 @@ the per-image definition; normalisation matches torchvision's."""
 import torch
 import torch.nn.functional as F
 
-from utils.data import ArrayDataset
+from conftest import random_images
 from utils.loaders import DeviceLoader, EpochBatches, crop_flip
 
 
-def dataset(n=20):
-    g = torch.Generator().manual_seed(0)
-    return ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                        torch.arange(n) % 10, [str(i) for i in range(10)])
-
-
 def images_by_index(batch_size, epoch=1, seed=7):
-    data = dataset()
+    data = random_images(20)
     loader = DeviceLoader(data, EpochBatches(len(data), batch_size, True, seed), "cpu",
                           (0.5,) * 3, (0.25,) * 3, augment=True)
     loader.set_epoch(epoch)
@@ -56,7 +50,7 @@ def test_crop_flip_equals_pad_crop_mirror():
 
 def test_normalisation_matches_torchvision():
     import torchvision.transforms.functional as TF
-    data = dataset(4)
+    data = random_images(4)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
     loader = DeviceLoader(data, EpochBatches(4, 4, False), "cpu", mean, std,
                           channels_last=True)
