@@ -8,7 +8,6 @@
 import argparse
 import sys
 
-
 import models
 from utils import cli, distributed
 from utils.checkpoint import load_weights

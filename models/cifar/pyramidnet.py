@@ -74,10 +74,10 @@ class PyramidNet(nn.Module):
         width, channels, units = 16.0, 16, []
         for i in range(3 * n):
             width += step
+            planes = int(round(width))
             stride = 2 if i in (n, 2 * n) else 1
-            units.append(PyramidUnit(block, channels, int(round(width)), stride, conv_layer,
-                                     norm_layer))
-            channels = int(round(width)) * block.expansion
+            units.append(PyramidUnit(block, channels, planes, stride, conv_layer, norm_layer))
+            channels = planes * block.expansion
         self.layer1, self.layer2, self.layer3 = (nn.Sequential(*units[k * n:(k + 1) * n])
                                                  for k in range(3))
         self.bn_final = norm_layer(channels)
@@ -100,6 +100,6 @@ def l_pyramidnet(depth=110, alpha=48, num_classes=10, block_name="BasicBlock", i
                  gn_groups=32):
     """GN+WS PyramidNet. Its widths grow by a fraction of a channel per block, so most are not
     multiples of any group count: each layer gets the largest divisor of its width that is at
-    most ``gn_groups`` (``group_norm`` with divisible=False)."""
+    most ``gn_groups`` (``group_norm`` with fit_width=True)."""
     return PyramidNet(depth, alpha, num_classes, block_name, in_channels, WSConv2d,
                       group_norm_factory(gn_groups, fit_width=True))
