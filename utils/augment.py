@@ -29,18 +29,21 @@ def _uniform(n, generator, device):
     return torch.rand(n, generator=generator).to(device)
 
 
+def _child_seed(generator):
+    """A seed drawn from ``generator``, for a generator it cannot be itself."""
+    return int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+
+
 def _on_device(generator, device):
     """A generator on ``device`` seeded from ``generator``: image-sized noise is drawn where the
     images are, not on the host and copied."""
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
-    return torch.Generator(device=device).manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(_child_seed(generator))
 
 
 def _beta(alpha, generator):
     """One draw of Beta(alpha, alpha) driven by ``generator`` (torch's Beta sampler takes no
     generator, so numpy's draws it, seeded from the torch generator)."""
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
-    return float(np.random.default_rng(seed).beta(alpha, alpha))
+    return float(np.random.default_rng(_child_seed(generator)).beta(alpha, alpha))
 
 
 def _boxes_mask(top, left, height, width, h, w):
