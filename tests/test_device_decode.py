@@ -1,18 +1,18 @@
 """imagenet.py --decode device: JPEG bytes decoded, cropped and normalised on the training device,
 matching the PIL path's pictures and its per-image seeded draws."""
+import argparse
 import os
 
 import numpy as np
 import pytest
 import torch
-import torchvision.transforms as T
 from PIL import Image
 
 import imagenet
 from conftest import read_log_rows
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from utils.device_decode import DeviceDecodeLoader
-from utils.loaders import EpochBatches, StreamLoader
+from utils.loaders import EpochBatches
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +37,18 @@ def batches_of(loader):
     return torch.cat([x for x, _ in loader])
 
 
+def imagenet_py_loaders(root, decode, batch, epoch):
+    """imagenet.py's own (train, val) loaders for --decode ``decode``, at ``epoch``."""
+    options = argparse.Namespace(data=root, train_batch=batch, test_batch=batch, decode=decode,
+                                 workers=0, channels_last=False)
+    _, train, val = imagenet.imagenet_loaders(options, "cpu", seed=5)
+    train.set_epoch(epoch)
+    return train, val
+
+
 def test_val_batches_match_the_pil_path(smooth_tree):
-    files = ImageFiles(os.path.join(smooth_tree, "val"))
-    plan = EpochBatches(len(files), 3, shuffle=False)
-    device = DeviceDecodeLoader(files, plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, train=False,
-                                workers=0)
-    pil = StreamLoader(files, T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()]),
-                       plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, workers=0)
+    _, device = imagenet_py_loaders(smooth_tree, "device", 3, epoch=0)
+    _, pil = imagenet_py_loaders(smooth_tree, "cpu", 3, epoch=0)
     a, b = batches_of(device), batches_of(pil)
     assert a.shape == b.shape == (4, 3, 224, 224)
     # Normalised units: 0.05 is about 3 grey levels out of 255.
@@ -66,14 +71,8 @@ def test_train_crops_are_drawn_per_image_not_per_batch(smooth_tree):
 
 
 def test_train_batches_take_the_pil_paths_crops_and_flips(smooth_tree):
-    files = ImageFiles(os.path.join(smooth_tree, "train"))
-    plan = EpochBatches(len(files), 6, shuffle=True, seed=5)
-    plan.set_epoch(2)
-    device = DeviceDecodeLoader(files, plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, train=True,
-                                workers=0)
-    pil = StreamLoader(files, T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
-                                         T.PILToTensor()]), plan, "cpu", IMAGENET_MEAN,
-                       IMAGENET_STD, workers=0)
+    device, _ = imagenet_py_loaders(smooth_tree, "device", 6, epoch=2)
+    pil, _ = imagenet_py_loaders(smooth_tree, "cpu", 6, epoch=2)
     a, b = batches_of(device), batches_of(pil)
     # The same box and mirror per image: only decoder and resampler differ (as for val).
     assert (a - b).abs().mean() < 0.05
