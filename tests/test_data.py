@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import cifar
-from conftest import make_idx_dataset, make_image_folder, make_svhn, read_log_rows, write_mat
+from conftest import (make_cifar_pickles, make_idx_dataset, make_image_folder, make_svhn,
+                      read_log_rows, write_mat)
 from utils.data import DataError, dataset_stats, load_dataset
 from utils.raw_formats import read_idx, read_mat
 
@@ -80,3 +81,56 @@ def test_cifar_py_trains_on_other_datasets(tmp_path, name):
                 "--train-batch", "16", "--no-progress", "-c", run, "--manualSeed", "1"])
     _, rows = read_log_rows(os.path.join(run, "log.txt"))
     assert len(rows) == 1 and 0 <= rows[0][4] <= 100
+
+
+class _RunsCode:
+    """Unpickling this calls os.mkdir(path): what a hostile "CIFAR mirror" could put in a batch."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+@pytest.mark.parametrize("victim", ["data_batch_3", "batches.meta"])
+def test_a_malicious_cifar_pickle_runs_nothing_and_is_named(tmp_path, victim):
+    import pickle
+    root = make_cifar_pickles(str(tmp_path / "data"), n_train=10, n_test=5)
+    marker = tmp_path / "code-ran"
+    path = os.path.join(root, "cifar-10-batches-py", victim)
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1],
+                     "label_names": _RunsCode(str(marker))}, f)
+    with pytest.raises(DataError, match=f"{victim} is not a readable CIFAR.*refused to load "
+                                        f"posix.mkdir"):
+        load_dataset(root, download=False)
+    assert not marker.exists()
+
+
+def test_python2_style_cifar_batches_load(tmp_path):
+    """The official files: protocol 2, bytes keys and bytes class names, as Python 2 wrote them."""
+    import pickle
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    pixels = np.arange(3 * 3072, dtype=np.uint8).reshape(3, 3072)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": b"a batch", b"labels": [0, 1, 2], b"data": pixels,
+                         b"filenames": [b"a.png", b"b.png", b"c.png"]}, f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)],
+                     b"num_vis": 3072}, f, protocol=2)
+    train, test = load_dataset(str(tmp_path), download=False)
+    assert train.images.shape == (15, 3, 32, 32) and train.classes[3] == "c3"
+    assert torch.equal(train.images[1].flatten(), torch.from_numpy(pixels[1]))
+
+
+def test_the_shared_archives_pickle_layout_loads(tmp_path, cifar_npz):
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(cifar_npz), "cifar10_jpeg.py")
+    subprocess.run([sys.executable, script, "pickle", str(tmp_path), "--train", "50", "--test",
+                    "20"], check=True, capture_output=True)
+    train, test = load_dataset(str(tmp_path), download=False)
+    assert len(train) == 50 and len(test) == 20 and train.classes[0] == "airplane"

@@ -7,7 +7,6 @@ zero-padded by 2 pixels (their background is 0) and their channel repeated, so e
 architecture, its 3-channel stem and its five poolings of VGG apply unchanged.
 """
 import os
-import pickle
 import socket
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .raw_formats import FormatError, read_idx, read_mat
+from .raw_formats import FormatError, read_cifar_pickle, read_idx, read_mat
 
 __all__ = ["DataError", "ArrayDataset", "load_dataset", "dataset_stats", "ImageFiles",
            "find_image_folder", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -66,10 +65,7 @@ class ArrayDataset:
 
 def _read_pickle(path):
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        # The official files were pickled by Python 2 (bytes keys); re-encodings often by 3.
-        return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+        return read_cifar_pickle(path)
     except Exception as e:
         raise DataError(f"{path} is not a readable CIFAR python batch file: "
                         f"{type(e).__name__}: {e}") from e

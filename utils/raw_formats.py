@@ -1,17 +1,65 @@
-"""Readers for the raw files torchvision downloads, without their extra dependencies:
-IDX (MNIST, Fashion-MNIST, KMNIST; plain or gzipped) and MATLAB 5 .mat (SVHN, which torchvision
-reads through scipy; a few dozen lines here spare every user that install)."""
+"""Readers for the raw files torchvision downloads, without their extra dependencies and without
+trusting them: CIFAR's python batches (pickles, read by an unpickler that can build only plain
+data and numpy arrays), IDX (MNIST, Fashion-MNIST, KMNIST; plain or gzipped) and MATLAB 5 .mat
+(SVHN, which torchvision reads through scipy; a few dozen lines here spare every user that
+install)."""
 import gzip
+import pickle
 import struct
 import zlib
 
 import numpy as np
 
-__all__ = ["FormatError", "read_idx", "read_mat"]
+__all__ = ["FormatError", "read_idx", "read_mat", "read_cifar_pickle"]
 
 
 class FormatError(ValueError):
     """A file that is not what its name says."""
+
+
+def _pickled_array_builders():
+    """The callables numpy's own pickles of arrays, dtypes and scalars name, keyed by the
+    (module, name) a pickle stores. Taken from numpy's __reduce__ rather than imported by name,
+    so they are right for numpy 1 (numpy.core) and 2 (numpy._core) alike."""
+    array = np.zeros(1, dtype=np.uint8)
+    builders = [array.__reduce__()[0], array.__reduce_ex__(5)[0], np.float64(0).__reduce__()[0],
+                np.ndarray, np.dtype]
+    allowed = {}
+    for fn in builders:
+        module = fn.__module__ or "numpy"
+        for alias in {module, module.replace("numpy._core", "numpy.core"),
+                      module.replace("numpy.core", "numpy._core")}:
+            allowed[(alias, fn.__name__)] = fn
+    # Python 3 pickles bytes at protocol 2 as _codecs.encode(text, "latin1").
+    import _codecs
+    allowed[("_codecs", "encode")] = _codecs.encode
+    return allowed
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, tuples, str, bytes, numbers and numpy arrays, dtypes and scalars;
+    any other global a pickle names (os.system, builtins.eval, a class with a __reduce__) is
+    refused before it is looked up, so loading can never run code from the file."""
+    ALLOWED = _pickled_array_builders()
+
+    def find_class(self, module, name):
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: a CIFAR batch holds only plain data and numpy "
+                f"arrays") from None
+
+
+def read_cifar_pickle(path):
+    """A CIFAR python batch file (data_batch_1, test_batch, batches.meta, train, meta, ...) as a
+    dict with str keys. The official files were pickled by Python 2 (bytes keys, latin-1 text);
+    re-encodings are often Python 3's. Never runs code from the file (_DataOnlyUnpickler)."""
+    with open(path, "rb") as f:
+        batch = _DataOnlyUnpickler(f, encoding="bytes").load()
+    if not isinstance(batch, dict):
+        raise FormatError(f"expected a dict, found {type(batch).__name__}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
