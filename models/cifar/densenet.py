@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import batch_norm, init_weights
+from ..twins import twins
 
 __all__ = ["DenseNet", "densenet"]
 
@@ -71,7 +72,4 @@ class DenseNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def densenet(depth=100, num_classes=10, growthRate=12, compressionRate=2, dropRate=0.0,
-             conv_layer=nn.Conv2d, norm_layer=batch_norm):
-    return DenseNet(depth, num_classes, growthRate, compressionRate, dropRate, conv_layer,
-                    norm_layer)
+densenet = twins(DenseNet, "densenet")[0]  # the reference has no GN+WS DenseNet

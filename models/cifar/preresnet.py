@@ -4,7 +4,8 @@ convs without a norm. Same depth rules and stage widths as the CIFAR ResNet."""
 import torch.nn as nn
 
 from ..blocks import block_by_name, make_stage
-from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights
+from ..layers import batch_norm, init_weights
+from ..twins import twins
 from .resnet import stage_depth
 
 __all__ = ["PreResNet", "PreActBasicBlock", "PreActBottleneck", "preresnet", "l_preresnet"]
@@ -85,11 +86,4 @@ class PreResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def preresnet(depth=20, num_classes=10, block_name="BasicBlock", conv_layer=nn.Conv2d,
-              norm_layer=batch_norm):
-    return PreResNet(depth, num_classes, block_name, conv_layer, norm_layer)
-
-
-def l_preresnet(depth=20, num_classes=10, block_name="BasicBlock", gn_groups=32):
-    """GN+WS pre-activation ResNet: the same network with WSConv2d and GroupNorm(gn_groups)."""
-    return PreResNet(depth, num_classes, block_name, WSConv2d, group_norm_factory(gn_groups))
+preresnet, l_preresnet = twins(PreResNet, "preresnet")

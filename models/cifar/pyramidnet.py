@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 from ..blocks import block_by_name
-from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights
+from ..layers import batch_norm, init_weights
+from ..twins import twins
 from .preresnet import PreActBasicBlock, PreActBottleneck
 from .resnet import stage_depth
 
@@ -92,14 +93,6 @@ class PyramidNet(nn.Module):
         return self.fc(self.avgpool(self.relu(self.bn_final(x))).flatten(1))
 
 
-def pyramidnet(depth=110, alpha=48, num_classes=10, block_name="BasicBlock", in_channels=3):
-    return PyramidNet(depth, alpha, num_classes, block_name, in_channels)
-
-
-def l_pyramidnet(depth=110, alpha=48, num_classes=10, block_name="BasicBlock", in_channels=3,
-                 gn_groups=32):
-    """GN+WS PyramidNet. Its widths grow by a fraction of a channel per block, so most are not
-    multiples of any group count: each layer gets the largest divisor of its width that is at
-    most ``gn_groups`` (``group_norm`` with fit_width=True)."""
-    return PyramidNet(depth, alpha, num_classes, block_name, in_channels, WSConv2d,
-                      group_norm_factory(gn_groups, fit_width=True))
+# PyramidNet's widths grow by fractions of a channel: GroupNorm takes the largest group count
+# that divides each width (group_norm's fit_width).
+pyramidnet, l_pyramidnet = twins(PyramidNet, "pyramidnet", fit_width=True)

@@ -3,7 +3,8 @@
 import torch.nn as nn
 
 from ..blocks import block_by_name, make_stage
-from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights, zero_init_last_norms
+from ..layers import batch_norm, init_weights, zero_init_last_norms
+from ..twins import twins
 
 __all__ = ["CifarResNet", "resnet", "stage_depth", "l_resnet", "se_resnet", "l_se_resnet"]
 
@@ -44,27 +45,6 @@ class CifarResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def resnet(depth=20, num_classes=10, block_name="BasicBlock", conv_layer=nn.Conv2d,
-           norm_layer=batch_norm, zero_init_residual=False):
-    return CifarResNet(depth, num_classes, block_name, conv_layer, norm_layer, zero_init_residual)
-
-
-def l_resnet(depth=20, num_classes=10, block_name="BasicBlock", gn_groups=32,
-             zero_init_residual=False):
-    """GN+WS ResNet: the same network with WSConv2d and GroupNorm(gn_groups)."""
-    return CifarResNet(depth, num_classes, block_name, WSConv2d, group_norm_factory(gn_groups),
-                       zero_init_residual)
-
-
-def se_resnet(depth=20, num_classes=10, block_name="BasicBlock", se_reduction=16,
-              zero_init_residual=False):
-    """SE-ResNet: every block rescales its residual by squeeze-and-excitation (reduction r)."""
-    return CifarResNet(depth, num_classes, block_name, zero_init_residual=zero_init_residual,
-                       se_reduction=se_reduction)
-
-
-def l_se_resnet(depth=20, num_classes=10, block_name="BasicBlock", se_reduction=16,
-                gn_groups=32, zero_init_residual=False):
-    """GN+WS SE-ResNet."""
-    return CifarResNet(depth, num_classes, block_name, WSConv2d, group_norm_factory(gn_groups),
-                       zero_init_residual, se_reduction)
+resnet, l_resnet = twins(CifarResNet, "resnet", fixed={"se_reduction": 0})
+# SE-ResNet: every block rescales its residual by squeeze-and-excitation (reduction r).
+se_resnet, l_se_resnet = twins(CifarResNet, "se_resnet", se_reduction=16)

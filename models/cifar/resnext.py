@@ -4,7 +4,8 @@ Depth 9n+2 (29 = 3 blocks per stage). Module names are the reference's (stage_1.
 import torch.nn as nn
 
 from ..blocks import squeeze_excitation
-from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights, zero_init_last_norms
+from ..layers import batch_norm, init_weights, zero_init_last_norms
+from ..twins import twins
 
 __all__ = ["CifarResNeXt", "ResNeXtBottleneck", "resnext", "l_resnext", "se_resnext",
            "l_se_resnext"]
@@ -79,28 +80,6 @@ class CifarResNeXt(nn.Module):
         return self.classifier(self.dropout(self.avgpool(x).flatten(1)))
 
 
-def resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
-            conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False):
-    return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate, conv_layer,
-                        norm_layer, zero_init_residual)
-
-
-def l_resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
-              gn_groups=32, zero_init_residual=False):
-    """GN+WS ResNeXt: the same network with WSConv2d and GroupNorm(gn_groups)."""
-    return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate, WSConv2d,
-                        group_norm_factory(gn_groups), zero_init_residual)
-
-
-def se_resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
-               se_reduction=16, zero_init_residual=False):
-    """SE-ResNeXt: squeeze-and-excitation (reduction r) on every bottleneck's output."""
-    return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate,
-                        zero_init_residual=zero_init_residual, se_reduction=se_reduction)
-
-
-def l_se_resnext(cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
-                 se_reduction=16, gn_groups=32, zero_init_residual=False):
-    """GN+WS SE-ResNeXt."""
-    return CifarResNeXt(cardinality, depth, num_classes, widen_factor, dropRate, WSConv2d,
-                        group_norm_factory(gn_groups), zero_init_residual, se_reduction)
+resnext, l_resnext = twins(CifarResNeXt, "resnext", fixed={"se_reduction": 0})
+# SE-ResNeXt: squeeze-and-excitation (reduction r) on every bottleneck's output.
+se_resnext, l_se_resnext = twins(CifarResNeXt, "se_resnext", se_reduction=16)

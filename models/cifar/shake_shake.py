@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights
+from ..layers import batch_norm, init_weights
+from ..twins import twins
 from .resnet import stage_depth
 from ..blocks import BasicBlock
 
@@ -113,11 +114,4 @@ class ShakeShakeNet(nn.Module):
         return self.fc(self.avgpool(self.relu(x)).flatten(1))
 
 
-def shake_shake(depth=26, base_channels=96, num_classes=10, in_channels=3):
-    return ShakeShakeNet(depth, base_channels, num_classes, in_channels)
-
-
-def l_shake_shake(depth=26, base_channels=96, num_classes=10, in_channels=3, gn_groups=32):
-    """GN+WS Shake-Shake: WSConv2d and GroupNorm(gn_groups) (16-channel stem: 16 groups)."""
-    return ShakeShakeNet(depth, base_channels, num_classes, in_channels, WSConv2d,
-                         group_norm_factory(gn_groups))
+shake_shake, l_shake_shake = twins(ShakeShakeNet, "shake_shake")

@@ -2,7 +2,8 @@
 16k/32k/64k channels (k = widen_factor), depth 6n+4, dropout between the two convs of a block."""
 import torch.nn as nn
 
-from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights
+from ..layers import batch_norm, init_weights
+from ..twins import twins
 
 __all__ = ["WideResNet", "WideBasicBlock", "wrn", "l_wrn"]
 
@@ -68,12 +69,4 @@ class WideResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def wrn(depth=28, num_classes=10, widen_factor=10, dropRate=0.0, conv_layer=nn.Conv2d,
-        norm_layer=batch_norm):
-    return WideResNet(depth, num_classes, widen_factor, dropRate, conv_layer, norm_layer)
-
-
-def l_wrn(depth=28, num_classes=10, widen_factor=10, dropRate=0.0, gn_groups=32):
-    """GN+WS Wide ResNet: the same network with WSConv2d and GroupNorm(gn_groups)."""
-    return WideResNet(depth, num_classes, widen_factor, dropRate, WSConv2d,
-                      group_norm_factory(gn_groups))
+wrn, l_wrn = twins(WideResNet, "wrn")

@@ -1,10 +1,12 @@
 """ResNet and ResNeXt for ImageNet, in torchvision's layout (conv1/bn1/layer1..4/fc): a 7x7/2 stem
 with max-pool, four stages of 64/128/256/512 planes. ResNeXt is the same network with grouped
-bottlenecks (``groups`` = cardinality, ``width_per_group`` = baseWidth), so there is one class."""
+bottlenecks (``cardinality`` groups of ``baseWidth`` channels per 64 planes), and SE-ResNet(X)t
+adds ``se_reduction``, so there is one class."""
 import torch.nn as nn
 
 from ..blocks import BasicBlock, Bottleneck, make_stage
-from ..layers import WSConv2d, batch_norm, group_norm_factory, init_weights, zero_init_last_norms
+from ..layers import batch_norm, init_weights, zero_init_last_norms
+from ..twins import twins
 
 __all__ = ["ResNet", "l_resnet18", "l_resnet34", "l_resnet50", "l_resnet101", "l_resnet152"]
 
@@ -14,7 +16,7 @@ STAGE_BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
 
 
 class ResNet(nn.Module):
-    def __init__(self, depth=50, num_classes=1000, groups=1, width_per_group=64,
+    def __init__(self, depth=50, num_classes=1000, cardinality=1, baseWidth=64,
                  conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False,
                  se_reduction=0):
         super().__init__()
@@ -22,7 +24,7 @@ class ResNet(nn.Module):
             raise ValueError(f"ImageNet ResNet depth must be one of {sorted(STAGE_BLOCKS)}, "
                              f"got {depth}")
         block, counts = STAGE_BLOCKS[depth]
-        block_kwargs = {"groups": groups, "base_width": width_per_group,
+        block_kwargs = {"groups": cardinality, "base_width": baseWidth,
                         "se_reduction": se_reduction}
         self.conv1 = conv_layer(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(64)
@@ -45,15 +47,12 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def _l_resnet(depth):
-    def constructor(num_classes=1000, gn_groups=32, zero_init_residual=False):
-        return ResNet(depth, num_classes, conv_layer=WSConv2d,
-                      norm_layer=group_norm_factory(gn_groups),
-                      zero_init_residual=zero_init_residual)
-    constructor.__name__ = f"l_resnet{depth}"
-    constructor.__doc__ = f"GN+WS ResNet-{depth}: WSConv2d everywhere, GroupNorm(gn_groups)."
-    return constructor
+def _resnet_twins(depth):
+    """BN ResNet-``depth`` (torchvision has it; imagenet.py offers torchvision's) and its GN+WS
+    twin: the depth is in the name, the bottleneck is not grouped."""
+    return twins(ResNet, f"resnet{depth}", fixed=dict(depth=depth, cardinality=1, baseWidth=64,
+                                                      se_reduction=0))[1]
 
 
 l_resnet18, l_resnet34, l_resnet50, l_resnet101, l_resnet152 = (
-    _l_resnet(d) for d in (18, 34, 50, 101, 152))
+    _resnet_twins(d) for d in (18, 34, 50, 101, 152))
