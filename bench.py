@@ -1,35 +1,43 @@
 #!/usr/bin/env python
-"""Training speed, measured. Three questions, one script; every number comes from this run.
+"""Training speed, measured. Three subcommands; every number comes from this run.
 
-1. Step throughput of a model (forward, backward, SGD step) on synthetic on-device data, with the
-   chosen settings, beside the reference's style (fp32, NCHW, eager) and the BN twin of an l_*
-   model, as ratios:
-       python bench.py -a l_resnet50 --batch 128 --device cuda --amp bf16 --channels-last --compile
-       python bench.py -a l_resnet --depth 20 --batch 128 --device cpu
-2. The data pipeline alone: images/s the CIFAR DeviceLoader, or imagenet.py's training loader
-   (--decode cpu or device) over --data or over JPEGs made from real CIFAR-10 images upscaled to
-   ImageNet's 500x375, delivers to the device:
-       python bench.py --pipeline cifar --device cuda
-       python bench.py --pipeline imagenet --data ~/ILSVRC2012 --device cuda --decode device
-       python bench.py --pipeline imagenet --train 2000 --workers 16 --device cuda
-3. The overhead of a real cifar.py run over the model's own compute (CPU target: <= 1.10x):
-       python bench.py --overhead --train 5000 --epochs 2
+    step      throughput of the training step (forward, backward, SGD) of a model on synthetic
+              on-device data, beside the reference style (fp32, NCHW, eager) and the BN twin of an
+              l_* model, as ratios. Model flags are the scripts' own:
+                  python bench.py step -a l_resnet50 --batch 128 --device cuda --amp bf16 --channels-last --compile
+                  python bench.py step -a l_resnet --depth 20 --batch 128 --device cpu
+    pipeline  images/s a loader alone delivers to the device: cifar.py's DeviceLoader, or
+              imagenet.py's training loader over --data or over JPEGs made from the real CIFAR-10
+              archive and upscaled to ImageNet's 500x375:
+                  python bench.py pipeline cifar --device cuda
+                  python bench.py pipeline imagenet --data ~/ILSVRC2012 --device cuda --decode device
+                  python bench.py pipeline imagenet --images 2000 --workers 16 --device cuda
+    overhead  a real cifar.py run against import + its images at the bare step rate + the bare
+              evaluation (CPU target: <= 1.10x):
+                  python bench.py overhead --train 5000 --epochs 2
 """
 import argparse
+import dataclasses
+import io
 import os
+import pickle
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+import cifar
+import imagenet
 import models
 from utils.data import CIFAR_MEAN, CIFAR_STD, ArrayDataset
 from utils.engine import autocast
 from utils.loaders import DeviceLoader, EpochBatches
+from utils.run import build_model
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 SHARED_NPZ = os.path.join(os.path.dirname(REPO), "shared", "data", "cifar10-jpeg.npz")
@@ -40,36 +48,32 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def build(arch, args, num_classes):
-    """A CIFAR or ImageNet model by name (ours, else torchvision's) and its native image size."""
-    options = dict(depth=args.depth, cardinality=args.cardinality, widen_factor=args.widen_factor,
-                   block_name=args.block_name)
-    if arch in models.cifar.MODELS and args.image_size in (None, 32):
-        return models.create_model(models.cifar.MODELS, arch, num_classes=num_classes,
-                                   **options), 32
-    if arch in models.imagenet.MODELS:
-        return models.create_model(models.imagenet.MODELS, arch, num_classes=num_classes), 224
-    import torchvision
-    return torchvision.models.get_model(arch, num_classes=num_classes), 224
+def model_settings(model_flags):
+    """(script's archs, ModelChoice, image size) of model flags as cifar.py or imagenet.py reads
+    them: cifar.py for its own architectures, imagenet.py for the rest."""
+    arch = model_flags[model_flags.index("-a") + 1] if "-a" in model_flags else "l_resnet50"
+    if arch in models.cifar.MODELS:
+        settings, _ = cifar.cifar_flags().parse(["-a", arch] + model_flags)
+        return models.cifar.MODELS, settings.model, 32
+    settings, _ = imagenet.imagenet_flags().parse(["-a", arch, "--data", "."] + model_flags)
+    return imagenet.ARCHS, settings.model, 224
 
 
-def bn_twin(arch):
-    """The BatchNorm twin of an l_* model (l_resnet50 -> resnet50), or None."""
-    if not arch.startswith("l_"):
+def bn_twin(archs, choice):
+    """The ModelChoice of the BatchNorm twin of an l_* model (l_resnet50 -> resnet50, from
+    torchvision where we have none), or None."""
+    twin = choice.arch[2:]
+    if not choice.arch.startswith("l_") or twin not in archs:
         return None
-    twin = arch[2:]
-    if twin in models.cifar.MODELS or twin in models.imagenet.MODELS:
-        return twin
-    import torchvision
-    return twin if twin in torchvision.models.list_models() else None
+    return dataclasses.replace(choice, arch=twin, given=choice.given - {"gn_groups"})
 
 
-def time_steps(model, device, batch, size, amp, channels_last, compile_model, warmup, windows,
-               steps, num_classes=10):
-    """Seconds per training step: (min, median) over ``windows`` windows of ``steps`` steps."""
-    model = model.to(device)
+def time_steps(model, device, batch, size, speed, timing, num_classes):
+    """Seconds per training step, (min, median) over the timing's windows. ``speed`` is
+    (amp, channels_last, compile)."""
+    amp, channels_last, compile_model = speed
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = model.to(device).to(memory_format=fmt)
     if compile_model:
         model = torch.compile(model)
     model.train()
@@ -85,16 +89,16 @@ def time_steps(model, device, batch, size, amp, channels_last, compile_model, wa
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
+    for _ in range(timing.warmup):
         step()
     sync(device)
     times = []
-    for _ in range(windows):
+    for _ in range(timing.windows):
         start = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(timing.steps):
             step()
         sync(device)
-        times.append((time.perf_counter() - start) / steps)
+        times.append((time.perf_counter() - start) / timing.steps)
     return min(times), statistics.median(times)
 
 
@@ -117,27 +121,27 @@ def report(label, batch, seconds):
           f"({median * 1000:.1f} ms/step)")
 
 
-def bench_model(args):
+def bench_step(args, model_flags):
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    runs = []
-    settings = (args.amp, args.channels_last, args.compile)
-    model, size = build(args.arch, args, 1000 if args.image_size == 224 else 10)
+    archs, choice, size = model_settings(model_flags)
     size = args.image_size or size
+    num_classes = 10 if size == 32 else 1000
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, batch {args.batch}, {size}x{size}, threads "
           f"{torch.get_num_threads()}")
-    configs = [(args.arch, settings)]
-    if settings != ("none", False, False) and not args.no_baseline:
-        configs.append((args.arch, ("none", False, False)))
-    twin = bn_twin(args.arch)
+    speed, reference = (args.amp, args.channels_last, args.compile), ("none", False, False)
+    configs = [(choice, speed)]
+    if speed != reference and not args.no_baseline:
+        configs.append((choice, reference))
+    twin = bn_twin(archs, choice)
     if twin and not args.no_twin:
-        configs.append((twin, settings))
-    for arch, (amp, cl, comp) in configs:
-        model, _ = build(arch, args, 1000 if size == 224 else 10)
-        t = time_steps(model, device, args.batch, size, amp, cl, comp, args.warmup,
-                       args.windows, args.steps, 1000 if size == 224 else 10)
-        label = f"{arch} amp={amp} channels_last={cl} compile={comp}"
+        configs.append((twin, speed))
+    runs = []
+    for config, (amp, cl, comp) in configs:
+        torch.manual_seed(0)
+        model = build_model(archs, config, num_classes)
+        t = time_steps(model, device, args.batch, size, (amp, cl, comp), args, num_classes)
+        label = f"{config.arch} amp={amp} channels_last={cl} compile={comp}"
         report(label, args.batch, t)
         runs.append((label, t))
     base = runs[0][1][1]
@@ -146,44 +150,71 @@ def bench_model(args):
               f"(median step {base * 1000:.1f} vs {t[1] * 1000:.1f} ms)")
 
 
+def real_cifar(npz, split, count):
+    """The first ``count`` images of a split of the CIFAR-10 JPEG archive, round-robin over the
+    classes (so any prefix is balanced), decoded: (uint8 N x 32 x 32 x 3, labels, class names)."""
+    from PIL import Image
+    archive = np.load(npz)
+    jpeg, offsets = archive[f"{split}_jpeg"], archive[f"{split}_offsets"]
+    labels = archive[f"{split}_labels"].astype(np.int64)
+    per_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    order = [i for group in zip(*per_class) for i in group][:count]
+    images = np.stack([np.asarray(Image.open(io.BytesIO(
+        jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB")) for i in order])
+    return images, labels[order], [str(c) for c in archive["classes"]]
+
+
+def write_cifar_folder(npz, out, train, test):
+    """``train`` + ``test`` real images in CIFAR-10's official python layout under ``out``."""
+    folder = os.path.join(out, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    (x, y, classes), (xt, yt, _) = real_cifar(npz, "train", train), real_cifar(npz, "test", test)
+    parts = np.array_split(np.arange(len(y)), 5)
+    batches = [(f"data_batch_{b + 1}", x[p], y[p]) for b, p in enumerate(parts)]
+    for name, images, labels in batches + [("test_batch", xt, yt)]:
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+                         "labels": labels.tolist()}, f)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({"label_names": classes}, f)
+    return out
+
+
 def synthetic_imagenet(npz, out, count, size=(500, 375)):
     """An ImageNet-like tree under ``out`` (train/ and val/, 10 classes) of ``count`` real
     CIFAR-10 images upscaled to ``size`` (ImageNet's typical 500x375) and saved as JPEG q90:
     decoding and resizing cost what they cost on ImageNet, though smooth upscaled pictures
     decode somewhat faster than photographs."""
     from PIL import Image
-
-    from utils.data import load_dataset
-    unpack_cifar(npz, out, count, 10)
-    train, val = load_dataset(out, download=False)
-    for split, data in (("train", train), ("val", val)):
-        for i in range(len(data)):
-            folder = os.path.join(out, "imagenet", split, data.classes[int(data.labels[i])])
+    for split, n in (("train", count), ("val", 10)):
+        images, labels, classes = real_cifar(npz, "train" if split == "train" else "test", n)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = os.path.join(out, split, classes[label])
             os.makedirs(folder, exist_ok=True)
-            image = Image.fromarray(data.images[i].permute(1, 2, 0).numpy())
-            image.resize(size, Image.BICUBIC).save(os.path.join(folder, f"{i}.jpg"), quality=90)
-    return os.path.join(out, "imagenet")
+            Image.fromarray(image).resize(size, Image.BICUBIC).save(
+                os.path.join(folder, f"{i}.jpg"), quality=90)
+    return out
 
 
 def bench_pipeline(args):
     device = torch.device(args.device)
     if args.pipeline == "imagenet":
-        import imagenet
-        if args.data is None:
+        data = args.data
+        if data is None:
             if not os.path.isfile(args.npz):
-                sys.exit(f"error: --pipeline imagenet without --data makes its JPEGs from the "
+                sys.exit(f"error: pipeline imagenet without --data makes its JPEGs from the "
                          f"CIFAR-10 archive {args.npz} (--npz PATH)")
-            args.data = synthetic_imagenet(args.npz, tempfile.mkdtemp(prefix="bench-jpegs-"),
-                                           args.train)
-        # imagenet.py's own training loader, with its flags.
-        options = argparse.Namespace(data=args.data, train_batch=args.batch,
-                                     test_batch=args.batch, decode=args.decode,
-                                     workers=args.workers, channels_last=args.channels_last)
-        _, loader, _ = imagenet.imagenet_loaders(options, device, seed=0)
+            data = synthetic_imagenet(args.npz, tempfile.mkdtemp(prefix="bench-jpegs-"),
+                                      args.images)
+        # imagenet.py's own training loader, from its own flags.
+        settings, _ = imagenet.imagenet_flags().parse(
+            ["--data", data, "--train-batch", str(args.batch), "--decode", args.decode,
+             "-j", str(args.workers)])
+        _, (loader, _) = imagenet.imagenet_loaders(settings.data, device, 0, args.channels_last)
         label = (f"imagenet.py train loader, --decode {args.decode}, {args.workers} workers, "
-                 f"{args.data}/train")
+                 f"{data}/train")
     else:
-        n = args.train
+        n = args.images
         g = torch.Generator().manual_seed(0)
         dataset = ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
                                              generator=g), torch.zeros(n, dtype=torch.long), [])
@@ -204,12 +235,6 @@ def bench_pipeline(args):
           f"median delivered to {device}")
 
 
-def unpack_cifar(npz, out, train, test):
-    subprocess.run([sys.executable, os.path.join(os.path.dirname(npz), "cifar10_jpeg.py"),
-                    "pickle", out, "--train", str(train), "--test", str(test)], check=True,
-                   capture_output=True)
-
-
 def bench_overhead(args):
     """cifar.py's wall time vs import + its images at the bare step rate + bare evaluation.
 
@@ -217,9 +242,9 @@ def bench_overhead(args):
     measures every quantity once (import, bare step as the best of --windows, bare evaluation,
     cifar.py), each round's ratio is printed, and the ratio judged is that of the minima."""
     if not os.path.isfile(args.npz):
-        sys.exit(f"error: the CIFAR-10 archive {args.npz} is needed for --overhead (--npz PATH)")
-    work = tempfile.mkdtemp(prefix="bench-overhead-")
-    unpack_cifar(args.npz, work, args.train, args.test)
+        sys.exit(f"error: the CIFAR-10 archive {args.npz} is needed for overhead (--npz PATH)")
+    work = write_cifar_folder(args.npz, tempfile.mkdtemp(prefix="bench-overhead-"), args.train,
+                              args.test)
     torch.manual_seed(0)
     model, test_images = models.cifar.resnet(depth=20), torch.randn(args.test, 3, 32, 32)
 
@@ -231,8 +256,7 @@ def bench_overhead(args):
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import torch, torchvision"], check=True)
         import_time = time.perf_counter() - start
-        step = time_steps(model, "cpu", args.batch, 32, "none", False, False, args.warmup,
-                          args.windows, args.steps)[0]
+        step = time_steps(model, "cpu", args.batch, 32, ("none", False, False), args, 10)[0]
         eval_time = time_eval(model, "cpu", test_images, 100)
         start = time.perf_counter()
         subprocess.run([sys.executable, os.path.join(REPO, "cifar.py"), "-a", "resnet",
@@ -254,51 +278,71 @@ def bench_overhead(args):
           f"{run_time / expected(import_time, step, eval_time):.3f} (target <= 1.10)")
 
 
+def add_timing(parser, warmup=3, windows=5, steps=5):
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps first")
+    parser.add_argument("--windows", type=int, default=windows, help="timed windows (passes)")
+    parser.add_argument("--steps", type=int, default=steps, help="steps per timed window")
+
+
+def parser():
+    top = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    commands = top.add_subparsers(dest="command", required=True)
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    step = commands.add_parser(
+        "step", allow_abbrev=False, help="training step throughput, with ratios",
+        description="Any other flag is a model flag of cifar.py or imagenet.py (-a, --depth, "
+                    "--cardinality, --gn-groups, ...), read by that script's own parser.")
+    step.add_argument("--batch", type=int, default=128, help="images per step")
+    step.add_argument("--image-size", type=int, help="default: 32 for CIFAR models, else 224")
+    step.add_argument("--device", default=default_device)
+    step.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    step.add_argument("--channels-last", action="store_true")
+    step.add_argument("--compile", action="store_true")
+    step.add_argument("--no-baseline", action="store_true",
+                      help="skip the fp32 NCHW eager comparison")
+    step.add_argument("--no-twin", action="store_true", help="skip the BN twin")
+    add_timing(step)
+
+    pipeline = commands.add_parser("pipeline", allow_abbrev=False,
+                                   help="images/s a loader delivers, without a model")
+    pipeline.add_argument("pipeline", choices=["cifar", "imagenet"])
+    pipeline.add_argument("--batch", type=int, default=128, help="images per batch")
+    pipeline.add_argument("--device", default=default_device)
+    pipeline.add_argument("--channels-last", action="store_true")
+    pipeline.add_argument("--images", type=int, default=5000,
+                          help="cifar: images in the dataset; imagenet without --data: JPEGs "
+                               "to make from --npz")
+    pipeline.add_argument("--data", help="imagenet: imagenet.py's --data (train/ and val/ "
+                                         "image folders)")
+    pipeline.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
+    pipeline.add_argument("--workers", type=int, default=8, help="imagenet: loader workers")
+    pipeline.add_argument("--decode", default="cpu", choices=["cpu", "device"],
+                          help="imagenet: PIL in the workers, or JPEG decoding on --device")
+    pipeline.add_argument("--windows", type=int, default=5, help="timed passes over the data")
+
+    overhead = commands.add_parser("overhead", allow_abbrev=False,
+                                   help="cifar.py wall time vs bare compute (CPU target)")
+    overhead.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
+    overhead.add_argument("--train", type=int, default=5000, help="training images")
+    overhead.add_argument("--test", type=int, default=1000, help="images evaluated per epoch")
+    overhead.add_argument("--epochs", type=int, default=2)
+    overhead.add_argument("--batch", type=int, default=128, help="training batch")
+    overhead.add_argument("--repeats", type=int, default=3, help="rounds")
+    add_timing(overhead)
+    return top
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("-a", "--arch", default="l_resnet50")
-    parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--block-name", default="BasicBlock")
-    parser.add_argument("--cardinality", type=int, default=8)
-    parser.add_argument("--widen-factor", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--image-size", type=int, help="default: 32 for CIFAR models, else 224")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the fp32 NCHW eager comparison")
-    parser.add_argument("--no-twin", action="store_true", help="skip the BN twin")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--windows", type=int, default=5, help="timed windows")
-    parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
-    parser.add_argument("--pipeline", choices=["cifar", "imagenet"],
-                        help="time the data pipeline alone")
-    parser.add_argument("--data", help="with --pipeline imagenet: imagenet.py's --data (train/ "
-                        "and val/ image folders); default: --train JPEGs made from --npz")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--decode", default="cpu", choices=["cpu", "device"],
-                        help="with --pipeline imagenet: PIL in the workers, or JPEG decoding "
-                             "on --device")
-    parser.add_argument("--overhead", action="store_true",
-                        help="cifar.py wall time vs bare compute (CPU target)")
-    parser.add_argument("--npz", default=SHARED_NPZ,
-                        help="CIFAR-10 JPEG archive for --overhead and --pipeline imagenet")
-    parser.add_argument("--train", type=int, default=5000,
-                        help="images per training epoch (--overhead, --pipeline cifar), or "
-                             "JPEGs to make (--pipeline imagenet without --data)")
-    parser.add_argument("--test", type=int, default=1000, help="images evaluated per epoch")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of --overhead")
-    args = parser.parse_args(argv)
-    if args.overhead:
-        bench_overhead(args)
-    elif args.pipeline or args.data:
-        args.pipeline = args.pipeline or "imagenet"
+    args, model_flags = parser().parse_known_args(argv)
+    if args.command == "step":
+        bench_step(args, model_flags)
+    elif model_flags:
+        parser().error(f"unrecognized arguments: {' '.join(model_flags)}")
+    elif args.command == "pipeline":
         bench_pipeline(args)
     else:
-        bench_model(args)
+        bench_overhead(args)
 
 
 if __name__ == "__main__":

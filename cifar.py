@@ -5,122 +5,101 @@
     python cifar.py -a l_resnext --depth 29 --cardinality 8 --widen-factor 4      # GN+WS ResNeXt
     python cifar.py -e --resume checkpoints/cifar10/resnet-20                        # evaluate
 """
-import argparse
-import sys
-
 import models
-from utils import cli, distributed
-from utils.checkpoint import load_weights
+from utils import distributed, run
 from utils.data import DATASETS, dataset_stats, load_dataset
-from utils.loaders import ArrayImages, DeviceLoader, EpochBatches, StreamLoader
-from utils.misc import seed_everything
-from utils.recipe import make_recipe, resume_from
+from utils.flags import ScriptFlags
+from utils.loaders import ArrayImages, DeviceLoader, EpochBatches, Loaders, StreamLoader
+from utils.recipe import make_recipe
+from utils.seeding import seed_everything
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description="CIFAR-10/100 training", allow_abbrev=False)
-    parser.add_argument("-d", "--dataset", default="cifar10", choices=sorted(DATASETS))
-    parser.add_argument("--data", default="./data", metavar="DIR",
-                        help="folder with torchvision's raw files of the dataset "
-                             "(cifar-10-batches-py/, MNIST/raw/, train_32x32.mat, ...), or "
-                             "train/<class>/ and test/<class>/ image folders (default: ./data)")
-    parser.add_argument("--no-download", action="store_true",
-                        help="never download the dataset when --data holds none")
-    parser.add_argument("--loader", default="device", choices=["device", "dataloader"],
-                        help="device: whole dataset on the training device, batched "
-                             "augmentation (default); dataloader: per-image torchvision "
-                             "transforms in --workers processes")
-    cli.add_training_flags(parser, workers=4, epochs=300, train_batch=128, test_batch=100,
-                           weight_decay=5e-4, arch="resnext", cardinality=8)
-    parser.add_argument("--block-name", type=str, default="BasicBlock",
-                        help="ResNet/PreResNet block: BasicBlock (depth 6n+2) or Bottleneck "
-                             "(depth 9n+2)")
-    parser.add_argument("--growthRate", type=int, default=12, help="DenseNet growth rate")
-    parser.add_argument("--compressionRate", type=int, default=2,
-                        help="DenseNet compression rate (theta)")
-    parser.add_argument("--alpha", type=int, default=48,
-                        help="PyramidNet: total widening over all blocks (default: 48)")
-    parser.add_argument("--base-channels", type=int, default=96,
-                        help="Shake-Shake: width d of the first stage, as in 2x96d (default: 96)")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    return args, cli.explicit_flags(parser, argv)
+def cifar_flags():
+    """The shared flags with cifar.py's defaults, and the ones only cifar.py has."""
+    flags = ScriptFlags("CIFAR-10/100 training", models.cifar.MODELS, workers=4, epochs=300,
+                        train_batch=128, test_batch=100, weight_decay=5e-4, arch="resnext",
+                        cardinality=8)
+    flags["dataset"].add("-d", "--dataset", default="cifar10", choices=sorted(DATASETS))
+    data, model = flags["data"], flags["model"]
+    data.add("--data", default="./data", metavar="DIR",
+             help="folder with torchvision's raw files of the dataset (cifar-10-batches-py/, "
+                  "MNIST/raw/, train_32x32.mat, ...), or train/<class>/ and test/<class>/ image "
+                  "folders (default: ./data)")
+    data.add("--no-download", action="store_true",
+             help="never download the dataset when --data holds none")
+    data.add("--loader", default="device", choices=["device", "dataloader"],
+             help="device: whole dataset on the training device, batched augmentation "
+                  "(default); dataloader: per-image torchvision transforms in --workers processes")
+    model.add("--block-name", type=str, default="BasicBlock", option="block_name",
+              help="ResNet/PreResNet block: BasicBlock (depth 6n+2) or Bottleneck (depth 9n+2)")
+    model.add("--growthRate", type=int, default=12, option="growthRate",
+              help="DenseNet growth rate")
+    model.add("--compressionRate", type=int, default=2, option="compressionRate",
+              help="DenseNet compression rate (theta)")
+    model.add("--alpha", type=int, default=48, option="alpha",
+              help="PyramidNet: total widening over all blocks (default: 48)")
+    model.add("--base-channels", type=int, default=96, option="base_channels",
+              help="Shake-Shake: width d of the first stage, as in 2x96d (default: 96)")
+    return flags
 
 
-def cifar_loaders(train_set, test_set, args, device, seed):
+def cifar_loaders(train_set, test_set, data, device, seed, channels_last):
     """Training batches drawn per image from (seed, epoch); test batches in order. Crops of 32
     with 4 pixels of padding, and mirror images where the dataset allows."""
-    mean, std = dataset_stats(args.dataset, train_set)
-    flip = DATASETS[args.dataset]["flip"]
-    train_batches = EpochBatches(len(train_set), args.train_batch, shuffle=True, seed=seed,
+    mean, std = dataset_stats(data.dataset, train_set)
+    flip = DATASETS[data.dataset]["flip"]
+    train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
                                  **distributed.shard())
-    test_batches = EpochBatches(len(test_set), args.test_batch, shuffle=False,
-                                **distributed.shard())
-    if args.loader == "device":
-        return (DeviceLoader(train_set, train_batches, device, mean, std, augment=True,
-                             flip=flip, channels_last=args.channels_last),
-                DeviceLoader(test_set, test_batches, device, mean, std,
-                             channels_last=args.channels_last))
+    test_batches = EpochBatches(len(test_set), data.test_batch, shuffle=False, **distributed.shard())
+    if data.loader == "device":
+        return Loaders(DeviceLoader(train_set, train_batches, device, mean, std, augment=True,
+                                    flip=flip, channels_last=channels_last),
+                       DeviceLoader(test_set, test_batches, device, mean, std,
+                                    channels_last=channels_last))
     import torchvision.transforms as T
     train_transform = T.Compose([T.RandomCrop(32, padding=4)] +
                                 ([T.RandomHorizontalFlip()] if flip else []) + [T.PILToTensor()])
-    return (StreamLoader(ArrayImages(train_set), train_transform, train_batches, device,
-                         mean, std, args.workers, args.channels_last),
-            StreamLoader(ArrayImages(test_set), T.PILToTensor(), test_batches, device,
-                         mean, std, args.workers, args.channels_last))
+    return Loaders(StreamLoader(ArrayImages(train_set), train_transform, train_batches, device,
+                                mean, std, data.workers, channels_last),
+                   StreamLoader(ArrayImages(test_set), T.PILToTensor(), test_batches, device,
+                                mean, std, data.workers, channels_last))
 
 
 def main(argv=None):
-    # Parse: flags, then a resumed run's own model flags, then checks, all before the data.
-    args, explicit = parse_args(argv)
-    checkpoint = cli.resume_checkpoint(args, explicit)
-    cli.check_args(args, models.cifar.MODELS)
-    device, gpu_count = cli.setup_device(args.gpu_id, "gpu_id" in explicit)
-    cli.check_world(args)
-    seed_everything(cli.choose_seed(args))
-    num_classes = DATASETS[args.dataset]["num_classes"]
-    if checkpoint is not None:
-        cli.check_num_classes(checkpoint, num_classes)
-    model = cli.build_model(models.cifar.MODELS, args, num_classes)  # bad model flags fail here
-    if not args.evaluate:
-        cli.check_writable(args.checkpoint)
+    # Flags (a resumed run takes its checkpoint's recorded ones), then the device: nothing asks
+    # CUDA anything before --gpu-id has chosen the GPU. Bad model flags fail before the data.
+    settings, checkpoint = cifar_flags().parse(argv)
+    device, gpu_count = run.select_device(settings.device)
+    settings = settings.with_seed(run.choose_seed(settings.seed, settings.data.train_batch))
+    seed_everything(settings.seed)
+    num_classes = DATASETS[settings.data.dataset]["num_classes"]
+    run.check_num_classes(checkpoint, num_classes)
+    network = run.build_model(models.cifar.MODELS, settings.model, num_classes)
+    if not settings.evaluate:
+        run.check_writable(settings.run_folder)
 
-    # Data
-    print(f"==> Preparing dataset {args.dataset}")
-    train_set, test_set = load_dataset(args.data, args.dataset, download=not args.no_download)
-    train_loader, test_loader = cifar_loaders(train_set, test_set, args, device,
-                                              args.manualSeed)
+    # Data, on the training device
+    print(f"==> Preparing dataset {settings.data.dataset}")
+    train_set, test_set = load_dataset(settings.data.root, settings.data.dataset,
+                                       download=settings.data.download)
+    loaders = cifar_loaders(train_set, test_set, settings.data, device, settings.seed,
+                            settings.device.channels_last)
 
-    # Model
-    print(f"==> creating model '{args.arch}'")
-    if args.weights:
-        load_weights(model, args.weights)
-    model, raw_model = cli.prepare_model(model, device, gpu_count, args.channels_last,
-                                         args.compile, args.ghost_batch)
-    print(f"    Total params: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M")
-    # Loss, optimizer, schedule, regularisers, EMA
-    recipe = make_recipe(raw_model, args, num_classes, len(train_loader))
+    # Model, recipe (loss, optimizer, schedule, regularisers, EMA), and where a resume continues
+    print(f"==> creating model '{settings.model.arch}'")
+    model = run.prepare_model(network, device, gpu_count, settings)
+    recipe = make_recipe(model.raw, settings.recipe, num_classes, len(loaders.train))
+    plan = run.start_plan(settings, checkpoint, model.raw, recipe)
 
-    # Resume
-    start_epoch, best_acc = args.start_epoch, 0.0
-    if checkpoint is not None:
-        print(f"==> Resuming from checkpoint {args.resume}")
-        start_epoch, best_acc = resume_from(checkpoint, raw_model, recipe)
-    if args.evaluate:
-        print("\nEvaluation only")
-        cli.report_evaluation(model, test_loader, recipe, args, device,
-                              train_set.classes, num_classes)
-        return
-
-    # Train and evaluate every epoch; log.txt, checkpoints, then the curves
-    title = {"cifar10": "cifar-10-", "cifar100": "cifar-100-"}.get(args.dataset,
-                                                                  f"{args.dataset}-") + args.arch
-    best_acc = cli.train_and_log(args, title, model, raw_model, (train_loader, test_loader),
-                                 recipe, device, start_epoch, best_acc, num_classes,
-                                 resumed=checkpoint is not None)
-    print("Best acc:")
-    print(best_acc)
+    # Evaluate; or train, evaluating every epoch: log.txt, checkpoints, then the curves
+    if settings.evaluate:
+        return run.report_evaluation(model, loaders.test, recipe, plan, train_set.classes,
+                                     num_classes)
+    title = {"cifar10": "cifar-10-", "cifar100": "cifar-100-"}.get(
+        settings.data.dataset, f"{settings.data.dataset}-") + settings.model.arch
+    return run.train_and_log(model, loaders, recipe, plan, run.run_record(settings, num_classes),
+                             title)
 
 
 if __name__ == "__main__":
-    cli.run_main(main)
+    run.run_main(main)

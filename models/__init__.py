@@ -1,6 +1,5 @@
 """Model packages: ``models.cifar`` and ``models.imagenet``, each with a ``MODELS`` dict of
 constructors by name, and ``create_model`` which calls one with the options it accepts."""
-import difflib
 import inspect
 
 from . import cifar, imagenet
@@ -14,11 +13,8 @@ def model_options(constructor):
 def create_model(registry, arch, **options):
     """Build ``registry[arch]`` with the subset of ``options`` it accepts (the scripts pass every
     model flag; each family takes its own, as in the reference). Options set to None are left at
-    the constructor's default. A name not in the registry raises ValueError naming the closest."""
-    if arch not in registry:
-        close = difflib.get_close_matches(arch, list(registry), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown architecture {arch!r}{hint}")
+    the constructor's default. (The scripts build through utils.run.build_model, which also
+    refuses options written on the command line that the architecture does not take.)"""
     constructor = registry[arch]
     accepted = model_options(constructor)
     return constructor(**{k: v for k, v in options.items() if k in accepted and v is not None})

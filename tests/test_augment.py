@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.augment import (BatchAugment, DualCutoutLoss, cutmix, cutout, dual_cutout, mixup,
-                           one_hot, random_erasing, ricap)
+from utils.augment import (BatchAugment, DualCutoutLoss, Regularisers, cutmix, cutout, dual_cutout,
+                           mixup, one_hot, random_erasing, ricap)
 
 
 def gen(seed=0):
@@ -90,7 +90,7 @@ def test_dual_cutout_gives_two_views_and_its_loss_adds_their_disagreement():
 
 def test_same_generator_seed_same_draws():
     x, y = batch()
-    aug = BatchAugment(10, cutout_size=4, random_erasing_p=0.5, cutmix_alpha=1.0)
+    aug = BatchAugment(10, Regularisers(cutout=4, random_erasing=0.5, cutmix=1.0))
     a, ta = aug(x, y, gen(7))
     b, tb = aug(x, y, gen(7))
     assert torch.equal(a, b) and torch.equal(ta, tb)
@@ -98,7 +98,7 @@ def test_same_generator_seed_same_draws():
 
 def test_only_one_mixing_method_and_dual_cutout_needs_a_size():
     with pytest.raises(ValueError, match="choose one"):
-        BatchAugment(10, mixup_alpha=0.2, cutmix_alpha=1.0)
+        Regularisers(mixup=0.2, cutmix=1.0)
     with pytest.raises(ValueError, match="--cutout"):
-        BatchAugment(10, dual_cutout_alpha=0.1)
+        Regularisers(dual_cutout=0.1)
     assert not BatchAugment(10).enabled

@@ -8,7 +8,7 @@ import bench
 
 
 def test_model_bench_prints_throughput_and_ratios(capsys):
-    bench.main(["-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
+    bench.main(["step", "-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
                 "--amp", "bf16", "--warmup", "1", "--windows", "2", "--steps", "1"])
     out = capsys.readouterr().out
     assert re.search(r"l_resnet amp=bf16 .* img/s best .* img/s median", out)
@@ -18,24 +18,24 @@ def test_model_bench_prints_throughput_and_ratios(capsys):
 
 
 def test_pipeline_bench_prints_delivered_rate(capsys):
-    bench.main(["--pipeline", "cifar", "--device", "cpu", "--train", "256", "--batch", "64",
+    bench.main(["pipeline", "cifar", "--device", "cpu", "--images", "256", "--batch", "64",
                 "--windows", "2"])
     assert re.search(r"DeviceLoader CIFAR 256 images: \d+ img/s best", capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("decode", ["cpu", "device"])
 def test_imagenet_pipeline_bench_times_imagenet_py_loader(decode, capsys, tmp_path):
-    from conftest import make_image_folder
+    from builders import make_image_folder
     root = make_image_folder(str(tmp_path), splits=(("train", 4), ("val", 1)), size=(64, 48),
                              ext="jpg")
-    bench.main(["--pipeline", "imagenet", "--data", root, "--decode", decode, "--device", "cpu",
+    bench.main(["pipeline", "imagenet", "--data", root, "--decode", decode, "--device", "cpu",
                 "--batch", "4", "--workers", "0", "--windows", "1"])
     assert re.search(rf"imagenet.py train loader, --decode {decode}, .*: \d+ img/s best",
                      capsys.readouterr().out)
 
 
 def test_imagenet_pipeline_bench_makes_its_jpegs_from_real_cifar(capsys, cifar_npz):
-    bench.main(["--pipeline", "imagenet", "--npz", cifar_npz, "--train", "8", "--device", "cpu",
+    bench.main(["pipeline", "imagenet", "--npz", cifar_npz, "--images", "8", "--device", "cpu",
                 "--batch", "4", "--workers", "0", "--windows", "1"])
     out = capsys.readouterr().out
     folder = re.search(r"--decode cpu, 0 workers, (\S+)/train: \d+ img/s best", out).group(1)
@@ -46,7 +46,7 @@ def test_imagenet_pipeline_bench_makes_its_jpegs_from_real_cifar(capsys, cifar_n
 
 
 def test_overhead_bench_prints_each_round_and_the_ratio_of_minima(capsys, cifar_npz):
-    bench.main(["--overhead", "--npz", cifar_npz, "--train", "256", "--test", "64", "--epochs",
+    bench.main(["overhead", "--npz", cifar_npz, "--train", "256", "--test", "64", "--epochs",
                 "1", "--batch", "64", "--windows", "1", "--steps", "1", "--warmup", "1",
                 "--repeats", "2"])
     out = capsys.readouterr().out

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import cifar
-from utils import cli
-from conftest import REPO, make_cifar_pickles, make_image_folder, read_log_rows
+from builders import REPO, make_cifar_pickles, make_image_folder, read_log_rows, tiny_run
+from utils.flags import UsageError
 
 HEADER = "Learning Rate\tTrain Loss\tValid Loss\tTrain Acc.\tValid Acc.\t"
-FAST = ["--no-progress", "--manualSeed", "3", "--train-batch", "16", "--test-batch", "16"]
+FAST = tiny_run(seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +173,10 @@ def test_ghost_batch_norm_and_dual_cutout_train(official, tmp_path, capsys):
                 "--cutout", "8", "--dual-cutout", "0.1", "--optimizer", "adamw", "--lr", "1e-3"])
     _, rows = read_log_rows(os.path.join(run, "log.txt"))
     assert len(rows) == 1 and all(v == v for v in rows[0])  # finite, not NaN
-    with pytest.raises(cli.UsageError, match="no BatchNorm|has none"):
+    with pytest.raises(UsageError, match="no BatchNorm|has none"):
         cifar.main(["-a", "l_resnet", "--depth", "8", "--data", official, "--epochs", "1",
                     "-c", str(tmp_path / "l"), "--ghost-batch", "4"])
-    with pytest.raises(cli.UsageError, match="choose one of --mixup, --cutmix"):
+    with pytest.raises(UsageError, match="choose one of --mixup, --cutmix"):
         # Refused before looking for data: there is none at this --data.
         cifar.main(["-a", "resnet", "--depth", "8", "--data", str(tmp_path / "nowhere"),
                     "--no-download", "--mixup", "0.2", "--cutmix", "1", "-c", str(tmp_path / "m")])

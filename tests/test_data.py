@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import cifar
-from conftest import (make_cifar_pickles, make_idx_dataset, make_image_folder, make_svhn,
+from builders import (make_cifar_pickles, make_idx_dataset, make_image_folder, make_svhn,
                       read_log_rows, write_mat)
 from utils.data import DataError, dataset_stats, load_dataset
 from utils.raw_formats import read_idx, read_mat

@@ -1,6 +1,5 @@
 """imagenet.py --decode device: JPEG bytes decoded, cropped and normalised on the training device,
 matching the PIL path's pictures and its per-image seeded draws."""
-import argparse
 import os
 
 import numpy as np
@@ -9,7 +8,7 @@ import torch
 from PIL import Image
 
 import imagenet
-from conftest import read_log_rows
+from builders import read_log_rows
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from utils.device_decode import DeviceDecodeLoader
 from utils.loaders import EpochBatches
@@ -39,9 +38,10 @@ def batches_of(loader):
 
 def imagenet_py_loaders(root, decode, batch, epoch):
     """imagenet.py's own (train, val) loaders for --decode ``decode``, at ``epoch``."""
-    options = argparse.Namespace(data=root, train_batch=batch, test_batch=batch, decode=decode,
-                                 workers=0, channels_last=False)
-    _, train, val = imagenet.imagenet_loaders(options, "cpu", seed=5)
+    settings, _ = imagenet.imagenet_flags().parse(
+        ["--data", root, "--train-batch", str(batch), "--test-batch", str(batch), "--decode",
+         decode, "-j", "0"])
+    _, (train, val) = imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 5, False)
     train.set_epoch(epoch)
     return train, val
 

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 import cifar
-from conftest import REPO, make_cifar_pickles, read_log_rows
+from builders import REPO, TINY_MODEL, make_cifar_pickles, read_log_rows, tiny_run
 
-ARGS = ["-a", "l_resnet", "--depth", "8", "--train-batch", "16", "--iter-size", "2",
-        "--test-batch", "8", "--no-progress", "--manualSeed", "9"]
+ARGS = TINY_MODEL + tiny_run(seed=9, test_batch=8) + ["--iter-size", "2"]
 
 
 def torchrun(args, nproc=2):

@@ -2,12 +2,15 @@
 import torch
 import torch.nn as nn
 
+from builders import engine_recipe
 from utils.ema import create_ema
-from utils.engine import train_one_epoch
+from utils.engine import TrainPlan, train_one_epoch
 
 
 class ListLoader:
     """The engine's loader interface over a fixed list of batches."""
+
+    device = "cpu"
 
     def __init__(self, batches):
         self.batches = batches
@@ -31,8 +34,8 @@ def test_ema_weights_equal_the_closed_form_after_k_steps():
     seen = []  # the weights after every optimizer step
     optimizer.register_step_post_hook(lambda *a: seen.append(model.weight.detach().clone()))
     batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(k)]
-    train_one_epoch(model, ListLoader(batches), nn.CrossEntropyLoss(), optimizer, epoch=0,
-                    device="cpu", show_progress=False, ema=ema)
+    train_one_epoch(model, ListLoader(batches), engine_recipe(optimizer, ema=ema, num_classes=3),
+                    TrainPlan(epochs=1, show_progress=False), 0)
     assert len(seen) == k
     # First update copies; then ema = decay * ema + (1 - decay) * w.
     expected = decay ** (k - 1) * seen[0]

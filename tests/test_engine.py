@@ -2,13 +2,15 @@
 in the checkpoint. fp16 autocast and GradScaler run on the CPU too, so the path the GPU takes
 is tested here (cifar.py itself refuses --amp fp16 without a GPU, where it only costs time)."""
 import torch
-import torch.nn as nn
 
 import models
-from conftest import random_images
+from builders import engine_recipe, random_images
 from utils.checkpoint import restore_training_state, training_state
-from utils.engine import train_one_epoch
+from utils.engine import TrainPlan, train_one_epoch
 from utils.loaders import DeviceLoader, EpochBatches
+
+
+FP16 = TrainPlan(epochs=1, amp="fp16", show_progress=False)
 
 
 def tiny_run(scaler, n=12, batch=4):
@@ -27,8 +29,7 @@ def test_fp16_skips_the_step_whose_gradients_overflow_and_backs_off_the_scale():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40, backoff_factor=2.0 ** -30)
     model, loader, optimizer = tiny_run(scaler)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    loss, top1, _ = train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, epoch=0,
-                                    device="cpu", amp="fp16", scaler=scaler, show_progress=False)
+    loss, top1, _ = train_one_epoch(model, loader, engine_recipe(optimizer, scaler), FP16, 0)
     assert scaler.get_scale() == 2.0 ** 10
     assert torch.isfinite(torch.tensor(loss)) and 0 <= top1 <= 100
     after = model.state_dict()
@@ -39,8 +40,7 @@ def test_fp16_skips_the_step_whose_gradients_overflow_and_backs_off_the_scale():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40, backoff_factor=0.5)
     model, loader, optimizer = tiny_run(scaler, n=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, epoch=0, device="cpu",
-                    amp="fp16", scaler=scaler, show_progress=False)
+    train_one_epoch(model, loader, engine_recipe(optimizer, scaler), FP16, 0)
     assert scaler.get_scale() == 2.0 ** 39
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -49,8 +49,7 @@ def test_the_scaler_state_goes_into_the_checkpoint_and_comes_back():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40, backoff_factor=2.0 ** -30)
     model, loader, optimizer = tiny_run(scaler)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [1])
-    train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, epoch=0, device="cpu",
-                    amp="fp16", scaler=scaler, show_progress=False)
+    train_one_epoch(model, loader, engine_recipe(optimizer, scaler), FP16, 0)
     state = training_state(1, model, optimizer, scheduler, scaler, 0.0, 0.0, {})
     resumed = torch.amp.GradScaler("cpu")
     restore_training_state(state, optimizer, scheduler, resumed)

@@ -4,9 +4,9 @@ import os
 import pytest
 
 import imagenet
-from conftest import make_image_folder, read_log_rows
+from builders import make_image_folder, read_log_rows
 from utils.checkpoint import CheckpointError
-from utils.cli import UsageError
+from utils.flags import UsageError
 
 
 @pytest.fixture(scope="module")

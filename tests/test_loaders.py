@@ -3,7 +3,7 @@ the per-image definition; normalisation matches torchvision's."""
 import torch
 import torch.nn.functional as F
 
-from conftest import random_images
+from builders import random_images
 from utils.loaders import DeviceLoader, EpochBatches, crop_flip
 
 

@@ -11,7 +11,7 @@ from models import cifar, create_model, imagenet
 from models.layers import WSConv2d, group_norm, standardize_weight
 from utils.checkpoint import CheckpointError, load_weights
 
-from conftest import load_reference_models
+from builders import load_reference_models
 
 REFERENCE = load_reference_models()
 REFERENCE_ENTRIES = [] if REFERENCE is None else [
@@ -215,11 +215,6 @@ def test_bottleneck_depth_rule():
         cifar.resnet(depth=32, block_name="Bottleneck")
     with pytest.raises(ValueError, match="BasicBlock or Bottleneck"):
         cifar.resnet(depth=20, block_name="Basic")
-
-
-def test_unknown_arch_names_the_closest():
-    with pytest.raises(ValueError, match="did you mean.*l_resnet50"):
-        create_model(imagenet.MODELS, "l_resnet05")
 
 
 def test_initialisation_and_zero_init_residual():

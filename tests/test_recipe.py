@@ -4,17 +4,16 @@ import torch
 import torch.nn as nn
 
 import cifar
-from utils import cli
-from utils.recipe import make_recipe
 from utils.augment import DualCutoutLoss
+from utils.flags import UsageError
+from utils.recipe import make_recipe
 from utils.schedule import IterationLR
 
 
 def recipe_for(flags, batches_per_epoch=10):
-    args, _ = cifar.parse_args(["-a", "resnet", "--depth", "8"] + flags)
-    cli.check_args(args, {"resnet": None})
+    settings, _ = cifar.cifar_flags().parse(["-a", "resnet", "--depth", "8"] + flags)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    return make_recipe(model, args, 10, batches_per_epoch)
+    return make_recipe(model, settings.recipe, 10, batches_per_epoch)
 
 
 def test_default_recipe_is_the_references():
@@ -56,10 +55,10 @@ def test_cosine_warmup_lars_dual_cutout_ema():
     (["--cutout", "-1"], "--cutout must be >= 0"),
 ])
 def test_impossible_recipes_are_usage_errors(flags, message):
-    with pytest.raises(cli.UsageError, match=message):
+    with pytest.raises(UsageError, match=message):
         recipe_for(flags)
 
 
 def test_dual_cutout_without_a_size_is_a_usage_error():
-    with pytest.raises(cli.UsageError, match="--cutout SIZE"):
+    with pytest.raises(UsageError, match="--cutout SIZE"):
         recipe_for(["--dual-cutout", "0.1"])

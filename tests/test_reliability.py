@@ -12,12 +12,12 @@ import torch
 
 import cifar
 import imagenet
-from conftest import REPO, make_cifar_pickles, make_image_folder, read_log_rows
-from utils import cli
+from builders import (REPO, TINY_MODEL, make_cifar_pickles, make_image_folder, read_log_rows,
+                      tiny_run)
 from utils.checkpoint import atomic_save, save_checkpoint
+from utils.run import run_main
 
-TINY = ["-a", "l_resnet", "--depth", "8", "--train-batch", "16", "--test-batch", "16",
-        "--no-progress", "--manualSeed", "4"]
+TINY = TINY_MODEL + tiny_run(seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ SLOW_SAVE = textwrap.dedent("""
     torch.save = slow_save
     sys.path.insert(0, os.environ["REPO"])
     import cifar
-    from utils import cli
-    cli.run_main(cifar.main, sys.argv[1:])
+    from utils.run import run_main
+    run_main(cifar.main, sys.argv[1:])
 """)
 
 
@@ -122,7 +122,7 @@ def test_nan_loss_names_epoch_and_batch_and_keeps_the_checkpoint(data, tmp_path,
 
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", poisoned)
     with pytest.raises(SystemExit) as exit_info:
-        cli.run_main(cifar.main, TINY + ["--data", data, "--epochs", "2", "--resume", run])
+        run_main(cifar.main, TINY + ["--data", data, "--epochs", "2", "--resume", run])
     assert exit_info.value.code == 1
     assert "loss became non-finite at epoch 2, batch 2" in capsys.readouterr().err
     assert open(os.path.join(run, "checkpoint.pth.tar"), "rb").read() == before
@@ -154,7 +154,7 @@ def test_atomic_save_replaces_whole_files(tmp_path):
 
 def fail(argv, script=cifar, capsys=None):
     with pytest.raises(SystemExit) as exit_info:
-        cli.run_main(script.main, argv)
+        run_main(script.main, argv)
     err = capsys.readouterr().err
     assert exit_info.value.code != 0 and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]

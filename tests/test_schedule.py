@@ -1,18 +1,16 @@
 """LR schedules: the reference's step schedule per epoch, cosine and warmup per iteration."""
-import argparse
 import math
 
 import pytest
 import torch
 
-from utils.schedule import IterationLR, lr_factor, make_scheduler
+from utils.schedule import IterationLR, Schedule, lr_factor, make_scheduler
 
 
-def run_schedule(steps_per_epoch, epochs, **flags):
-    args = argparse.Namespace(**{"scheduler": "step", "warmup_epochs": 0.0, "schedule": [],
-                                 "gamma": 0.1, "epochs": epochs, **flags})
+def run_schedule(steps_per_epoch, epochs, **settings):
+    schedule = Schedule(**{"name": "step", "milestones": (), "epochs": epochs, **settings})
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
-    scheduler = make_scheduler(optimizer, args, steps_per_epoch)
+    scheduler = make_scheduler(optimizer, schedule, steps_per_epoch)
     lrs = []
     for _ in range(epochs):
         for _ in range(steps_per_epoch):
@@ -26,13 +24,13 @@ def run_schedule(steps_per_epoch, epochs, **flags):
 
 
 def test_step_schedule_is_the_references_multisteplr_per_epoch():
-    scheduler, lrs = run_schedule(3, 4, schedule=[1, 3], gamma=0.5)
+    scheduler, lrs = run_schedule(3, 4, milestones=(1, 3), gamma=0.5)
     assert isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR)
     assert lrs == pytest.approx([0.4] * 3 + [0.2] * 6 + [0.1] * 3)
 
 
 def test_cosine_hits_the_closed_form_at_chosen_iterations():
-    scheduler, lrs = run_schedule(10, 5, scheduler="cosine")
+    scheduler, lrs = run_schedule(10, 5, name="cosine")
     assert isinstance(scheduler, IterationLR)
     total = 50
     for step in (0, 1, 12, 25, 37, 49):
@@ -41,7 +39,7 @@ def test_cosine_hits_the_closed_form_at_chosen_iterations():
 
 
 def test_warmup_is_linear_per_iteration_then_cosine():
-    _, lrs = run_schedule(4, 6, scheduler="cosine", warmup_epochs=2)
+    _, lrs = run_schedule(4, 6, name="cosine", warmup_epochs=2)
     assert lrs[:8] == pytest.approx([0.4 * (k + 1) / 8 for k in range(8)])
     # After 8 warmup steps the cosine runs over the remaining 16 steps.
     assert lrs[8] == pytest.approx(0.4)
@@ -49,7 +47,7 @@ def test_warmup_is_linear_per_iteration_then_cosine():
 
 
 def test_warmup_then_step_drops_at_epoch_boundaries():
-    _, lrs = run_schedule(5, 4, warmup_epochs=1, schedule=[2, 3], gamma=0.1)
+    _, lrs = run_schedule(5, 4, warmup_epochs=1, milestones=(2, 3), gamma=0.1)
     assert lrs[:5] == pytest.approx([0.08, 0.16, 0.24, 0.32, 0.4])
     assert lrs[5:10] == pytest.approx([0.4] * 5)
     assert lrs[10:15] == pytest.approx([0.04] * 5)
@@ -62,16 +60,15 @@ def test_factor_for_a_fractional_warmup():
 
 
 def test_iteration_schedule_resumes_from_its_state():
-    _, full = run_schedule(4, 4, scheduler="cosine", warmup_epochs=1)
-    args = argparse.Namespace(scheduler="cosine", warmup_epochs=1.0, schedule=[], gamma=0.1,
-                              epochs=4)
+    _, full = run_schedule(4, 4, name="cosine", warmup_epochs=1)
+    schedule = Schedule("cosine", epochs=4, milestones=(), warmup_epochs=1.0)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
-    first = make_scheduler(opt, args, 4)
+    first = make_scheduler(opt, schedule, 4)
     for _ in range(6):
         opt.step()
         first.step()
     opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
-    second = make_scheduler(opt2, args, 4)
+    second = make_scheduler(opt2, schedule, 4)
     opt2.load_state_dict(opt.state_dict())
     second.load_state_dict(first.state_dict())
     assert opt2.param_groups[0]["lr"] == pytest.approx(full[6])
@@ -79,10 +76,8 @@ def test_iteration_schedule_resumes_from_its_state():
 
 def test_a_resume_with_more_epochs_follows_the_new_cosine_at_once():
     def make(epochs):
-        args = argparse.Namespace(scheduler="cosine", warmup_epochs=0.0, schedule=[], gamma=0.1,
-                                  epochs=epochs)
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
-        return opt, make_scheduler(opt, args, 4)
+        return opt, make_scheduler(opt, Schedule("cosine", epochs=epochs, milestones=()), 4)
     opt, short = make(1)
     for _ in range(4):
         opt.step()

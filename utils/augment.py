@@ -12,13 +12,15 @@ torchvision.transforms.v2 ships MixUp, CutMix and RandomErasing, but they draw f
 RNG, pair each image with its neighbour (a roll of the batch) and erase one rectangle shared by
 the whole batch; we need seeded, per-image draws and no host round trip per image.
 """
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["one_hot", "cutout", "random_erasing", "mixup", "cutmix", "ricap", "dual_cutout",
-           "DualCutoutLoss", "BatchAugment"]
+           "DualCutoutLoss", "Regularisers", "BatchAugment"]
 
 
 def one_hot(y, num_classes):
@@ -166,35 +168,51 @@ class DualCutoutLoss(nn.Module):
         return ce + self.alpha * F.mse_loss(out1.softmax(1), out2.softmax(1))
 
 
-class BatchAugment:
-    """The regularisers a run asked for, in order: cutout, random erasing, then at most one of
-    mixup / CutMix / RICAP / Dual-Cutout. ``enabled`` is False when nothing was asked for."""
+@dataclasses.dataclass(frozen=True)
+class Regularisers:
+    """The batch regularisers a run asked for (0 = off): Cutout square size, Random Erasing
+    probability, and at most one mixing method (mixup / CutMix alpha, RICAP beta, Dual-Cutout
+    alpha, which also needs a cutout size). An impossible combination is a ValueError."""
+    cutout: int = 0
+    random_erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ricap: float = 0.0
+    dual_cutout: float = 0.0
 
-    def __init__(self, num_classes, cutout_size=0, random_erasing_p=0.0, mixup_alpha=0.0,
-                 cutmix_alpha=0.0, ricap_beta=0.0, dual_cutout_alpha=0.0):
-        mixing = [n for n, v in (("mixup", mixup_alpha), ("cutmix", cutmix_alpha),
-                                 ("ricap", ricap_beta), ("dual-cutout", dual_cutout_alpha)) if v]
+    def __post_init__(self):
+        mixing = [n for n, v in (("mixup", self.mixup), ("cutmix", self.cutmix),
+                                 ("ricap", self.ricap), ("dual-cutout", self.dual_cutout)) if v]
         if len(mixing) > 1:
             raise ValueError(f"choose one of {', '.join('--' + m for m in mixing)}")
-        if dual_cutout_alpha and not cutout_size:
+        if self.dual_cutout and not self.cutout:
             raise ValueError("--dual-cutout needs --cutout SIZE for the size of its squares")
-        self.num_classes = num_classes
-        self.cutout_size, self.random_erasing_p = cutout_size, random_erasing_p
-        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
-        self.ricap_beta, self.dual_cutout_alpha = ricap_beta, dual_cutout_alpha
-        self.enabled = bool(cutout_size or random_erasing_p or mixing)
+
+    @property
+    def enabled(self):
+        return any(dataclasses.astuple(self))
+
+
+class BatchAugment:
+    """Applies ``regularisers`` in order: cutout, random erasing, then the one mixing method.
+    ``enabled`` is False when nothing was asked for."""
+
+    def __init__(self, num_classes, regularisers=Regularisers()):
+        self.num_classes, self.regs = num_classes, regularisers
+        self.enabled = regularisers.enabled
 
     def __call__(self, x, y, generator):
-        if self.dual_cutout_alpha:
-            return dual_cutout(x, y, self.cutout_size, generator)
-        if self.cutout_size:
-            x = cutout(x, self.cutout_size, generator)
-        if self.random_erasing_p:
-            x = random_erasing(x, generator, self.random_erasing_p)
-        if self.mixup_alpha:
-            x, y, _, _ = mixup(x, one_hot(y, self.num_classes), self.mixup_alpha, generator)
-        elif self.cutmix_alpha:
-            x, y, _, _ = cutmix(x, one_hot(y, self.num_classes), self.cutmix_alpha, generator)
-        elif self.ricap_beta:
-            x, y, _, _ = ricap(x, one_hot(y, self.num_classes), self.ricap_beta, generator)
+        regs = self.regs
+        if regs.dual_cutout:
+            return dual_cutout(x, y, regs.cutout, generator)
+        if regs.cutout:
+            x = cutout(x, regs.cutout, generator)
+        if regs.random_erasing:
+            x = random_erasing(x, generator, regs.random_erasing)
+        if regs.mixup:
+            x, y, _, _ = mixup(x, one_hot(y, self.num_classes), regs.mixup, generator)
+        elif regs.cutmix:
+            x, y, _, _ = cutmix(x, one_hot(y, self.num_classes), regs.cutmix, generator)
+        elif regs.ricap:
+            x, y, _, _ = ricap(x, one_hot(y, self.num_classes), regs.ricap, generator)
         return x, y

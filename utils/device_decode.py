@@ -19,7 +19,8 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from .data import DataError
-from .loaders import EpochLoader, Normalize, TaggedBatches, image_rng
+from .loaders import EpochLoader, Normalize, TaggedBatches
+from .seeding import image_rng
 
 __all__ = ["EncodedImages", "DeviceDecodeLoader"]
 

@@ -7,19 +7,45 @@ share of the step -> backward -> after the step's last micro-batch: optimizer st
 LR schedule, EMA update -> meters -> progress line.
 """
 import contextlib
+import dataclasses
 import signal
 import time
+from typing import NamedTuple
 
 import torch
 
 from . import distributed
 from .checkpoint import save_checkpoint, training_state
 from .eval import confusion_counts, topk_correct
-from .loaders import REGULARISE, mixed_seed
 from .progress import Progress
+from .seeding import batch_generator
 
-__all__ = ["NonFiniteLoss", "TrainingInterrupted", "StopSignal", "autocast", "train_one_epoch",
-           "evaluate", "fit"]
+__all__ = ["TrainPlan", "PreparedModel", "NonFiniteLoss", "TrainingInterrupted", "StopSignal",
+           "autocast", "train_one_epoch", "evaluate", "fit"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """Where training starts and ends and how each step runs: epochs [start_epoch, epochs), one
+    optimizer step per ``iter_size`` micro-batches under ``amp``, draws from ``seed``; the run
+    folder gets log and checkpoints; ``best_acc`` is the best validation accuracy so far and
+    ``resumed`` whether the run continues a checkpoint (whose log it then appends to)."""
+    epochs: int
+    start_epoch: int = 0
+    iter_size: int = 1
+    amp: str = "none"
+    seed: int = 0
+    run_folder: str = "checkpoint"
+    show_progress: bool = True
+    best_acc: float = 0.0
+    resumed: bool = False
+
+
+class PreparedModel(NamedTuple):
+    """The model as it is called (maybe DDP/DataParallel/compiled) and the bare module whose
+    state_dict is saved."""
+    call: torch.nn.Module
+    raw: torch.nn.Module
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -77,25 +103,23 @@ def _no_sync(model, skip):
     return model.no_sync() if skip and hasattr(model, "no_sync") else contextlib.nullcontext()
 
 
-def batch_generator(seed, epoch, batch):
-    """The CPU generator of one batch's regularisers: from (seed, epoch, batch, rank) alone, so
-    a resumed run draws what an uninterrupted one does."""
-    return torch.Generator().manual_seed(mixed_seed(seed, epoch, REGULARISE, batch,
-                                                    distributed.rank()))
+def train_one_epoch(model, loader, recipe, plan, epoch, stop=None):
+    """Train ``model`` (the module to call) one epoch of ``loader`` with ``recipe`` (a
+    utils.recipe.Recipe) as ``plan`` says; returns (loss, top1 %, top5 %) averaged over this
+    process's images. ``stop`` (a StopSignal) ends the epoch after the step in flight.
 
-
-def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_size=1,
-                    amp="none", scaler=None, show_progress=True, stop=None, batch_augment=None,
-                    seed=0, iteration_scheduler=None, ema=None):
-    """Train one epoch; returns (loss, top1 %, top5 %) averaged over this process's images.
-
-    The optimizer steps once every ``iter_size`` micro-batches. Each micro-batch's mean loss is
-    weighted by its share of the images of its step (1/iter_size when all are full), so a step
+    The optimizer steps once every ``plan.iter_size`` micro-batches. Each micro-batch's mean loss
+    is weighted by its share of the images of its step (1/iter_size when all are full), so a step
     computes the mean loss over all its images whatever the split into micro-batches or
-    processes (DDP averages gradients over processes, hence the factor world).
-    ``batch_augment`` (utils.augment.BatchAugment) transforms each batch and its targets;
-    ``iteration_scheduler`` steps after every optimizer step, and ``ema`` (an AveragedModel)
-    averages the weights after it. Accuracy with mixed targets counts the largest target."""
+    processes (DDP averages gradients over processes, hence the factor world). The recipe's
+    batch regularisers transform each batch and its targets; a per-iteration schedule steps
+    after every optimizer step, and the EMA averages the weights after it. Accuracy with mixed
+    targets counts the largest target."""
+    criterion, optimizer, scaler = recipe.criterion, recipe.optimizer, recipe.scaler
+    batch_augment, ema = recipe.batch_augment, recipe.ema
+    iteration_scheduler = recipe.scheduler if getattr(recipe.scheduler, "per_iteration",
+                                                      False) else None
+    device, iter_size, amp = loader.device, plan.iter_size, plan.amp
     model.train()
     sizes = loader.batch_sizes()
     world = distributed.world_size()
@@ -107,14 +131,14 @@ def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_
     # GPU on a host sync, so it is read where the host syncs anyway (CPU: every batch).
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
     on_cpu = torch.device(device).type == "cpu"
-    progress = Progress("Training", len(sizes), enabled=show_progress)
+    progress = Progress("Training", len(sizes), enabled=plan.show_progress)
     optimizer.zero_grad(set_to_none=True)
     end = time.time()
     for i, (x, y) in enumerate(loader):
         data_time = time.time() - end
         n = y.shape[0]
         if batch_augment is not None and batch_augment.enabled:
-            x, y = batch_augment(x, y, batch_generator(seed, epoch, i))
+            x, y = batch_augment(x, y, batch_generator(plan.seed, epoch, i, distributed.rank()))
         last_of_step = (i + 1) % iter_size == 0 or i + 1 == len(sizes)
         with _no_sync(model, not last_of_step):
             with autocast(device, amp):
@@ -158,13 +182,12 @@ def train_one_epoch(model, loader, criterion, optimizer, *, epoch, device, iter_
 
 
 @torch.no_grad()
-def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True,
-             confusion=None):
+def evaluate(model, loader, criterion, amp="none", show_progress=True, confusion=None):
     """Loss and top-1/top-5 accuracy (%) over the whole evaluation set: each process evaluates
     its shard and the sums are reduced, so the numbers are exact for any number of processes.
     ``confusion``, a (K, K) int64 tensor on ``device``, receives the counts of (true class,
     predicted class) pairs of the whole set."""
-    model = distributed.unwrap(model)
+    model, device = distributed.unwrap(model), loader.device
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
     progress = Progress("Testing ", len(loader), enabled=show_progress)
@@ -194,43 +217,40 @@ def evaluate(model, loader, criterion, *, device, amp="none", show_progress=True
     return t[0] / t[3], 100 * t[1] / t[3], 100 * t[2] / t[3]
 
 
-def fit(*, model, raw_model, train_loader, test_loader, criterion, optimizer, scheduler,
-        device, epochs, start_epoch, best_acc, logger, checkpoint_dir, run_info, iter_size=1,
-        amp="none", scaler=None, show_progress=True, eval_criterion=None, batch_augment=None,
-        seed=0, ema=None):
-    """The epoch loop: train, evaluate, step the schedule, log a row, save checkpoint.pth.tar
-    (and model_best.pth.tar). Only the main process prints the epoch's times, logs and saves.
-    Returns the best accuracy.
+def fit(model, loaders, recipe, plan, log, record):
+    """The epoch loop: train ``model`` (a PreparedModel) on ``loaders.train``, evaluate on
+    ``loaders.test``, step the recipe's schedule, append a row to ``log`` (a Logger; None on the
+    processes that do not log), save checkpoint.pth.tar (and model_best.pth.tar) holding
+    ``record`` (what the run's flags say a checkpoint records). Only the main process prints the
+    epoch's times, logs and saves. Returns the best accuracy.
 
-    A schedule with ``per_iteration`` set steps after every optimizer step, any other once per
-    epoch. With ``ema`` the averaged weights are evaluated too (an extra log column) and saved
-    in the checkpoint; the best model is chosen by the raw weights' accuracy."""
+    With an EMA the averaged weights are evaluated too (an extra log column) and saved in the
+    checkpoint; the best model is chosen by the raw weights' accuracy."""
     main = distributed.is_main()
-    eval_criterion = eval_criterion or criterion
+    show = plan.show_progress and main
+    eval_criterion, ema, scheduler = recipe.eval_criterion, recipe.ema, recipe.scheduler
     per_iteration = getattr(scheduler, "per_iteration", False)
+    best_acc = plan.best_acc
     with StopSignal() as stop:
-        for epoch in range(start_epoch, epochs):
-            lr = optimizer.param_groups[0]["lr"]
+        for epoch in range(plan.start_epoch, plan.epochs):
+            lr = recipe.optimizer.param_groups[0]["lr"]
             if main:
-                print(f"\nEpoch: [{epoch + 1} | {epochs}] LR: {lr:f}", flush=True)
-            train_loader.set_epoch(epoch)
+                print(f"\nEpoch: [{epoch + 1} | {plan.epochs}] LR: {lr:f}", flush=True)
+            loaders.train.set_epoch(epoch)
             start = time.perf_counter()
             train_loss, train_acc, _ = train_one_epoch(
-                model, train_loader, criterion, optimizer, epoch=epoch, device=device,
-                iter_size=iter_size, amp=amp, scaler=scaler,
-                show_progress=show_progress and main, stop=stop, batch_augment=batch_augment,
-                seed=seed, iteration_scheduler=scheduler if per_iteration else None, ema=ema)
+                model.call, loaders.train, recipe, dataclasses.replace(plan, show_progress=show),
+                epoch, stop)
             train_time = time.perf_counter() - start  # the epoch's meters synced the device
-            test_loss, test_acc, _ = evaluate(model, test_loader, eval_criterion, device=device,
-                                              amp=amp, show_progress=show_progress and main)
+            test_loss, test_acc, _ = evaluate(model.call, loaders.test, eval_criterion,
+                                              plan.amp, show)
             if main:
-                images = sum(train_loader.batch_sizes())
+                images = sum(loaders.train.batch_sizes())
                 print(f"    Epoch time: train {train_time:.2f} s ({images / train_time:.0f} img/s"
                       f"), test {time.perf_counter() - start - train_time:.2f} s", flush=True)
             row = [lr, train_loss, test_loss, train_acc, test_acc]
             if ema is not None:
-                row.append(evaluate(ema.module, test_loader, eval_criterion, device=device,
-                                    amp=amp, show_progress=False)[1])
+                row.append(evaluate(ema.module, loaders.test, eval_criterion, plan.amp, False)[1])
             if not per_iteration:
                 scheduler.step()
             is_best = test_acc > best_acc
@@ -238,10 +258,10 @@ def fit(*, model, raw_model, train_loader, test_loader, criterion, optimizer, sc
             if main:
                 # The row first: a crash before the save leaves one row too many, which resume
                 # cuts back to the checkpoint's epoch count (never a missing row).
-                logger.append(row)
+                log.append(row)
                 save_checkpoint(training_state(
-                    epoch + 1, raw_model, optimizer, scheduler, scaler, test_acc, best_acc,
-                    run_info, ema), is_best, checkpoint_dir)
+                    epoch + 1, model.raw, recipe.optimizer, scheduler, recipe.scaler, test_acc,
+                    best_acc, record, ema), is_best, plan.run_folder)
             if stop.received:
                 raise TrainingInterrupted(stop.received, epoch + 1)
     return best_acc

@@ -1,7 +1,7 @@
 """Classification accuracy."""
 import torch
 
-__all__ = ["accuracy", "topk_correct", "confusion_counts"]
+__all__ = ["topk_correct", "confusion_counts"]
 
 
 @torch.no_grad()
@@ -14,11 +14,6 @@ def topk_correct(output, target, topk=(1,)):
     pred = output.topk(maxk, dim=1).indices
     hits = pred.eq(target.view(-1, 1))
     return [hits[:, :min(k, maxk)].any(dim=1).sum() for k in topk]
-
-
-def accuracy(output, target, topk=(1,)):
-    """Top-k accuracy in percent, one 0-dim tensor per k (as the reference's ``accuracy``)."""
-    return [c.float() * (100.0 / target.shape[0]) for c in topk_correct(output, target, topk)]
 
 
 def confusion_counts(output, target, num_classes):

@@ -1,9 +1,7 @@
 """Batches for training and evaluation.
 
 Every random choice of an epoch (the order of images, each image's crop and flip) is drawn from
-(seed, epoch, image index) alone, never from the batch layout. So `--train-batch 8 --iter-size 4`
-sees exactly the pixels `--train-batch 32` sees, a W-process run sees the same images as a
-1-process run, and a resumed run the same as an uninterrupted one.
+(seed, epoch, image index) alone, never from the batch layout (utils.seeding states the rule).
 
 Two loaders yield the same thing, normalised float batches on the training device:
 - ``DeviceLoader``: the whole dataset as one uint8 tensor on the device; crops and flips are
@@ -11,30 +9,22 @@ Two loaders yield the same thing, normalised float batches on the training devic
 - ``StreamLoader``: a torch DataLoader of per-image torchvision transforms (ImageNet, or CIFAR
   with --loader dataloader); uint8 batches are copied to the device and normalised there.
 """
-import contextlib
+from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["mixed_seed", "epoch_generator", "EpochBatches", "EpochLoader", "Normalize",
-           "DeviceLoader", "StreamLoader", "TaggedBatches", "crop_flip", "ArrayImages", "image_rng",
-           "AUGMENT", "REGULARISE"]
+from .seeding import AUGMENT, ORDER, image_rng, stream_generator
+
+__all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
+           "TaggedBatches", "crop_flip", "ArrayImages"]
 
 
-def mixed_seed(*values):
-    """A 63-bit seed mixed from several integers (numpy's SeedSequence hashing)."""
-    state = np.random.SeedSequence([int(v) for v in values]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def epoch_generator(seed, epoch, stream):
-    """A CPU generator for one purpose (``stream``) of one epoch; the same on every device."""
-    return torch.Generator().manual_seed(mixed_seed(seed, epoch, stream))
-
-
-ORDER, AUGMENT, REGULARISE = 0, 1, 2  # generator streams: order, crops/flips, batch regularisers
+class Loaders(NamedTuple):
+    """A run's two loaders: training batches (shuffled, augmented) and evaluation batches."""
+    train: object
+    test: object
 
 
 class EpochBatches:
@@ -54,8 +44,8 @@ class EpochBatches:
     def permutation(self):
         if not self.shuffle:
             return torch.arange(self.num_images)
-        return torch.randperm(self.num_images, generator=epoch_generator(self.seed, self.epoch,
-                                                                         ORDER))
+        return torch.randperm(self.num_images,
+                             generator=stream_generator(self.seed, self.epoch, ORDER))
 
     def batch_sizes(self):
         """Global size of every micro-batch of the epoch (all processes together). In training
@@ -133,7 +123,7 @@ class DeviceLoader(EpochLoader):
         """Crop offsets and flips of every image for this epoch, indexed by image (the flips
         are drawn even when unused, so the crops do not depend on ``flip``)."""
         n, span = len(self.labels), 2 * self.pad + 1
-        g = epoch_generator(self.batches.seed, self.batches.epoch, AUGMENT)
+        g = stream_generator(self.batches.seed, self.batches.epoch, AUGMENT)
         offsets = torch.randint(0, span, (2, n), generator=g)
         flips = (torch.rand(n, generator=g) < 0.5) & self.flip
         return offsets[0].to(self.device), offsets[1].to(self.device), flips.to(self.device)
@@ -162,15 +152,6 @@ class ArrayImages(torch.utils.data.Dataset):
         image = self.dataset.images[i].permute(1, 2, 0).numpy()
         return Image.fromarray(image.squeeze(2) if image.shape[2] == 1 else image), \
             int(self.dataset.labels[i])
-
-
-@contextlib.contextmanager
-def image_rng(seed, epoch, index):
-    """The torch RNG seeded for image ``index`` of ``epoch`` and restored afterwards, so a
-    per-image transform draws the same whichever process, worker or batch applies it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(mixed_seed(seed, epoch, AUGMENT, index))
-        yield
 
 
 class SeededTransform(torch.utils.data.Dataset):

@@ -8,13 +8,31 @@ import math
 import torch
 import torch.nn as nn
 
-from .augment import BatchAugment, DualCutoutLoss
+from .augment import BatchAugment, DualCutoutLoss, Regularisers
 from .checkpoint import load_weights, restore_training_state
 from .ema import create_ema
 from .optim import create_optimizer
-from .schedule import make_scheduler
+from .schedule import Schedule, make_scheduler
 
-__all__ = ["Recipe", "make_batch_augment", "make_recipe", "resume_from"]
+__all__ = ["RecipeSettings", "Recipe", "make_recipe", "resume_from"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeSettings:
+    """What a recipe is made of, as values (the recipe flag group of the scripts). The defaults
+    are the reference's CIFAR recipe."""
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    no_wd_norm: bool = False
+    schedule: Schedule = Schedule()
+    iter_size: int = 1
+    label_smoothing: float = 0.0
+    regularisers: Regularisers = Regularisers()
+    ema: float = 0.0
+    amp: str = "none"
 
 
 @dataclasses.dataclass
@@ -30,29 +48,20 @@ class Recipe:
     ema: object
 
 
-def make_batch_augment(args, num_classes):
-    """The BatchAugment of --cutout/--random-erasing/--mixup/--cutmix/--ricap/--dual-cutout;
-    an impossible combination is a ValueError (cli.check_args reports it before the data)."""
-    return BatchAugment(num_classes, cutout_size=args.cutout,
-                        random_erasing_p=args.random_erasing, mixup_alpha=args.mixup,
-                        cutmix_alpha=args.cutmix, ricap_beta=args.ricap,
-                        dual_cutout_alpha=args.dual_cutout)
-
-
-def make_recipe(model, args, num_classes, batches_per_epoch):
-    """The Recipe of the flags. The default is the reference's: cross-entropy, SGD with momentum
-    and weight decay, the step schedule per epoch, no regulariser beyond the loader's crops."""
-    batch_augment = make_batch_augment(args, num_classes)
-    criterion = (DualCutoutLoss(args.dual_cutout, args.label_smoothing) if args.dual_cutout else
-                 nn.CrossEntropyLoss(label_smoothing=args.label_smoothing))
-    optimizer = create_optimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
-                                 weight_decay=args.weight_decay, nesterov=args.nesterov,
-                                 no_wd_norm=args.no_wd_norm)
-    scheduler = make_scheduler(optimizer, args, math.ceil(batches_per_epoch / args.iter_size))
-    scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
-    ema = create_ema(model, args.ema) if args.ema else None
-    return Recipe(criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler, batch_augment,
-                  ema)
+def make_recipe(model, settings, num_classes, batches_per_epoch):
+    """The Recipe of ``settings`` (a RecipeSettings) for ``model`` (the bare module)."""
+    regs = settings.regularisers
+    criterion = (DualCutoutLoss(regs.dual_cutout, settings.label_smoothing) if regs.dual_cutout
+                 else nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing))
+    optimizer = create_optimizer(model, settings.optimizer, lr=settings.lr,
+                                 momentum=settings.momentum, weight_decay=settings.weight_decay,
+                                 nesterov=settings.nesterov, no_wd_norm=settings.no_wd_norm)
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.iter_size)
+    scheduler = make_scheduler(optimizer, settings.schedule, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if settings.amp == "fp16" else None
+    ema = create_ema(model, settings.ema) if settings.ema else None
+    return Recipe(criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler,
+                  BatchAugment(num_classes, regs), ema)
 
 
 def resume_from(checkpoint, model, recipe):

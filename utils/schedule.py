@@ -5,12 +5,24 @@ LR multiplied by ``gamma`` at each epoch of ``--schedule``. Cosine annealing and
 change the LR at every optimizer step instead (``IterationLR``), so a short warmup or the end of a
 cosine is smooth rather than a staircase of epochs.
 """
+import dataclasses
 import functools
 import math
 
 import torch
 
-__all__ = ["IterationLR", "lr_factor", "make_scheduler"]
+__all__ = ["Schedule", "IterationLR", "lr_factor", "make_scheduler"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The LR plan: ``name`` step (x ``gamma`` at each of ``milestones``, in epochs) or cosine
+    (to 0 at ``epochs``), after ``warmup_epochs`` of linear warmup (may be fractional)."""
+    name: str = "step"
+    epochs: int = 300
+    milestones: tuple = (150, 225)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
 
 
 class IterationLR(torch.optim.lr_scheduler.LambdaLR):
@@ -45,12 +57,13 @@ def lr_factor(step, *, steps_per_epoch, epochs, scheduler, milestones=(), gamma=
     return gamma ** sum(step >= m * steps_per_epoch for m in milestones)
 
 
-def make_scheduler(optimizer, args, steps_per_epoch):
-    """The schedule of --scheduler / --schedule / --gamma / --warmup-epochs / --epochs."""
-    if args.scheduler == "step" and args.warmup_epochs == 0:
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.schedule,
-                                                    gamma=args.gamma)
-    factor = functools.partial(lr_factor, steps_per_epoch=steps_per_epoch, epochs=args.epochs,
-                               scheduler=args.scheduler, milestones=tuple(args.schedule),
-                               gamma=args.gamma, warmup_epochs=args.warmup_epochs)
+def make_scheduler(optimizer, schedule, steps_per_epoch):
+    """The torch scheduler of a ``Schedule``: MultiStepLR stepped per epoch for the reference's
+    plain step schedule, else an IterationLR stepped after every optimizer step."""
+    if schedule.name == "step" and schedule.warmup_epochs == 0:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(schedule.milestones),
+                                                    gamma=schedule.gamma)
+    factor = functools.partial(lr_factor, steps_per_epoch=steps_per_epoch, epochs=schedule.epochs,
+                               scheduler=schedule.name, milestones=tuple(schedule.milestones),
+                               gamma=schedule.gamma, warmup_epochs=schedule.warmup_epochs)
     return IterationLR(optimizer, factor)

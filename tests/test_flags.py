@@ -1,0 +1,69 @@
+"""utils.flags: every flag is in a group that says whether checkpoints record it; a resumed run
+takes back exactly the recorded flags; impossible values are refused before any data."""
+import pytest
+import torch
+
+import cifar
+import imagenet
+from builders import TINY_MODEL, make_cifar_pickles, tiny_run
+from models import imagenet as imagenet_models
+from utils.flags import PER_RUN, RECORDED, UsageError, check_arch
+
+SCRIPTS = {"cifar": (cifar.cifar_flags, []), "imagenet": (imagenet.imagenet_flags, ["--data", "."])}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_flag_is_recorded_or_deliberately_per_run(script):
+    make, argv = SCRIPTS[script]
+    flags = make()
+    settings, _ = flags.parse(argv)  # parse refuses a flag of no group
+    recorded, per_run = flags.dests(RECORDED), flags.dests(PER_RUN)
+    assert not recorded & per_run
+    # What a checkpoint records is the recorded groups' flags, all of them and only them.
+    assert set(settings.recorded) == recorded
+    for name in ("arch", "depth", "train_batch", "lr", "schedule", "mixup", "ema", "amp",
+                 "manualSeed", "iter_size", "epochs"):
+        assert name in recorded
+    for name in ("resume", "evaluate", "gpu_id", "checkpoint", "workers", "test_batch",
+                 "start_epoch", "compile", "channels_last", "weights", "no_progress", "data"):
+        assert name in per_run
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_flag_added_outside_the_groups_is_refused(script):
+    make, argv = SCRIPTS[script]
+    flags = make()
+    flags.parser.add_argument("--new-recipe-knob", type=float, default=0.5)
+    with pytest.raises(RuntimeError, match="new_recipe_knob.*no flag group"):
+        flags.parse(argv)
+
+
+def test_resume_takes_back_the_recorded_flags_only(tmp_path):
+    data = make_cifar_pickles(str(tmp_path / "data"), n_train=16, n_test=8)
+    run = str(tmp_path / "run")
+    cifar.main(TINY_MODEL + tiny_run(seed=7, train_batch=8, test_batch=4) +
+               ["--data", data, "--epochs", "1", "-c", run, "--lr", "0.05", "--cutout", "4"])
+    saved = torch.load(f"{run}/checkpoint.pth.tar", weights_only=True)["args"]
+    assert saved["lr"] == 0.05 and saved["manualSeed"] == 7 and "test_batch" not in saved
+    settings, _ = cifar.cifar_flags().parse(["--resume", run, "--lr", "0.2"])
+    assert settings.model.arch == "l_resnet" and settings.model.options["depth"] == 8
+    assert settings.recipe.lr == 0.2  # written again: the command line wins
+    assert settings.recipe.regularisers.cutout == 4 and settings.seed == 7
+    assert settings.data.test_batch == 100  # per-run: this run's default, not the saved one
+    assert settings.run_folder == run
+
+
+def test_unknown_arch_names_the_closest():
+    with pytest.raises(UsageError, match="did you mean.*l_resnet50"):
+        check_arch("l_resnet05", sorted(imagenet_models.MODELS))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "nan"], "--lr must be positive"),
+    (["--mixup", "0.2", "--ricap", "1"], "choose one of --mixup, --ricap"),
+    (["--test-batch", "0"], "--test-batch must be at least 1"),
+    (["-a", "resnt"], "did you mean resnet"),
+])
+def test_impossible_values_are_refused_at_parse(argv, message):
+    with pytest.raises(UsageError, match=message):
+        cifar.cifar_flags().parse(argv)

@@ -1,0 +1,77 @@
+"""utils.run: the device is chosen before anything asks CUDA; an architecture refuses the model
+flags it does not take."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import cifar
+import imagenet
+from builders import REPO
+from utils.flags import UsageError
+from utils.run import build_model
+
+# Every CUDA query of the run records what CUDA_VISIBLE_DEVICES said at that moment; CUDA reads
+# it once, at its first query, so a query before --gpu-id set it would train on the wrong GPU.
+WATCH_CUDA = textwrap.dedent("""
+    import json, os, sys
+    import torch
+    seen = []
+    def watch(name, answer):
+        def query(*args, **kwargs):
+            seen.append([name, os.environ.get("CUDA_VISIBLE_DEVICES")])
+            return answer
+        return query
+    for name, answer in [("is_available", False), ("device_count", 0), ("init", None),
+                         ("is_initialized", False), ("current_device", 0)]:
+        setattr(torch.cuda, name, watch(name, answer))
+    sys.path.insert(0, os.environ["REPO"])
+    import cifar
+    from utils.run import run_main
+    try:
+        run_main(cifar.main, sys.argv[1:])
+    finally:
+        print(json.dumps(seen), file=sys.stderr)
+""")
+
+
+def test_amp_fp16_with_gpu_id_asks_cuda_nothing_before_gpu_id_is_set(tmp_path):
+    env = dict(os.environ, REPO=REPO, CUDA_VISIBLE_DEVICES="5,6,7")
+    result = subprocess.run(
+        [sys.executable, "-c", WATCH_CUDA, "--amp", "fp16", "--gpu-id", "1", "-a", "resnet",
+         "--depth", "8", "--data", str(tmp_path / "none"), "--no-download", "-c",
+         str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
+    import json
+    seen = json.loads(result.stderr.strip().splitlines()[-1])
+    assert seen, "CUDA was never asked which GPUs there are"
+    assert all(visible == "1" for _, visible in seen), seen
+    # No GPU here: the run stops at the device, saying so, before any data is looked for.
+    assert result.returncode == 2 and "--gpu-id 1: no such CUDA GPU" in result.stderr
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    (cifar.cifar_flags, ["-a", "resnet", "--depth", "20", "--cardinality", "16"],
+     "--cardinality does not apply to resnet (it takes --block-name, --depth, "
+     "--zero-init-residual)"),
+    (cifar.cifar_flags, ["-a", "l_resnet", "--depth", "20", "--drop", "0.3"],
+     "--drop does not apply to l_resnet"),
+    (imagenet.imagenet_flags, ["-a", "resnet18", "--data", ".", "--gn-groups", "16"],
+     "--gn-groups does not apply to resnet18 (it takes no model flags)"),
+    (imagenet.imagenet_flags, ["-a", "l_resnet50", "--data", ".", "--depth", "101"],
+     "--depth does not apply to l_resnet50 (it takes --gn-groups, --zero-init-residual)"),
+])
+def test_a_model_flag_the_architecture_does_not_take_is_refused(script, argv, message):
+    flags = script()
+    settings, _ = flags.parse(argv)
+    archs = cifar.models.cifar.MODELS if script is cifar.cifar_flags else imagenet.ARCHS
+    with pytest.raises(UsageError) as error:
+        build_model(archs, settings.model, 10)
+    assert message in str(error.value)
+
+
+def test_defaults_of_flags_an_architecture_does_not_take_are_not_refused():
+    settings, _ = cifar.cifar_flags().parse(["-a", "resnet", "--depth", "8"])
+    assert settings.model.options["cardinality"] == 8  # the default, left unused
+    assert build_model(cifar.models.cifar.MODELS, settings.model, 10).fc.out_features == 10

@@ -1,0 +1,365 @@
+"""The command line of cifar.py and imagenet.py: flags declared in groups that say what they
+are, checked once, merged with a resumed checkpoint's, and handed on as typed values.
+
+Every flag belongs to one group, and the group says whether a checkpoint records it:
+
+    model    recorded  the network: -a and the options of its family, Ghost BN
+    dataset  recorded  which dataset (cifar.py -d)
+    recipe   recorded  how it trains: epochs, batch, iter-size, LR, schedule, optimizer,
+                       regularisers, EMA, AMP, the seed
+    data     per-run   where the files are and how they are loaded (--data, -j, --loader, ...)
+    run      per-run   what this invocation does, on what: --resume, -e, --weights, --start-epoch,
+                       --gpu-id, --channels-last, --compile
+    output   per-run   the run folder (-c) and progress output
+
+A checkpoint's ``args`` holds the recorded flags, and ``--resume`` takes them back unless they are
+written again on the command line, so a resumed run continues the run it resumes. A flag added
+to the parser outside a group is refused when the parser is used (``ScriptFlags.check_classified``).
+Nothing here touches CUDA: the device is chosen after parsing (utils.run.select_device), once
+``--gpu-id`` can still steer it.
+"""
+import argparse
+import dataclasses
+import difflib
+import math
+import os
+import sys
+
+from .augment import Regularisers
+from .checkpoint import read_checkpoint, resolve_checkpoint_path
+from .recipe import RecipeSettings
+from .schedule import Schedule
+
+__all__ = ["UsageError", "RECORDED", "PER_RUN", "ScriptFlags", "ModelChoice", "DeviceChoice",
+           "DataChoice", "RunSettings"]
+
+RECORDED, PER_RUN = "recorded", "per-run"
+GROUPS = (("model", RECORDED, "model (recorded in checkpoints)"),
+          ("dataset", RECORDED, "dataset (recorded in checkpoints)"),
+          ("recipe", RECORDED, "training recipe (recorded in checkpoints)"),
+          ("data", PER_RUN, "data files and loading"),
+          ("run", PER_RUN, "this run: resume, evaluate, device, speed"),
+          ("output", PER_RUN, "output"))
+
+
+class UsageError(Exception):
+    """A flag or combination of flags that cannot work; the message says which and why."""
+
+
+class FlagGroup:
+    """One argparse group of a kind; model flags also name the constructor option they set."""
+
+    def __init__(self, parser, name, kind, title):
+        self.name, self.kind = name, kind
+        self.actions, self.dests, self.options = [], [], {}
+        self._group = parser.add_argument_group(title)
+
+    def add(self, *names, option=None, **kwargs):
+        action = self._group.add_argument(*names, **kwargs)
+        self.actions.append(action)
+        self.dests.append(action.dest)
+        if option:
+            self.options[action.dest] = (option, next(o for o in action.option_strings
+                                                      if o.startswith("--")))
+        return action
+
+
+class ScriptFlags:
+    """A script's parser: the shared flags with its defaults, plus the ones it adds itself
+    (``flags["model"].add(...)``)."""
+
+    def __init__(self, description, archs, *, workers, epochs, train_batch, test_batch,
+                 weight_decay, arch, cardinality):
+        """``archs``: the names -a accepts."""
+        self.parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+        self.groups = {name: FlagGroup(self.parser, name, kind, title)
+                       for name, kind, title in GROUPS}
+        self.archs = sorted(archs)
+        _add_shared_flags(self, workers=workers, epochs=epochs, train_batch=train_batch,
+                          test_batch=test_batch, weight_decay=weight_decay, arch=arch,
+                          cardinality=cardinality)
+
+    def __getitem__(self, name):
+        return self.groups[name]
+
+    def dests(self, kind):
+        return {d for g in self.groups.values() if g.kind == kind for d in g.dests}
+
+    def check_classified(self, values):
+        """Refuse a parse whose flags include one of no group (added with
+        parser.add_argument): nobody decided whether checkpoints record it."""
+        stray = set(values) - self.dests(RECORDED) - self.dests(PER_RUN)
+        if stray:
+            raise RuntimeError(f"flags {sorted(stray)} are in no flag group: add them with "
+                               f"flags[group].add so a checkpoint knows whether to record them")
+
+    def parse(self, argv=None):
+        """RunSettings of ``argv`` (sys.argv[1:] by default), and the checkpoint dict read for
+        --resume (else None). Flag errors exit 2 through argparse; impossible values and
+        combinations raise UsageError, all before any data is read or CUDA is touched."""
+        argv = sys.argv[1:] if argv is None else list(argv)
+        values = vars(self.parser.parse_args(argv))
+        self.check_classified(values)
+        explicit = self._explicit(argv)
+        checkpoint = None
+        if values["resume"]:
+            path = resolve_checkpoint_path(values["resume"])
+            checkpoint = read_checkpoint(path)
+            self._take_recorded(values, explicit, checkpoint)
+            values["checkpoint"] = os.path.dirname(path)
+        check_values(values)
+        check_arch(values["arch"], self.archs)
+        return self._settings(values, explicit), checkpoint
+
+    def _explicit(self, argv):
+        """The dests of the options written in ``argv`` (prefix abbreviations are off)."""
+        written = {token.split("=", 1)[0] for token in argv if token.startswith("-")}
+        return {a.dest for g in self.groups.values() for a in g.actions
+                if written & set(a.option_strings)}
+
+    def _take_recorded(self, values, explicit, checkpoint):
+        saved = checkpoint.get("args") or {}
+        saved_arch = checkpoint.get("arch", saved.get("arch"))
+        if saved_arch is not None and "arch" in explicit and saved_arch != values["arch"]:
+            raise UsageError(f"the checkpoint is of architecture {saved_arch!r}, but --arch is "
+                             f"{values['arch']!r}")
+        for name in self.dests(RECORDED):
+            if name in saved and name not in explicit:
+                values[name] = saved[name]
+
+    def _settings(self, values, explicit):
+        model_group = self["model"]
+        options = {option: values[dest] for dest, (option, _) in model_group.options.items()}
+        flag_names = {option: flag for option, flag in model_group.options.values()}
+        given = frozenset(option for dest, (option, _) in model_group.options.items()
+                          if dest in explicit)
+        return RunSettings(
+            model=ModelChoice(values["arch"], options, flag_names, given, values["ghost_batch"]),
+            data=DataChoice(root=values["data"], dataset=values.get("dataset"),
+                            download=not values.get("no_download", True),
+                            loader=values.get("loader"), decode=values.get("decode"),
+                            workers=values["workers"], train_batch=values["train_batch"],
+                            test_batch=values["test_batch"]),
+            recipe=recipe_settings(values),
+            device=DeviceChoice(values["gpu_id"], "gpu_id" in explicit, values["amp"],
+                                values["channels_last"], values["compile"]),
+            seed=values["manualSeed"], start_epoch=values["start_epoch"],
+            resume=values["resume"], evaluate=values["evaluate"], weights=values["weights"],
+            pretrained=values.get("pretrained", False), run_folder=values["checkpoint"],
+            show_progress=not values["no_progress"],
+            recorded={k: values[k] for k in sorted(self.dests(RECORDED))})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """-a and its options: ``options`` maps a constructor keyword to its flag's value,
+    ``flag_names`` that keyword to the flag, ``given`` the keywords written on the command line
+    (an architecture that does not take one of them is refused, not silently built without it)."""
+    arch: str
+    options: dict
+    flag_names: dict
+    given: frozenset
+    ghost_batch: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceChoice:
+    """--gpu-id (and whether it was written), AMP, and the speed flags of model preparation."""
+    gpu_id: str
+    gpu_id_given: bool
+    amp: str
+    channels_last: bool
+    compile: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DataChoice:
+    """Where the data is and how it is batched; None for a flag the script does not have."""
+    root: str
+    dataset: str
+    download: bool
+    loader: str
+    decode: str
+    workers: int
+    train_batch: int
+    test_batch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Everything a run was asked to do, as typed values; ``recorded`` is what its checkpoints
+    record (the recorded groups' flags)."""
+    model: ModelChoice
+    data: DataChoice
+    recipe: RecipeSettings
+    device: DeviceChoice
+    seed: int
+    start_epoch: int
+    resume: str
+    evaluate: bool
+    weights: str
+    pretrained: bool
+    run_folder: str
+    show_progress: bool
+    recorded: dict
+
+    @property
+    def epochs(self):
+        return self.recipe.schedule.epochs
+
+    def with_seed(self, seed):
+        """The settings with the run's seed decided (recorded, so a resume draws the same)."""
+        return dataclasses.replace(self, seed=seed, recorded={**self.recorded, "manualSeed": seed})
+
+
+def recipe_settings(values):
+    schedule = Schedule(values["scheduler"], values["epochs"], tuple(values["schedule"]),
+                        values["gamma"], values["warmup_epochs"])
+    regularisers = Regularisers(values["cutout"], values["random_erasing"], values["mixup"],
+                                values["cutmix"], values["ricap"], values["dual_cutout"])
+    return RecipeSettings(values["optimizer"], values["lr"], values["momentum"],
+                          values["weight_decay"], values["nesterov"], values["no_wd_norm"],
+                          schedule, values["iter_size"], values["label_smoothing"], regularisers,
+                          values["ema"], values["amp"])
+
+
+def check_arch(arch, archs):
+    if arch not in archs:
+        close = difflib.get_close_matches(arch, archs, n=3, cutoff=0.5)
+        raise UsageError(f"unknown architecture {arch!r}" + (
+            f"; did you mean {', '.join(close)}?" if close else "; see --help for the list"))
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def check_values(values):
+    """Refuse impossible settings, naming the flag."""
+    for name in ("train_batch", "test_batch", "iter_size", "epochs"):
+        if values[name] < 1:
+            raise UsageError(f"{_flag(name)} must be at least 1, got {values[name]}")
+    if values["start_epoch"] < 0:
+        raise UsageError(f"--start-epoch must be >= 0, got {values['start_epoch']}")
+    if values["workers"] < 0:
+        raise UsageError(f"--workers must be >= 0, got {values['workers']}")
+    schedule = values["schedule"]
+    if any(b <= a for a, b in zip(schedule, schedule[1:])):
+        raise UsageError(f"--schedule epochs must increase, got {' '.join(map(str, schedule))}")
+    if not values["lr"] > 0 or not math.isfinite(values["lr"]):
+        raise UsageError(f"--lr must be positive, got {values['lr']}")
+    for name in ("warmup_epochs", "mixup", "cutmix", "ricap", "cutout", "dual_cutout",
+                 "ghost_batch"):
+        if values[name] < 0:
+            raise UsageError(f"{_flag(name)} must be >= 0, got {values[name]}")
+    for name in ("label_smoothing", "random_erasing"):
+        if not 0 <= values[name] < 1:
+            raise UsageError(f"{_flag(name)} must be in [0, 1), got {values[name]}")
+    if values["ema"] and not 0 < values["ema"] < 1:
+        raise UsageError(f"--ema takes a decay in (0, 1), e.g. 0.999; got {values['ema']}")
+    if values["nesterov"] and (values["optimizer"] != "sgd" or values["momentum"] <= 0):
+        raise UsageError("--nesterov needs --optimizer sgd with --momentum > 0")
+    if values["warmup_epochs"] > values["epochs"]:
+        raise UsageError(f"--warmup-epochs {values['warmup_epochs']} exceeds --epochs "
+                         f"{values['epochs']}")
+    try:
+        recipe_settings(values)  # Regularisers refuses impossible combinations
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight_decay, arch,
+                      cardinality):
+    """The flags both scripts share, with the reference's names, aliases and per-script
+    defaults, each in its group."""
+    model, recipe, data, run, output = (flags[g] for g in ("model", "recipe", "data", "run",
+                                                           "output"))
+    model.add("-a", "--arch", metavar="ARCH", default=arch,
+              help="model architecture (default: %(default)s); see README for the list")
+    model.add("--depth", type=int, default=29, option="depth", help="model depth")
+    model.add("--cardinality", type=int, default=cardinality, option="cardinality",
+              help="ResNeXt cardinality (groups)")
+    model.add("--widen-factor", type=int, default=4, option="widen_factor",
+              help="widen factor (ResNeXt, WRN)")
+    model.add("--drop", "--dropout", default=0, type=float, metavar="Dropout", option="dropRate",
+              help="dropout ratio (default: 0)")
+    model.add("--gn-groups", type=int, default=32, option="gn_groups",
+              help="GroupNorm groups of the l_* models: layers with C >= G channels get G groups "
+                   "(C must divide), narrower layers one group per channel (default: 32)")
+    model.add("--se-reduction", type=int, default=16, option="se_reduction",
+              help="squeeze-and-excitation reduction r of the se_* models (default: 16)")
+    model.add("--zero-init-residual", action="store_true", option="zero_init_residual",
+              help="zero the last norm of each residual branch (post-activation ResNet/ResNeXt)")
+    model.add("--ghost-batch", default=0, type=int, metavar="N",
+              help="BatchNorm statistics over chunks of N images (Ghost BN; BN models only)")
+
+    recipe.add("--epochs", default=epochs, type=int, metavar="N",
+               help="number of total epochs to run (default: %(default)s)")
+    recipe.add("--train-batch", default=train_batch, type=int, metavar="N",
+               help="train batchsize per optimizer micro-step (default: %(default)s)")
+    recipe.add("--iter-size", default=1, type=int, metavar="K",
+               help="accumulate gradients over K batches per optimizer step: effective batch is "
+                    "train-batch x K (default: 1)")
+    recipe.add("--lr", "--learning-rate", default=0.1, type=float, metavar="LR",
+               help="initial learning rate (default: %(default)s)")
+    recipe.add("--schedule", type=int, nargs="+", default=[150, 225],
+               help="decrease learning rate at these epochs (default: 150 225)")
+    recipe.add("--gamma", type=float, default=0.1, help="LR is multiplied by gamma on schedule")
+    recipe.add("--momentum", default=0.9, type=float, metavar="M", help="momentum")
+    recipe.add("--weight-decay", "--wd", default=weight_decay, type=float, metavar="W",
+               help="weight decay (default: %(default)s)")
+    recipe.add("--manualSeed", type=int, help="manual seed (random if unset; saved for resume)")
+    recipe.add("--amp", default="none", choices=["none", "bf16", "fp16"],
+               help="mixed precision: bf16 autocast, or fp16 autocast with a GradScaler "
+                    "(default: none)")
+    # Beyond the reference: every default below leaves its recipe unchanged.
+    recipe.add("--scheduler", default="step", choices=["step", "cosine"],
+               help="step: x gamma at each --schedule epoch (the reference); cosine: annealed "
+                    "to 0 over --epochs, per iteration (default: step)")
+    recipe.add("--warmup-epochs", default=0.0, type=float, metavar="E",
+               help="linear LR warmup over the first E epochs, per iteration (default: 0)")
+    recipe.add("--optimizer", default="sgd", choices=["sgd", "adamw", "lars"],
+               help="sgd (momentum), adamw (decoupled weight decay) or lars (layer-wise rates "
+                    "for large batches) (default: sgd)")
+    recipe.add("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
+    recipe.add("--no-wd-norm", action="store_true",
+               help="no weight decay on norm weights and biases (all 1-D parameters)")
+    recipe.add("--label-smoothing", default=0.0, type=float, metavar="EPS",
+               help="label smoothing of the training loss (default: 0)")
+    recipe.add("--mixup", default=0.0, type=float, metavar="ALPHA",
+               help="mixup with Beta(ALPHA, ALPHA)")
+    recipe.add("--cutmix", default=0.0, type=float, metavar="ALPHA",
+               help="CutMix with Beta(ALPHA, ALPHA)")
+    recipe.add("--ricap", default=0.0, type=float, metavar="BETA",
+               help="RICAP with Beta(BETA, BETA)")
+    recipe.add("--cutout", default=0, type=int, metavar="SIZE",
+               help="Cutout of SIZE x SIZE squares")
+    recipe.add("--dual-cutout", default=0.0, type=float, metavar="ALPHA",
+               help="Dual-Cutout: two --cutout views per image, ALPHA x their softmax MSE added")
+    recipe.add("--random-erasing", default=0.0, type=float, metavar="P",
+               help="Random Erasing with probability P per image")
+    recipe.add("--ema", default=0.0, type=float, metavar="DECAY",
+               help="also keep, evaluate and save an exponential moving average of the weights")
+
+    data.add("-j", "--workers", default=workers, type=int, metavar="N",
+             help="data loading workers (default: %(default)s)")
+    data.add("--test-batch", default=test_batch, type=int, metavar="N",
+             help="test batchsize (default: %(default)s)")
+
+    run.add("--start-epoch", default=0, type=int, metavar="N",
+            help="manual epoch number (useful on restarts)")
+    run.add("--resume", default="", type=str, metavar="PATH",
+            help="checkpoint file, or a run folder holding checkpoint.pth.tar, to resume from")
+    run.add("-e", "--evaluate", dest="evaluate", action="store_true",
+            help="evaluate model on validation set")
+    run.add("--weights", default="", type=str, metavar="PATH",
+            help="initialise the model from a checkpoint of this project or of the reference")
+    run.add("--gpu-id", default="0", type=str,
+            help="id(s) for CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3 (DataParallel over several); "
+                 "'cpu' runs on the CPU; without any GPU the run uses the CPU")
+    run.add("--channels-last", action="store_true", help="NHWC memory format for model and batches")
+    run.add("--compile", action="store_true", help="torch.compile the model")
+
+    output.add("-c", "--checkpoint", default="checkpoint", type=str, metavar="PATH",
+               help="folder to save checkpoint and log (default: checkpoint)")
+    output.add("--no-progress", action="store_true", help="no per-batch progress output")

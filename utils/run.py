@@ -1,0 +1,241 @@
+"""The stages of a run that both scripts share, between the flags (utils.flags) and the engine
+(utils.engine): the device, the model, the plan a resumed run continues, training with its log
+and curves, evaluation with its report, and one clear line and exit code for every expected
+failure.
+
+Order matters for the first stage: ``select_device`` sets CUDA_VISIBLE_DEVICES from --gpu-id
+before any CUDA call of the run (flags are parsed and checked without CUDA), so --gpu-id always
+names the GPU that trains.
+"""
+import os
+import random
+import sys
+
+import torch
+import torch.nn as nn
+
+from models import create_model, model_options
+from models.layers import use_ghost_batch_norm
+
+from . import distributed
+from .checkpoint import CheckpointError, load_weights
+from .data import DataError
+from .engine import NonFiniteLoss, PreparedModel, TrainingInterrupted, TrainPlan, evaluate, fit
+from .flags import UsageError
+from .logger import Logger, save_curves
+from .recipe import resume_from
+from .report import write_class_report
+
+__all__ = ["select_device", "choose_seed", "build_model", "prepare_model", "check_writable",
+           "check_num_classes", "start_plan", "run_record", "train_and_log", "report_evaluation",
+           "run_main"]
+
+CPU_NAMES = ("", "cpu", "-1")
+
+
+def select_device(choice):
+    """(device, gpu_count) for a DeviceChoice. Under torchrun, one device per process from its
+    environment (--gpu-id is not used). Otherwise --gpu-id sets CUDA_VISIBLE_DEVICES, as the
+    reference does, and only then is CUDA asked what it has: no GPU and --gpu-id not written
+    means the CPU; a GPU named but not there is a UsageError, and so is fp16 off CUDA."""
+    device = distributed.init_from_env()
+    if device is not None:
+        gpu_count = 1
+    else:
+        device, gpu_count = _device_from_gpu_id(choice.gpu_id, choice.gpu_id_given)
+    if choice.amp == "fp16" and device.type != "cuda":
+        raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
+    return device, gpu_count
+
+
+def _device_from_gpu_id(gpu_id, given):
+    if gpu_id.strip().lower() in CPU_NAMES:
+        return torch.device("cpu"), 0
+    ids = [s.strip() for s in gpu_id.split(",") if s.strip()]
+    if not all(s.isdigit() for s in ids):
+        raise UsageError(f"--gpu-id takes comma-separated GPU numbers or 'cpu', got {gpu_id!r}")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        if given:
+            raise UsageError(f"--gpu-id {gpu_id}: no such CUDA GPU on this machine "
+                             f"(use --gpu-id cpu to train on the CPU)")
+        return torch.device("cpu"), 0
+    if available < len(ids):
+        raise UsageError(f"--gpu-id {gpu_id}: asked for {len(ids)} GPUs, CUDA sees only "
+                         f"{available} of them")
+    return torch.device("cuda", 0), len(ids)
+
+
+def choose_seed(seed, train_batch):
+    """--manualSeed, or a random one (the same on every process). Also checks that each of W
+    processes can take train-batch / W images of every batch."""
+    world = distributed.world_size()
+    if train_batch % world:
+        raise UsageError(f"--train-batch {train_batch} does not divide among {world} processes")
+    return seed if seed is not None else distributed.broadcast_seed(random.randint(1, 10000))
+
+
+def build_model(registry, choice, num_classes):
+    """The network of a ModelChoice, built with the options its constructor takes. An option
+    written on the command line that it does not take is a UsageError naming the flag (it
+    would otherwise be silently ignored), and so is an impossible configuration."""
+    constructor = registry[choice.arch]
+    accepted = model_options(constructor)
+    refused = sorted(choice.flag_names[o] for o in choice.given if o not in accepted)
+    if refused:
+        takes = sorted(choice.flag_names[o] for o in accepted if o in choice.flag_names)
+        raise UsageError(f"{', '.join(refused)} does not apply to {choice.arch} (it takes "
+                         f"{', '.join(takes) if takes else 'no model flags'})")
+    try:
+        return create_model(registry, choice.arch, num_classes=num_classes, **choice.options)
+    except ValueError as e:
+        raise UsageError(f"{choice.arch}: {e}") from e
+
+
+# Measured on the CPU (BENCHMARKS.md): eager GroupNorm on NHWC activations is slow, while
+# torch.compile generates its own normalisation. On CUDA it depends on the torch version
+# (older ones copy a channels-last input to NCHW in every GroupNorm), so no warning there.
+CHANNELS_LAST_GN_WARNING = (
+    "warning: on the CPU --channels-last without --compile slows GroupNorm models (eager "
+    "GroupNorm is slow on NHWC; see BENCHMARKS.md): add --compile, or drop --channels-last")
+
+
+def prepare_model(model, device, gpu_count, settings):
+    """Ready ``model`` for the run its RunSettings describe: --weights loaded, Ghost BN on
+    request, moved to ``device``, wrapped in DistributedDataParallel under torchrun or
+    DataParallel over several --gpu-id GPUs, torch.compile on request. Returns a PreparedModel."""
+    if settings.weights:
+        load_weights(model, settings.weights)
+    choice, ghost_batch = settings.device, settings.model.ghost_batch
+    if ghost_batch and use_ghost_batch_norm(model, ghost_batch) == 0:
+        raise UsageError("--ghost-batch changes BatchNorm layers; this model has none")
+    model = model.to(device)
+    if choice.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        if (device.type == "cpu" and not choice.compile
+                and any(isinstance(m, nn.GroupNorm) for m in model.modules())):
+            print(CHANNELS_LAST_GN_WARNING, file=sys.stderr)
+    raw = model
+    if distributed.initialized():
+        model = distributed.wrap(model, device)
+    elif gpu_count > 1:
+        model = nn.DataParallel(model)
+    if choice.compile:
+        model = torch.compile(model)
+    print(f"    Total params: {sum(p.numel() for p in raw.parameters()) / 1e6:.2f}M")
+    return PreparedModel(model, raw)
+
+
+def check_writable(folder):
+    """Create the run folder and prove a file can be written there, before any long work."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to the checkpoint folder {folder}: "
+                         f"{e.strerror or e}") from e
+
+
+def check_num_classes(checkpoint, num_classes):
+    saved = (checkpoint or {}).get("num_classes")
+    if saved is not None and saved != num_classes:
+        raise CheckpointError(f"the checkpoint's model has {saved} classes, this run's data "
+                              f"has {num_classes}")
+
+
+def start_plan(settings, checkpoint, raw_model, recipe):
+    """The TrainPlan of a run: from --start-epoch, or where ``checkpoint`` left off (its
+    weights, optimizer, schedule, EMA and RNG states are put back first)."""
+    start_epoch, best_acc = settings.start_epoch, 0.0
+    if checkpoint is not None:
+        print(f"==> Resuming from checkpoint {settings.resume}")
+        start_epoch, best_acc = resume_from(checkpoint, raw_model, recipe)
+    return TrainPlan(epochs=settings.epochs, start_epoch=start_epoch,
+                     iter_size=settings.recipe.iter_size, amp=settings.recipe.amp,
+                     seed=settings.seed, run_folder=settings.run_folder,
+                     show_progress=settings.show_progress, best_acc=best_acc,
+                     resumed=checkpoint is not None)
+
+
+def run_record(settings, num_classes):
+    """What a checkpoint records about its run: the arch, the class count, the recorded flags."""
+    return {"arch": settings.model.arch, "num_classes": num_classes, "args": settings.recorded}
+
+
+LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
+
+
+def train_and_log(model, loaders, recipe, plan, record, title):
+    """Open log.txt (a resumed log cut back to the checkpoint's epochs; with an EMA a sixth
+    column), run the engine's epoch loop, then draw log.eps / log.png. Only the main process
+    logs. Returns the best validation accuracy."""
+    log = None
+    if distributed.is_main():
+        log = Logger(os.path.join(plan.run_folder, "log.txt"), title=title, resume=plan.resumed,
+                     keep_rows=plan.start_epoch if plan.resumed else None)
+        log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []))
+    best_acc = fit(model, loaders, recipe, plan, log, record)
+    if log is not None:
+        log.close()
+        save_curves(log.fpath)
+    print("Best acc:")
+    print(best_acc)
+    return best_acc
+
+
+def report_evaluation(model, loader, recipe, plan, classes, num_classes):
+    """Print loss and top-1/top-5 of the weights (and of their EMA when the run keeps one), and
+    write per_class_accuracy.txt and confusion_matrix.png into the run folder. ``classes``
+    names the data's classes; a model with more outputs gets its extra ones numbered."""
+    print("\nEvaluation only")
+    classes = list(classes) + [str(i) for i in range(len(classes), num_classes)]
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)
+    loss, top1, top5 = evaluate(model.call, loader, recipe.eval_criterion, plan.amp,
+                                plan.show_progress, confusion)
+    print(f" Test Loss:  {loss:.8f}, Test Acc:  {top1:.2f}, Top-5:  {top5:.2f}")
+    if recipe.ema is not None and recipe.ema.n_averaged.item() > 0:
+        ema_loss, ema_top1, ema_top5 = evaluate(recipe.ema.module, loader, recipe.eval_criterion,
+                                                plan.amp, False)
+        print(f" EMA  Loss:  {ema_loss:.8f}, EMA  Acc:  {ema_top1:.2f}, Top-5:  {ema_top5:.2f}")
+    if distributed.is_main():
+        try:
+            text, picture = write_class_report(confusion, classes, plan.run_folder)
+            print(f" Per-class accuracy: {text}\n Confusion matrix:   {picture}")
+        except OSError as e:
+            print(f"warning: could not write the per-class report to {plan.run_folder}: "
+                  f"{e.strerror or e}", file=sys.stderr)
+    return loss, top1, top5
+
+
+EXIT_CODES = {UsageError: 2, DataError: 1, CheckpointError: 1, NonFiniteLoss: 1}
+
+
+def run_main(main, argv=None):
+    """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero."""
+    finished, result = False, None
+    try:
+        result = main(argv)
+        finished = True
+    except TrainingInterrupted as e:
+        print(f"\n=> {e}", file=sys.stderr)
+        sys.exit(143 if e.signame == "SIGTERM" else 130)
+    except KeyboardInterrupt:
+        print("\n=> interrupted", file=sys.stderr)
+        sys.exit(130)
+    except tuple(EXIT_CODES) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_CODES.get(type(e), 1))
+    finally:
+        left_group = distributed.cleanup(synchronize=finished)
+    if left_group:
+        # Everything is written; skip interpreter finalization, where torch's C++ threads of a
+        # torchrun process can still abort ("terminate called without an active exception")
+        # after a run that succeeded, and torchrun would report the run as failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return result
