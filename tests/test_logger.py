@@ -2,7 +2,7 @@
 import os
 
 import plot
-from utils.logger import Logger, read_log
+from utils.logger import Logger, read_log, save_curves
 
 
 def test_format_resume_and_cut(tmp_path):
@@ -55,3 +55,29 @@ def test_confusion_counts_and_class_report(tmp_path):
     assert [r[0].strip() for r in rows[1:]] == ["cat", "dog", "emu"]
     assert [r[3] for r in rows[1:]] == ["100.00", "50.00", "100.00"]
     assert os.path.getsize(picture) > 0
+
+
+def test_plot_reads_a_read_only_log_without_opening_it_for_writing(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    log = Logger(str(run / "log.txt"))
+    log.set_names(["Valid Acc."])
+    log.append([50.0])
+    log.close()
+    os.chmod(run / "log.txt", 0o444)
+    before = (run / "log.txt").stat().st_mtime_ns
+    real_open = open
+
+    def no_writing(path, mode="r", *args, **kwargs):
+        assert not (str(path).endswith("log.txt") and set(mode) & set("wa+")), mode
+        return real_open(path, mode, *args, **kwargs)
+
+    import builtins
+    builtins.open = no_writing
+    try:
+        assert plot.main([str(run), "-o", str(tmp_path / "c.png")]) == 0
+        save_curves(str(run / "log.txt"))
+    finally:
+        builtins.open = real_open
+    assert (run / "log.txt").stat().st_mtime_ns == before
+    assert os.path.getsize(run / "log.png") > 0

@@ -1,7 +1,9 @@
 """Training logs in the reference's format, and their curves.
 
 log.txt: one header line of column names and one line per epoch, every field followed by a tab,
-numbers as %.6f. ``Logger(resume=True)`` reads an existing log and appends to it.
+numbers as %.6f. ``Logger`` writes a log (``resume=True`` appends to an existing one); reading a
+log for its curves (``read_log``, ``LoggerMonitor``, ``save_curves``) never opens it for writing,
+so the logs of a finished or read-only run can be plotted.
 """
 import os
 
@@ -10,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # runs write files; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["Logger", "LoggerMonitor", "savefig", "read_log", "save_curves"]
+__all__ = ["Logger", "LoggerMonitor", "savefig", "read_log", "plot_columns", "save_curves"]
 
 
 def savefig(fname, dpi=None):
@@ -82,50 +84,51 @@ class Logger:
 
     def plot(self, names=None):
         """Each named column (all by default) against the epoch, on the current figure."""
-        names = self.names if names is None else names
-        for name in names:
-            values = self.numbers[name]
-            plt.plot(range(1, len(values) + 1), values, label=f"{self.title}({name})"
-                     if self.title else name)
-        plt.xlabel("Epoch")
-        plt.legend(loc="best", framealpha=1)  # EPS has no transparency
-        plt.grid(True)
+        plot_columns(self.numbers, self.names if names is None else names, self.title)
 
     def close(self):
         self.file.close()
 
 
+def plot_columns(numbers, names, title=""):
+    """Columns ``names`` of a read log (``numbers``: name -> values) against the epoch, on the
+    current figure; each labelled title(name) when a title is given."""
+    for name in names:
+        values = numbers[name]
+        plt.plot(range(1, len(values) + 1), values, label=f"{title}({name})" if title else name)
+    plt.xlabel("Epoch")
+    plt.legend(loc="best", framealpha=1)  # EPS has no transparency
+    plt.grid(True)
+
+
 class LoggerMonitor:
-    """Several logs on one figure: ``paths`` maps a label to a log.txt."""
+    """Several logs on one figure: ``paths`` maps a label to a log.txt (read, never written)."""
 
     def __init__(self, paths):
-        self.loggers = []
+        self.logs = []
         for title, path in paths.items():
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"no log at {path}")
-            logger = Logger(path, title=title, resume=True)
-            logger.file.close()
-            self.loggers.append(logger)
+            self.logs.append((title, path) + read_log(path))
 
     def plot(self, names=None):
         plt.figure()
-        for logger in self.loggers:
-            missing = [n for n in (names or []) if n not in logger.names]
+        for title, path, columns, numbers in self.logs:
+            missing = [n for n in (names or []) if n not in columns]
             if missing:
-                raise KeyError(f"{logger.fpath} has no column {missing[0]!r}; "
-                               f"columns: {', '.join(logger.names)}")
-            logger.plot(names)
+                raise KeyError(f"{path} has no column {missing[0]!r}; "
+                               f"columns: {', '.join(columns)}")
+            plot_columns(numbers, columns if names is None else names, title)
 
 
 def save_curves(log_path):
     """log.eps and log.png beside ``log_path``: losses and accuracies against the epoch."""
-    logger = Logger(log_path, resume=True)
-    logger.file.close()
+    columns, numbers = read_log(log_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for axis, names, ylabel in ((left, ["Train Loss", "Valid Loss"], "Loss"),
                                 (right, ["Train Acc.", "Valid Acc."], "Accuracy (%)")):
         plt.sca(axis)
-        logger.plot([n for n in names if n in logger.names])
+        plot_columns(numbers, [n for n in names if n in columns])
         axis.set_ylabel(ylabel)
     fig.tight_layout()
     base = os.path.splitext(log_path)[0]
