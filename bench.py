@@ -34,10 +34,10 @@ import torch.nn as nn
 import cifar
 import imagenet
 import models
-from utils.data import CIFAR_MEAN, CIFAR_STD, ArrayDataset
-from utils.engine import autocast
-from utils.loaders import DeviceLoader, EpochBatches
+from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, ArrayDataset
+from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.run import build_model
+from utils.train.engine import autocast
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 SHARED_NPZ = os.path.join(os.path.dirname(REPO), "shared", "data", "cifar10-jpeg.npz")

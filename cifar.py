@@ -7,11 +7,11 @@
 """
 import models
 from utils import distributed, run
-from utils.data import DATASETS, dataset_stats, load_dataset
+from utils.data.datasets import DATASETS, dataset_stats, load_dataset
+from utils.data.loaders import ArrayImages, DeviceLoader, EpochBatches, Loaders, StreamLoader
 from utils.flags import ScriptFlags
-from utils.loaders import ArrayImages, DeviceLoader, EpochBatches, Loaders, StreamLoader
-from utils.recipe import make_recipe
 from utils.seeding import seed_everything
+from utils.train.recipe import make_recipe
 
 
 def cifar_flags():
@@ -50,7 +50,8 @@ def cifar_loaders(train_set, test_set, data, device, seed, channels_last):
     flip = DATASETS[data.dataset]["flip"]
     train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
                                  **distributed.shard())
-    test_batches = EpochBatches(len(test_set), data.test_batch, shuffle=False, **distributed.shard())
+    test_batches = EpochBatches(len(test_set), data.test_batch, shuffle=False,
+                                **distributed.shard())
     if data.loader == "device":
         return Loaders(DeviceLoader(train_set, train_batches, device, mean, std, augment=True,
                                     flip=flip, channels_last=channels_last),

@@ -10,13 +10,13 @@ import torchvision.transforms as T
 
 import models
 from utils import distributed, run
-from utils.checkpoint import CheckpointError
-from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
-from utils.device_decode import DeviceDecodeLoader
+from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
+from utils.data.device_decode import DeviceDecodeLoader
+from utils.data.loaders import EpochBatches, Loaders, StreamLoader
 from utils.flags import ScriptFlags, UsageError
-from utils.loaders import EpochBatches, Loaders, StreamLoader
-from utils.recipe import make_recipe
 from utils.seeding import seed_everything
+from utils.train.checkpoint import CheckpointError
+from utils.train.recipe import make_recipe
 
 
 def torchvision_constructor(arch):
@@ -121,7 +121,8 @@ def main(argv=None):
     if settings.evaluate:
         return run.report_evaluation(model, loaders.test, recipe, plan, classes, num_classes)
     record = run.run_record(settings, num_classes)
-    return run.train_and_log(model, loaders, recipe, plan, record, f"ImageNet-{settings.model.arch}")
+    return run.train_and_log(model, loaders, recipe, plan, record,
+                             f"ImageNet-{settings.model.arch}")
 
 
 if __name__ == "__main__":

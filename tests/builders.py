@@ -34,8 +34,8 @@ def engine_recipe(optimizer, scaler=None, ema=None, num_classes=10):
     cross-entropy, no schedule stepping per iteration, no regulariser."""
     import torch.nn as nn
 
-    from utils.augment import BatchAugment
-    from utils.recipe import Recipe
+    from utils.data.augment import BatchAugment
+    from utils.train.recipe import Recipe
     return Recipe(nn.CrossEntropyLoss(), nn.CrossEntropyLoss(), optimizer, None, scaler,
                   BatchAugment(num_classes), ema)
 
@@ -45,7 +45,7 @@ def random_images(n, seed=0, num_classes=10):
     i % num_classes."""
     import torch
 
-    from utils.data import ArrayDataset
+    from utils.data.datasets import ArrayDataset
     g = torch.Generator().manual_seed(seed)
     return ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
                         torch.arange(n) % num_classes, [str(i) for i in range(num_classes)])

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.augment import (BatchAugment, DualCutoutLoss, Regularisers, cutmix, cutout, dual_cutout,
-                           mixup, one_hot, random_erasing, ricap)
+from utils.data.augment import (BatchAugment, DualCutoutLoss, Regularisers, cutmix, cutout,
+                                dual_cutout, mixup, one_hot, random_erasing, ricap)
 
 
 def gen(seed=0):

@@ -130,7 +130,7 @@ def test_no_data_and_no_network_is_one_clear_line(tmp_path):
 
 
 def test_md5_mismatch_still_loads_but_garbage_is_an_error(tmp_path):
-    from utils.data import DataError, load_dataset
+    from utils.data.datasets import DataError, load_dataset
     root = make_cifar_pickles(str(tmp_path), n_train=10, n_test=5)
     train, test = load_dataset(root, download=False)
     assert train.images.shape == (10, 3, 32, 32) and len(test) == 5

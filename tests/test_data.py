@@ -9,8 +9,8 @@ import torch
 import cifar
 from builders import (make_cifar_pickles, make_idx_dataset, make_image_folder, make_svhn,
                       read_log_rows, write_mat)
-from utils.data import DataError, dataset_stats, load_dataset
-from utils.raw_formats import read_idx, read_mat
+from utils.data.datasets import DataError, dataset_stats, load_dataset
+from utils.data.raw_formats import read_idx, read_mat
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST"),

@@ -9,9 +9,9 @@ from PIL import Image
 
 import imagenet
 from builders import read_log_rows
-from utils.data import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
-from utils.device_decode import DeviceDecodeLoader
-from utils.loaders import EpochBatches
+from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
+from utils.data.device_decode import DeviceDecodeLoader
+from utils.data.loaders import EpochBatches
 
 
 @pytest.fixture(scope="module")

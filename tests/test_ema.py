@@ -3,8 +3,8 @@ import torch
 import torch.nn as nn
 
 from builders import engine_recipe
-from utils.ema import create_ema
-from utils.engine import TrainPlan, train_one_epoch
+from utils.train.ema import create_ema
+from utils.train.engine import TrainPlan, train_one_epoch
 
 
 class ListLoader:

@@ -5,9 +5,9 @@ import torch
 
 import models
 from builders import engine_recipe, random_images
-from utils.checkpoint import restore_training_state, training_state
-from utils.engine import TrainPlan, train_one_epoch
-from utils.loaders import DeviceLoader, EpochBatches
+from utils.data.loaders import DeviceLoader, EpochBatches
+from utils.train.checkpoint import restore_training_state, training_state
+from utils.train.engine import TrainPlan, train_one_epoch
 
 
 FP16 = TrainPlan(epochs=1, amp="fp16", show_progress=False)

@@ -53,6 +53,23 @@ def test_resume_takes_back_the_recorded_flags_only(tmp_path):
     assert settings.run_folder == run
 
 
+@pytest.mark.parametrize("script, argv, message", [
+    (cifar.cifar_flags, ["-a", "resnet", "--depth", "20", "--cardinality", "16"],
+     "--cardinality does not apply to resnet (it takes --block-name, --depth, "
+     "--zero-init-residual)"),
+    (cifar.cifar_flags, ["-a", "l_resnet", "--depth", "20", "--drop", "0.3"],
+     "--drop does not apply to l_resnet"),
+    (imagenet.imagenet_flags, ["-a", "resnet18", "--data", ".", "--gn-groups", "16"],
+     "--gn-groups does not apply to resnet18 (it takes no model flags)"),
+    (imagenet.imagenet_flags, ["-a", "l_resnet50", "--data", ".", "--depth", "101"],
+     "--depth does not apply to l_resnet50 (it takes --gn-groups, --zero-init-residual)"),
+])
+def test_a_model_flag_the_architecture_does_not_take_is_refused(script, argv, message):
+    with pytest.raises(UsageError) as error:
+        script().parse(argv)
+    assert message in str(error.value)
+
+
 def test_unknown_arch_names_the_closest():
     with pytest.raises(UsageError, match="did you mean.*l_resnet50"):
         check_arch("l_resnet05", sorted(imagenet_models.MODELS))

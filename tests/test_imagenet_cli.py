@@ -5,8 +5,8 @@ import pytest
 
 import imagenet
 from builders import make_image_folder, read_log_rows
-from utils.checkpoint import CheckpointError
 from utils.flags import UsageError
+from utils.train.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

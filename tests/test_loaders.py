@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from builders import random_images
-from utils.loaders import DeviceLoader, EpochBatches, crop_flip
+from utils.data.loaders import DeviceLoader, EpochBatches, crop_flip
 
 
 def images_by_index(batch_size, epoch=1, seed=7):

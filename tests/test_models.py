@@ -9,7 +9,7 @@ import torch.nn as nn
 import models.layers
 from models import cifar, create_model, imagenet
 from models.layers import WSConv2d, group_norm, standardize_weight
-from utils.checkpoint import CheckpointError, load_weights
+from utils.train.checkpoint import CheckpointError, load_weights
 
 from builders import load_reference_models
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.optim import LARS, create_optimizer, parameter_groups
+from utils.train.optim import LARS, create_optimizer, parameter_groups
 
 
 def small_model():

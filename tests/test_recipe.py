@@ -4,10 +4,10 @@ import torch
 import torch.nn as nn
 
 import cifar
-from utils.augment import DualCutoutLoss
+from utils.data.augment import DualCutoutLoss
 from utils.flags import UsageError
-from utils.recipe import make_recipe
-from utils.schedule import IterationLR
+from utils.train.recipe import make_recipe
+from utils.train.schedule import IterationLR
 
 
 def recipe_for(flags, batches_per_epoch=10):

@@ -14,8 +14,8 @@ import cifar
 import imagenet
 from builders import (REPO, TINY_MODEL, make_cifar_pickles, make_image_folder, read_log_rows,
                       tiny_run)
-from utils.checkpoint import atomic_save, save_checkpoint
 from utils.run import run_main
+from utils.train.checkpoint import atomic_save, save_checkpoint
 
 TINY = TINY_MODEL + tiny_run(seed=4)
 

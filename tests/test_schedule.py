@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from utils.schedule import IterationLR, Schedule, lr_factor, make_scheduler
+from utils.train.schedule import IterationLR, Schedule, lr_factor, make_scheduler
 
 
 def run_schedule(steps_per_epoch, epochs, **settings):

@@ -25,10 +25,12 @@ import math
 import os
 import sys
 
-from .augment import Regularisers
-from .checkpoint import read_checkpoint, resolve_checkpoint_path
-from .recipe import RecipeSettings
-from .schedule import Schedule
+from models import model_options
+
+from .data.augment import Regularisers
+from .train.checkpoint import read_checkpoint, resolve_checkpoint_path
+from .train.recipe import RecipeSettings
+from .train.schedule import Schedule
 
 __all__ = ["UsageError", "RECORDED", "PER_RUN", "ScriptFlags", "ModelChoice", "DeviceChoice",
            "DataChoice", "RunSettings"]
@@ -70,11 +72,11 @@ class ScriptFlags:
 
     def __init__(self, description, archs, *, workers, epochs, train_batch, test_batch,
                  weight_decay, arch, cardinality):
-        """``archs``: the names -a accepts."""
+        """``archs``: the constructors -a accepts, by name."""
         self.parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
         self.groups = {name: FlagGroup(self.parser, name, kind, title)
                        for name, kind, title in GROUPS}
-        self.archs = sorted(archs)
+        self.archs = archs
         _add_shared_flags(self, workers=workers, epochs=epochs, train_batch=train_batch,
                           test_batch=test_batch, weight_decay=weight_decay, arch=arch,
                           cardinality=cardinality)
@@ -108,8 +110,10 @@ class ScriptFlags:
             self._take_recorded(values, explicit, checkpoint)
             values["checkpoint"] = os.path.dirname(path)
         check_values(values)
-        check_arch(values["arch"], self.archs)
-        return self._settings(values, explicit), checkpoint
+        check_arch(values["arch"], sorted(self.archs))
+        settings = self._settings(values, explicit)
+        check_model_flags(self.archs[settings.model.arch], settings.model)
+        return settings, checkpoint
 
     def _explicit(self, argv):
         """The dests of the options written in ``argv`` (prefix abbreviations are off)."""
@@ -228,6 +232,17 @@ def check_arch(arch, archs):
         close = difflib.get_close_matches(arch, archs, n=3, cutoff=0.5)
         raise UsageError(f"unknown architecture {arch!r}" + (
             f"; did you mean {', '.join(close)}?" if close else "; see --help for the list"))
+
+
+def check_model_flags(constructor, choice):
+    """Refuse a model flag written on the command line that the architecture does not take: it
+    would otherwise be silently ignored. Flags left at their defaults are simply not used."""
+    accepted = model_options(constructor)
+    refused = sorted(choice.flag_names[o] for o in choice.given if o not in accepted)
+    if refused:
+        takes = sorted(choice.flag_names[o] for o in accepted if o in choice.flag_names)
+        raise UsageError(f"{', '.join(refused)} does not apply to {choice.arch} (it takes "
+                         f"{', '.join(takes) if takes else 'no model flags'})")
 
 
 def _flag(name):

@@ -14,17 +14,18 @@ import sys
 import torch
 import torch.nn as nn
 
-from models import create_model, model_options
+from models import create_model
 from models.layers import use_ghost_batch_norm
 
 from . import distributed
-from .checkpoint import CheckpointError, load_weights
-from .data import DataError
-from .engine import NonFiniteLoss, PreparedModel, TrainingInterrupted, TrainPlan, evaluate, fit
+from .data.datasets import DataError
 from .flags import UsageError
 from .logger import Logger, save_curves
-from .recipe import resume_from
 from .report import write_class_report
+from .train.checkpoint import CheckpointError, load_weights
+from .train.engine import (NonFiniteLoss, PreparedModel, TrainingInterrupted, TrainPlan, evaluate,
+                           fit)
+from .train.recipe import resume_from
 
 __all__ = ["select_device", "choose_seed", "build_model", "prepare_model", "check_writable",
            "check_num_classes", "start_plan", "run_record", "train_and_log", "report_evaluation",
@@ -77,16 +78,9 @@ def choose_seed(seed, train_batch):
 
 
 def build_model(registry, choice, num_classes):
-    """The network of a ModelChoice, built with the options its constructor takes. An option
-    written on the command line that it does not take is a UsageError naming the flag (it
-    would otherwise be silently ignored), and so is an impossible configuration."""
-    constructor = registry[choice.arch]
-    accepted = model_options(constructor)
-    refused = sorted(choice.flag_names[o] for o in choice.given if o not in accepted)
-    if refused:
-        takes = sorted(choice.flag_names[o] for o in accepted if o in choice.flag_names)
-        raise UsageError(f"{', '.join(refused)} does not apply to {choice.arch} (it takes "
-                         f"{', '.join(takes) if takes else 'no model flags'})")
+    """The network of a ModelChoice (whose flags parsing checked against the architecture),
+    built with the options its constructor takes; an impossible configuration (a depth of the
+    wrong form, widths GroupNorm cannot split) is a UsageError."""
     try:
         return create_model(registry, choice.arch, num_classes=num_classes, **choice.options)
     except ValueError as e:

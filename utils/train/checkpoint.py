@@ -10,7 +10,7 @@ import tempfile
 
 import torch
 
-from .seeding import rng_state, set_rng_state
+from ..seeding import rng_state, set_rng_state
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 

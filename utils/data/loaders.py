@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .seeding import AUGMENT, ORDER, image_rng, stream_generator
+from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
            "TaggedBatches", "crop_flip", "ArrayImages"]

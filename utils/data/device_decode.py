@@ -18,9 +18,9 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from .data import DataError
+from ..seeding import image_rng
+from .datasets import DataError
 from .loaders import EpochLoader, Normalize, TaggedBatches
-from .seeding import image_rng
 
 __all__ = ["EncodedImages", "DeviceDecodeLoader"]
 

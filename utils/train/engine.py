@@ -14,11 +14,11 @@ from typing import NamedTuple
 
 import torch
 
-from . import distributed
+from .. import distributed
+from ..eval import confusion_counts, topk_correct
+from ..progress import Progress
+from ..seeding import batch_generator
 from .checkpoint import save_checkpoint, training_state
-from .eval import confusion_counts, topk_correct
-from .progress import Progress
-from .seeding import batch_generator
 
 __all__ = ["TrainPlan", "PreparedModel", "NonFiniteLoss", "TrainingInterrupted", "StopSignal",
            "autocast", "train_one_epoch", "evaluate", "fit"]

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .augment import BatchAugment, DualCutoutLoss, Regularisers
+from ..data.augment import BatchAugment, DualCutoutLoss, Regularisers
 from .checkpoint import load_weights, restore_training_state
 from .ema import create_ema
 from .optim import create_optimizer
