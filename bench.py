@@ -186,7 +186,9 @@ def synthetic_imagenet(npz, out, count, size=(500, 375)):
     decoding and resizing cost what they cost on ImageNet, though smooth upscaled pictures
     decode somewhat faster than photographs."""
     from PIL import Image
-    for split, n in (("train", count), ("val", 10)):
+    # Both splits take the archive's images round-robin over the classes, so val/'s first
+    # min(count, 10) images are of classes train/ has.
+    for split, n in (("train", count), ("val", min(count, 10))):
         images, labels, classes = real_cifar(npz, "train" if split == "train" else "test", n)
         for i, (image, label) in enumerate(zip(images, labels)):
             folder = os.path.join(out, split, classes[label])

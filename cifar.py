@@ -16,9 +16,9 @@ from utils.train.recipe import make_recipe
 
 def cifar_flags():
     """The shared flags with cifar.py's defaults, and the ones only cifar.py has."""
-    flags = ScriptFlags("CIFAR-10/100 training", models.cifar.MODELS, workers=4, epochs=300,
-                        train_batch=128, test_batch=100, weight_decay=5e-4, arch="resnext",
-                        cardinality=8)
+    flags = ScriptFlags("CIFAR-10/100 training", models.cifar.MODELS, image_size=32, workers=4,
+                        epochs=300, train_batch=128, test_batch=100, weight_decay=5e-4,
+                        arch="resnext", cardinality=8)
     flags["dataset"].add("-d", "--dataset", default="cifar10", choices=sorted(DATASETS))
     data, model = flags["data"], flags["model"]
     data.add("--data", default="./data", metavar="DIR",
@@ -74,8 +74,8 @@ def main(argv=None):
     settings = settings.with_seed(run.choose_seed(settings.seed, settings.data.train_batch))
     seed_everything(settings.seed)
     num_classes = DATASETS[settings.data.dataset]["num_classes"]
-    run.check_num_classes(checkpoint, num_classes)
-    network = run.build_model(models.cifar.MODELS, settings.model, num_classes)
+    run.check_resume(settings, checkpoint, num_classes)
+    network = run.build_model(models.cifar.MODELS, settings.model, num_classes, device)
     if not settings.evaluate:
         run.check_writable(settings.run_folder)
 
@@ -98,8 +98,8 @@ def main(argv=None):
                                      num_classes)
     title = {"cifar10": "cifar-10-", "cifar100": "cifar-100-"}.get(
         settings.data.dataset, f"{settings.data.dataset}-") + settings.model.arch
-    return run.train_and_log(model, loaders, recipe, plan, run.run_record(settings, num_classes),
-                             title)
+    record = run.run_record(settings, num_classes, checkpoint)
+    return run.train_and_log(model, loaders, recipe, plan, record, title)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ ARCHS = {**{name: torchvision_constructor(name)
 
 def imagenet_flags():
     """The shared flags with imagenet.py's defaults, and the ones only imagenet.py has."""
-    flags = ScriptFlags("ImageNet training", ARCHS, workers=32, epochs=90, train_batch=256,
-                        test_batch=200, weight_decay=1e-4, arch="resnet18", cardinality=32)
+    flags = ScriptFlags("ImageNet training", ARCHS, image_size=224, workers=32, epochs=90,
+                        train_batch=256, test_batch=200, weight_decay=1e-4, arch="resnet18",
+                        cardinality=32)
     flags["data"].add("-d", "--data", metavar="DIR", required=True,
                       help="folder with train/ and val/ ImageFolder trees")
     flags["data"].add("--decode", default="cpu", choices=["cpu", "device"],
@@ -50,11 +51,11 @@ def imagenet_flags():
     return flags
 
 
-def imagenet_model(settings, num_classes):
+def imagenet_model(settings, num_classes, device):
     """The network of -a; with --pretrained, torchvision's ImageNet weights."""
     arch = settings.model.arch
     if not settings.pretrained:
-        return run.build_model(ARCHS, settings.model, num_classes)
+        return run.build_model(ARCHS, settings.model, num_classes, device)
     if arch in models.imagenet.MODELS:
         raise UsageError(f"--pretrained takes torchvision weights; {arch} has none there: use "
                          f"--weights PATH")
@@ -72,7 +73,7 @@ def imagenet_loaders(data, device, seed, channels_last):
     """(classes, Loaders): RandomResizedCrop(224) + flip for training; Resize(256) +
     CenterCrop(224) for val."""
     train_set = ImageFiles(find_image_folder(data.root, "train"))
-    val_set = ImageFiles(find_image_folder(data.root, "val"))
+    val_set = ImageFiles(find_image_folder(data.root, "val"), train_set.classes)
     train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
                                  **distributed.shard())
     val_batches = EpochBatches(len(val_set), data.test_batch, shuffle=False,
@@ -108,19 +109,20 @@ def main(argv=None):
     classes, loaders = imagenet_loaders(settings.data, device, settings.seed,
                                         settings.device.channels_last)
     num_classes = len(classes)
-    run.check_num_classes(checkpoint, num_classes)
+    run.check_resume(settings, checkpoint, num_classes)
 
     # Model, recipe (loss, optimizer, schedule, regularisers, EMA), and where a resume continues
     print(f"==> creating model '{settings.model.arch}'" +
           (" (pretrained)" if settings.pretrained else ""))
-    model = run.prepare_model(imagenet_model(settings, num_classes), device, gpu_count, settings)
+    network = imagenet_model(settings, num_classes, device)
+    model = run.prepare_model(network, device, gpu_count, settings)
     recipe = make_recipe(model.raw, settings.recipe, num_classes, len(loaders.train))
     plan = run.start_plan(settings, checkpoint, model.raw, recipe)
 
     # Evaluate; or train, evaluating every epoch: log.txt, checkpoints, then the curves
     if settings.evaluate:
         return run.report_evaluation(model, loaders.test, recipe, plan, classes, num_classes)
-    record = run.run_record(settings, num_classes)
+    record = run.run_record(settings, num_classes, checkpoint)
     return run.train_and_log(model, loaders, recipe, plan, record,
                              f"ImageNet-{settings.model.arch}")
 

@@ -21,6 +21,21 @@ def tiny_run(seed, train_batch=16, test_batch=16):
             "--test-batch", str(test_batch)]
 
 
+def one_line_failure(main, argv, capsys):
+    """Run a script's ``main`` as its command line does; it must exit non-zero with exactly one
+    line on stderr and no traceback. Returns (exit code, the line)."""
+    import pytest
+
+    from utils.run import run_main
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code not in (0, None) and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return exit_info.value.code, lines[0]
+
+
 def load_reference_models():
     """The reference's model facts, or None where ../shared is not beside the checkout."""
     if not os.path.isfile(MODELS_JSON):

@@ -39,6 +39,10 @@ def test_two_processes_equal_one(data, tmp_path, capsys):
     worst = max((a["state_dict"][k] - b["state_dict"][k]).abs().max().item()
                 for k in b["state_dict"])
     assert worst < 1e-5
+    # The logged training loss and accuracy are over both processes' images, as in one process.
+    rows_ddp, rows_single = (read_log_rows(os.path.join(r, "log.txt"))[1] for r in (ddp, single))
+    assert rows_ddp[0][1] == pytest.approx(rows_single[0][1], abs=1e-4)
+    assert rows_ddp[0][3] == pytest.approx(rows_single[0][3], abs=1e-4)
     # The DDP run's logged accuracy is the exact single-process evaluation of its weights.
     capsys.readouterr()
     cifar.main(["-e", "--resume", ddp, "--data", data, "--no-progress", "--test-batch", "53"])
@@ -67,3 +71,28 @@ def test_train_batch_must_divide(data, tmp_path):
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "--train-batch 15 does not divide among 2 processes" in result.stderr
+    assert result.stderr.count("does not divide") == 1  # rank 0 speaks for both
+
+
+def test_a_signal_to_one_rank_stops_both_after_the_same_step(data, tmp_path):
+    """The ranks agree on the step to stop after; otherwise the other one would wait forever in
+    the next step's all-reduce."""
+    import signal
+    import time
+    run = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(REPO, "cifar.py")] + ARGS + ["--data", data, "--epochs", "1000", "-c", run]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(os.path.join(run, "checkpoint.pth.tar")):
+        time.sleep(0.2)
+    ranks = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "cifar.py"], capture_output=True,
+                           text=True).stdout.split()
+    assert len(ranks) == 2, ranks
+    os.kill(int(ranks[1]), signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert err.count("=> stopped by SIGTERM") == 1, err[-2000:]
+    assert "--resume continues with epoch" in err
+    done = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["epoch"]
+    assert len(read_log_rows(os.path.join(run, "log.txt"))[1]) == done

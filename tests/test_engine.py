@@ -1,13 +1,14 @@
 """The training engine's fp16 path: GradScaler steps, overflow skipping and the scaler's state
 in the checkpoint. fp16 autocast and GradScaler run on the CPU too, so the path the GPU takes
 is tested here (cifar.py itself refuses --amp fp16 without a GPU, where it only costs time)."""
+import pytest
 import torch
 
 import models
 from builders import engine_recipe, random_images
 from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.train.checkpoint import restore_training_state, training_state
-from utils.train.engine import TrainPlan, train_one_epoch
+from utils.train.engine import NonFiniteLoss, TrainPlan, check_finite, train_one_epoch
 
 
 FP16 = TrainPlan(epochs=1, amp="fp16", show_progress=False)
@@ -55,3 +56,14 @@ def test_the_scaler_state_goes_into_the_checkpoint_and_comes_back():
     restore_training_state(state, optimizer, scheduler, resumed)
     assert resumed.state_dict() == scaler.state_dict()
     assert resumed.get_scale() == 2.0 ** 10
+
+
+def test_an_epoch_with_non_finite_numbers_or_weights_is_refused():
+    model = torch.nn.Linear(2, 2)
+    check_finite(0, [0.1, 1.0, 1.0, 50.0, 50.0], [model])  # all finite: nothing happens
+    with pytest.raises(NonFiniteLoss, match="EMA validation accuracy became non-finite at epoch 3"):
+        check_finite(2, [0.1, 1.0, 1.0, 50.0, 50.0, float("nan")], [model])
+    with torch.no_grad():
+        model.bias[1] = float("inf")
+    with pytest.raises(NonFiniteLoss, match="the weights became non-finite at epoch 1;"):
+        check_finite(0, [0.1, 1.0, 1.0, 50.0, 50.0], [model])

@@ -76,7 +76,8 @@ def test_unknown_arch_names_the_closest():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--lr", "nan"], "--lr must be positive"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
     (["--mixup", "0.2", "--ricap", "1"], "choose one of --mixup, --ricap"),
     (["--test-batch", "0"], "--test-batch must be at least 1"),
     (["-a", "resnt"], "did you mean resnet"),

@@ -12,8 +12,8 @@ import torch
 
 import cifar
 import imagenet
-from builders import (REPO, TINY_MODEL, make_cifar_pickles, make_image_folder, read_log_rows,
-                      tiny_run)
+from builders import (REPO, TINY_MODEL, make_cifar_pickles, make_image_folder, one_line_failure,
+                      read_log_rows, tiny_run)
 from utils.run import run_main
 from utils.train.checkpoint import atomic_save, save_checkpoint
 
@@ -153,13 +153,7 @@ def test_atomic_save_replaces_whole_files(tmp_path):
 
 
 def fail(argv, script=cifar, capsys=None):
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(script.main, argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code != 0 and "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
+    return one_line_failure(script.main, argv, capsys)[1]
 
 
 @pytest.fixture(scope="module")

@@ -70,13 +70,14 @@ class ScriptFlags:
     """A script's parser: the shared flags with its defaults, plus the ones it adds itself
     (``flags["model"].add(...)``)."""
 
-    def __init__(self, description, archs, *, workers, epochs, train_batch, test_batch,
-                 weight_decay, arch, cardinality):
-        """``archs``: the constructors -a accepts, by name."""
+    def __init__(self, description, archs, *, image_size, workers, epochs, train_batch,
+                 test_batch, weight_decay, arch, cardinality):
+        """``archs``: the constructors -a accepts, by name; ``image_size``: the side of the
+        training crops (bounds --cutout)."""
         self.parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
         self.groups = {name: FlagGroup(self.parser, name, kind, title)
                        for name, kind, title in GROUPS}
-        self.archs = archs
+        self.archs, self.image_size = archs, image_size
         _add_shared_flags(self, workers=workers, epochs=epochs, train_batch=train_batch,
                           test_batch=test_batch, weight_decay=weight_decay, arch=arch,
                           cardinality=cardinality)
@@ -110,6 +111,12 @@ class ScriptFlags:
             self._take_recorded(values, explicit, checkpoint)
             values["checkpoint"] = os.path.dirname(path)
         check_values(values)
+        if not checkpoint and not values["evaluate"] and values["start_epoch"] >= values["epochs"]:
+            raise UsageError(f"nothing to train: --start-epoch {values['start_epoch']} is not "
+                             f"below --epochs {values['epochs']}")
+        if values["cutout"] > self.image_size:
+            raise UsageError(f"--cutout {values['cutout']} is larger than the "
+                             f"{self.image_size}x{self.image_size} training images")
         check_arch(values["arch"], sorted(self.archs))
         settings = self._settings(values, explicit)
         check_model_flags(self.archs[settings.model.arch], settings.model)
@@ -127,6 +134,7 @@ class ScriptFlags:
         if saved_arch is not None and "arch" in explicit and saved_arch != values["arch"]:
             raise UsageError(f"the checkpoint is of architecture {saved_arch!r}, but --arch is "
                              f"{values['arch']!r}")
+        check_continuable(values, explicit, saved, checkpoint)
         for name in self.dests(RECORDED):
             if name in saved and name not in explicit:
                 values[name] = saved[name]
@@ -227,6 +235,31 @@ def recipe_settings(values):
                           values["ema"], values["amp"])
 
 
+def _per_iteration(values):
+    return values.get("scheduler", "step") != "step" or values.get("warmup_epochs", 0) > 0
+
+
+def check_continuable(values, explicit, saved, checkpoint):
+    """Refuse a recipe flag written on a --resume command line whose change the checkpoint's
+    state cannot continue: another optimizer or kind of schedule (their states do not carry
+    over), or an EMA the checkpoint never kept."""
+    start_anew = "train into a new run folder (-c) starting from its weights (--weights)"
+    for name, state in (("optimizer", "optimizer"), ("scheduler", "schedule")):
+        if name in explicit and name in saved and saved[name] != values[name]:
+            raise UsageError(f"--{name} {values[name]}: the checkpoint was trained with "
+                             f"{saved[name]}, and its {state} state cannot continue as another; "
+                             f"{start_anew}")
+    if ("warmup_epochs" in explicit and "scheduler" in saved and "warmup_epochs" in saved
+            and _per_iteration(values) != _per_iteration({**saved, **{
+                k: values[k] for k in ("scheduler",) if k in explicit}})):
+        raise UsageError(f"--warmup-epochs {values['warmup_epochs']}: the checkpoint's schedule "
+                         f"steps per {'iteration' if _per_iteration(saved) else 'epoch'}, this "
+                         f"one would not; {start_anew}")
+    if "ema" in explicit and values["ema"] and not checkpoint.get("ema_state_dict"):
+        raise UsageError(f"--ema {values['ema']}: the checkpoint keeps no average of the weights "
+                         f"to continue; {start_anew}")
+
+
 def check_arch(arch, archs):
     if arch not in archs:
         close = difflib.get_close_matches(arch, archs, n=3, cutoff=0.5)
@@ -249,8 +282,21 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
+# Model flags that count channels, groups or layers: at least 1 (name: least value).
+MODEL_SIZES = {"depth": 1, "cardinality": 1, "widen_factor": 1, "gn_groups": 1, "growthRate": 1,
+               "compressionRate": 1, "base_channels": 1, "base_width": 1, "se_reduction": 0,
+               "alpha": 0}
+
+
 def check_values(values):
     """Refuse impossible settings, naming the flag."""
+    for name, value in values.items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UsageError(f"{_flag(name)} must be a finite number, got {v}")
+    for name, least in MODEL_SIZES.items():
+        if name in values and values[name] < least:
+            raise UsageError(f"{_flag(name)} must be at least {least}, got {values[name]}")
     for name in ("train_batch", "test_batch", "iter_size", "epochs"):
         if values[name] < 1:
             raise UsageError(f"{_flag(name)} must be at least 1, got {values[name]}")
@@ -261,8 +307,18 @@ def check_values(values):
     schedule = values["schedule"]
     if any(b <= a for a, b in zip(schedule, schedule[1:])):
         raise UsageError(f"--schedule epochs must increase, got {' '.join(map(str, schedule))}")
-    if not values["lr"] > 0 or not math.isfinite(values["lr"]):
+    if not values["lr"] > 0:
         raise UsageError(f"--lr must be positive, got {values['lr']}")
+    if not 0 <= values["momentum"] < 1:
+        raise UsageError(f"--momentum must be in [0, 1), got {values['momentum']}: at 1 or more "
+                         f"old gradients never fade and the steps grow without bound")
+    if values["weight_decay"] < 0:
+        raise UsageError(f"--weight-decay must be >= 0, got {values['weight_decay']} (a negative "
+                         f"decay pushes the weights to grow)")
+    if not values["gamma"] > 0:
+        raise UsageError(f"--gamma must be positive, got {values['gamma']}")
+    if not 0 <= values["drop"] < 1:
+        raise UsageError(f"--drop must be in [0, 1), got {values['drop']}")
     for name in ("warmup_epochs", "mixup", "cutmix", "ricap", "cutout", "dual_cutout",
                  "ghost_batch"):
         if values[name] < 0:

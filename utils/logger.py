@@ -12,44 +12,86 @@ import matplotlib
 matplotlib.use("Agg")  # runs write files; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["Logger", "LoggerMonitor", "savefig", "read_log", "plot_columns", "save_curves"]
+__all__ = ["LogError", "Logger", "LoggerMonitor", "savefig", "read_log", "plot_columns", "save_curves"]
 
 
 def savefig(fname, dpi=None):
     plt.savefig(fname, dpi=150 if dpi is None else dpi, bbox_inches="tight")
 
 
+class LogError(Exception):
+    """A log.txt that cannot be read or continued; the message names it and says why."""
+
+
 def read_log(fpath):
-    """(names, {name: [values]}) of a log.txt."""
-    with open(fpath) as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
+    """(names, {name: [values]}) of a log.txt; LogError for an empty, binary or garbled one."""
+    try:
+        with open(fpath, encoding="utf-8") as f:
+            lines = [line.rstrip("\n") for line in f if line.strip()]
+    except UnicodeDecodeError:
+        raise LogError(f"{fpath} is not a text log (log.txt)") from None
+    except OSError as e:
+        raise LogError(f"cannot read {fpath}: {e.strerror or e}") from e
     if not lines:
-        return [], {}
+        raise LogError(f"{fpath} is empty: no header of column names")
     names = [n for n in lines[0].rstrip("\t").split("\t")]
     numbers = {n: [] for n in names}
-    for line in lines[1:]:
-        for name, value in zip(names, line.rstrip("\t").split("\t")):
-            numbers[name].append(float(value))
+    for i, line in enumerate(lines[1:], start=2):
+        fields = line.rstrip("\t").split("\t")
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            values = []
+        if len(values) != len(names):
+            raise LogError(f"{fpath} line {i} is not a row of {len(names)} numbers: "
+                           f"{line[:60]!r}")
+        for name, value in zip(names, values):
+            numbers[name].append(value)
     return names, numbers
 
 
 class Logger:
-    def __init__(self, fpath, title=None, resume=False, keep_rows=None):
+    def __init__(self, fpath, title=None, resume=False, keep_rows=None, saved=None):
         """Open ``fpath`` for a new log, or with ``resume`` for appending. ``keep_rows`` cuts a
         resumed log to that many data rows first, so epochs that ran after the checkpoint being
-        resumed (a crash between log and checkpoint) are not logged twice."""
+        resumed (a crash between log and checkpoint) are not logged twice. ``saved`` (the
+        checkpoint's ``{"names", "rows"}``) rebuilds a resumed log that is missing, garbled or
+        short of rows; without it such a log is a LogError, never silently renumbered."""
         self.fpath = fpath
         self.title = "" if title is None else title
         self.names, self.numbers = [], {}
-        if resume and os.path.isfile(fpath):
-            self.names, self.numbers = read_log(fpath)
-            if keep_rows is not None:
-                for name in self.names:
-                    self.numbers[name] = self.numbers[name][:keep_rows]
-                self._rewrite()
+        if resume and (os.path.isfile(fpath) or keep_rows):
+            self._resume(keep_rows, saved)
             self.file = open(fpath, "a")
         else:
             self.file = open(fpath, "w")
+
+    def _resume(self, keep_rows, saved):
+        try:
+            if not os.path.isfile(self.fpath):
+                raise LogError(f"{self.fpath} is missing")
+            self.names, self.numbers = read_log(self.fpath)
+            have = len(self.numbers[self.names[0]]) if self.names else 0
+            if keep_rows is not None and have < keep_rows:
+                raise LogError(f"{self.fpath} has {have} rows, the checkpoint {keep_rows} epochs")
+        except LogError as e:
+            if not saved or len(saved["rows"]) < (keep_rows or 0):
+                raise LogError(f"{e}; the checkpoint holds no rows to rebuild it from: restore "
+                               f"the log, or train into a new run folder (-c)") from None
+            print(f"==> {e}: rebuilt from the checkpoint's rows")
+            self.names = list(saved["names"])
+            self.numbers = {n: [row[i] for row in saved["rows"]]
+                            for i, n in enumerate(self.names)}
+        if keep_rows is not None:
+            for name in self.names:
+                self.numbers[name] = self.numbers[name][:keep_rows]
+        self._rewrite()
+
+    def rows(self):
+        """{"names", "rows"}: the log so far, as a checkpoint keeps it."""
+        count = len(self.numbers[self.names[0]]) if self.names else 0
+        return {"names": list(self.names),
+                "rows": [[self.numbers[n][i] for n in self.names] for i in range(count)]}
 
     def _rewrite(self):
         rows = len(self.numbers[self.names[0]]) if self.names else 0

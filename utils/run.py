@@ -20,7 +20,7 @@ from models.layers import use_ghost_batch_norm
 from . import distributed
 from .data.datasets import DataError
 from .flags import UsageError
-from .logger import Logger, save_curves
+from .logger import LogError, Logger, save_curves
 from .report import write_class_report
 from .train.checkpoint import CheckpointError, load_weights
 from .train.engine import (NonFiniteLoss, PreparedModel, TrainingInterrupted, TrainPlan, evaluate,
@@ -28,7 +28,7 @@ from .train.engine import (NonFiniteLoss, PreparedModel, TrainingInterrupted, Tr
 from .train.recipe import resume_from
 
 __all__ = ["select_device", "choose_seed", "build_model", "prepare_model", "check_writable",
-           "check_num_classes", "start_plan", "run_record", "train_and_log", "report_evaluation",
+           "check_resume", "start_plan", "run_record", "train_and_log", "report_evaluation",
            "run_main"]
 
 CPU_NAMES = ("", "cpu", "-1")
@@ -77,14 +77,44 @@ def choose_seed(seed, train_batch):
     return seed if seed is not None else distributed.broadcast_seed(random.randint(1, 10000))
 
 
-def build_model(registry, choice, num_classes):
+# No published network is deeper than ResNet-1202; building one costs ~1 ms per layer even on
+# the meta device, so the estimate below would itself take minutes far past this.
+MAX_DEPTH = 10_000
+
+
+def build_model(registry, choice, num_classes, device=None):
     """The network of a ModelChoice (whose flags parsing checked against the architecture),
     built with the options its constructor takes; an impossible configuration (a depth of the
-    wrong form, widths GroupNorm cannot split) is a UsageError."""
+    wrong form, widths GroupNorm cannot split) is a UsageError. With ``device``, a network whose
+    training state would not fit in its memory is refused before it is built."""
+    depth = choice.options.get("depth")
+    if "depth" in choice.given and depth > MAX_DEPTH:
+        raise UsageError(f"--depth {depth}: this project builds at most {MAX_DEPTH} layers (the "
+                         f"deepest published CIFAR network, ResNet-1202, has 1202)")
     try:
+        if device is not None:
+            with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+                estimate = create_model(registry, choice.arch, num_classes=num_classes,
+                                        **choice.options)
+            check_fits(estimate, choice.arch, device)
         return create_model(registry, choice.arch, num_classes=num_classes, **choice.options)
     except ValueError as e:
         raise UsageError(f"{choice.arch}: {e}") from e
+
+
+def check_fits(model, arch, device):
+    """Refuse a model whose weights, gradients and momentum alone (4 bytes each per parameter,
+    and as much again for an EMA or Adam's second moment) exceed the device's memory."""
+    params = sum(p.numel() for p in model.parameters())
+    need = params * 4 * 4
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise UsageError(f"{arch} with these flags has {params / 1e6:,.0f}M parameters: training "
+                         f"needs at least {need / 2 ** 30:,.0f} GiB for weights, gradients and "
+                         f"optimizer state, more than the {have / 2 ** 30:,.0f} GiB of {device}")
 
 
 # Measured on the CPU (BENCHMARKS.md): eager GroupNorm on NHWC activations is slow, while
@@ -134,11 +164,19 @@ def check_writable(folder):
                          f"{e.strerror or e}") from e
 
 
-def check_num_classes(checkpoint, num_classes):
-    saved = (checkpoint or {}).get("num_classes")
+def check_resume(settings, checkpoint, num_classes):
+    """Whether the resumed ``checkpoint`` fits this run: its class count, and epochs left to
+    train (unless evaluating)."""
+    if checkpoint is None:
+        return
+    saved = checkpoint.get("num_classes")
     if saved is not None and saved != num_classes:
         raise CheckpointError(f"the checkpoint's model has {saved} classes, this run's data "
                               f"has {num_classes}")
+    done = checkpoint.get("epoch", 0)
+    if not settings.evaluate and done >= settings.epochs:
+        raise UsageError(f"nothing to train: the checkpoint has done {done} epochs and --epochs "
+                         f"is {settings.epochs}; raise --epochs to train on")
 
 
 def start_plan(settings, checkpoint, raw_model, recipe):
@@ -155,22 +193,29 @@ def start_plan(settings, checkpoint, raw_model, recipe):
                      resumed=checkpoint is not None)
 
 
-def run_record(settings, num_classes):
-    """What a checkpoint records about its run: the arch, the class count, the recorded flags."""
-    return {"arch": settings.model.arch, "num_classes": num_classes, "args": settings.recorded}
+def run_record(settings, num_classes, checkpoint=None):
+    """What a checkpoint records about its run: the arch, the class count, the recorded flags;
+    and, from the ``checkpoint`` resumed, its log rows (to rebuild a lost log.txt)."""
+    record = {"arch": settings.model.arch, "num_classes": num_classes, "args": settings.recorded}
+    if checkpoint and isinstance(checkpoint.get("log"), dict):
+        record["log"] = checkpoint["log"]
+    return record
 
 
 LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
 
 
 def train_and_log(model, loaders, recipe, plan, record, title):
-    """Open log.txt (a resumed log cut back to the checkpoint's epochs; with an EMA a sixth
-    column), run the engine's epoch loop, then draw log.eps / log.png. Only the main process
-    logs. Returns the best validation accuracy."""
+    """Open log.txt (a resumed log cut back to the checkpoint's epochs, or rebuilt from the rows
+    ``record`` carries from the checkpoint; with an EMA a sixth column), run the engine's epoch
+    loop, then draw log.eps / log.png. Only the main process logs. Returns the best validation
+    accuracy."""
+    record = dict(record)
+    saved_log = record.pop("log", None)
     log = None
     if distributed.is_main():
         log = Logger(os.path.join(plan.run_folder, "log.txt"), title=title, resume=plan.resumed,
-                     keep_rows=plan.start_epoch if plan.resumed else None)
+                     keep_rows=plan.start_epoch if plan.resumed else None, saved=saved_log)
         log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []))
     best_acc = fit(model, loaders, recipe, plan, log, record)
     if log is not None:
@@ -205,7 +250,14 @@ def report_evaluation(model, loader, recipe, plan, classes, num_classes):
     return loss, top1, top5
 
 
-EXIT_CODES = {UsageError: 2, DataError: 1, CheckpointError: 1, NonFiniteLoss: 1}
+def _say(line):
+    """One line on stderr, from one process: under torchrun every process meets the same
+    expected failure, and rank 0 speaks for them."""
+    if distributed.is_main():
+        print(line, file=sys.stderr)
+
+
+EXIT_CODES = {UsageError: 2, DataError: 1, CheckpointError: 1, NonFiniteLoss: 1, LogError: 1}
 
 
 def run_main(main, argv=None):
@@ -215,13 +267,13 @@ def run_main(main, argv=None):
         result = main(argv)
         finished = True
     except TrainingInterrupted as e:
-        print(f"\n=> {e}", file=sys.stderr)
+        _say(f"\n=> {e}")
         sys.exit(143 if e.signame == "SIGTERM" else 130)
     except KeyboardInterrupt:
-        print("\n=> interrupted", file=sys.stderr)
+        _say("\n=> interrupted")
         sys.exit(130)
     except tuple(EXIT_CODES) as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         sys.exit(EXIT_CODES.get(type(e), 1))
     finally:
         left_group = distributed.cleanup(synchronize=finished)

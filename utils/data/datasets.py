@@ -87,9 +87,28 @@ def cifar_shaped(images):
     return np.ascontiguousarray(images)
 
 
-def _array_dataset(images, labels, classes):
-    return ArrayDataset(torch.from_numpy(cifar_shaped(np.asarray(images, dtype=np.uint8))),
-                        torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1)), classes)
+def _array_dataset(images, labels, classes, source, num_classes=None):
+    """An ArrayDataset of what a file holds, after checking what the model will trust: as many
+    labels as images, at least one image, 8-bit pixels (a float 0..1 array would silently become
+    0/1 pixels), integer labels in [0, num_classes). ``source`` names the file in errors."""
+    images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
+    num_classes = len(classes) if num_classes is None else num_classes
+    if len(images) == 0:
+        raise DataError(f"{source} holds no images")
+    if len(labels) != len(images):
+        raise DataError(f"{source} holds {len(images)} images but {len(labels)} labels")
+    if images.dtype != np.uint8 and not (images.dtype.kind in "iu" and images.min() >= 0
+                                         and images.max() <= 255):
+        raise DataError(f"{source} holds {images.dtype} pixels from {images.min()} to "
+                        f"{images.max()}; expected 8-bit values 0..255")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f"
+                                               and np.array_equal(labels, labels.round())):
+        raise DataError(f"{source} holds {labels.dtype} labels; expected class numbers")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DataError(f"{source} holds labels from {labels.min():g} to {labels.max():g}; "
+                        f"expected 0..{num_classes - 1} ({num_classes} classes)")
+    return ArrayDataset(torch.from_numpy(cifar_shaped(images.astype(np.uint8))),
+                        torch.from_numpy(labels.astype(np.int64)), classes)
 
 
 def _existing(folder, names):
@@ -113,10 +132,9 @@ def _read_idx_dataset(folder, spec):
             x, y = read_idx(images), read_idx(labels)
         except (OSError, FormatError, EOFError) as e:
             raise DataError(f"{folder}: {e}") from e
-        if x.ndim != 3 or len(x) != len(y):
-            raise DataError(f"{images}: expected N images of HxW with N labels, got {x.shape} "
-                            f"and {y.shape}")
-        return _array_dataset(x, y, [str(i) for i in range(spec["num_classes"])])
+        if x.ndim != 3:
+            raise DataError(f"{images}: expected N images of HxW, got an array of {x.shape}")
+        return _array_dataset(x, y, [str(i) for i in range(spec["num_classes"])], images)
     return split("train"), split("test")
 
 
@@ -126,20 +144,27 @@ def _read_mat_dataset(folder, spec):
         path, = _existing(folder, names)
         try:
             arrays = read_mat(path)
-            x, y = arrays["X"], arrays["y"].reshape(-1).astype(np.int64)
+            x, y = arrays["X"], arrays["y"].reshape(-1)
+            x = np.transpose(x, (3, 2, 0, 1))
         except (OSError, FormatError, KeyError, ValueError, zlib.error) as e:
             raise DataError(f"{path} is not an SVHN .mat file with X and y: {e}") from e
-        y[y == 10] = 0
-        return _array_dataset(np.transpose(x, (3, 2, 0, 1)), y,
-                              [str(i) for i in range(spec["num_classes"])])
+        y = np.where(y == 10, 0, y)  # SVHN labels the digit 0 as 10
+        return _array_dataset(x, y, [str(i) for i in range(spec["num_classes"])], path)
     return split(spec["train"]), split(spec["test"])
 
 
 def _read_official(folder, spec):
     """The official python layout, read directly: no md5 check, so mirrors and re-encodings of
     the same arrays load."""
+    meta_path = os.path.join(folder, spec["meta"][0])
+    classes = None
+    if os.path.isfile(meta_path):
+        names = _read_pickle(meta_path).get(spec["meta"][1])
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names or []] or None
+    classes = classes or [str(i) for i in range(spec["num_classes"])]
+
     def split(names):
-        images, labels = [], []
+        parts = []
         for name in names:
             path = os.path.join(folder, name)
             if not os.path.isfile(path):
@@ -147,38 +172,47 @@ def _read_official(folder, spec):
                                 f"{', '.join(spec['train'] + spec['test'])}")
             batch = _read_pickle(path)
             try:
-                data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-                labels.append(np.asarray(batch[spec["label_key"]], dtype=np.int64))
-            except (KeyError, ValueError) as e:
-                raise DataError(f"{path} does not hold CIFAR data and labels: {e}") from e
-            images.append(data)
-        return ArrayDataset(torch.from_numpy(np.concatenate(images)),
-                            torch.from_numpy(np.concatenate(labels)), None)
+                data = np.asarray(batch["data"])
+                labels = np.asarray(batch[spec["label_key"]])
+                data = data.reshape(len(data), 3, 32, 32)
+            except (KeyError, ValueError, TypeError) as e:
+                raise DataError(f"{path} does not hold CIFAR data (N rows of 3072 pixels) and "
+                                f"labels: {type(e).__name__}: {e}") from e
+            parts.append(_array_dataset(data, labels, classes, path, spec["num_classes"]))
+        return ArrayDataset(torch.cat([p.images for p in parts]),
+                            torch.cat([p.labels for p in parts]), classes)
 
-    train, test = split(spec["train"]), split(spec["test"])
-    meta_path = os.path.join(folder, spec["meta"][0])
-    classes = None
-    if os.path.isfile(meta_path):
-        names = _read_pickle(meta_path).get(spec["meta"][1])
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names or []] or None
-    train.classes = test.classes = classes or [str(i) for i in range(spec["num_classes"])]
-    return train, test
+    return split(spec["train"]), split(spec["test"])
 
 
-def list_image_folder(root):
-    """(classes, [(path, label)]) of root/<class>/<image>, classes sorted as torchvision does."""
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    if not classes:
+def list_image_folder(root, classes=None):
+    """(classes, [(path, label)]) of root/<class>/<image>, classes sorted as torchvision does.
+    With ``classes`` (the training split's), each folder takes the label of its name there, so
+    a split lacking a class keeps every other label right; a class unknown there is an error."""
+    found = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not found:
         raise DataError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
+    if classes is None:
+        classes = found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise DataError(f"{root} has class folder(s) {', '.join(unknown[:5])} that the "
+                        f"training split does not have")
     samples = []
-    for label, cls in enumerate(classes):
+    for cls in found:
+        label = classes.index(cls)
         for dirpath, _, files in sorted(os.walk(os.path.join(root, cls), followlinks=True)):
             for name in sorted(files):
                 if name.lower().endswith(IMG_EXTENSIONS):
                     samples.append((os.path.join(dirpath, name), label))
     if not samples:
         raise DataError(f"{root} has class folders but no image files ({', '.join(IMG_EXTENSIONS)})")
-    return classes, samples
+    return list(classes), samples
+
+
+# Pillow modes of more than 8 bits per channel: convert("RGB") clips them (a 16-bit PNG comes
+# out all white), so they are refused instead.
+WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 
 
 def read_rgb(path):
@@ -186,15 +220,18 @@ def read_rgb(path):
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
+            if img.mode in WIDE_MODES:
+                raise DataError(f"image {path} has {img.mode} pixels (more than 8 bits); "
+                                f"convert it to 8-bit RGB or grey")
             return img.convert("RGB")
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
 
 
 def _read_image_folder(root, classes=None):
-    found, samples = list_image_folder(root)
-    if classes is not None and found != classes:
-        raise DataError(f"{root} has classes {found[:5]}..., but train/ has {classes[:5]}...")
+    found, samples = list_image_folder(root, classes)
 
     def decode(path):
         return np.asarray(read_rgb(path))
@@ -207,7 +244,7 @@ def _read_image_folder(root, classes=None):
             raise DataError(f"images in {root} differ in size: {path} is {a.shape[1]}x"
                             f"{a.shape[0]}, {samples[0][0]} is {shape[1]}x{shape[0]}")
     return _array_dataset(np.stack(arrays).transpose(0, 3, 1, 2),
-                          [label for _, label in samples], found)
+                          [label for _, label in samples], found, root)
 
 
 def _download(root, spec):
@@ -288,11 +325,12 @@ def dataset_stats(name, train):
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """An ImageFolder tree read file by file (ImageNet): item i is (RGB PIL image, label)."""
+    """An ImageFolder tree read file by file (ImageNet): item i is (RGB PIL image, label).
+    ``classes``: the training split's, to label this split's folders by name."""
 
-    def __init__(self, root):
+    def __init__(self, root, classes=None):
         self.root = root
-        self.classes, self.samples = list_image_folder(root)
+        self.classes, self.samples = list_image_folder(root, classes)
 
     def __len__(self):
         return len(self.samples)

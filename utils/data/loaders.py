@@ -9,6 +9,7 @@ Two loaders yield the same thing, normalised float batches on the training devic
 - ``StreamLoader``: a torch DataLoader of per-image torchvision transforms (ImageNet, or CIFAR
   with --loader dataloader); uint8 batches are copied to the device and normalised there.
 """
+import signal
 from typing import NamedTuple
 
 import torch
@@ -18,7 +19,7 @@ from PIL import Image
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
-           "TaggedBatches", "crop_flip", "ArrayImages"]
+           "TaggedBatches", "crop_flip", "ArrayImages", "ignore_stop_signals"]
 
 
 class Loaders(NamedTuple):
@@ -93,6 +94,14 @@ class Normalize:
     def __call__(self, x):
         x = x.to(memory_format=self.memory_format)
         return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+def ignore_stop_signals(worker_id):
+    """A DataLoader worker's init: SIGINT and SIGTERM sent to the whole process group (Ctrl-C,
+    a scheduler's kill) are the main process's to handle. It finishes the step in flight and
+    shuts the workers down; a worker killed first would end the run in a traceback instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class EpochLoader:
@@ -198,7 +207,8 @@ class StreamLoader(EpochLoader):
         self.loader = torch.utils.data.DataLoader(
             SeededTransform(dataset, transform, batches.seed), batch_sampler=TaggedBatches(batches),
             num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
-            prefetch_factor=prefetch_factor if workers > 0 else None)
+            prefetch_factor=prefetch_factor if workers > 0 else None,
+            worker_init_fn=ignore_stop_signals)
         self.normalize = Normalize(mean, std, device, channels_last)
 
     def __iter__(self):

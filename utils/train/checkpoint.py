@@ -4,6 +4,7 @@ Format (the reference's, plus fields of ours): a dict with ``epoch`` (epochs don
 (unwrapped: no ``module.`` prefix), ``acc``, ``best_acc``, ``optimizer``; ours adds ``arch``,
 ``args`` (the run's flags), ``scheduler`` and ``rng`` so a resume is exact.
 """
+import errno
 import os
 import shutil
 import tempfile
@@ -69,10 +70,20 @@ def save_checkpoint(state, is_best, folder, filename="checkpoint.pth.tar"):
         atomic_save(state, path)
         if is_best:
             atomic_copy(path, os.path.join(folder, "model_best.pth.tar"))
-    except OSError as e:
-        raise CheckpointError(f"could not write a checkpoint in {folder}: {e.strerror or e}; "
+    except (OSError, RuntimeError) as e:
+        # torch.save reports a failed write (a full disk) as a RuntimeError without an errno.
+        reason = getattr(e, "strerror", None) or (
+            os.strerror(errno.ENOSPC) if _nearly_full(folder) else str(e).splitlines()[0])
+        raise CheckpointError(f"could not write a checkpoint in {folder}: {reason}; "
                               f"the previous checkpoint there is intact") from e
     return path
+
+
+def _nearly_full(folder, margin=64 * 2 ** 20):
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
 
 
 def resolve_checkpoint_path(path):
@@ -85,13 +96,46 @@ def resolve_checkpoint_path(path):
 
 
 def read_checkpoint(path):
-    """Load a checkpoint file onto the CPU (tensors, numbers, strings and containers only)."""
+    """Load a checkpoint file onto the CPU (tensors, numbers, strings and containers only) and
+    check it is one (check_checkpoint)."""
     path = resolve_checkpoint_path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not a "
                               f"PyTorch file): {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    check_checkpoint(checkpoint, path)
+    return checkpoint
+
+
+# The fields a checkpoint may hold (the reference's and ours) and the types they must have
+# (the reference saved its accuracies as 0-dim tensors).
+FIELDS = {"epoch": int, "acc": (int, float, torch.Tensor), "best_acc": (int, float, torch.Tensor),
+          "optimizer": dict,
+          "scheduler": (dict, type(None)), "scaler": (dict, type(None)), "rng": dict, "arch": str,
+          "num_classes": int, "args": dict, "ema_state_dict": dict, "log": dict}
+
+
+def check_checkpoint(checkpoint, path):
+    """A dict holding named tensors (under ``state_dict``, or a bare state_dict) whose other
+    fields have their types; anything else is a CheckpointError naming what is wrong."""
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint")
+    state = checkpoint.get("state_dict", checkpoint)
+    if (not isinstance(state, dict) or not state
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                       for k, v in state.items())):
+        raise CheckpointError(f"{path} is not a checkpoint: it holds no state_dict of named "
+                              f"tensors")
+    if state is checkpoint:
+        return
+    for field, types in FIELDS.items():
+        if field in checkpoint and (not isinstance(checkpoint[field], types)
+                                    or isinstance(checkpoint[field], bool)):
+            raise CheckpointError(f"{path} has a malformed {field!r}: a "
+                                  f"{type(checkpoint[field]).__name__}")
+    if checkpoint.get("epoch", 0) < 0:
+        raise CheckpointError(f"{path} has a negative epoch count ({checkpoint['epoch']})")
 
 
 def unwrap_state_dict(obj):
@@ -156,20 +200,22 @@ def restore_training_state(checkpoint, optimizer, scheduler, scaler=None, ema=No
     job). Reference checkpoints carry no schedule: the schedule is then advanced to their epoch.
     Returns (start_epoch, best_acc)."""
     epoch = int(checkpoint.get("epoch", 0))
-    if "optimizer" in checkpoint and checkpoint["optimizer"]:
+    parts = [("optimizer", optimizer.load_state_dict, checkpoint.get("optimizer")),
+             ("schedule", scheduler.load_state_dict, checkpoint.get("scheduler")),
+             ("EMA", ema.load_state_dict if ema is not None else None,
+              checkpoint.get("ema_state_dict")),
+             ("AMP scaler", scaler.load_state_dict if scaler is not None else None,
+              checkpoint.get("scaler")),
+             ("random generator", set_rng_state, checkpoint.get("rng"))]
+    for name, load, state in parts:
+        if load is None or not state:
+            continue
         try:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"the checkpoint's optimizer state does not fit: {e}") from e
-    if checkpoint.get("scheduler"):
-        scheduler.load_state_dict(checkpoint["scheduler"])
-    else:
+            load(state)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"the checkpoint's {name} state does not fit this run: "
+                                  f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
+    if not checkpoint.get("scheduler"):
         scheduler.last_epoch = epoch
-    if ema is not None and checkpoint.get("ema_state_dict"):
-        ema.load_state_dict(checkpoint["ema_state_dict"])
-    if scaler is not None and checkpoint.get("scaler"):
-        scaler.load_state_dict(checkpoint["scaler"])
-    if checkpoint.get("rng"):
-        set_rng_state(checkpoint["rng"])
     best = checkpoint.get("best_acc", 0.0)
     return epoch, float(best)

@@ -8,6 +8,7 @@ LR schedule, EMA update -> meters -> progress line.
 """
 import contextlib
 import dataclasses
+import math
 import signal
 import time
 from typing import NamedTuple
@@ -51,23 +52,52 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLoss(Exception):
-    def __init__(self, epoch, batch):
-        super().__init__(f"loss became non-finite at epoch {epoch + 1}, batch {batch + 1}; stopped "
-                         f"without saving, the last checkpoint is the last good one")
+    def __init__(self, epoch, batch=None, what="loss"):
+        """``what`` became NaN or infinite at 0-based ``epoch`` (and ``batch``)."""
+        where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+        super().__init__(f"{what} became non-finite at {where}; stopped without saving, the last "
+                         f"checkpoint is the last good one")
+
+
+def all_finite(modules):
+    """Whether every floating-point weight and buffer of ``modules`` is finite (one host sync)."""
+    flags = [torch.isfinite(t).all() for m in modules for t in m.state_dict().values()
+             if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def check_finite(epoch, row, modules):
+    """Refuse to log or save an epoch whose numbers or weights are NaN or infinite."""
+    names = ("learning rate", "training loss", "validation loss", "training accuracy",
+             "validation accuracy", "EMA validation accuracy")
+    for name, value in zip(names, row):
+        if not math.isfinite(value):
+            raise NonFiniteLoss(epoch, what=name)
+    if not all_finite(modules):
+        raise NonFiniteLoss(epoch, what="the weights")
 
 
 class TrainingInterrupted(Exception):
-    def __init__(self, signame, resume_epoch):
-        """``resume_epoch``: the 0-based epoch a --resume of the last checkpoint starts with."""
-        super().__init__(f"stopped by {signame} after the step in flight; --resume continues "
-                         f"with epoch {resume_epoch + 1}" + (
-                             " (the interrupted epoch restarts)" if resume_epoch else ""))
+    def __init__(self, signame, resume_epoch, saved=True):
+        """``resume_epoch``: the 0-based epoch a --resume of the last checkpoint starts with;
+        ``saved``: whether there is a checkpoint to resume."""
+        if saved:
+            super().__init__(f"stopped by {signame} after the step in flight; --resume continues "
+                             f"with epoch {resume_epoch + 1}" + (
+                                 " (the interrupted epoch restarts)" if resume_epoch else ""))
+        else:
+            super().__init__(f"stopped by {signame} after the step in flight, before the first "
+                             f"checkpoint: there is none yet to resume, run again from the start")
         self.signame = signame
 
 
 class StopSignal:
     """Records SIGTERM/SIGINT instead of dying mid-step, so the engine can stop between steps.
-    A second signal of the same kind exits at once."""
+    A second signal of the same kind exits at once. Under torchrun a signal reaches processes
+    at different steps (or only one of them): ``agreed()`` is the signal any process got, the
+    same on all, so they stop after the same step instead of one waiting forever in the next
+    step's all-reduce."""
+    NAMES = (None, "SIGINT", "SIGTERM")
 
     def __init__(self):
         self.received = None
@@ -86,6 +116,9 @@ class StopSignal:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
         self.received = signal.Signals(signum).name
+
+    def agreed(self):
+        return self.NAMES[distributed.max_over_processes(self.NAMES.index(self.received))]
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -171,14 +204,17 @@ def train_one_epoch(model, loader, recipe, plan, epoch, stop=None):
             t = totals.tolist()
             progress.update(i + 1, data_time, time.time() - end, t[0] / count,
                             100 * t[1] / scored, 100 * t[2] / scored)
-        if last_of_step and stop is not None and stop.received:
-            raise TrainingInterrupted(stop.received, epoch)
+        signame = stop.agreed() if last_of_step and stop is not None else None
+        if signame:
+            raise TrainingInterrupted(signame, epoch, saved=plan.resumed or epoch > plan.start_epoch)
         end = time.time()
     progress.finish()
     if first_bad >= 0:
         raise NonFiniteLoss(epoch, int(first_bad))
-    t = totals.tolist()
-    return t[0] / count, 100 * t[1] / scored, 100 * t[2] / scored
+    # The epoch's meters over every process's images (each saw its shard of every batch).
+    counts = torch.tensor([count, scored], dtype=torch.float64, device=device)
+    t = distributed.all_reduce_sum(torch.cat([totals, counts])).tolist()
+    return t[0] / t[3], 100 * t[1] / t[4], 100 * t[2] / t[4]
 
 
 @torch.no_grad()
@@ -251,17 +287,20 @@ def fit(model, loaders, recipe, plan, log, record):
             row = [lr, train_loss, test_loss, train_acc, test_acc]
             if ema is not None:
                 row.append(evaluate(ema.module, loaders.test, eval_criterion, plan.amp, False)[1])
+            check_finite(epoch, row, [model.raw] + ([ema.module] if ema is not None else []))
             if not per_iteration:
                 scheduler.step()
             is_best = test_acc > best_acc
             best_acc = max(test_acc, best_acc)
             if main:
                 # The row first: a crash before the save leaves one row too many, which resume
-                # cuts back to the checkpoint's epoch count (never a missing row).
+                # cuts back to the checkpoint's epoch count (never a missing row). The checkpoint
+                # holds the rows too, so a lost log can be rebuilt.
                 log.append(row)
                 save_checkpoint(training_state(
                     epoch + 1, model.raw, recipe.optimizer, scheduler, recipe.scaler, test_acc,
-                    best_acc, record, ema), is_best, plan.run_folder)
-            if stop.received:
-                raise TrainingInterrupted(stop.received, epoch + 1)
+                    best_acc, {**record, "log": log.rows()}, ema), is_best, plan.run_folder)
+            signame = stop.agreed()
+            if signame:
+                raise TrainingInterrupted(signame, epoch + 1)
     return best_acc
