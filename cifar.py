@@ -16,8 +16,8 @@ from utils.train.recipe import make_recipe
 
 def cifar_flags():
     """The shared flags with cifar.py's defaults, and the ones only cifar.py has."""
-    flags = ScriptFlags("CIFAR-10/100 training", models.cifar.MODELS, image_size=32, workers=4,
-                        epochs=300, train_batch=128, test_batch=100, weight_decay=5e-4,
+    flags = ScriptFlags("cifar.py", "CIFAR-10/100 training", models.cifar.MODELS, image_size=32,
+                        workers=4, epochs=300, train_batch=128, test_batch=100, weight_decay=5e-4,
                         arch="resnext", cardinality=8)
     flags["dataset"].add("-d", "--dataset", default="cifar10", choices=sorted(DATASETS))
     data, model = flags["data"], flags["model"]

@@ -35,9 +35,9 @@ ARCHS = {**{name: torchvision_constructor(name)
 
 def imagenet_flags():
     """The shared flags with imagenet.py's defaults, and the ones only imagenet.py has."""
-    flags = ScriptFlags("ImageNet training", ARCHS, image_size=224, workers=32, epochs=90,
-                        train_batch=256, test_batch=200, weight_decay=1e-4, arch="resnet18",
-                        cardinality=32)
+    flags = ScriptFlags("imagenet.py", "ImageNet training", ARCHS, image_size=224, workers=32,
+                        epochs=90, train_batch=256, test_batch=200, weight_decay=1e-4,
+                        arch="resnet18", cardinality=32)
     flags["data"].add("-d", "--data", metavar="DIR", required=True,
                       help="folder with train/ and val/ ImageFolder trees")
     flags["data"].add("--decode", default="cpu", choices=["cpu", "device"],

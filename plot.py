@@ -8,9 +8,7 @@ import argparse
 import os
 import sys
 
-import matplotlib.pyplot as plt
-
-from utils.logger import LogError, LoggerMonitor, savefig
+from utils.logger import LoggerMonitor, check_output, draw_figure, savefig
 
 
 def main(argv=None):
@@ -26,27 +24,13 @@ def main(argv=None):
     labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
     if len(labels) != len(paths):
         parser.error(f"{len(labels)} labels for {len(paths)} logs")
-    extension = os.path.splitext(args.output)[1].lstrip(".").lower()
-    formats = plt.figure().canvas.get_supported_filetypes()
-    if extension not in formats:
-        parser.error(f"-o {args.output}: unknown picture format {extension!r}; use one of "
-                     f"{', '.join(sorted(formats))}")
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        print(f"error: -o {args.output}: no folder {folder}", file=sys.stderr)
+    if check_output(parser, args.output):
         return 1
-    try:
-        monitor = LoggerMonitor(dict(zip(labels, paths)))
-        monitor.plot(names=args.names)
+
+    def draw():
+        LoggerMonitor(dict(zip(labels, paths))).plot(names=args.names)
         savefig(args.output)
-    except (FileNotFoundError, KeyError, LogError) as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output}")
-    return 0
+    return draw_figure(draw, args.output)
 
 
 if __name__ == "__main__":

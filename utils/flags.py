@@ -70,11 +70,13 @@ class ScriptFlags:
     """A script's parser: the shared flags with its defaults, plus the ones it adds itself
     (``flags["model"].add(...)``)."""
 
-    def __init__(self, description, archs, *, image_size, workers, epochs, train_batch,
+    def __init__(self, script, description, archs, *, image_size, workers, epochs, train_batch,
                  test_batch, weight_decay, arch, cardinality):
-        """``archs``: the constructors -a accepts, by name; ``image_size``: the side of the
-        training crops (bounds --cutout)."""
-        self.parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+        """``script``: its file name; ``archs``: the constructors -a accepts, by name;
+        ``image_size``: the side of the training crops (bounds --cutout)."""
+        self.script = script
+        self.parser = argparse.ArgumentParser(prog=script, description=description,
+                                              allow_abbrev=False)
         self.groups = {name: FlagGroup(self.parser, name, kind, title)
                        for name, kind, title in GROUPS}
         self.archs, self.image_size = archs, image_size
@@ -118,7 +120,7 @@ class ScriptFlags:
             raise UsageError(f"--cutout {values['cutout']} is larger than the "
                              f"{self.image_size}x{self.image_size} training images")
         check_arch(values["arch"], sorted(self.archs))
-        settings = self._settings(values, explicit)
+        settings = self._settings(values, explicit, argv)
         check_model_flags(self.archs[settings.model.arch], settings.model)
         return settings, checkpoint
 
@@ -139,7 +141,7 @@ class ScriptFlags:
             if name in saved and name not in explicit:
                 values[name] = saved[name]
 
-    def _settings(self, values, explicit):
+    def _settings(self, values, explicit, argv):
         model_group = self["model"]
         options = {option: values[dest] for dest, (option, _) in model_group.options.items()}
         flag_names = {option: flag for option, flag in model_group.options.values()}
@@ -159,7 +161,9 @@ class ScriptFlags:
             resume=values["resume"], evaluate=values["evaluate"], weights=values["weights"],
             pretrained=values.get("pretrained", False), run_folder=values["checkpoint"],
             show_progress=not values["no_progress"],
-            recorded={k: values[k] for k in sorted(self.dests(RECORDED))})
+            keep_checkpoints=values["keep_checkpoints"],
+            recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
+            flags=dict(values), command=(self.script,) + tuple(argv))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +204,8 @@ class DataChoice:
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """Everything a run was asked to do, as typed values; ``recorded`` is what its checkpoints
-    record (the recorded groups' flags)."""
+    record (the recorded groups' flags), ``flags`` every flag's value and ``command`` the script
+    and its command line (for run.json)."""
     model: ModelChoice
     data: DataChoice
     recipe: RecipeSettings
@@ -213,7 +218,10 @@ class RunSettings:
     pretrained: bool
     run_folder: str
     show_progress: bool
+    keep_checkpoints: int
     recorded: dict
+    flags: dict
+    command: tuple
 
     @property
     def epochs(self):
@@ -221,7 +229,8 @@ class RunSettings:
 
     def with_seed(self, seed):
         """The settings with the run's seed decided (recorded, so a resume draws the same)."""
-        return dataclasses.replace(self, seed=seed, recorded={**self.recorded, "manualSeed": seed})
+        return dataclasses.replace(self, seed=seed, recorded={**self.recorded, "manualSeed": seed},
+                                   flags={**self.flags, "manualSeed": seed})
 
 
 def recipe_settings(values):
@@ -302,6 +311,8 @@ def check_values(values):
             raise UsageError(f"{_flag(name)} must be at least 1, got {values[name]}")
     if values["start_epoch"] < 0:
         raise UsageError(f"--start-epoch must be >= 0, got {values['start_epoch']}")
+    if values["keep_checkpoints"] < 0:
+        raise UsageError(f"--keep-checkpoints must be >= 0, got {values['keep_checkpoints']}")
     if values["workers"] < 0:
         raise UsageError(f"--workers must be >= 0, got {values['workers']}")
     schedule = values["schedule"]
@@ -434,3 +445,6 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
     output.add("-c", "--checkpoint", default="checkpoint", type=str, metavar="PATH",
                help="folder to save checkpoint and log (default: checkpoint)")
     output.add("--no-progress", action="store_true", help="no per-batch progress output")
+    output.add("--keep-checkpoints", type=int, default=0, metavar="N",
+               help="also keep the last N epochs' checkpoints as checkpoint_epoch_E.pth.tar "
+                    "(default: 0, only checkpoint.pth.tar and model_best.pth.tar)")

@@ -6,13 +6,14 @@ log for its curves (``read_log``, ``LoggerMonitor``, ``save_curves``) never open
 so the logs of a finished or read-only run can be plotted.
 """
 import os
+import sys
 
 import matplotlib
 
 matplotlib.use("Agg")  # runs write files; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["LogError", "Logger", "LoggerMonitor", "savefig", "read_log", "plot_columns", "save_curves"]
+__all__ = ["LogError", "check_output", "draw_figure", "Logger", "LoggerMonitor", "savefig", "read_log", "plot_columns", "save_curves"]
 
 
 def savefig(fname, dpi=None):
@@ -21,6 +22,37 @@ def savefig(fname, dpi=None):
 
 class LogError(Exception):
     """A log.txt that cannot be read or continued; the message names it and says why."""
+
+
+def check_output(parser, path):
+    """For a script writing a figure to ``path``: an unknown picture format is a usage error
+    (``parser.error``, exit 2); a missing folder prints one line and returns 1; else None."""
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close()
+    if extension not in formats:
+        parser.error(f"-o {path}: unknown picture format {extension!r}; use one of "
+                     f"{', '.join(sorted(formats))}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        print(f"error: -o {path}: no folder {folder}", file=sys.stderr)
+        return 1
+    return None
+
+
+def draw_figure(draw, path):
+    """Run ``draw()``, which reads logs and saves a figure at ``path``; a log that cannot be
+    read or a figure that cannot be written costs one line on stderr. Returns the exit code."""
+    try:
+        draw()
+    except (FileNotFoundError, KeyError, LogError, ValueError) as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
 
 
 def read_log(fpath):

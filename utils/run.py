@@ -10,6 +10,7 @@ names the GPU that trains.
 import os
 import random
 import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,7 @@ from . import distributed
 from .data.datasets import DataError
 from .flags import UsageError
 from .logger import LogError, Logger, save_curves
+from .record import finish_record, new_record, write_record
 from .report import write_class_report
 from .train.checkpoint import CheckpointError, load_weights
 from .train.engine import (NonFiniteLoss, PreparedModel, TrainingInterrupted, TrainPlan, evaluate,
@@ -190,13 +192,18 @@ def start_plan(settings, checkpoint, raw_model, recipe):
                      iter_size=settings.recipe.iter_size, amp=settings.recipe.amp,
                      seed=settings.seed, run_folder=settings.run_folder,
                      show_progress=settings.show_progress, best_acc=best_acc,
-                     resumed=checkpoint is not None)
+                     resumed=checkpoint is not None, keep_checkpoints=settings.keep_checkpoints)
 
 
 def run_record(settings, num_classes, checkpoint=None):
-    """What a checkpoint records about its run: the arch, the class count, the recorded flags;
-    and, from the ``checkpoint`` resumed, its log rows (to rebuild a lost log.txt)."""
-    record = {"arch": settings.model.arch, "num_classes": num_classes, "args": settings.recorded}
+    """What a checkpoint records about its run: the arch, the class count, the recorded flags,
+    the run record of run.json (utils.record: a resumed run adds its session to the
+    checkpoint's); and, from the ``checkpoint`` resumed, its log rows (to rebuild a lost
+    log.txt)."""
+    previous = (checkpoint or {}).get("run")
+    record = {"arch": settings.model.arch, "num_classes": num_classes, "args": settings.recorded,
+              "run": new_record(settings.command[0], settings.command[1:], settings.flags,
+                                settings.recorded, previous if isinstance(previous, dict) else None)}
     if checkpoint and isinstance(checkpoint.get("log"), dict):
         record["log"] = checkpoint["log"]
     return record
@@ -206,14 +213,15 @@ LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid
 
 
 def train_and_log(model, loaders, recipe, plan, record, title):
-    """Open log.txt (a resumed log cut back to the checkpoint's epochs, or rebuilt from the rows
-    ``record`` carries from the checkpoint; with an EMA a sixth column), run the engine's epoch
-    loop, then draw log.eps / log.png. Only the main process logs. Returns the best validation
-    accuracy."""
+    """Write run.json, open log.txt (a resumed log cut back to the checkpoint's epochs, or
+    rebuilt from the rows ``record`` carries from the checkpoint; with an EMA a sixth column),
+    run the engine's epoch loop, then draw log.eps / log.png and write the result into run.json.
+    Only the main process logs. Returns the best validation accuracy."""
     record = dict(record)
     saved_log = record.pop("log", None)
-    log = None
+    log, started = None, time.perf_counter()
     if distributed.is_main():
+        write_record(plan.run_folder, record["run"])
         log = Logger(os.path.join(plan.run_folder, "log.txt"), title=title, resume=plan.resumed,
                      keep_rows=plan.start_epoch if plan.resumed else None, saved=saved_log)
         log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []))
@@ -221,6 +229,10 @@ def train_and_log(model, loaders, recipe, plan, record, title):
     if log is not None:
         log.close()
         save_curves(log.fpath)
+        accuracies = log.numbers["Valid Acc."]
+        finish_record(plan.run_folder, record["run"], best_acc=best_acc,
+                      final_acc=accuracies[-1] if accuracies else None, epochs=len(accuracies),
+                      wall_seconds=time.perf_counter() - started)
     print("Best acc:")
     print(best_acc)
     return best_acc

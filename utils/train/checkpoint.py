@@ -6,6 +6,7 @@ Format (the reference's, plus fields of ours): a dict with ``epoch`` (epochs don
 """
 import errno
 import os
+import re
 import shutil
 import tempfile
 
@@ -63,13 +64,25 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
-def save_checkpoint(state, is_best, folder, filename="checkpoint.pth.tar"):
-    """Save ``state`` as folder/filename and, when ``is_best``, as folder/model_best.pth.tar."""
+EPOCH_COPY = re.compile(r"checkpoint_epoch_(\d+)\.pth\.tar$")
+
+
+def save_checkpoint(state, is_best, folder, filename="checkpoint.pth.tar", keep=0):
+    """Save ``state`` as folder/filename and, when ``is_best``, as folder/model_best.pth.tar.
+    With ``keep`` N > 0 also as checkpoint_epoch_E.pth.tar (E = state's epoch), and the copies
+    of epochs before the last N are removed."""
     path = os.path.join(folder, filename)
     try:
         atomic_save(state, path)
         if is_best:
             atomic_copy(path, os.path.join(folder, "model_best.pth.tar"))
+        if keep:
+            epoch = state["epoch"]
+            atomic_copy(path, os.path.join(folder, f"checkpoint_epoch_{epoch}.pth.tar"))
+            for name in os.listdir(folder):
+                match = EPOCH_COPY.match(name)
+                if match and int(match.group(1)) <= epoch - keep:
+                    os.remove(os.path.join(folder, name))
     except (OSError, RuntimeError) as e:
         # torch.save reports a failed write (a full disk) as a RuntimeError without an errno.
         reason = getattr(e, "strerror", None) or (
@@ -113,7 +126,7 @@ def read_checkpoint(path):
 FIELDS = {"epoch": int, "acc": (int, float, torch.Tensor), "best_acc": (int, float, torch.Tensor),
           "optimizer": dict,
           "scheduler": (dict, type(None)), "scaler": (dict, type(None)), "rng": dict, "arch": str,
-          "num_classes": int, "args": dict, "ema_state_dict": dict, "log": dict}
+          "num_classes": int, "args": dict, "ema_state_dict": dict, "log": dict, "run": dict}
 
 
 def check_checkpoint(checkpoint, path):

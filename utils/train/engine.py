@@ -29,8 +29,9 @@ __all__ = ["TrainPlan", "PreparedModel", "NonFiniteLoss", "TrainingInterrupted",
 class TrainPlan:
     """Where training starts and ends and how each step runs: epochs [start_epoch, epochs), one
     optimizer step per ``iter_size`` micro-batches under ``amp``, draws from ``seed``; the run
-    folder gets log and checkpoints; ``best_acc`` is the best validation accuracy so far and
-    ``resumed`` whether the run continues a checkpoint (whose log it then appends to)."""
+    folder gets log and checkpoints (and the last ``keep_checkpoints`` epochs' own copies);
+    ``best_acc`` is the best validation accuracy so far and ``resumed`` whether the run continues
+    a checkpoint (whose log it then appends to)."""
     epochs: int
     start_epoch: int = 0
     iter_size: int = 1
@@ -40,6 +41,7 @@ class TrainPlan:
     show_progress: bool = True
     best_acc: float = 0.0
     resumed: bool = False
+    keep_checkpoints: int = 0
 
 
 class PreparedModel(NamedTuple):
@@ -299,7 +301,8 @@ def fit(model, loaders, recipe, plan, log, record):
                 log.append(row)
                 save_checkpoint(training_state(
                     epoch + 1, model.raw, recipe.optimizer, scheduler, recipe.scaler, test_acc,
-                    best_acc, {**record, "log": log.rows()}, ema), is_best, plan.run_folder)
+                    best_acc, {**record, "log": log.rows()}, ema), is_best, plan.run_folder,
+                    keep=plan.keep_checkpoints)
             signame = stop.agreed()
             if signame:
                 raise TrainingInterrupted(signame, epoch + 1)

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Results over seeds: a table of each group's final and best Valid Acc. (mean +- std, median, n)
+and its mean curve with a min-max band.
+
+    python summarize.py checkpoints/cifar10/*-seed*                    # grouped by their flags
+    python summarize.py --group BN='checkpoints/cifar10/resnet-20-seed*' \\
+                        --group GN+WS='checkpoints/cifar10/l_resnet-20-seed*' -o seeds.png
+"""
+import argparse
+import sys
+
+import matplotlib.pyplot as plt
+
+from utils.logger import check_output, draw_figure, savefig
+from utils.summary import final_and_best, group_by_flags, group_by_globs, mean_curve, read_run
+
+
+def table(groups):
+    """The printed table: one row per group."""
+    width = max(len("group"), *(len(label) for label in groups))
+    lines = [f"{'group':<{width}}  {'n':>3}  {'final Valid Acc. mean +- std':>28}  {'median':>7}"
+             f"  {'best Valid Acc. mean +- std':>27}  {'median':>7}"]
+    for label, runs in groups.items():
+        final, best = final_and_best(runs)
+        lines.append(f"{label:<{width}}  {final.n:>3}  {final.mean:>18.2f} +- {final.std:5.2f}"
+                     f"  {final.median:>7.2f}  {best.mean:>17.2f} +- {best.std:5.2f}"
+                     f"  {best.median:>7.2f}")
+    return "\n".join(lines)
+
+
+def draw(groups, path):
+    plt.figure(figsize=(7, 4.5))
+    for label, runs in groups.items():
+        mean, low, high = mean_curve(runs)
+        epochs = range(1, len(mean) + 1)
+        line, = plt.plot(epochs, mean, label=f"{label} (n={len(runs)})")
+        plt.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    plt.xlabel("Epoch")
+    plt.ylabel("Valid Acc. (%): mean, min-max band")
+    plt.legend(loc="best", framealpha=1)
+    plt.grid(True)
+    savefig(path)
+    plt.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("runs", nargs="*", help="run folders (log.txt and run.json), grouped "
+                                                "by the recorded flags that differ, seed aside")
+    parser.add_argument("--group", action="append", metavar="LABEL=GLOB",
+                        help="a group of the run folders matching GLOB (repeat per group)")
+    parser.add_argument("-o", "--output", default="summary.png",
+                        help="the curves: .png, .pdf, .eps, ... (default: summary.png)")
+    args = parser.parse_args(argv)
+    if bool(args.runs) == bool(args.group):
+        parser.error("give run folders, or --group LABEL=GLOB options, not both or neither")
+    if check_output(parser, args.output):
+        return 1
+
+    def summarise():
+        groups = (group_by_globs(args.group) if args.group else
+                  group_by_flags([read_run(folder) for folder in args.runs]))
+        print(table(groups))
+        draw(groups, args.output)
+    return draw_figure(summarise, args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

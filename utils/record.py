@@ -1,0 +1,90 @@
+"""The record of a run, run.json in its folder: what was run, with what, where and when, and,
+once it ends, how it did. Written when training starts and rewritten (atomically) when it ends;
+every checkpoint holds the record as it was when training started, under ``run``.
+
+    flags     every flag's value; recorded: the flags a checkpoint records (utils.flags)
+    sessions  one per start (the first run, then each --resume), each with
+              command (the script and its command line), started (ISO time), host,
+              versions (python, torch, torchvision, CUDA, cuDNN; None without them),
+              gpus (their names), commit (of this checkout; None outside one)
+    result    at the end: best and final validation accuracy, epochs done, wall time in seconds
+              of the last session
+"""
+import datetime
+import json
+import os
+import platform
+import socket
+
+import torch
+import torchvision
+
+from .train.checkpoint import atomic_write
+
+__all__ = ["session", "new_record", "write_record", "finish_record", "git_commit"]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git_commit(repo=REPO):
+    """The commit HEAD names in ``repo``'s .git (a branch ref, packed or loose, or a detached
+    hash), read from the files: no git program needed. None outside a checkout."""
+    git = os.path.join(repo, ".git")
+    try:
+        with open(os.path.join(git, "HEAD")) as f:
+            head = f.read().strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head[5:]
+        if os.path.isfile(os.path.join(git, ref)):
+            with open(os.path.join(git, ref)) as f:
+                return f.read().strip()
+        with open(os.path.join(git, "packed-refs")) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == ref:
+                    return parts[0]
+    except OSError:
+        pass
+    return None
+
+
+def session(script, argv):
+    """This start of a run: its command line and where, when and with what it runs."""
+    cuda = torch.cuda.is_available()
+    return {
+        "command": [os.path.basename(script)] + list(argv),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        # Plain strings: torch.__version__ is a TorchVersion, which a weights-only load of a
+        # checkpoint holding this record would refuse.
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
+                     "torchvision": str(torchvision.__version__),
+                     "cuda": str(torch.version.cuda) if torch.version.cuda else None,
+                     "cudnn": torch.backends.cudnn.version() if cuda else None},
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if cuda else [],
+        "commit": git_commit(),
+    }
+
+
+def new_record(script, argv, flags, recorded, previous=None):
+    """The record of a run starting now (``flags``: every flag's value); a resumed run passes
+    the ``previous`` record (its checkpoint's) and adds a session to it."""
+    sessions = list((previous or {}).get("sessions", []))
+    return {"flags": dict(flags), "recorded": dict(recorded),
+            "sessions": sessions + [session(script, argv)], "result": None}
+
+
+def write_record(folder, record):
+    """run.json in ``folder``, atomically (a kill never leaves half a file)."""
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    atomic_write(os.path.join(folder, "run.json"), lambda f: f.write(text.encode()))
+
+
+def finish_record(folder, record, *, best_acc, final_acc, epochs, wall_seconds):
+    """The record with its result, rewritten in ``folder``; returns it."""
+    record = {**record, "result": {"best_acc": best_acc, "final_acc": final_acc,
+                                   "epochs": epochs, "wall_seconds": round(wall_seconds, 1)}}
+    write_record(folder, record)
+    return record

@@ -1,0 +1,101 @@
+"""Results over seeds: run folders grouped, each group's final and best validation accuracy as
+mean +- std, median and n, and its mean curve with a min-max band.
+
+A group is either named with a glob (``LABEL=GLOB``), or, by default, made of the runs whose
+recorded flags (run.json's ``recorded``) are equal once the seed is set aside: the flags that
+differ between groups name them ("arch=l_resnet"). std is the sample standard deviation
+(n - 1 in the denominator), 0 for a single run.
+"""
+import dataclasses
+import glob
+import json
+import os
+import statistics
+
+from .logger import LogError, read_log
+
+__all__ = ["Run", "read_run", "group_by_flags", "group_by_globs", "Stats", "stats",
+           "final_and_best", "mean_curve"]
+
+COLUMN = "Valid Acc."
+IGNORED = ("manualSeed",)  # what differs between the runs of one group
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    folder: str
+    accuracies: tuple  # Valid Acc. per epoch
+    recorded: dict     # run.json's recorded flags; empty without run.json
+
+
+def read_run(folder):
+    """A run folder's accuracies (log.txt) and recorded flags (run.json, when there is one)."""
+    names, numbers = read_log(os.path.join(folder, "log.txt"))
+    if COLUMN not in names or not numbers[COLUMN]:
+        raise LogError(f"{folder}/log.txt has no {COLUMN!r} rows")
+    recorded = {}
+    path = os.path.join(folder, "run.json")
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                recorded = json.load(f).get("recorded") or {}
+        except (ValueError, AttributeError) as e:
+            raise LogError(f"{path} is not a run record: {e}") from e
+    return Run(folder, tuple(numbers[COLUMN]), recorded)
+
+
+def group_by_flags(runs):
+    """{label: [runs]}: runs with equal recorded flags (seed aside) together, labelled by the
+    flags that differ between groups ("all" when none do)."""
+    for run in runs:
+        if not run.recorded:
+            raise LogError(f"{run.folder} has no run.json to group by: name the groups with "
+                           f"--group LABEL=GLOB")
+    keys = sorted({k for run in runs for k in run.recorded} - set(IGNORED))
+    differing = [k for k in keys if len({json.dumps(run.recorded.get(k)) for run in runs}) > 1]
+    groups = {}
+    for run in runs:
+        label = " ".join(f"{k}={run.recorded.get(k)}" for k in differing) or "all"
+        groups.setdefault(label, []).append(run)
+    return groups
+
+
+def group_by_globs(patterns):
+    """{label: [runs]} of ``LABEL=GLOB`` patterns, each run folder a match of its glob."""
+    groups = {}
+    for pattern in patterns:
+        label, sep, expression = pattern.partition("=")
+        if not sep or not label or not expression:
+            raise ValueError(f"--group takes LABEL=GLOB, got {pattern!r}")
+        folders = sorted(p for p in glob.glob(os.path.expanduser(expression)) if os.path.isdir(p))
+        if not folders:
+            raise ValueError(f"--group {pattern}: no run folder matches {expression}")
+        groups[label] = [read_run(folder) for folder in folders]
+    return groups
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    n: int
+    mean: float
+    std: float
+    median: float
+
+
+def stats(values):
+    values = list(values)
+    return Stats(len(values), statistics.fmean(values),
+                 statistics.stdev(values) if len(values) > 1 else 0.0, statistics.median(values))
+
+
+def final_and_best(runs):
+    """(Stats of the final accuracies, Stats of the best accuracies) of ``runs``."""
+    return stats(run.accuracies[-1] for run in runs), stats(max(run.accuracies) for run in runs)
+
+
+def mean_curve(runs):
+    """(mean, low, high) per epoch over ``runs``, as long as the shortest of them."""
+    length = min(len(run.accuracies) for run in runs)
+    columns = [[run.accuracies[e] for run in runs] for e in range(length)]
+    return ([statistics.fmean(c) for c in columns], [min(c) for c in columns],
+            [max(c) for c in columns])
