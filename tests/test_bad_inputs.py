@@ -354,7 +354,7 @@ def test_a_signal_to_the_process_group_with_workers_ends_cleanly(tmp_path, sig, 
     assert done >= 1
 
 
-def test_a_signal_before_the_first_checkpoint_says_there_is_none(tmp_path):
+def test_a_signal_in_the_first_epoch_saves_its_place(tmp_path):
     data = make_cifar_pickles(str(tmp_path / "d"), n_train=4000, n_test=8)
     run = str(tmp_path / "run")
     proc = start(TINY_MODEL + tiny_run(seed=1, train_batch=4) + ["--data", data, "--epochs", "1"],
@@ -365,8 +365,9 @@ def test_a_signal_before_the_first_checkpoint_says_there_is_none(tmp_path):
     time.sleep(1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and "before the first checkpoint: there is none yet" in err
-    assert not os.path.exists(os.path.join(run, "checkpoint.pth.tar"))
+    assert proc.returncode == 143 and "--resume continues at epoch 1, batch" in err
+    saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert saved["epoch"] == 0 and saved["position"]["batch"] > 0
 
 
 # --- 6. The log never lies -------------------------------------------------------------------

@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["world_size", "rank", "is_main", "max_over_processes", "all_reduce_sum", "init_from_env",
+__all__ = ["world_size", "rank", "is_main", "max_over_processes", "gather_objects",
+           "all_reduce_sum", "init_from_env",
            "broadcast_seed", "wrap", "unwrap", "cleanup", "shard"]
 
 
@@ -36,12 +37,25 @@ def max_over_processes(value):
     few tens of microseconds, so it can run every step (the engine agrees on stopping with it)."""
     if not initialized():
         return int(value)
+    box = torch.tensor([int(value)])
+    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=_cpu_group())
+    return int(box.item())
+
+
+def _cpu_group():
     global _signal_group
     if _signal_group is None:
         _signal_group = dist.new_group(backend="gloo")
-    box = torch.tensor([int(value)])
-    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=_signal_group)
-    return int(box.item())
+    return _signal_group
+
+
+def gather_objects(value):
+    """[every process's ``value``] in rank order, on every process (over the CPU group)."""
+    if not initialized():
+        return [value]
+    out = [None] * world_size()
+    dist.all_gather_object(out, value, group=_cpu_group())
+    return out
 
 
 def all_reduce_sum(tensor):

@@ -161,7 +161,7 @@ class ScriptFlags:
             resume=values["resume"], evaluate=values["evaluate"], weights=values["weights"],
             pretrained=values.get("pretrained", False), run_folder=values["checkpoint"],
             show_progress=not values["no_progress"],
-            keep_checkpoints=values["keep_checkpoints"],
+            keep_checkpoints=values["keep_checkpoints"], save_every=values["save_every"],
             recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
             flags=dict(values), command=(self.script,) + tuple(argv))
 
@@ -219,6 +219,7 @@ class RunSettings:
     run_folder: str
     show_progress: bool
     keep_checkpoints: int
+    save_every: float
     recorded: dict
     flags: dict
     command: tuple
@@ -311,6 +312,8 @@ def check_values(values):
             raise UsageError(f"{_flag(name)} must be at least 1, got {values[name]}")
     if values["start_epoch"] < 0:
         raise UsageError(f"--start-epoch must be >= 0, got {values['start_epoch']}")
+    if values["save_every"] < 0:
+        raise UsageError(f"--save-every must be >= 0 minutes, got {values['save_every']}")
     if values["keep_checkpoints"] < 0:
         raise UsageError(f"--keep-checkpoints must be >= 0, got {values['keep_checkpoints']}")
     if values["workers"] < 0:
@@ -441,6 +444,10 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
                  "'cpu' runs on the CPU; without any GPU the run uses the CPU")
     run.add("--channels-last", action="store_true", help="NHWC memory format for model and batches")
     run.add("--compile", action="store_true", help="torch.compile the model")
+    run.add("--save-every", type=float, default=0.0, metavar="MINUTES",
+            help="also write a recovery checkpoint every MINUTES, at its place in the epoch, "
+                 "which --resume continues exactly (default: 0, only at epoch ends and on "
+                 "SIGTERM/SIGINT)")
 
     output.add("-c", "--checkpoint", default="checkpoint", type=str, metavar="PATH",
                help="folder to save checkpoint and log (default: checkpoint)")

@@ -151,9 +151,10 @@ class Logger:
     def append(self, numbers):
         if len(numbers) != len(self.names):
             raise ValueError(f"expected {len(self.names)} numbers, got {len(numbers)}")
-        for name, num in zip(self.names, numbers):
-            self.numbers[name].append(float(num))
-        self.file.write(self._line(f"{float(num):.6f}" for num in numbers))
+        written = [f"{float(num):.6f}" for num in numbers]
+        for name, text in zip(self.names, written):
+            self.numbers[name].append(float(text))  # as the file holds it, resumed or not
+        self.file.write(self._line(written))
         self.file.flush()
 
     def plot(self, names=None):

@@ -25,8 +25,8 @@ from .logger import LogError, Logger, save_curves
 from .record import finish_record, new_record, write_record
 from .report import write_class_report
 from .train.checkpoint import CheckpointError, load_weights
-from .train.engine import (NonFiniteLoss, PreparedModel, TrainingInterrupted, TrainPlan, evaluate,
-                           fit)
+from .train.engine import (EpochPosition, NonFiniteLoss, PreparedModel, TrainingInterrupted,
+                           TrainPlan, evaluate, fit)
 from .train.recipe import resume_from
 
 __all__ = ["select_device", "choose_seed", "build_model", "prepare_model", "check_writable",
@@ -184,15 +184,35 @@ def check_resume(settings, checkpoint, num_classes):
 def start_plan(settings, checkpoint, raw_model, recipe):
     """The TrainPlan of a run: from --start-epoch, or where ``checkpoint`` left off (its
     weights, optimizer, schedule, EMA and RNG states are put back first)."""
-    start_epoch, best_acc = settings.start_epoch, 0.0
+    start_epoch, best_acc, position = settings.start_epoch, 0.0, None
     if checkpoint is not None:
         print(f"==> Resuming from checkpoint {settings.resume}")
         start_epoch, best_acc = resume_from(checkpoint, raw_model, recipe)
+        position = epoch_position(checkpoint.get("position"))
     return TrainPlan(epochs=settings.epochs, start_epoch=start_epoch,
                      iter_size=settings.recipe.iter_size, amp=settings.recipe.amp,
                      seed=settings.seed, run_folder=settings.run_folder,
                      show_progress=settings.show_progress, best_acc=best_acc,
-                     resumed=checkpoint is not None, keep_checkpoints=settings.keep_checkpoints)
+                     resumed=checkpoint is not None, keep_checkpoints=settings.keep_checkpoints,
+                     save_every=settings.save_every, position=position)
+
+
+def epoch_position(saved):
+    """The EpochPosition of a recovery checkpoint's ``position`` (None for an epoch end). Saved
+    by another number of processes, its meters go to rank 0: the epoch's numbers stay right,
+    only not bitwise those of an unstopped run."""
+    if not saved:
+        return None
+    try:
+        meters = [tuple(float(v) for v in m) for m in saved["meters"]]
+        world = distributed.world_size()
+        if len(meters) != world:
+            total = tuple(map(sum, zip(*meters)))
+            meters = [total] + [(0.0,) * len(total)] * (world - 1)
+        return EpochPosition(int(saved["batch"]), tuple(meters), float(saved["lr"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint's position in its epoch is malformed: "
+                              f"{type(e).__name__}: {e}") from e
 
 
 def run_record(settings, num_classes, checkpoint=None):

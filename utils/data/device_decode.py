@@ -20,7 +20,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from ..seeding import image_rng
 from .datasets import DataError
-from .loaders import EpochLoader, Normalize, TaggedBatches, ignore_stop_signals
+from .loaders import EpochLoader, Normalize, TaggedBatches, ignore_stop_signals, own_generator
 
 __all__ = ["EncodedImages", "DeviceDecodeLoader"]
 
@@ -80,7 +80,8 @@ class DeviceDecodeLoader(EpochLoader):
         self.loader = torch.utils.data.DataLoader(
             EncodedImages(files), batch_sampler=TaggedBatches(batches), num_workers=workers,
             collate_fn=_collate, persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None, worker_init_fn=ignore_stop_signals)
+            prefetch_factor=4 if workers > 0 else None, worker_init_fn=ignore_stop_signals,
+            generator=own_generator())
         self.normalize = Normalize(mean, std, device, channels_last)
 
     def view(self, image, index):

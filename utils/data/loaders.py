@@ -19,7 +19,7 @@ from PIL import Image
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
-           "TaggedBatches", "crop_flip", "ArrayImages", "ignore_stop_signals"]
+           "TaggedBatches", "crop_flip", "ArrayImages", "ignore_stop_signals", "own_generator"]
 
 
 class Loaders(NamedTuple):
@@ -37,10 +37,12 @@ class EpochBatches:
     def __init__(self, num_images, batch_size, shuffle, seed=0, rank=0, world=1):
         self.num_images, self.batch_size, self.shuffle = num_images, batch_size, shuffle
         self.seed, self.rank, self.world = seed, rank, world
-        self.epoch = 0
+        self.epoch = self.first = 0
 
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+    def set_epoch(self, epoch, first_batch=0):
+        """Iterate ``epoch``'s micro-batches from ``first_batch`` on (a run resumed mid-epoch:
+        the draws do not depend on where iteration starts)."""
+        self.epoch, self.first = epoch, first_batch
 
     def permutation(self):
         if not self.shuffle:
@@ -63,7 +65,7 @@ class EpochBatches:
 
     def __iter__(self):
         perm = self.permutation()
-        for b in range(len(self.batch_sizes())):
+        for b in range(self.first, len(self.batch_sizes())):
             chunk = perm[b * self.batch_size:(b + 1) * self.batch_size]
             yield torch.tensor_split(chunk, self.world)[self.rank] if self.world > 1 else chunk
 
@@ -96,6 +98,14 @@ class Normalize:
         return torch.addcmul(self.shift, x.float(), self.scale)
 
 
+def own_generator():
+    """A generator for a DataLoader's own draws (its workers' base seed, one per iterator): left
+    to the global RNG, each new iterator would shift dropout's draws, and a run resumed mid-epoch
+    (one more iterator) would not repeat an unstopped one. Nothing here depends on its values:
+    every image draws from utils.seeding.image_rng."""
+    return torch.Generator().manual_seed(0)
+
+
 def ignore_stop_signals(worker_id):
     """A DataLoader worker's init: SIGINT and SIGTERM sent to the whole process group (Ctrl-C,
     a scheduler's kill) are the main process's to handle. It finishes the step in flight and
@@ -107,8 +117,8 @@ def ignore_stop_signals(worker_id):
 class EpochLoader:
     """What the engine asks of a loader besides iteration: the epoch and the batch plan."""
 
-    def set_epoch(self, epoch):
-        self.batches.set_epoch(epoch)
+    def set_epoch(self, epoch, first_batch=0):
+        self.batches.set_epoch(epoch, first_batch)
 
     def batch_sizes(self):
         return self.batches.batch_sizes()
@@ -208,7 +218,7 @@ class StreamLoader(EpochLoader):
             SeededTransform(dataset, transform, batches.seed), batch_sampler=TaggedBatches(batches),
             num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None,
-            worker_init_fn=ignore_stop_signals)
+            worker_init_fn=ignore_stop_signals, generator=own_generator())
         self.normalize = Normalize(mean, std, device, channels_last)
 
     def __iter__(self):

@@ -126,7 +126,8 @@ def read_checkpoint(path):
 FIELDS = {"epoch": int, "acc": (int, float, torch.Tensor), "best_acc": (int, float, torch.Tensor),
           "optimizer": dict,
           "scheduler": (dict, type(None)), "scaler": (dict, type(None)), "rng": dict, "arch": str,
-          "num_classes": int, "args": dict, "ema_state_dict": dict, "log": dict, "run": dict}
+          "num_classes": int, "args": dict, "ema_state_dict": dict, "log": dict, "run": dict,
+          "position": dict}
 
 
 def check_checkpoint(checkpoint, path):

@@ -29,9 +29,10 @@ __all__ = ["TrainPlan", "PreparedModel", "NonFiniteLoss", "TrainingInterrupted",
 class TrainPlan:
     """Where training starts and ends and how each step runs: epochs [start_epoch, epochs), one
     optimizer step per ``iter_size`` micro-batches under ``amp``, draws from ``seed``; the run
-    folder gets log and checkpoints (and the last ``keep_checkpoints`` epochs' own copies);
-    ``best_acc`` is the best validation accuracy so far and ``resumed`` whether the run continues
-    a checkpoint (whose log it then appends to)."""
+    folder gets log and checkpoints (and the last ``keep_checkpoints`` epochs' own copies), and
+    a recovery checkpoint every ``save_every`` minutes (0: none); ``best_acc`` is the best
+    validation accuracy so far and ``resumed`` whether the run continues a checkpoint (whose log
+    it then appends to). A run resumed mid-epoch starts epoch ``start_epoch`` at ``position``."""
     epochs: int
     start_epoch: int = 0
     iter_size: int = 1
@@ -42,6 +43,21 @@ class TrainPlan:
     best_acc: float = 0.0
     resumed: bool = False
     keep_checkpoints: int = 0
+    save_every: float = 0.0
+    position: "EpochPosition" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPosition:
+    """Where in an epoch a recovery checkpoint was taken: the next micro-batch, each process's
+    meters so far (loss sum, top-1 and top-5 counts, images, scored images; one list per rank)
+    and the LR the epoch started with (its log row's)."""
+    batch: int
+    meters: tuple
+    lr: float
+
+    def as_dict(self):
+        return {"batch": self.batch, "meters": [list(m) for m in self.meters], "lr": self.lr}
 
 
 class PreparedModel(NamedTuple):
@@ -80,16 +96,13 @@ def check_finite(epoch, row, modules):
 
 
 class TrainingInterrupted(Exception):
-    def __init__(self, signame, resume_epoch, saved=True):
-        """``resume_epoch``: the 0-based epoch a --resume of the last checkpoint starts with;
-        ``saved``: whether there is a checkpoint to resume."""
-        if saved:
-            super().__init__(f"stopped by {signame} after the step in flight; --resume continues "
-                             f"with epoch {resume_epoch + 1}" + (
-                                 " (the interrupted epoch restarts)" if resume_epoch else ""))
-        else:
-            super().__init__(f"stopped by {signame} after the step in flight, before the first "
-                             f"checkpoint: there is none yet to resume, run again from the start")
+    def __init__(self, signame, resume_epoch, batch=0):
+        """``resume_epoch``, ``batch``: the 0-based epoch and micro-batch where a --resume of the
+        checkpoint just written continues."""
+        where = (f"at epoch {resume_epoch + 1}, batch {batch + 1} (its place in the epoch was "
+                 f"saved)" if batch else f"with epoch {resume_epoch + 1}")
+        super().__init__(f"stopped by {signame} after the step in flight; --resume continues "
+                         f"{where}")
         self.signame = signame
 
 
@@ -128,6 +141,33 @@ class StopSignal:
         return False
 
 
+class StepControl:
+    """What happens between two optimizer steps: when a signal has come (to any process) or the
+    --save-every timer is due, a recovery checkpoint of the position in the epoch is written by
+    ``save(epoch, next_batch, meters)``; after a signal the run then stops. Processes agree on
+    both with one CPU all-reduce per step (none without torchrun)."""
+
+    def __init__(self, stop, save_every_minutes, save):
+        self.stop, self.save = stop, save
+        self.interval = save_every_minutes * 60.0
+        self.last_save = time.monotonic()
+
+    def after_step(self, epoch, next_batch, meters, check):
+        """``meters()`` reads this process's meters and ``check()`` raises for a non-finite
+        epoch; both sync the host, so they run only when a checkpoint is written."""
+        due = bool(self.interval) and time.monotonic() - self.last_save >= self.interval
+        code = distributed.max_over_processes(
+            2 * StopSignal.NAMES.index(self.stop.received) + int(due))
+        if not code:
+            return
+        check()  # a non-finite epoch is never saved
+        self.save(epoch, next_batch, meters())
+        self.last_save = time.monotonic()
+        signame = StopSignal.NAMES[code // 2]
+        if signame:
+            raise TrainingInterrupted(signame, epoch, next_batch)
+
+
 def autocast(device, amp):
     if amp == "none":
         return contextlib.nullcontext()
@@ -138,10 +178,12 @@ def _no_sync(model, skip):
     return model.no_sync() if skip and hasattr(model, "no_sync") else contextlib.nullcontext()
 
 
-def train_one_epoch(model, loader, recipe, plan, epoch, stop=None):
+def train_one_epoch(model, loader, recipe, plan, epoch, control=None):
     """Train ``model`` (the module to call) one epoch of ``loader`` with ``recipe`` (a
-    utils.recipe.Recipe) as ``plan`` says; returns (loss, top1 %, top5 %) averaged over this
-    process's images. ``stop`` (a StopSignal) ends the epoch after the step in flight.
+    utils.recipe.Recipe) as ``plan`` says; returns (loss, top1 %, top5 %) averaged over all
+    processes' images. ``control`` (a StepControl) acts between steps: recovery checkpoints,
+    signals. In the plan's first epoch of a run resumed mid-epoch it starts at the saved batch
+    with the saved meters (the loader's epoch plan already starts there).
 
     The optimizer steps once every ``plan.iter_size`` micro-batches. Each micro-batch's mean loss
     is weighted by its share of the images of its step (1/iter_size when all are full), so a step
@@ -160,7 +202,12 @@ def train_one_epoch(model, loader, recipe, plan, epoch, stop=None):
     world = distributed.world_size()
     step_images = [sum(sizes[s:s + iter_size]) for s in range(0, len(sizes), iter_size)]
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top1, top5
-    count = scored = 0
+    count = scored = first = 0
+    if epoch == plan.start_epoch and plan.position is not None:
+        first = plan.position.batch
+        saved = plan.position.meters[distributed.rank()]
+        totals += torch.tensor(saved[:3], dtype=torch.float64, device=device)
+        count, scored = int(saved[3]), int(saved[4])
     raw_model = distributed.unwrap(model)
     # The first non-finite batch, recorded on the device: checking it every batch would stall a
     # GPU on a host sync, so it is read where the host syncs anyway (CPU: every batch).
@@ -169,7 +216,7 @@ def train_one_epoch(model, loader, recipe, plan, epoch, stop=None):
     progress = Progress("Training", len(sizes), enabled=plan.show_progress)
     optimizer.zero_grad(set_to_none=True)
     end = time.time()
-    for i, (x, y) in enumerate(loader):
+    for i, (x, y) in enumerate(loader, start=first):
         data_time = time.time() - end
         n = y.shape[0]
         if batch_augment is not None and batch_augment.enabled:
@@ -206,9 +253,11 @@ def train_one_epoch(model, loader, recipe, plan, epoch, stop=None):
             t = totals.tolist()
             progress.update(i + 1, data_time, time.time() - end, t[0] / count,
                             100 * t[1] / scored, 100 * t[2] / scored)
-        signame = stop.agreed() if last_of_step and stop is not None else None
-        if signame:
-            raise TrainingInterrupted(signame, epoch, saved=plan.resumed or epoch > plan.start_epoch)
+        if last_of_step and control is not None:
+            def check():
+                if first_bad >= 0:
+                    raise NonFiniteLoss(epoch, int(first_bad))
+            control.after_step(epoch, i + 1, lambda: totals.tolist() + [count, scored], check)
         end = time.time()
     progress.finish()
     if first_bad >= 0:
@@ -268,17 +317,32 @@ def fit(model, loaders, recipe, plan, log, record):
     show = plan.show_progress and main
     eval_criterion, ema, scheduler = recipe.eval_criterion, recipe.ema, recipe.scheduler
     per_iteration = getattr(scheduler, "per_iteration", False)
-    best_acc = plan.best_acc
+    best_acc, lr = plan.best_acc, None
+
+    def save_position(epoch, next_batch, meters):
+        """A recovery checkpoint: the state after this step and the place in the epoch."""
+        every = distributed.gather_objects(meters)
+        if main:
+            position = EpochPosition(next_batch, tuple(every), lr)
+            save_checkpoint(training_state(
+                epoch, model.raw, recipe.optimizer, scheduler, recipe.scaler, best_acc,
+                best_acc, {**record, "log": log.rows(), "position": position.as_dict()}, ema),
+                False, plan.run_folder)
+
     with StopSignal() as stop:
+        control = StepControl(stop, plan.save_every, save_position)
         for epoch in range(plan.start_epoch, plan.epochs):
-            lr = recipe.optimizer.param_groups[0]["lr"]
+            resuming = epoch == plan.start_epoch and plan.position is not None
+            lr = plan.position.lr if resuming else recipe.optimizer.param_groups[0]["lr"]
             if main:
-                print(f"\nEpoch: [{epoch + 1} | {plan.epochs}] LR: {lr:f}", flush=True)
-            loaders.train.set_epoch(epoch)
+                print(f"\nEpoch: [{epoch + 1} | {plan.epochs}] LR: {lr:f}" + (
+                    f" (resumed at batch {plan.position.batch + 1})" if resuming else ""),
+                    flush=True)
+            loaders.train.set_epoch(epoch, plan.position.batch if resuming else 0)
             start = time.perf_counter()
             train_loss, train_acc, _ = train_one_epoch(
                 model.call, loaders.train, recipe, dataclasses.replace(plan, show_progress=show),
-                epoch, stop)
+                epoch, control)
             train_time = time.perf_counter() - start  # the epoch's meters synced the device
             test_loss, test_acc, _ = evaluate(model.call, loaders.test, eval_criterion,
                                               plan.amp, show)
