@@ -70,8 +70,9 @@ def stop_at_micro_batch(monkeypatch, k):
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", forward)
 
 
-@pytest.mark.parametrize("loader", [["--loader", "device"], ["--loader", "dataloader", "-j", "0"]],
-                         ids=["DeviceLoader", "StreamLoader"])
+@pytest.mark.parametrize("loader", [["--loader", "device"], ["--loader", "dataloader", "-j", "0"],
+                                    ["--loader", "dataloader", "-j", "2"]],
+                         ids=["DeviceLoader", "StreamLoader", "StreamLoader-2-workers"])
 def test_a_signal_between_micro_batches_resumes_at_the_exact_step(data, tmp_path, monkeypatch,
                                                                   capsys, loader):
     straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
