@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training speed, measured. Three subcommands; every number comes from this run.
+"""Training speed, measured. Four subcommands; every number comes from this run.
 
     step      throughput of the training step (forward, backward, SGD) of a model on synthetic
               on-device data, beside the reference style (fp32, NCHW, eager) and the BN twin of an
@@ -15,6 +15,9 @@
     overhead  a real cifar.py run against import + its images at the bare step rate + the bare
               evaluation (CPU target: <= 1.10x):
                   python bench.py overhead --train 5000 --epochs 2
+    fold      inference (eval-mode forward) of a GN+WS model against the same model with WS
+              folded into plain convolutions (export.py's deployment form), as a ratio:
+                  python bench.py fold -a l_resnet --depth 20 --batch 128 --device cpu
 """
 import argparse
 import dataclasses
@@ -34,6 +37,7 @@ import torch.nn as nn
 import cifar
 import imagenet
 import models
+from models.deploy import fold_weight_standardization
 from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, ArrayDataset
 from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.run import build_model
@@ -148,6 +152,38 @@ def bench_step(args, model_flags):
     for label, t in runs[1:]:
         print(f"ratio: {runs[0][0]} is {t[1] / base:.2f}x the speed of {label} "
               f"(median step {base * 1000:.1f} vs {t[1] * 1000:.1f} ms)")
+
+
+def time_forward(model, x, timing):
+    """Seconds per no-grad forward of ``x``, (min, median) over the timing's windows."""
+    with torch.no_grad():
+        for _ in range(timing.warmup):
+            model(x)
+        sync(x.device)
+        times = []
+        for _ in range(timing.windows):
+            start = time.perf_counter()
+            for _ in range(timing.steps):
+                model(x)
+            sync(x.device)
+            times.append((time.perf_counter() - start) / timing.steps)
+    return min(times), statistics.median(times)
+
+
+def bench_fold(args, model_flags):
+    device = torch.device(args.device)
+    archs, choice, size = model_settings(model_flags)
+    torch.manual_seed(0)
+    model = build_model(archs, choice, 10 if size == 32 else 1000).to(device).eval()
+    folded = fold_weight_standardization(model)
+    x = torch.randn(args.batch, 3, size, size, device=device)
+    print(f"device {device}, torch {torch.__version__}, batch {args.batch}, {size}x{size}, "
+          f"threads {torch.get_num_threads()}, eval-mode forward")
+    ws, plain = time_forward(model, x, args), time_forward(folded, x, args)
+    report(f"{choice.arch} with WS", args.batch, ws)
+    report(f"{choice.arch} with WS folded", args.batch, plain)
+    print(f"ratio: folded is {ws[1] / plain[1]:.2f}x the speed of WS (median "
+          f"{ws[1] * 1000:.1f} vs {plain[1] * 1000:.1f} ms)")
 
 
 def real_cifar(npz, split, count):
@@ -323,6 +359,13 @@ def parser():
                           help="imagenet: PIL in the workers, or JPEG decoding on --device")
     pipeline.add_argument("--windows", type=int, default=5, help="timed passes over the data")
 
+    fold = commands.add_parser(
+        "fold", allow_abbrev=False, help="inference with WS vs with WS folded",
+        description="Any other flag is a model flag of cifar.py or imagenet.py (-a, --depth, ...).")
+    fold.add_argument("--batch", type=int, default=128, help="images per forward")
+    fold.add_argument("--device", default=default_device)
+    add_timing(fold, warmup=2, windows=5, steps=5)
+
     overhead = commands.add_parser("overhead", allow_abbrev=False,
                                    help="cifar.py wall time vs bare compute (CPU target)")
     overhead.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
@@ -339,6 +382,8 @@ def main(argv=None):
     args, model_flags = parser().parse_known_args(argv)
     if args.command == "step":
         bench_step(args, model_flags)
+    elif args.command == "fold":
+        bench_fold(args, model_flags)
     elif model_flags:
         parser().error(f"unrecognized arguments: {' '.join(model_flags)}")
     elif args.command == "pipeline":

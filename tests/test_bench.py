@@ -56,3 +56,12 @@ def test_overhead_bench_prints_each_round_and_the_ratio_of_minima(capsys, cifar_
     final = re.search(r"minima of 2 rounds: cifar.py ([\d.]+) s; .* ratio [\d.]+ "
                       r"\(target <= 1.10\)", out)
     assert float(final.group(1)) == min(float(r) for r in rounds)
+
+
+def test_fold_bench_prints_both_forwards_and_their_ratio(capsys):
+    bench.main(["fold", "-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
+                "--warmup", "1", "--windows", "2", "--steps", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"l_resnet with WS +[\d.]+ img/s best", out)
+    assert re.search(r"l_resnet with WS folded +[\d.]+ img/s best", out)
+    assert re.search(r"^ratio: folded is [\d.]+x the speed of WS", out, re.M)

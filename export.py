@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Export a trained run for deployment: its GN+WS model with Weight Standardization folded into
+plain convolutions (models/deploy.py), written by torch.export, or as a state_dict.
+
+    python export.py --resume checkpoints/cifar10/l_resnet-20 -o l_resnet-20.pt2
+    python export.py --resume checkpoints/cifar10/l_resnet-20 -o l_resnet-20.pth --format state_dict
+    python export.py --resume checkpoints/imagenet/l_resnet50 --ema -o l_resnet50-ema.pt2
+
+The model is rebuilt from the flags the checkpoint records. A .pt2 loads with
+torch.export.load(path).module(); a state_dict loads into models.deploy.plain_convs(the l_*
+model), the same network with plain convolutions.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+import cifar
+import imagenet
+import models
+from models.deploy import fold_weight_standardization
+from utils import run
+from utils.train.checkpoint import CheckpointError, load_weights, read_checkpoint
+
+FORMATS = {"exported": ".pt2", "state_dict": ".pth"}
+
+
+def load_run(path, use_ema=False):
+    """(the run's model in eval mode with its weights, or its EMA's; its input size)."""
+    checkpoint = read_checkpoint(path)
+    arch = checkpoint.get("arch") or (checkpoint.get("args") or {}).get("arch")
+    if arch is None or "num_classes" not in checkpoint:
+        raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "
+                              f"this project is needed to rebuild its model)")
+    if arch in models.cifar.MODELS:
+        flags, registry, extra, size = cifar.cifar_flags(), models.cifar.MODELS, [], 32
+    else:
+        flags, registry, extra, size = (imagenet.imagenet_flags(), imagenet.ARCHS,
+                                        ["--data", "."], 224)
+    settings, checkpoint = flags.parse(["--resume", path, "-e"] + extra)
+    model = run.build_model(registry, settings.model, checkpoint["num_classes"])
+    if use_ema:
+        saved = checkpoint.get("ema_state_dict")
+        if not saved:
+            raise CheckpointError(f"{path} keeps no EMA of the weights (trained without --ema)")
+        # AveragedModel's state: the averaged module's under "module.", and its step count.
+        load_weights(model, {k[len("module."):]: v for k, v in saved.items()
+                             if k.startswith("module.")})
+    else:
+        load_weights(model, checkpoint)
+    return model.eval(), size
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--resume", required=True, metavar="PATH",
+                        help="the run folder, or a checkpoint file, to export")
+    parser.add_argument("-o", "--output", required=True, help="file to write")
+    parser.add_argument("--format", default="exported", choices=sorted(FORMATS),
+                        help="exported: torch.export program (.pt2, default); state_dict: the "
+                             "folded weights (.pth)")
+    parser.add_argument("--ema", action="store_true", help="export the EMA of the weights")
+    args = parser.parse_args(argv)
+    model, size = load_run(args.resume, args.ema)
+    folded = fold_weight_standardization(model)
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"cannot write {args.output}: no folder {folder}")
+    if args.format == "state_dict":
+        content, save = folded.state_dict(), torch.save
+    else:
+        example = torch.randn(2, 3, size, size)
+        content = torch.export.export(folded, (example,),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+        save = torch.export.save
+    try:
+        save(content, args.output)
+    except (OSError, RuntimeError) as e:  # torch's writers report some failures as RuntimeError
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise CheckpointError(f"cannot write {args.output}: {reason}") from e
+    print(f"wrote {args.output}: {type(folded).__name__} with WS folded into its convolutions "
+          f"({args.format})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run.run_main(main))

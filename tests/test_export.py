@@ -1,0 +1,92 @@
+"""Deployment: WS folded into plain convolutions gives the WS model's outputs; export.py writes
+it with torch.export or as a state_dict that loads into the plain-conv twin."""
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+import cifar
+import export
+import models
+from builders import TINY_MODEL, make_cifar_pickles, one_line_failure, tiny_run
+from models.deploy import fold_weight_standardization, plain_convs
+from models.layers import WSConv2d
+from utils.train.checkpoint import load_weights
+
+
+@pytest.mark.parametrize("arch, options", [("l_resnet", {"depth": 8}),
+                                           ("l_resnext", {"depth": 11, "cardinality": 2,
+                                                          "widen_factor": 1}),
+                                           ("l_pyramidnet", {"depth": 20, "alpha": 24})])
+def test_folding_keeps_the_outputs_and_drops_every_standardization(arch, options):
+    torch.manual_seed(0)
+    model = models.cifar.MODELS[arch](**options).eval()
+    for p in model.parameters():  # trained-looking weights, not the init's
+        p.data.add_(0.1 * torch.randn_like(p))
+    folded = fold_weight_standardization(model)
+    assert not any(isinstance(m, WSConv2d) for m in folded.modules())
+    assert any(isinstance(m, WSConv2d) for m in model.modules())  # the original is untouched
+    assert folded.state_dict().keys() == model.state_dict().keys()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data = make_cifar_pickles(str(root / "d"), n_train=16, n_test=8)
+    run = str(root / "run")
+    cifar.main(TINY_MODEL + tiny_run(seed=3, train_batch=8) + ["--data", data, "--epochs", "1",
+                                                               "-c", run, "--ema", "0.9"])
+    model = models.cifar.MODELS["l_resnet"](depth=8)
+    load_weights(model, os.path.join(run, "checkpoint.pth.tar"))
+    return run, model.eval()
+
+
+def test_export_writes_a_program_with_the_ws_outputs(trained, tmp_path):
+    run, model = trained
+    path = str(tmp_path / "m.pt2")
+    assert export.main(["--resume", run, "-o", path]) == 0
+    program = torch.export.load(path).module()
+    for batch in (1, 7):  # the batch dimension is dynamic
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_export_state_dict_loads_into_the_plain_conv_twin(trained, tmp_path):
+    run, model = trained
+    path = str(tmp_path / "m.pth")
+    assert export.main(["--resume", run, "-o", path, "--format", "state_dict"]) == 0
+    twin = plain_convs(models.cifar.MODELS["l_resnet"](depth=8))
+    assert not any(isinstance(m, WSConv2d) for m in twin.modules())
+    twin.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(twin.eval()(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_export_of_the_ema_uses_the_averaged_weights(trained, tmp_path):
+    run, model = trained
+    path = str(tmp_path / "ema.pth")
+    assert export.main(["--resume", run, "--ema", "-o", path, "--format", "state_dict"]) == 0
+    ema = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["ema_state_dict"]
+    raw = model.state_dict()
+    saved = torch.load(path, weights_only=True)
+    assert torch.equal(saved["fc.bias"], ema["module.fc.bias"])
+    assert not torch.equal(saved["fc.bias"], raw["fc.bias"])
+
+
+def test_export_failures_are_one_line(trained, tmp_path, capsys):
+    run, _ = trained
+    assert "no checkpoint found" in one_line_failure(
+        export.main, ["--resume", str(tmp_path / "none"), "-o", str(tmp_path / "x.pt2")],
+        capsys)[1]
+    bare = str(tmp_path / "bare.pth")
+    torch.save(nn.Linear(2, 2).state_dict(), bare)
+    assert "records no architecture" in one_line_failure(
+        export.main, ["--resume", bare, "-o", str(tmp_path / "x.pt2")], capsys)[1]
+    assert "cannot write" in one_line_failure(
+        export.main, ["--resume", run, "-o", str(tmp_path / "missing" / "x.pt2")], capsys)[1]
