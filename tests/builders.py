@@ -44,7 +44,7 @@ def load_reference_models():
         return json.load(f)
 
 
-def engine_recipe(optimizer, scaler=None, ema=None, num_classes=10):
+def engine_recipe(optimizer, scaler=None, ema=None, num_classes=10, clip_grad=0.0):
     """A utils.recipe.Recipe around ``optimizer`` for calling the engine directly: plain
     cross-entropy, no schedule stepping per iteration, no regulariser."""
     import torch.nn as nn
@@ -52,7 +52,7 @@ def engine_recipe(optimizer, scaler=None, ema=None, num_classes=10):
     from utils.data.augment import BatchAugment
     from utils.train.recipe import Recipe
     return Recipe(nn.CrossEntropyLoss(), nn.CrossEntropyLoss(), optimizer, None, scaler,
-                  BatchAugment(num_classes), ema)
+                  BatchAugment(num_classes), ema, clip_grad)
 
 
 def random_images(n, seed=0, num_classes=10):

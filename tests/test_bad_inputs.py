@@ -231,6 +231,13 @@ def test_a_nan_validation_loss_leaves_checkpoint_and_log_untouched(good, trained
     (["--start-epoch", "3", "--epochs", "3"], "nothing to train: --start-epoch 3 is not below"),
     (["--cutout", "40"], "--cutout 40 is larger than the 32x32 training images"),
     (["-a", "resnet", "--depth", "8", "--cardinality", "4"], "--cardinality does not apply"),
+    (["-a", "resnet", "--depth", "8", "--sync-bn"], "--sync-bn needs CUDA GPUs under torchrun"),
+    (["-a", "resnet", "--depth", "8", "--sync-bn", "--ghost-batch", "4"],
+     "choose one of --sync-bn and --ghost-batch"),
+    (["--best-by", "tta"], "--best-by tta needs --tta flip"),
+    (["--clip-grad", "-1"], "--clip-grad must be >= 0"),
+    (["--save-every", "-1"], "--save-every must be >= 0 minutes"),
+    (["--keep-checkpoints", "-1"], "--keep-checkpoints must be >= 0"),
 ], ids=lambda v: v if isinstance(v, str) and not v.startswith("-") else None)
 def test_flags_out_of_range_name_the_flag(good, tmp_path, capsys, flags, message):
     argv = TINY + ["--data", good, "-c", str(tmp_path / "r")] + flags

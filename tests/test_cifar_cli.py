@@ -225,3 +225,17 @@ def test_speed_flags_train_the_same_model_and_save_a_plain_checkpoint(official, 
     assert 0 < moved < 0.05
     cifar.main(["--resume", fast, "--epochs", "2", "--data", official, "--no-progress"])
     assert len(read_log_rows(os.path.join(fast, "log.txt"))[1]) == 2
+
+
+def test_tta_adds_a_column_and_can_pick_model_best(official, tmp_path, capsys):
+    run = str(tmp_path / "tta")
+    cifar.main(["-a", "l_resnet", "--depth", "8", "--data", official, "--epochs", "2", "-c", run,
+                "--tta", "flip", "--best-by", "tta", "--clip-grad", "5"] + FAST)
+    names, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert names.rstrip("\t").split("\t")[-1] == "TTA Valid Acc." and len(rows[0]) == 6
+    best = torch.load(os.path.join(run, "model_best.pth.tar"), weights_only=True)
+    assert best["best_acc"] == pytest.approx(max(r[5] for r in rows[:best["epoch"]]), abs=1e-4)
+    capsys.readouterr()
+    cifar.main(["-e", "--resume", run, "--data", official, "--no-progress"])
+    tta = float(re.search(r"TTA  Acc:\s+([\d.]+)", capsys.readouterr().out).group(1))
+    assert tta == pytest.approx(rows[-1][5], abs=0.006)

@@ -60,10 +60,79 @@ def test_the_scaler_state_goes_into_the_checkpoint_and_comes_back():
 
 def test_an_epoch_with_non_finite_numbers_or_weights_is_refused():
     model = torch.nn.Linear(2, 2)
-    check_finite(0, [0.1, 1.0, 1.0, 50.0, 50.0], [model])  # all finite: nothing happens
+    row = {"Learning Rate": 0.1, "Train Loss": 1.0, "Valid Loss": 1.0, "Train Acc.": 50.0,
+           "Valid Acc.": 50.0}
+    check_finite(0, row, [model])  # all finite: nothing happens
     with pytest.raises(NonFiniteLoss, match="EMA validation accuracy became non-finite at epoch 3"):
-        check_finite(2, [0.1, 1.0, 1.0, 50.0, 50.0, float("nan")], [model])
+        check_finite(2, {**row, "EMA Valid Acc.": float("nan")}, [model])
+    with pytest.raises(NonFiniteLoss, match="TTA validation accuracy became non-finite"):
+        check_finite(2, {**row, "TTA Valid Acc.": float("inf")}, [model])
     with torch.no_grad():
         model.bias[1] = float("inf")
     with pytest.raises(NonFiniteLoss, match="the weights became non-finite at epoch 1;"):
-        check_finite(0, [0.1, 1.0, 1.0, 50.0, 50.0], [model])
+        check_finite(0, row, [model])
+
+
+def clipped_step(clip, scaler=None, amp="none"):
+    """One engine step of a large-gradient linear model; the gradient the optimizer saw."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: weights stay, grads show
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, *a: seen.append(
+        torch.cat([p.grad.flatten() for p in model.parameters()]).clone()))
+    x, y = 100 * torch.randn(16, 8), torch.randint(0, 3, (16,))
+
+    class One:
+        device = "cpu"
+
+        def batch_sizes(self):
+            return [16]
+
+        def __iter__(self):
+            return iter([(x, y)])
+    train_one_epoch(model, One(), engine_recipe(optimizer, scaler, clip_grad=clip, num_classes=3),
+                    TrainPlan(epochs=1, amp=amp, show_progress=False), 0)
+    return seen[0]
+
+
+def test_clip_grad_bounds_the_global_norm():
+    free = clipped_step(0.0)
+    assert free.norm() > 2.0
+    clipped = clipped_step(1.0)
+    assert clipped.norm() == pytest.approx(1.0, rel=1e-4)
+    # The direction is kept: clipping only scales the whole gradient.
+    torch.testing.assert_close(clipped, free * (1.0 / free.norm()), rtol=1e-4, atol=1e-6)
+
+
+def test_clip_grad_under_fp16_clips_the_unscaled_gradient():
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    clipped = clipped_step(1.0, scaler, "fp16")
+    # Without unscaling first, the scaled gradient (x 256) would be clipped to norm 1 and then
+    # unscaled to norm 1/256.
+    assert clipped.norm() == pytest.approx(1.0, rel=1e-2)
+
+
+def test_tta_flip_evaluates_the_mean_of_the_logits_of_image_and_mirror():
+    from utils.train.engine import evaluate
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+
+    class One:
+        device = "cpu"
+
+        def __len__(self):
+            return 1
+
+        def __iter__(self):
+            return iter([(x, y)])
+    criterion = torch.nn.CrossEntropyLoss()
+    loss, top1, _ = evaluate(model, One(), criterion, show_progress=False, tta=True)
+    with torch.no_grad():
+        mean = (model(x) + model(x.flip(-1))) / 2
+    assert loss == pytest.approx(criterion(mean, y).item(), rel=1e-6)
+    assert top1 == pytest.approx(100 * (mean.argmax(1) == y).float().mean().item())
+    plain = evaluate(model, One(), criterion, show_progress=False)[0]
+    assert plain != pytest.approx(loss)  # the mirror changed the answer

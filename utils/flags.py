@@ -148,7 +148,8 @@ class ScriptFlags:
         given = frozenset(option for dest, (option, _) in model_group.options.items()
                           if dest in explicit)
         return RunSettings(
-            model=ModelChoice(values["arch"], options, flag_names, given, values["ghost_batch"]),
+            model=ModelChoice(values["arch"], options, flag_names, given, values["ghost_batch"],
+                              values["sync_bn"]),
             data=DataChoice(root=values["data"], dataset=values.get("dataset"),
                             download=not values.get("no_download", True),
                             loader=values.get("loader"), decode=values.get("decode"),
@@ -162,6 +163,7 @@ class ScriptFlags:
             pretrained=values.get("pretrained", False), run_folder=values["checkpoint"],
             show_progress=not values["no_progress"],
             keep_checkpoints=values["keep_checkpoints"], save_every=values["save_every"],
+            tta=values["tta"] == "flip", best_by=values["best_by"],
             recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
             flags=dict(values), command=(self.script,) + tuple(argv))
 
@@ -176,6 +178,7 @@ class ModelChoice:
     flag_names: dict
     given: frozenset
     ghost_batch: int = 0
+    sync_bn: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +223,8 @@ class RunSettings:
     show_progress: bool
     keep_checkpoints: int
     save_every: float
+    tta: bool
+    best_by: str
     recorded: dict
     flags: dict
     command: tuple
@@ -242,7 +247,7 @@ def recipe_settings(values):
     return RecipeSettings(values["optimizer"], values["lr"], values["momentum"],
                           values["weight_decay"], values["nesterov"], values["no_wd_norm"],
                           schedule, values["iter_size"], values["label_smoothing"], regularisers,
-                          values["ema"], values["amp"])
+                          values["ema"], values["amp"], values["clip_grad"])
 
 
 def _per_iteration(values):
@@ -334,7 +339,7 @@ def check_values(values):
     if not 0 <= values["drop"] < 1:
         raise UsageError(f"--drop must be in [0, 1), got {values['drop']}")
     for name in ("warmup_epochs", "mixup", "cutmix", "ricap", "cutout", "dual_cutout",
-                 "ghost_batch"):
+                 "ghost_batch", "clip_grad"):
         if values[name] < 0:
             raise UsageError(f"{_flag(name)} must be >= 0, got {values[name]}")
     for name in ("label_smoothing", "random_erasing"):
@@ -344,6 +349,11 @@ def check_values(values):
         raise UsageError(f"--ema takes a decay in (0, 1), e.g. 0.999; got {values['ema']}")
     if values["nesterov"] and (values["optimizer"] != "sgd" or values["momentum"] <= 0):
         raise UsageError("--nesterov needs --optimizer sgd with --momentum > 0")
+    if values["sync_bn"] and values["ghost_batch"]:
+        raise UsageError("choose one of --sync-bn and --ghost-batch (one syncs BatchNorm "
+                         "statistics across processes, the other splits them within a batch)")
+    if values["best_by"] == "tta" and values["tta"] == "none":
+        raise UsageError("--best-by tta needs --tta flip")
     if values["warmup_epochs"] > values["epochs"]:
         raise UsageError(f"--warmup-epochs {values['warmup_epochs']} exceeds --epochs "
                          f"{values['epochs']}")
@@ -377,6 +387,9 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
               help="zero the last norm of each residual branch (post-activation ResNet/ResNeXt)")
     model.add("--ghost-batch", default=0, type=int, metavar="N",
               help="BatchNorm statistics over chunks of N images (Ghost BN; BN models only)")
+    model.add("--sync-bn", action="store_true",
+              help="BatchNorm statistics over all torchrun processes (SyncBatchNorm; BN models "
+                   "on CUDA GPUs only)")
 
     recipe.add("--epochs", default=epochs, type=int, metavar="N",
                help="number of total epochs to run (default: %(default)s)")
@@ -423,6 +436,15 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
                help="Dual-Cutout: two --cutout views per image, ALPHA x their softmax MSE added")
     recipe.add("--random-erasing", default=0.0, type=float, metavar="P",
                help="Random Erasing with probability P per image")
+    recipe.add("--clip-grad", default=0.0, type=float, metavar="NORM",
+               help="clip the gradient's global L2 norm to NORM before each optimizer step "
+                    "(after unscaling under --amp fp16; default: 0, no clipping)")
+    recipe.add("--tta", default="none", choices=["none", "flip"],
+               help="flip: also evaluate with the mean of the logits of each image and its "
+                    "mirror (an extra log column, TTA Valid Acc.; default: none)")
+    recipe.add("--best-by", default="valid", choices=["valid", "tta"],
+               help="which validation accuracy picks model_best.pth.tar (default: valid; tta "
+                    "needs --tta flip)")
     recipe.add("--ema", default=0.0, type=float, metavar="DECAY",
                help="also keep, evaluate and save an exponential moving average of the weights")
 

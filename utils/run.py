@@ -89,6 +89,10 @@ def build_model(registry, choice, num_classes, device=None):
     built with the options its constructor takes; an impossible configuration (a depth of the
     wrong form, widths GroupNorm cannot split) is a UsageError. With ``device``, a network whose
     training state would not fit in its memory is refused before it is built."""
+    if choice.sync_bn and device is not None and (device.type != "cuda"
+                                                  or not distributed.initialized()):
+        raise UsageError("--sync-bn needs CUDA GPUs under torchrun: torch's SyncBatchNorm "
+                         "synchronises BatchNorm over the processes of a GPU process group")
     depth = choice.options.get("depth")
     if "depth" in choice.given and depth > MAX_DEPTH:
         raise UsageError(f"--depth {depth}: this project builds at most {MAX_DEPTH} layers (the "
@@ -136,6 +140,10 @@ def prepare_model(model, device, gpu_count, settings):
     choice, ghost_batch = settings.device, settings.model.ghost_batch
     if ghost_batch and use_ghost_batch_norm(model, ghost_batch) == 0:
         raise UsageError("--ghost-batch changes BatchNorm layers; this model has none")
+    if settings.model.sync_bn:
+        if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+            raise UsageError("--sync-bn changes BatchNorm layers; this model has none")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     if choice.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -194,7 +202,8 @@ def start_plan(settings, checkpoint, raw_model, recipe):
                      seed=settings.seed, run_folder=settings.run_folder,
                      show_progress=settings.show_progress, best_acc=best_acc,
                      resumed=checkpoint is not None, keep_checkpoints=settings.keep_checkpoints,
-                     save_every=settings.save_every, position=position)
+                     save_every=settings.save_every, position=position, tta=settings.tta,
+                     best_by=settings.best_by)
 
 
 def epoch_position(saved):
@@ -244,7 +253,8 @@ def train_and_log(model, loaders, recipe, plan, record, title):
         write_record(plan.run_folder, record["run"])
         log = Logger(os.path.join(plan.run_folder, "log.txt"), title=title, resume=plan.resumed,
                      keep_rows=plan.start_epoch if plan.resumed else None, saved=saved_log)
-        log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []))
+        log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []) +
+                      (["TTA Valid Acc."] if plan.tta else []))
     best_acc = fit(model, loaders, recipe, plan, log, record)
     if log is not None:
         log.close()
@@ -268,6 +278,10 @@ def report_evaluation(model, loader, recipe, plan, classes, num_classes):
     loss, top1, top5 = evaluate(model.call, loader, recipe.eval_criterion, plan.amp,
                                 plan.show_progress, confusion)
     print(f" Test Loss:  {loss:.8f}, Test Acc:  {top1:.2f}, Top-5:  {top5:.2f}")
+    if plan.tta:
+        tta_loss, tta_top1, tta_top5 = evaluate(model.call, loader, recipe.eval_criterion,
+                                                plan.amp, False, tta=True)
+        print(f" TTA  Loss:  {tta_loss:.8f}, TTA  Acc:  {tta_top1:.2f}, Top-5:  {tta_top5:.2f}")
     if recipe.ema is not None and recipe.ema.n_averaged.item() > 0:
         ema_loss, ema_top1, ema_top5 = evaluate(recipe.ema.module, loader, recipe.eval_criterion,
                                                 plan.amp, False)

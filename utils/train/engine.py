@@ -32,7 +32,9 @@ class TrainPlan:
     folder gets log and checkpoints (and the last ``keep_checkpoints`` epochs' own copies), and
     a recovery checkpoint every ``save_every`` minutes (0: none); ``best_acc`` is the best
     validation accuracy so far and ``resumed`` whether the run continues a checkpoint (whose log
-    it then appends to). A run resumed mid-epoch starts epoch ``start_epoch`` at ``position``."""
+    it then appends to). A run resumed mid-epoch starts epoch ``start_epoch`` at ``position``.
+    ``tta`` also evaluates with flip test-time augmentation (a log column); ``best_by`` picks
+    model_best by the plain validation accuracy ("valid") or the TTA one ("tta")."""
     epochs: int
     start_epoch: int = 0
     iter_size: int = 1
@@ -45,6 +47,8 @@ class TrainPlan:
     keep_checkpoints: int = 0
     save_every: float = 0.0
     position: "EpochPosition" = None
+    tta: bool = False
+    best_by: str = "valid"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +88,19 @@ def all_finite(modules):
     return bool(torch.stack(flags).all()) if flags else True
 
 
+# The log's columns (the reference's five, then ours), and how a message names them.
+COLUMNS = {"Learning Rate": "learning rate", "Train Loss": "training loss",
+           "Valid Loss": "validation loss", "Train Acc.": "training accuracy",
+           "Valid Acc.": "validation accuracy", "EMA Valid Acc.": "EMA validation accuracy",
+           "TTA Valid Acc.": "TTA validation accuracy"}
+
+
 def check_finite(epoch, row, modules):
-    """Refuse to log or save an epoch whose numbers or weights are NaN or infinite."""
-    names = ("learning rate", "training loss", "validation loss", "training accuracy",
-             "validation accuracy", "EMA validation accuracy")
-    for name, value in zip(names, row):
+    """Refuse to log or save an epoch whose numbers (``row``: column -> value) or weights are
+    NaN or infinite."""
+    for column, value in row.items():
         if not math.isfinite(value):
-            raise NonFiniteLoss(epoch, what=name)
+            raise NonFiniteLoss(epoch, what=COLUMNS[column])
     if not all_finite(modules):
         raise NonFiniteLoss(epoch, what="the weights")
 
@@ -189,7 +199,8 @@ def train_one_epoch(model, loader, recipe, plan, epoch, control=None):
     is weighted by its share of the images of its step (1/iter_size when all are full), so a step
     computes the mean loss over all its images whatever the split into micro-batches or
     processes (DDP averages gradients over processes, hence the factor world). The recipe's
-    batch regularisers transform each batch and its targets; a per-iteration schedule steps
+    batch regularisers transform each batch and its targets; the gradient's global norm is clipped
+    to the recipe's ``clip_grad`` (after unscaling under fp16); a per-iteration schedule steps
     after every optimizer step, and the EMA averages the weights after it. Accuracy with mixed
     targets counts the largest target."""
     criterion, optimizer, scaler = recipe.criterion, recipe.optimizer, recipe.scaler
@@ -234,6 +245,10 @@ def train_one_epoch(model, loader, recipe, plan, epoch, control=None):
         if (on_cpu or progress.due(i + 1)) and first_bad >= 0:
             raise NonFiniteLoss(epoch, int(first_bad))
         if last_of_step:
+            if recipe.clip_grad:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), recipe.clip_grad)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -269,11 +284,12 @@ def train_one_epoch(model, loader, recipe, plan, epoch, control=None):
 
 
 @torch.no_grad()
-def evaluate(model, loader, criterion, amp="none", show_progress=True, confusion=None):
+def evaluate(model, loader, criterion, amp="none", show_progress=True, confusion=None, tta=False):
     """Loss and top-1/top-5 accuracy (%) over the whole evaluation set: each process evaluates
     its shard and the sums are reduced, so the numbers are exact for any number of processes.
     ``confusion``, a (K, K) int64 tensor on ``device``, receives the counts of (true class,
-    predicted class) pairs of the whole set."""
+    predicted class) pairs of the whole set. With ``tta`` each image's logits are the mean of
+    its own and its mirror image's (flip test-time augmentation)."""
     model, device = distributed.unwrap(model), loader.device
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
@@ -285,6 +301,8 @@ def evaluate(model, loader, criterion, amp="none", show_progress=True, confusion
             continue
         with autocast(device, amp):
             output = model(x)
+            if tta:
+                output = (output + model(x.flip(-1))) / 2
             loss = criterion(output, y)
         top1, top5 = topk_correct(output, y, (1, 5))
         if confusion is not None:
@@ -350,10 +368,15 @@ def fit(model, loaders, recipe, plan, log, record):
                 images = sum(loaders.train.batch_sizes())
                 print(f"    Epoch time: train {train_time:.2f} s ({images / train_time:.0f} img/s"
                       f"), test {time.perf_counter() - start - train_time:.2f} s", flush=True)
-            row = [lr, train_loss, test_loss, train_acc, test_acc]
+            row = dict(zip(COLUMNS, [lr, train_loss, test_loss, train_acc, test_acc]))
             if ema is not None:
-                row.append(evaluate(ema.module, loaders.test, eval_criterion, plan.amp, False)[1])
+                row["EMA Valid Acc."] = evaluate(ema.module, loaders.test, eval_criterion,
+                                                 plan.amp, False)[1]
+            if plan.tta:
+                row["TTA Valid Acc."] = evaluate(model.call, loaders.test, eval_criterion,
+                                                 plan.amp, False, tta=True)[1]
             check_finite(epoch, row, [model.raw] + ([ema.module] if ema is not None else []))
+            test_acc = row["TTA Valid Acc." if plan.best_by == "tta" else "Valid Acc."]
             if not per_iteration:
                 scheduler.step()
             is_best = test_acc > best_acc
@@ -362,7 +385,7 @@ def fit(model, loaders, recipe, plan, log, record):
                 # The row first: a crash before the save leaves one row too many, which resume
                 # cuts back to the checkpoint's epoch count (never a missing row). The checkpoint
                 # holds the rows too, so a lost log can be rebuilt.
-                log.append(row)
+                log.append(list(row.values()))
                 save_checkpoint(training_state(
                     epoch + 1, model.raw, recipe.optimizer, scheduler, recipe.scaler, test_acc,
                     best_acc, {**record, "log": log.rows()}, ema), is_best, plan.run_folder,

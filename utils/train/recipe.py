@@ -33,12 +33,14 @@ class RecipeSettings:
     regularisers: Regularisers = Regularisers()
     ema: float = 0.0
     amp: str = "none"
+    clip_grad: float = 0.0
 
 
 @dataclasses.dataclass
 class Recipe:
     """How a run trains: the losses (training, evaluation), optimizer, LR schedule, AMP scaler,
-    batch regularisers and the EMA of the weights (None without --ema)."""
+    batch regularisers, the EMA of the weights (None without --ema) and the gradient norm
+    clipped to (0: none)."""
     criterion: nn.Module
     eval_criterion: nn.Module
     optimizer: torch.optim.Optimizer
@@ -46,6 +48,7 @@ class Recipe:
     scaler: object
     batch_augment: BatchAugment
     ema: object
+    clip_grad: float = 0.0
 
 
 def make_recipe(model, settings, num_classes, batches_per_epoch):
@@ -61,7 +64,7 @@ def make_recipe(model, settings, num_classes, batches_per_epoch):
     scaler = torch.amp.GradScaler("cuda") if settings.amp == "fp16" else None
     ema = create_ema(model, settings.ema) if settings.ema else None
     return Recipe(criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler,
-                  BatchAugment(num_classes, regs), ema)
+                  BatchAugment(num_classes, regs), ema, settings.clip_grad)
 
 
 def resume_from(checkpoint, model, recipe):
