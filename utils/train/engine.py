@@ -2,7 +2,7 @@
 exact evaluation, and the epoch loop that logs and checkpoints.
 
 One step: uint8 batch on the device -> crop/flip -> normalise (the loader) -> batch regularisers
-(cutout, mixup, ...: utils.augment) -> model under autocast -> loss scaled by this micro-batch's
+(cutout, mixup, ...: utils.data.augment) -> model under autocast -> loss scaled by this micro-batch's
 share of the step -> backward -> after the step's last micro-batch: optimizer step, per-iteration
 LR schedule, EMA update -> meters -> progress line.
 """
@@ -21,8 +21,9 @@ from ..progress import Progress
 from ..seeding import batch_generator
 from .checkpoint import save_checkpoint, training_state
 
-__all__ = ["TrainPlan", "PreparedModel", "NonFiniteLoss", "TrainingInterrupted", "StopSignal",
-           "autocast", "train_one_epoch", "evaluate", "fit"]
+__all__ = ["TrainPlan", "EpochPosition", "PreparedModel", "NonFiniteLoss", "TrainingInterrupted",
+           "StopSignal", "StepControl", "check_finite", "autocast", "train_one_epoch", "evaluate",
+           "fit"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +224,11 @@ def train_one_epoch(model, loader, recipe, plan, epoch, control=None):
     # The first non-finite batch, recorded on the device: checking it every batch would stall a
     # GPU on a host sync, so it is read where the host syncs anyway (CPU: every batch).
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def raise_if_non_finite():
+        if first_bad >= 0:
+            raise NonFiniteLoss(epoch, int(first_bad))
+
     on_cpu = torch.device(device).type == "cpu"
     progress = Progress("Training", len(sizes), enabled=plan.show_progress)
     optimizer.zero_grad(set_to_none=True)
@@ -242,8 +248,8 @@ def train_one_epoch(model, loader, recipe, plan, epoch, control=None):
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         bad = ~torch.isfinite(loss.detach())
         first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
-        if (on_cpu or progress.due(i + 1)) and first_bad >= 0:
-            raise NonFiniteLoss(epoch, int(first_bad))
+        if on_cpu or progress.due(i + 1):
+            raise_if_non_finite()
         if last_of_step:
             if recipe.clip_grad:
                 if scaler is not None:
@@ -269,14 +275,11 @@ def train_one_epoch(model, loader, recipe, plan, epoch, control=None):
             progress.update(i + 1, data_time, time.time() - end, t[0] / count,
                             100 * t[1] / scored, 100 * t[2] / scored)
         if last_of_step and control is not None:
-            def check():
-                if first_bad >= 0:
-                    raise NonFiniteLoss(epoch, int(first_bad))
-            control.after_step(epoch, i + 1, lambda: totals.tolist() + [count, scored], check)
+            control.after_step(epoch, i + 1, lambda: totals.tolist() + [count, scored],
+                               raise_if_non_finite)
         end = time.time()
     progress.finish()
-    if first_bad >= 0:
-        raise NonFiniteLoss(epoch, int(first_bad))
+    raise_if_non_finite()
     # The epoch's meters over every process's images (each saw its shard of every batch).
     counts = torch.tensor([count, scored], dtype=torch.float64, device=device)
     t = distributed.all_reduce_sum(torch.cat([totals, counts])).tolist()
@@ -330,7 +333,8 @@ def fit(model, loaders, recipe, plan, log, record):
     epoch's times, logs and saves. Returns the best accuracy.
 
     With an EMA the averaged weights are evaluated too (an extra log column) and saved in the
-    checkpoint; the best model is chosen by the raw weights' accuracy."""
+    checkpoint, and with ``plan.tta`` the flip-TTA accuracy; the best model is chosen by the raw
+    weights' plain accuracy, or their TTA one with ``plan.best_by`` "tta"."""
     main = distributed.is_main()
     show = plan.show_progress and main
     eval_criterion, ema, scheduler = recipe.eval_criterion, recipe.ema, recipe.scheduler
