@@ -250,10 +250,6 @@ def recipe_settings(values):
                           values["ema"], values["amp"], values["clip_grad"])
 
 
-def _per_iteration(values):
-    return values.get("scheduler", "step") != "step" or values.get("warmup_epochs", 0) > 0
-
-
 def check_continuable(values, explicit, saved, checkpoint):
     """Refuse a recipe flag written on a --resume command line whose change the checkpoint's
     state cannot continue: another optimizer or kind of schedule (their states do not carry
@@ -264,12 +260,14 @@ def check_continuable(values, explicit, saved, checkpoint):
             raise UsageError(f"--{name} {values[name]}: the checkpoint was trained with "
                              f"{saved[name]}, and its {state} state cannot continue as another; "
                              f"{start_anew}")
-    if ("warmup_epochs" in explicit and "scheduler" in saved and "warmup_epochs" in saved
-            and _per_iteration(values) != _per_iteration({**saved, **{
-                k: values[k] for k in ("scheduler",) if k in explicit}})):
-        raise UsageError(f"--warmup-epochs {values['warmup_epochs']}: the checkpoint's schedule "
-                         f"steps per {'iteration' if _per_iteration(saved) else 'epoch'}, this "
-                         f"one would not; {start_anew}")
+    if "warmup_epochs" in explicit and "scheduler" in saved and "warmup_epochs" in saved:
+        # The scheduler itself is the checkpoint's here (another one was refused above).
+        before = Schedule(saved["scheduler"], warmup_epochs=saved["warmup_epochs"]).per_iteration
+        now = Schedule(saved["scheduler"], warmup_epochs=values["warmup_epochs"]).per_iteration
+        if now != before:
+            raise UsageError(f"--warmup-epochs {values['warmup_epochs']}: the checkpoint's "
+                             f"schedule steps per {'iteration' if before else 'epoch'}, this one "
+                             f"would not; {start_anew}")
     if "ema" in explicit and values["ema"] and not checkpoint.get("ema_state_dict"):
         raise UsageError(f"--ema {values['ema']}: the checkpoint keeps no average of the weights "
                          f"to continue; {start_anew}")
@@ -297,10 +295,13 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
-# Model flags that count channels, groups or layers: at least 1 (name: least value).
-MODEL_SIZES = {"depth": 1, "cardinality": 1, "widen_factor": 1, "gn_groups": 1, "growthRate": 1,
-               "compressionRate": 1, "base_channels": 1, "base_width": 1, "se_reduction": 0,
-               "alpha": 0}
+# Flags that count something, with their least value (model widths, groups and layers; sizes
+# of batches and runs), and flags that may not be negative. A flag a script lacks is skipped.
+AT_LEAST = {"depth": 1, "cardinality": 1, "widen_factor": 1, "gn_groups": 1, "growthRate": 1,
+            "compressionRate": 1, "base_channels": 1, "base_width": 1, "se_reduction": 0,
+            "alpha": 0, "train_batch": 1, "test_batch": 1, "iter_size": 1, "epochs": 1}
+NON_NEGATIVE = ("start_epoch", "keep_checkpoints", "workers", "warmup_epochs", "mixup", "cutmix",
+                "ricap", "cutout", "dual_cutout", "ghost_batch", "clip_grad")
 
 
 def check_values(values):
@@ -309,20 +310,14 @@ def check_values(values):
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, float) and not math.isfinite(v):
                 raise UsageError(f"{_flag(name)} must be a finite number, got {v}")
-    for name, least in MODEL_SIZES.items():
+    for name, least in AT_LEAST.items():
         if name in values and values[name] < least:
             raise UsageError(f"{_flag(name)} must be at least {least}, got {values[name]}")
-    for name in ("train_batch", "test_batch", "iter_size", "epochs"):
-        if values[name] < 1:
-            raise UsageError(f"{_flag(name)} must be at least 1, got {values[name]}")
-    if values["start_epoch"] < 0:
-        raise UsageError(f"--start-epoch must be >= 0, got {values['start_epoch']}")
+    for name in NON_NEGATIVE:
+        if values[name] < 0:
+            raise UsageError(f"{_flag(name)} must be >= 0, got {values[name]}")
     if values["save_every"] < 0:
         raise UsageError(f"--save-every must be >= 0 minutes, got {values['save_every']}")
-    if values["keep_checkpoints"] < 0:
-        raise UsageError(f"--keep-checkpoints must be >= 0, got {values['keep_checkpoints']}")
-    if values["workers"] < 0:
-        raise UsageError(f"--workers must be >= 0, got {values['workers']}")
     schedule = values["schedule"]
     if any(b <= a for a, b in zip(schedule, schedule[1:])):
         raise UsageError(f"--schedule epochs must increase, got {' '.join(map(str, schedule))}")
@@ -338,10 +333,6 @@ def check_values(values):
         raise UsageError(f"--gamma must be positive, got {values['gamma']}")
     if not 0 <= values["drop"] < 1:
         raise UsageError(f"--drop must be in [0, 1), got {values['drop']}")
-    for name in ("warmup_epochs", "mixup", "cutmix", "ricap", "cutout", "dual_cutout",
-                 "ghost_batch", "clip_grad"):
-        if values[name] < 0:
-            raise UsageError(f"{_flag(name)} must be >= 0, got {values[name]}")
     for name in ("label_smoothing", "random_erasing"):
         if not 0 <= values[name] < 1:
             raise UsageError(f"{_flag(name)} must be in [0, 1), got {values[name]}")

@@ -24,6 +24,11 @@ class Schedule:
     gamma: float = 0.1
     warmup_epochs: float = 0.0
 
+    @property
+    def per_iteration(self):
+        """Whether the LR changes every optimizer step (cosine, warmup), not once an epoch."""
+        return self.name != "step" or self.warmup_epochs > 0
+
 
 class IterationLR(torch.optim.lr_scheduler.LambdaLR):
     """A LambdaLR the engine steps after every optimizer step (not every epoch)."""
@@ -60,7 +65,7 @@ def lr_factor(step, *, steps_per_epoch, epochs, scheduler, milestones=(), gamma=
 def make_scheduler(optimizer, schedule, steps_per_epoch):
     """The torch scheduler of a ``Schedule``: MultiStepLR stepped per epoch for the reference's
     plain step schedule, else an IterationLR stepped after every optimizer step."""
-    if schedule.name == "step" and schedule.warmup_epochs == 0:
+    if not schedule.per_iteration:
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(schedule.milestones),
                                                     gamma=schedule.gamma)
     factor = functools.partial(lr_factor, steps_per_epoch=steps_per_epoch, epochs=schedule.epochs,
