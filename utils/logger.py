@@ -103,7 +103,7 @@ class Logger:
             if not os.path.isfile(self.fpath):
                 raise LogError(f"{self.fpath} is missing")
             self.names, self.numbers = read_log(self.fpath)
-            have = len(self.numbers[self.names[0]]) if self.names else 0
+            have = self._row_count()
             if keep_rows is not None and have < keep_rows:
                 raise LogError(f"{self.fpath} has {have} rows, the checkpoint {keep_rows} epochs")
         except LogError as e:
@@ -119,19 +119,21 @@ class Logger:
                 self.numbers[name] = self.numbers[name][:keep_rows]
         self._rewrite()
 
+    def _row_count(self):
+        return len(self.numbers[self.names[0]]) if self.names else 0
+
     def rows(self):
         """{"names", "rows"}: the log so far, as a checkpoint keeps it."""
-        count = len(self.numbers[self.names[0]]) if self.names else 0
         return {"names": list(self.names),
-                "rows": [[self.numbers[n][i] for n in self.names] for i in range(count)]}
+                "rows": [[self.numbers[n][i] for n in self.names]
+                         for i in range(self._row_count())]}
 
     def _rewrite(self):
-        rows = len(self.numbers[self.names[0]]) if self.names else 0
         tmp = self.fpath + ".tmp"
         with open(tmp, "w") as f:
             f.write(self._line(self.names))
-            for i in range(rows):
-                f.write(self._line(f"{self.numbers[n][i]:.6f}" for n in self.names))
+            for row in self.rows()["rows"]:
+                f.write(self._line(f"{value:.6f}" for value in row))
         os.replace(tmp, self.fpath)
 
     @staticmethod
