@@ -45,7 +45,9 @@ def cifar_flags():
 
 def cifar_loaders(train_set, test_set, data, device, seed, channels_last):
     """Training batches drawn per image from (seed, epoch); test batches in order. Crops of 32
-    with 4 pixels of padding, and mirror images where the dataset allows."""
+    with 4 pixels of padding, mirror images where the dataset allows, then ``data.policy``
+    (AutoAugment, RandAugment, TrivialAugment), batched on the device or torchvision's per
+    image."""
     mean, std = dataset_stats(data.dataset, train_set)
     flip = DATASETS[data.dataset]["flip"]
     train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
@@ -54,12 +56,14 @@ def cifar_loaders(train_set, test_set, data, device, seed, channels_last):
                                 **distributed.shard())
     if data.loader == "device":
         return Loaders(DeviceLoader(train_set, train_batches, device, mean, std, augment=True,
-                                    flip=flip, channels_last=channels_last),
+                                    flip=flip, channels_last=channels_last, policy=data.policy),
                        DeviceLoader(test_set, test_batches, device, mean, std,
                                     channels_last=channels_last))
     import torchvision.transforms as T
+    policy = data.policy.torchvision_transform()
     train_transform = T.Compose([T.RandomCrop(32, padding=4)] +
-                                ([T.RandomHorizontalFlip()] if flip else []) + [T.PILToTensor()])
+                                ([T.RandomHorizontalFlip()] if flip else []) +
+                                ([policy] if policy else []) + [T.PILToTensor()])
     return Loaders(StreamLoader(ArrayImages(train_set), train_transform, train_batches, device,
                                 mean, std, data.workers, channels_last),
                    StreamLoader(ArrayImages(test_set), T.PILToTensor(), test_batches, device,

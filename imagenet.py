@@ -70,8 +70,8 @@ def imagenet_model(settings, num_classes, device):
 
 
 def imagenet_loaders(data, device, seed, channels_last):
-    """(classes, Loaders): RandomResizedCrop(224) + flip for training; Resize(256) +
-    CenterCrop(224) for val."""
+    """(classes, Loaders): RandomResizedCrop(224) + flip (+ ``data.policy``) for training;
+    Resize(256) + CenterCrop(224) for val."""
     train_set = ImageFiles(find_image_folder(data.root, "train"))
     val_set = ImageFiles(find_image_folder(data.root, "val"), train_set.classes)
     train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
@@ -81,11 +81,13 @@ def imagenet_loaders(data, device, seed, channels_last):
     if data.decode == "device":
         return train_set.classes, Loaders(
             DeviceDecodeLoader(train_set, train_batches, device, IMAGENET_MEAN, IMAGENET_STD,
-                               train=True, workers=data.workers, channels_last=channels_last),
+                               train=True, workers=data.workers, channels_last=channels_last,
+                               policy=data.policy),
             DeviceDecodeLoader(val_set, val_batches, device, IMAGENET_MEAN, IMAGENET_STD,
                                train=False, workers=data.workers, channels_last=channels_last))
-    train_transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
-                                 T.PILToTensor()])
+    policy = data.policy.torchvision_transform()
+    train_transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip()] +
+                                ([policy] if policy else []) + [T.PILToTensor()])
     val_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
     return train_set.classes, Loaders(
         StreamLoader(train_set, train_transform, train_batches, device, IMAGENET_MEAN,

@@ -236,6 +236,10 @@ def test_a_nan_validation_loss_leaves_checkpoint_and_log_untouched(good, trained
      "choose one of --sync-bn and --ghost-batch"),
     (["--best-by", "tta"], "--best-by tta needs --tta flip"),
     (["--clip-grad", "-1"], "--clip-grad must be >= 0"),
+    (["--autoaugment", "cifar10", "--trivialaugment"],
+     "choose one of --autoaugment, --trivialaugment"),
+    (["--randaugment", "0", "9"], "--randaugment N must be at least 1, got 0"),
+    (["--randaugment", "2", "31"], "--randaugment M must be in 0..30"),
     (["--save-every", "-1"], "--save-every must be >= 0 minutes"),
     (["--keep-checkpoints", "-1"], "--keep-checkpoints must be >= 0"),
 ], ids=lambda v: v if isinstance(v, str) and not v.startswith("-") else None)

@@ -12,6 +12,7 @@ from builders import read_log_rows
 from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from utils.data.device_decode import DeviceDecodeLoader
 from utils.data.loaders import EpochBatches
+from utils.data.policies import AugmentPolicy
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,20 @@ def test_train_crops_are_drawn_per_image_not_per_batch(smooth_tree):
     torch.testing.assert_close(views[0], views[1])
     plan.set_epoch(4)
     assert not torch.allclose(batches_of(loader), views[1])  # a new epoch, new crops
+
+
+def test_a_policy_is_drawn_per_image_on_the_decoded_crops(smooth_tree):
+    files = ImageFiles(os.path.join(smooth_tree, "train"))
+    policy = AugmentPolicy("randaugment", num_ops=2, magnitude=20)
+    views = {}
+    for batch, chosen in ((2, policy), (6, policy), (6, AugmentPolicy())):
+        plan = EpochBatches(len(files), batch, shuffle=True, seed=5)
+        plan.set_epoch(3)
+        loader = DeviceDecodeLoader(files, plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, train=True,
+                                    workers=0, policy=chosen)
+        views[batch, chosen.enabled] = batches_of(loader)
+    torch.testing.assert_close(views[2, True], views[6, True])
+    assert not torch.allclose(views[6, True], views[6, False])
 
 
 def test_train_batches_take_the_pil_paths_crops_and_flips(smooth_tree):

@@ -7,6 +7,7 @@ import cifar
 import imagenet
 from builders import TINY_MODEL, make_cifar_pickles, tiny_run
 from models import imagenet as imagenet_models
+from utils.data.policies import AugmentPolicy
 from utils.flags import PER_RUN, RECORDED, UsageError, check_arch
 
 SCRIPTS = {"cifar": (cifar.cifar_flags, []), "imagenet": (imagenet.imagenet_flags, ["--data", "."])}
@@ -51,6 +52,20 @@ def test_resume_takes_back_the_recorded_flags_only(tmp_path):
     assert settings.recipe.regularisers.cutout == 4 and settings.seed == 7
     assert settings.data.test_batch == 100  # per-run: this run's default, not the saved one
     assert settings.run_folder == run
+
+
+def test_a_policy_flag_on_resume_replaces_the_checkpoints_policy(tmp_path):
+    data = make_cifar_pickles(str(tmp_path / "data"), n_train=16, n_test=8)
+    run = str(tmp_path / "run")
+    cifar.main(TINY_MODEL + tiny_run(seed=7, train_batch=8, test_batch=4) +
+               ["--data", data, "--epochs", "1", "-c", run, "--randaugment", "2", "9"])
+    saved = torch.load(f"{run}/checkpoint.pth.tar", weights_only=True)["args"]
+    assert saved["randaugment"] == [2, 9] and saved["autoaugment"] is None
+    resumed, _ = cifar.cifar_flags().parse(["--resume", run])
+    assert resumed.data.policy == AugmentPolicy("randaugment", num_ops=2, magnitude=9)
+    # The three flags are one choice: another one written replaces it, with no conflict.
+    changed, _ = cifar.cifar_flags().parse(["--resume", run, "--autoaugment", "cifar10"])
+    assert changed.data.policy == AugmentPolicy("autoaugment", autoaugment="cifar10")
 
 
 @pytest.mark.parametrize("script, argv, message", [

@@ -6,7 +6,7 @@ Every flag belongs to one group, and the group says whether a checkpoint records
     model    recorded  the network: -a and the options of its family, Ghost BN
     dataset  recorded  which dataset (cifar.py -d)
     recipe   recorded  how it trains: epochs, batch, iter-size, LR, schedule, optimizer,
-                       regularisers, EMA, AMP, the seed
+                       augmentation policy, regularisers, EMA, AMP, the seed
     data     per-run   where the files are and how they are loaded (--data, -j, --loader, ...)
     run      per-run   what this invocation does, on what: --resume, -e, --weights, --start-epoch,
                        --gpu-id, --channels-last, --compile
@@ -28,6 +28,7 @@ import sys
 from models import model_options
 
 from .data.augment import Regularisers
+from .data.policies import AUTOAUGMENT_POLICIES, AugmentPolicy
 from .train.checkpoint import read_checkpoint, resolve_checkpoint_path
 from .train.recipe import RecipeSettings
 from .train.schedule import Schedule
@@ -137,7 +138,9 @@ class ScriptFlags:
             raise UsageError(f"the checkpoint is of architecture {saved_arch!r}, but --arch is "
                              f"{values['arch']!r}")
         check_continuable(values, explicit, saved, checkpoint)
-        for name in self.dests(RECORDED):
+        # The policy flags are one choice: writing one replaces the checkpoint's, whichever.
+        replaced = set(POLICY_FLAGS) if explicit & set(POLICY_FLAGS) else set()
+        for name in self.dests(RECORDED) - replaced:
             if name in saved and name not in explicit:
                 values[name] = saved[name]
 
@@ -154,7 +157,7 @@ class ScriptFlags:
                             download=not values.get("no_download", True),
                             loader=values.get("loader"), decode=values.get("decode"),
                             workers=values["workers"], train_batch=values["train_batch"],
-                            test_batch=values["test_batch"]),
+                            test_batch=values["test_batch"], policy=augment_policy(values)),
             recipe=recipe_settings(values),
             device=DeviceChoice(values["gpu_id"], "gpu_id" in explicit, values["amp"],
                                 values["channels_last"], values["compile"]),
@@ -193,7 +196,8 @@ class DeviceChoice:
 
 @dataclasses.dataclass(frozen=True)
 class DataChoice:
-    """Where the data is and how it is batched; None for a flag the script does not have."""
+    """Where the data is, how it is batched and which augmentation policy its training images
+    take; None for a flag the script does not have."""
     root: str
     dataset: str
     download: bool
@@ -202,6 +206,7 @@ class DataChoice:
     workers: int
     train_batch: int
     test_batch: int
+    policy: AugmentPolicy = AugmentPolicy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +253,24 @@ def recipe_settings(values):
                           values["weight_decay"], values["nesterov"], values["no_wd_norm"],
                           schedule, values["iter_size"], values["label_smoothing"], regularisers,
                           values["ema"], values["amp"], values["clip_grad"])
+
+
+POLICY_FLAGS = ("autoaugment", "randaugment", "trivialaugment")
+
+
+def augment_policy(values):
+    """The AugmentPolicy of --autoaugment, --randaugment or --trivialaugment (at most one;
+    ValueError otherwise)."""
+    asked = [_flag(name) for name in POLICY_FLAGS if values[name]]
+    if len(asked) > 1:
+        raise ValueError(f"choose one of {', '.join(asked)} (each is a whole augmentation "
+                         f"policy)")
+    if values["autoaugment"]:
+        return AugmentPolicy("autoaugment", autoaugment=values["autoaugment"])
+    if values["randaugment"]:
+        num_ops, magnitude = values["randaugment"]
+        return AugmentPolicy("randaugment", num_ops=num_ops, magnitude=magnitude)
+    return AugmentPolicy("trivialaugment" if values["trivialaugment"] else "none")
 
 
 def check_continuable(values, explicit, saved, checkpoint):
@@ -350,6 +373,7 @@ def check_values(values):
                          f"{values['epochs']}")
     try:
         recipe_settings(values)  # Regularisers refuses impossible combinations
+        augment_policy(values)   # so does AugmentPolicy
     except ValueError as e:
         raise UsageError(str(e)) from e
 
@@ -425,6 +449,14 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
                help="Cutout of SIZE x SIZE squares")
     recipe.add("--dual-cutout", default=0.0, type=float, metavar="ALPHA",
                help="Dual-Cutout: two --cutout views per image, ALPHA x their softmax MSE added")
+    recipe.add("--autoaugment", default=None, choices=AUTOAUGMENT_POLICIES, metavar="POLICY",
+               help="AutoAugment with torchvision's cifar10, imagenet or svhn policy, per image "
+                    "after the crop and flip")
+    recipe.add("--randaugment", default=None, nargs=2, type=int, metavar=("N", "M"),
+               help="RandAugment: N ops per image at magnitude M of torchvision's 0..30 "
+                    "(e.g. 2 9)")
+    recipe.add("--trivialaugment", action="store_true",
+               help="TrivialAugment Wide: one op per image at a random magnitude")
     recipe.add("--random-erasing", default=0.0, type=float, metavar="P",
                help="Random Erasing with probability P per image")
     recipe.add("--clip-grad", default=0.0, type=float, metavar="NORM",

@@ -6,6 +6,9 @@ resumed. Each purpose draws from its own stream, so adding draws to one never sh
 
     ORDER       the permutation of an epoch's images            (seed, epoch, ORDER)
     AUGMENT     an image's crop and flip                        (seed, epoch, AUGMENT[, image])
+    POLICY      an image's AutoAugment/RandAugment/TrivialAugment
+                ops and magnitudes on the device (a DataLoader
+                path draws them from AUGMENT, after the crop)   (seed, epoch, POLICY)
     REGULARISE  a batch's cutout/mixup/... draws, per process   (seed, epoch, REGULARISE, batch,
                                                                  rank)
 
@@ -22,10 +25,10 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["ORDER", "AUGMENT", "REGULARISE", "mixed_seed", "stream_generator",
+__all__ = ["ORDER", "AUGMENT", "REGULARISE", "POLICY", "mixed_seed", "stream_generator",
            "batch_generator", "image_rng", "seed_everything", "rng_state", "set_rng_state"]
 
-ORDER, AUGMENT, REGULARISE = 0, 1, 2
+ORDER, AUGMENT, REGULARISE, POLICY = 0, 1, 2, 3
 
 
 def mixed_seed(*values):

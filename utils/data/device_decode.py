@@ -7,6 +7,7 @@ device (nvJPEG on CUDA; other formats are decoded on the CPU and moved), then cr
 each image there in float32:
 
     train: RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3)) + horizontal flip
+           [+ an AutoAugment-family policy, batched on uint8 crops as on cifar.py's device path]
     val:   Resize(256) (shorter side) + CenterCrop(224)
 
 Each image's crop and flip are drawn from (seed, epoch, image index) alone, by the same
@@ -18,9 +19,10 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from ..seeding import image_rng
+from ..seeding import POLICY, image_rng, stream_generator
 from .datasets import DataError
 from .loaders import EpochLoader, Normalize, TaggedBatches, ignore_stop_signals, own_generator
+from .policies import AugmentPolicy, apply_policy
 
 __all__ = ["EncodedImages", "DeviceDecodeLoader"]
 
@@ -74,9 +76,10 @@ class DeviceDecodeLoader(EpochLoader):
     """Batches of an ImageFiles tree, decoded, cropped and normalised on ``device``."""
 
     def __init__(self, files, batches, device, mean, std, train, workers=4, size=224,
-                 resize=256, channels_last=False):
+                 resize=256, channels_last=False, policy=AugmentPolicy()):
         self.batches, self.device, self.train = batches, torch.device(device), train
-        self.size, self.resize = size, resize
+        self.size, self.resize, self.policy = size, resize, policy
+        self.num_images = len(files.samples)
         self.loader = torch.utils.data.DataLoader(
             EncodedImages(files), batch_sampler=TaggedBatches(batches), num_workers=workers,
             collate_fn=_collate, persistent_workers=workers > 0,
@@ -99,7 +102,16 @@ class DeviceDecodeLoader(EpochLoader):
         return image.flip(-1) if flip else image
 
     def __iter__(self):
+        policy = self.train and self.policy.enabled
+        if policy:
+            # Every image's ops for the epoch, indexed by image, as on cifar.py's DeviceLoader.
+            g = stream_generator(self.batches.seed, self.batches.epoch, POLICY)
+            ops = self.policy.draw(self.num_images, g, (self.size, self.size))
         for datas, y, indices in self.loader:
             images = decode_batch(datas, self.device)
             x = torch.stack([self.view(im, i) for im, i in zip(images, indices)])
+            if policy:
+                # The policy's ops are defined on 8-bit pixels, as the PIL path has them.
+                x = x.round().clamp(0, 255).to(torch.uint8)
+                x = apply_policy(x, ops.rows(torch.tensor(indices)).to(self.device))
             yield self.normalize(x), y.to(self.device, non_blocking=True)

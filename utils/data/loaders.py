@@ -5,7 +5,8 @@ Every random choice of an epoch (the order of images, each image's crop and flip
 
 Two loaders yield the same thing, normalised float batches on the training device:
 - ``DeviceLoader``: the whole dataset as one uint8 tensor on the device; crops and flips are
-  applied to a whole batch at once by indexing (the fast CIFAR path).
+  applied to a whole batch at once by indexing, then an AutoAugment-family policy, if any, by
+  the batched ops of policies.py (the fast CIFAR path).
 - ``StreamLoader``: a torch DataLoader of per-image torchvision transforms (ImageNet, or CIFAR
   with --loader dataloader); uint8 batches are copied to the device and normalised there.
 """
@@ -16,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
+from ..seeding import AUGMENT, ORDER, POLICY, image_rng, stream_generator
+from .policies import AugmentPolicy, apply_policy
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
            "TaggedBatches", "crop_flip", "ArrayImages", "ignore_stop_signals", "own_generator"]
@@ -128,14 +130,15 @@ class EpochLoader:
 
 
 class DeviceLoader(EpochLoader):
-    """An ArrayDataset held on ``device``; batches are gathered, augmented and normalised there."""
+    """An ArrayDataset held on ``device``; batches are gathered, augmented and normalised there.
+    With ``augment``: crop (``pad``), flip (``flip``), then ``policy`` (an AugmentPolicy)."""
 
     def __init__(self, dataset, batches, device, mean, std, augment=False, pad=4, flip=True,
-                 channels_last=False):
+                 channels_last=False, policy=AugmentPolicy()):
         self.images = dataset.images.to(device)
         self.labels = dataset.labels.to(device)
         self.batches, self.device, self.augment, self.pad = batches, device, augment, pad
-        self.flip = flip
+        self.flip, self.policy = flip, policy
         self.normalize = Normalize(mean, std, device, channels_last)
 
     def draws(self):
@@ -147,14 +150,24 @@ class DeviceLoader(EpochLoader):
         flips = (torch.rand(n, generator=g) < 0.5) & self.flip
         return offsets[0].to(self.device), offsets[1].to(self.device), flips.to(self.device)
 
+    def policy_draws(self):
+        """This epoch's policy ops and magnitudes of every image, indexed by image."""
+        g = stream_generator(self.batches.seed, self.batches.epoch, POLICY)
+        return self.policy.draw(len(self.labels), g, self.images.shape[2:]).to(self.device)
+
     def __iter__(self):
+        policy = self.augment and self.policy.enabled
         if self.augment:
             dx, dy, flip = self.draws()
+        if policy:
+            ops = self.policy_draws()
         for idx in self.batches:
             idx = idx.to(self.device, non_blocking=True)
             x = self.images[idx]
             if self.augment:
                 x = crop_flip(x, dx[idx], dy[idx], flip[idx], self.pad)
+            if policy:
+                x = apply_policy(x, ops.rows(idx))
             yield self.normalize(x), self.labels[idx]
 
 
