@@ -6,10 +6,12 @@
               l_* model, as ratios. Model flags are the scripts' own:
                   python bench.py step -a l_resnet50 --batch 128 --device cuda --amp bf16 --channels-last --compile
                   python bench.py step -a l_resnet --depth 20 --batch 128 --device cpu
-    pipeline  images/s a loader alone delivers to the device: cifar.py's DeviceLoader, or
-              imagenet.py's training loader over --data or over JPEGs made from the real CIFAR-10
-              archive and upscaled to ImageNet's 500x375:
+    pipeline  images/s a loader alone delivers to the device: cifar.py's DeviceLoader (with
+              --policies: also with each AutoAugment-family policy, as ratios), or imagenet.py's
+              training loader over --data or over JPEGs made from the real CIFAR-10 archive and
+              upscaled to ImageNet's 500x375:
                   python bench.py pipeline cifar --device cuda
+                  python bench.py pipeline cifar --device cuda --policies
                   python bench.py pipeline imagenet --data ~/ILSVRC2012 --device cuda --decode device
                   python bench.py pipeline imagenet --images 2000 --workers 16 --device cuda
     overhead  a real cifar.py run against import + its images at the bare step rate + the bare
@@ -234,43 +236,73 @@ def synthetic_imagenet(npz, out, count, size=(500, 375)):
     return out
 
 
+# The policies `pipeline cifar --policies` measures, as cifar.py's flags.
+POLICY_FLAGS = {"none": [], "--autoaugment cifar10": ["--autoaugment", "cifar10"],
+                "--randaugment 2 9": ["--randaugment", "2", "9"],
+                "--trivialaugment": ["--trivialaugment"]}
+
+
+def time_passes(loaders, device, windows):
+    """Seconds per image of each loader, over ``windows`` passes after one warm-up pass; the
+    loaders take turns, so the machine's load falls on all alike."""
+    times = {name: [] for name in loaders}
+    for epoch in range(windows + 1):
+        for name, loader in loaders.items():
+            loader.set_epoch(epoch)
+            start = time.perf_counter()
+            count = 0
+            for x, _ in loader:
+                count += x.shape[0]
+            sync(device)
+            if epoch:  # the first pass warms up
+                times[name].append((time.perf_counter() - start) / count)
+    return times
+
+
 def bench_pipeline(args):
     device = torch.device(args.device)
-    if args.pipeline == "imagenet":
-        data = args.data
-        if data is None:
-            if not os.path.isfile(args.npz):
-                sys.exit(f"error: pipeline imagenet without --data makes its JPEGs from the "
-                         f"CIFAR-10 archive {args.npz} (--npz PATH)")
-            data = synthetic_imagenet(args.npz, tempfile.mkdtemp(prefix="bench-jpegs-"),
-                                      args.images)
-        # imagenet.py's own training loader, from its own flags.
-        settings, _ = imagenet.imagenet_flags().parse(
-            ["--data", data, "--train-batch", str(args.batch), "--decode", args.decode,
-             "-j", str(args.workers)])
-        _, (loader, _) = imagenet.imagenet_loaders(settings.data, device, 0, args.channels_last)
-        label = (f"imagenet.py train loader, --decode {args.decode}, {args.workers} workers, "
-                 f"{data}/train")
+    if args.pipeline == "cifar":
+        bench_cifar_pipeline(args, device)
     else:
-        n = args.images
-        g = torch.Generator().manual_seed(0)
-        dataset = ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
-                                             generator=g), torch.zeros(n, dtype=torch.long), [])
-        loader = DeviceLoader(dataset, EpochBatches(n, args.batch, True), device, CIFAR_MEAN,
-                              CIFAR_STD, augment=True, channels_last=args.channels_last)
-        label = f"DeviceLoader CIFAR {n} images"
-    times = []
-    for epoch in range(args.windows + 1):
-        loader.set_epoch(epoch)
-        start = time.perf_counter()
-        count = 0
-        for x, _ in loader:
-            count += x.shape[0]
-        sync(device)
-        if epoch:  # the first pass warms up
-            times.append((time.perf_counter() - start) / count)
-    print(f"{label}: {1 / min(times):.0f} img/s best, {1 / statistics.median(times):.0f} img/s "
-          f"median delivered to {device}")
+        bench_imagenet_pipeline(args, device)
+
+
+def bench_cifar_pipeline(args, device):
+    """cifar.py's DeviceLoader over random images; with --policies, beside each policy."""
+    n = args.images
+    g = torch.Generator().manual_seed(0)
+    dataset = ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
+                                         generator=g), torch.zeros(n, dtype=torch.long), [])
+    chosen = POLICY_FLAGS if args.policies else {"none": []}
+    loaders = {name: DeviceLoader(dataset, EpochBatches(n, args.batch, True), device, CIFAR_MEAN,
+                                  CIFAR_STD, augment=True, channels_last=args.channels_last,
+                                  policy=cifar.cifar_flags().parse(flags)[0].data.policy)
+               for name, flags in chosen.items()}
+    times = time_passes(loaders, device, args.windows)
+    for name, t in times.items():
+        ratio = statistics.median(times["none"]) / statistics.median(t)
+        print(f"DeviceLoader CIFAR {n} images, policy {name}: {1 / min(t):.0f} img/s best, "
+              f"{1 / statistics.median(t):.0f} img/s median delivered to {device}"
+              + (f"; {ratio:.2f}x the rate without" if name != "none" else ""))
+
+
+def bench_imagenet_pipeline(args, device):
+    """imagenet.py's training loader over --data, or over JPEGs made from the CIFAR archive."""
+    data = args.data
+    if data is None:
+        if not os.path.isfile(args.npz):
+            sys.exit(f"error: pipeline imagenet without --data makes its JPEGs from the "
+                     f"CIFAR-10 archive {args.npz} (--npz PATH)")
+        data = synthetic_imagenet(args.npz, tempfile.mkdtemp(prefix="bench-jpegs-"), args.images)
+    # imagenet.py's own training loader, from its own flags.
+    settings, _ = imagenet.imagenet_flags().parse(
+        ["--data", data, "--train-batch", str(args.batch), "--decode", args.decode,
+         "-j", str(args.workers)])
+    _, (loader, _) = imagenet.imagenet_loaders(settings.data, device, 0, args.channels_last)
+    times = time_passes({"imagenet": loader}, device, args.windows)["imagenet"]
+    print(f"imagenet.py train loader, --decode {args.decode}, {args.workers} workers, "
+          f"{data}/train: {1 / min(times):.0f} img/s best, "
+          f"{1 / statistics.median(times):.0f} img/s median delivered to {device}")
 
 
 def bench_overhead(args):
@@ -358,6 +390,8 @@ def parser():
     pipeline.add_argument("--decode", default="cpu", choices=["cpu", "device"],
                           help="imagenet: PIL in the workers, or JPEG decoding on --device")
     pipeline.add_argument("--windows", type=int, default=5, help="timed passes over the data")
+    pipeline.add_argument("--policies", action="store_true",
+                          help="cifar: also each of " + ", ".join(list(POLICY_FLAGS)[1:]))
 
     fold = commands.add_parser(
         "fold", allow_abbrev=False, help="inference with WS vs with WS folded",

@@ -20,7 +20,18 @@ def test_model_bench_prints_throughput_and_ratios(capsys):
 def test_pipeline_bench_prints_delivered_rate(capsys):
     bench.main(["pipeline", "cifar", "--device", "cpu", "--images", "256", "--batch", "64",
                 "--windows", "2"])
-    assert re.search(r"DeviceLoader CIFAR 256 images: \d+ img/s best", capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert re.search(r"DeviceLoader CIFAR 256 images, policy none: \d+ img/s best", out)
+    assert "policy --" not in out
+
+
+def test_pipeline_bench_times_each_policy_against_none(capsys):
+    bench.main(["pipeline", "cifar", "--device", "cpu", "--images", "64", "--batch", "32",
+                "--windows", "1", "--policies"])
+    out = capsys.readouterr().out
+    for policy in ("--autoaugment cifar10", "--randaugment 2 9", "--trivialaugment"):
+        assert re.search(rf"policy {policy}: \d+ img/s best, \d+ img/s median delivered to cpu; "
+                         rf"[\d.]+x the rate without", out), policy
 
 
 @pytest.mark.parametrize("decode", ["cpu", "device"])
