@@ -27,3 +27,14 @@ def test_sync_bn_under_one_process_equals_plain_batch_norm(tmp_path):
     a, b = (torch.load(os.path.join(r, "checkpoint.pth.tar"), weights_only=True)["state_dict"]
             for r in runs.values())
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
+@pytest.mark.parametrize("policy", ["autoaugment-cifar10", "randaugment-2-9", "trivialaugment"])
+def test_the_batched_policy_on_cuda_gives_torchvisions_pixels_there(policy):
+    """The device path's ops on the GPU against torchvision's per-image ops on the GPU."""
+    from test_policies import POLICIES, photo_like, torchvision_pixels
+    from utils.data.policies import apply_policy
+    images = photo_like(64, seed=1).cuda()
+    draws = POLICIES[policy].draw(64, torch.Generator().manual_seed(3), (32, 32)).to("cuda")
+    out = apply_policy(images, draws)
+    assert out.is_cuda and torch.equal(out, torchvision_pixels(images, draws))

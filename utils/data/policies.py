@@ -31,7 +31,6 @@ OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Br
        "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
        "Invert")
 OP = {name: k for k, name in enumerate(OPS)}
-GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 AUTOAUGMENT_POLICIES = ("cifar10", "imagenet", "svhn")
 MAGNITUDE_BINS = 31  # RandAugment's and TrivialAugment's torchvision default
 
