@@ -1,13 +1,29 @@
 """What only a CUDA GPU can show; every test here is skipped, saying why, on a machine without
-one (CI's). Run on a lent GPU machine with: python -m pytest -q tests/test_cuda.py"""
+one (CI's). Run on a lent GPU machine with: python -m pytest -q tests/test_cuda.py
+
+Every model trains a step in fp32, bf16 and fp16 (with its GradScaler), NCHW and channels-last;
+compiled, the step is one graph; the device loaders give on CUDA what they give on the CPU; the
+scripts run an epoch on one GPU and under torchrun; what a GPU run saves loads on the CPU; and
+--gpu-id selects the GPU it names."""
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.nn as nn
 
-from builders import REPO, make_cifar_pickles
+import imagenet
+import models
+from builders import REPO, make_cifar_pickles, random_images, read_log_rows
+from models import create_model
+from test_device_decode import batches_of, imagenet_py_loaders, smooth_tree  # noqa: F401
+from test_models import CIFAR_SMALL
+from utils.data.datasets import CIFAR_MEAN, CIFAR_STD
+from utils.data.loaders import DeviceLoader, EpochBatches
+from utils.data.policies import AugmentPolicy
+from utils.train.engine import autocast
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (none on this machine)")
@@ -38,3 +54,122 @@ def test_the_batched_policy_on_cuda_gives_torchvisions_pixels_there(policy):
     draws = POLICIES[policy].draw(64, torch.Generator().manual_seed(3), (32, 32)).to("cuda")
     out = apply_policy(images, draws)
     assert out.is_cuda and torch.equal(out, torchvision_pixels(images, draws))
+
+
+MODELS = ([("cifar", arch) for arch in sorted(models.cifar.MODELS)] +
+          [("imagenet", "l_resnet50"), ("imagenet", "l_resnext50")])
+REGISTRIES = {"cifar": models.cifar.MODELS, "imagenet": models.imagenet.MODELS}
+
+
+def training_step(section, arch, amp, channels_last, compile_model=False):
+    """One SGD step of the model on CUDA; returns (loss, the largest parameter change)."""
+    torch.manual_seed(0)
+    kwargs = CIFAR_SMALL.get(arch, {}) if section == "cifar" else {}
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(REGISTRIES[section], arch, num_classes=10, **kwargs)
+    model = model.cuda().to(memory_format=fmt).train()
+    before = [p.detach().clone() for p in model.parameters()]
+    step_model = torch.compile(model) if compile_model else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+    size = 32 if section == "cifar" else 224
+    x = torch.randn(4, 3, size, size, device="cuda").to(memory_format=fmt)
+    y = torch.randint(0, 10, (4,), device="cuda")
+    with autocast("cuda", amp):
+        loss = nn.functional.cross_entropy(step_model(x), y)
+    if scaler:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    change = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before))
+    return loss.item(), change
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+@pytest.mark.parametrize("section, arch", MODELS, ids=[a for _, a in MODELS])
+def test_every_model_trains_a_step_on_cuda(section, arch, amp, channels_last):
+    loss, change = training_step(section, arch, amp, channels_last)
+    assert torch.isfinite(torch.tensor(loss)) and change > 0
+
+
+@pytest.mark.parametrize("section, arch", [("cifar", "l_resnet"), ("cifar", "resnet"),
+                                           ("imagenet", "l_resnet50")])
+def test_the_compiled_bf16_channels_last_step_is_one_graph_on_cuda(section, arch):
+    torch._dynamo.reset()
+    kwargs = CIFAR_SMALL.get(arch, {}) if section == "cifar" else {}
+    model = create_model(REGISTRIES[section], arch, num_classes=10, **kwargs).cuda().train()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32, device="cuda").to(memory_format=torch.channels_last)
+    with autocast("cuda", "bf16"):
+        explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    loss, change = training_step(section, arch, "bf16", True, compile_model=True)
+    assert torch.isfinite(torch.tensor(loss)) and change > 0
+
+
+@pytest.mark.parametrize("policy", [AugmentPolicy(), AugmentPolicy("trivialaugment")],
+                         ids=["crop-flip", "trivialaugment"])
+def test_device_loader_batches_on_cuda_equal_the_cpu_ones(policy):
+    data = random_images(40)
+    batches = {}
+    for device in ("cpu", "cuda"):
+        loader = DeviceLoader(data, EpochBatches(40, 16, True, seed=3), device, CIFAR_MEAN,
+                              CIFAR_STD, augment=True, channels_last=True, policy=policy)
+        loader.set_epoch(2)
+        batches[device] = torch.cat([x.cpu() for x, _ in loader])
+    torch.testing.assert_close(batches["cuda"], batches["cpu"], rtol=0, atol=1e-6)
+
+
+def test_decode_device_on_cuda_matches_the_pil_path(smooth_tree):  # noqa: F811
+    settings, _ = imagenet.imagenet_flags().parse(
+        ["--data", smooth_tree, "--train-batch", "6", "--test-batch", "6", "--decode", "device",
+         "-j", "0"])
+    _, (train, val) = imagenet.imagenet_loaders(settings.data, torch.device("cuda"), 5, False)
+    train.set_epoch(2)
+    pil_train, pil_val = imagenet_py_loaders(smooth_tree, "cpu", 6, epoch=2)
+    for on_gpu, on_cpu in ((train, pil_train), (val, pil_val)):
+        a = torch.cat([x.cpu() for x, _ in on_gpu])
+        assert (a - batches_of(on_cpu)).abs().mean() < 0.05  # nvJPEG vs PIL: a few grey levels
+
+
+def cifar_run(tmp_path, name, extra, launcher=()):
+    """A 1-epoch cifar.py run of resnet-8 on CUDA in a subprocess; returns its folder."""
+    data = make_cifar_pickles(str(tmp_path / "data"), n_train=64, n_test=16)
+    run = str(tmp_path / name)
+    subprocess.run(list(launcher) + [os.path.join(REPO, "cifar.py"), "-a", "resnet", "--depth",
+                                     "8", "--data", data, "--epochs", "1", "--train-batch", "16",
+                                     "--no-progress", "--manualSeed", "3", "-c", run] + extra,
+                   cwd=REPO, check=True, timeout=600)
+    return run
+
+
+@pytest.mark.parametrize("launcher", [
+    (sys.executable,), (sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=1")], ids=["gpu-id-0", "torchrun-nccl"])
+def test_a_cifar_epoch_on_one_gpu_and_its_checkpoint_loads_on_the_cpu(tmp_path, launcher):
+    run = cifar_run(tmp_path, "run", ["--gpu-id", "0", "--amp", "fp16"], launcher)
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 1
+    with open(os.path.join(run, "run.json")) as f:
+        assert json.load(f)["sessions"][0]["gpus"]  # the session saw the GPU
+    # What the GPU run saved is evaluated on the CPU (fp16 autocast is CUDA's: --amp none).
+    subprocess.run([sys.executable, os.path.join(REPO, "cifar.py"), "-e", "--resume", run,
+                    "--gpu-id", "cpu", "--amp", "none", "--data", str(tmp_path / "data"),
+                    "--no-progress"], cwd=REPO, check=True, timeout=600)
+
+
+def test_gpu_id_selects_the_gpu_it_names():
+    """--gpu-id N makes physical GPU N the run's cuda:0 (by UUID, so alike cards still differ)."""
+    last = torch.cuda.device_count() - 1
+    expected = str(torch.cuda.get_device_properties(last).uuid)
+    code = ("import torch; from utils import run; from utils.flags import DeviceChoice; "
+            f"device, _ = run.select_device(DeviceChoice('{last}', True, 'none', False, False)); "
+            "print(torch.cuda.get_device_properties(device).uuid)")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert out.strip().splitlines()[-1] == expected
