@@ -237,7 +237,7 @@ def synthetic_imagenet(npz, out, count, size=(500, 375)):
 
 
 # The policies `pipeline cifar --policies` measures, as cifar.py's flags.
-POLICY_FLAGS = {"none": [], "--autoaugment cifar10": ["--autoaugment", "cifar10"],
+BENCH_POLICIES = {"none": [], "--autoaugment cifar10": ["--autoaugment", "cifar10"],
                 "--randaugment 2 9": ["--randaugment", "2", "9"],
                 "--trivialaugment": ["--trivialaugment"]}
 
@@ -273,7 +273,7 @@ def bench_cifar_pipeline(args, device):
     g = torch.Generator().manual_seed(0)
     dataset = ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
                                          generator=g), torch.zeros(n, dtype=torch.long), [])
-    chosen = POLICY_FLAGS if args.policies else {"none": []}
+    chosen = BENCH_POLICIES if args.policies else {"none": []}
     loaders = {name: DeviceLoader(dataset, EpochBatches(n, args.batch, True), device, CIFAR_MEAN,
                                   CIFAR_STD, augment=True, channels_last=args.channels_last,
                                   policy=cifar.cifar_flags().parse(flags)[0].data.policy)
@@ -391,7 +391,7 @@ def parser():
                           help="imagenet: PIL in the workers, or JPEG decoding on --device")
     pipeline.add_argument("--windows", type=int, default=5, help="timed passes over the data")
     pipeline.add_argument("--policies", action="store_true",
-                          help="cifar: also each of " + ", ".join(list(POLICY_FLAGS)[1:]))
+                          help="cifar: also each of " + ", ".join(list(BENCH_POLICIES)[1:]))
 
     fold = commands.add_parser(
         "fold", allow_abbrev=False, help="inference with WS vs with WS folded",

@@ -19,7 +19,7 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from ..seeding import POLICY, image_rng, stream_generator
+from ..seeding import image_rng
 from .datasets import DataError
 from .loaders import EpochLoader, Normalize, TaggedBatches, ignore_stop_signals, own_generator
 from .policies import AugmentPolicy, apply_policy
@@ -105,13 +105,13 @@ class DeviceDecodeLoader(EpochLoader):
         policy = self.train and self.policy.enabled
         if policy:
             # Every image's ops for the epoch, indexed by image, as on cifar.py's DeviceLoader.
-            g = stream_generator(self.batches.seed, self.batches.epoch, POLICY)
-            ops = self.policy.draw(self.num_images, g, (self.size, self.size))
+            policy_draws = self.policy.epoch_draws(self.num_images, self.batches.seed,
+                                                   self.batches.epoch, (self.size, self.size))
         for datas, y, indices in self.loader:
             images = decode_batch(datas, self.device)
             x = torch.stack([self.view(im, i) for im, i in zip(images, indices)])
             if policy:
                 # The policy's ops are defined on 8-bit pixels, as the PIL path has them.
                 x = x.round().clamp(0, 255).to(torch.uint8)
-                x = apply_policy(x, ops.rows(torch.tensor(indices)).to(self.device))
+                x = apply_policy(x, policy_draws.rows(torch.tensor(indices)).to(self.device))
             yield self.normalize(x), y.to(self.device, non_blocking=True)

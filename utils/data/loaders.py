@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..seeding import AUGMENT, ORDER, POLICY, image_rng, stream_generator
+from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
 from .policies import AugmentPolicy, apply_policy
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
@@ -152,22 +152,22 @@ class DeviceLoader(EpochLoader):
 
     def policy_draws(self):
         """This epoch's policy ops and magnitudes of every image, indexed by image."""
-        g = stream_generator(self.batches.seed, self.batches.epoch, POLICY)
-        return self.policy.draw(len(self.labels), g, self.images.shape[2:]).to(self.device)
+        return self.policy.epoch_draws(len(self.labels), self.batches.seed, self.batches.epoch,
+                                       self.images.shape[2:]).to(self.device)
 
     def __iter__(self):
         policy = self.augment and self.policy.enabled
         if self.augment:
             dx, dy, flip = self.draws()
         if policy:
-            ops = self.policy_draws()
+            policy_draws = self.policy_draws()
         for idx in self.batches:
             idx = idx.to(self.device, non_blocking=True)
             x = self.images[idx]
             if self.augment:
                 x = crop_flip(x, dx[idx], dy[idx], flip[idx], self.pad)
             if policy:
-                x = apply_policy(x, ops.rows(idx))
+                x = apply_policy(x, policy_draws.rows(idx))
             yield self.normalize(x), self.labels[idx]
 
 

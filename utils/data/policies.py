@@ -23,6 +23,7 @@ import dataclasses
 import torch
 import torchvision.transforms as T
 
+from ..seeding import POLICY, stream_generator
 from . import image_ops
 
 __all__ = ["OPS", "AUTOAUGMENT_POLICIES", "AugmentPolicy", "PolicyDraws", "apply_policy"]
@@ -73,11 +74,6 @@ class AugmentPolicy:
     def enabled(self):
         return self.kind != "none"
 
-    def __str__(self):
-        return {"none": "none", "autoaugment": f"AutoAugment({self.autoaugment})",
-                "randaugment": f"RandAugment(N={self.num_ops}, M={self.magnitude})",
-                "trivialaugment": "TrivialAugmentWide"}[self.kind]
-
     def torchvision_transform(self):
         """torchvision's transform of this policy (None when off), for PIL images or uint8
         tensors."""
@@ -104,6 +100,11 @@ class AugmentPolicy:
                                   for m, _ in space.values()])
         return list(space), ops, signed, magnitudes
 
+    def epoch_draws(self, n, seed, epoch, size):
+        """The draws of ``n`` images for ``epoch``, from the run's POLICY stream: row i is
+        image i's, whatever batch it lands in."""
+        return self.draw(n, stream_generator(seed, epoch, POLICY), size)
+
     def draw(self, n, generator, size):
         """PolicyDraws for ``n`` images of ``size`` (H, W) from ``generator``."""
         transform = self.torchvision_transform()
@@ -127,7 +128,7 @@ class AugmentPolicy:
                 bins = torch.randint(MAGNITUDE_BINS, (n, k), generator=generator)
             chosen = ops[kinds]
         negate = signed[kinds] & (torch.randint(2, kinds.shape, generator=generator) == 1)
-        magnitude = magnitudes[kinds, bins.clamp(max=magnitudes.shape[1] - 1)]
+        magnitude = magnitudes[kinds, bins]
         magnitude = torch.where(chosen == OP["Identity"], 0.0,
                                 torch.where(negate, -magnitude, magnitude))
         return PolicyDraws(chosen, magnitude)
@@ -157,12 +158,11 @@ def _blends(images, op, m):
     blend_ops = [OP[name] for name in ("Brightness", "Color", "Contrast", "Sharpness")]
     is_blend = torch.isin(op, torch.tensor(blend_ops, device=op.device))
     factor = torch.where(is_blend, 1.0 + m, 1.0)
-    grey = image_ops.grayscale(images)
+    grey = image_ops.grayscale(images).float()
     degenerate = torch.where(
         (op == OP["Brightness"]).view(-1, 1, 1, 1), 0.0, torch.where(
-            (op == OP["Color"]).view(-1, 1, 1, 1), grey.float(), torch.where(
-                (op == OP["Contrast"]).view(-1, 1, 1, 1),
-                grey.float().mean(dim=(1, 2, 3), keepdim=True),
+            (op == OP["Color"]).view(-1, 1, 1, 1), grey, torch.where(
+                (op == OP["Contrast"]).view(-1, 1, 1, 1), grey.mean(dim=(1, 2, 3), keepdim=True),
                 image_ops.smoothed(images).float())))
     return image_ops.blend(images, degenerate, factor)
 
