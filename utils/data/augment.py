@@ -13,11 +13,14 @@ RNG, pair each image with its neighbour (a roll of the batch) and erase one rect
 the whole batch; we need seeded, per-image draws and no host round trip per image.
 """
 import dataclasses
+import math
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .transfer import to_device
 
 __all__ = ["one_hot", "cutout", "random_erasing", "mixup", "cutmix", "ricap", "dual_cutout",
            "DualCutoutLoss", "Regularisers", "BatchAugment"]
@@ -28,7 +31,7 @@ def one_hot(y, num_classes):
 
 
 def _uniform(n, generator, device):
-    return torch.rand(n, generator=generator).to(device)
+    return to_device(torch.rand(n, generator=generator), device)
 
 
 def _child_seed(generator):
@@ -78,7 +81,7 @@ def random_erasing(x, generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3))
     (random values in normalised units, as in the paper)."""
     b, c, h, w = x.shape
     area = h * w * (scale[0] + (scale[1] - scale[0]) * _uniform(b, generator, x.device))
-    log_r = torch.log(torch.tensor(ratio, device=x.device))
+    log_r = [math.log(r) for r in ratio]
     r = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * _uniform(b, generator, x.device))
     eh = torch.sqrt(area * r).round().long().clamp(1, h)
     ew = torch.sqrt(area / r).round().long().clamp(1, w)
@@ -92,7 +95,7 @@ def random_erasing(x, generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3))
 
 
 def _permutation(b, generator, device):
-    return torch.randperm(b, generator=generator).to(device)
+    return to_device(torch.randperm(b, generator=generator), device)
 
 
 def mixup(x, y, alpha, generator):

@@ -23,6 +23,7 @@ from ..seeding import image_rng
 from .datasets import DataError
 from .loaders import EpochLoader, Normalize, TaggedBatches, ignore_stop_signals, own_generator
 from .policies import AugmentPolicy, apply_policy
+from .transfer import to_device
 
 __all__ = ["EncodedImages", "DeviceDecodeLoader"]
 
@@ -114,4 +115,4 @@ class DeviceDecodeLoader(EpochLoader):
                 # The policy's ops are defined on 8-bit pixels, as the PIL path has them.
                 x = x.round().clamp(0, 255).to(torch.uint8)
                 x = apply_policy(x, policy_draws.rows(torch.tensor(indices)).to(self.device))
-            yield self.normalize(x), y.to(self.device, non_blocking=True)
+            yield self.normalize(x), to_device(y, self.device)

@@ -55,8 +55,11 @@ def affine(images, matrices):
     ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=device)
     base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=device)],
                        -1).view(1, h * w, 3)
-    scale = torch.tensor([0.5 * w, 0.5 * h], device=device)
-    grid = base.expand(b, -1, -1).bmm(matrices.to(device).transpose(1, 2) / scale)
+    # Pixels to grid_sample's [-1, 1] units: x / (W/2), y / (H/2) (Python numbers: a tensor
+    # built from a list would be a host-to-device copy every batch).
+    columns = matrices.to(device).transpose(1, 2)
+    columns = torch.stack([columns[..., 0] / (0.5 * w), columns[..., 1] / (0.5 * h)], -1)
+    grid = base.expand(b, -1, -1).bmm(columns)
     out = F.grid_sample(images.float(), grid.view(b, h, w, 2), mode="nearest",
                         padding_mode="zeros", align_corners=False)
     return out.round().to(torch.uint8)
@@ -136,7 +139,10 @@ def equalize_tables(images):
     b, c, h, w = images.shape
     offsets = 256 * torch.arange(b * c, device=images.device)[:, None]
     codes = images.reshape(b * c, h * w).long() + offsets
-    hist = torch.bincount(codes.flatten(), minlength=b * c * 256).view(b * c, 256)
+    # scatter_add_, not bincount: bincount on CUDA reads the largest code back to the host.
+    flat = codes.flatten()
+    hist = torch.zeros(b * c * 256, dtype=torch.int64, device=images.device).scatter_add_(
+        0, flat, torch.ones_like(flat)).view(b * c, 256)
     values = torch.arange(256, device=images.device)
     highest = torch.where(hist > 0, values, -1).amax(1, keepdim=True)
     step = (h * w - hist.gather(1, highest)) // 255

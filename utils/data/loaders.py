@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
 from .policies import AugmentPolicy, apply_policy
+from .transfer import to_device
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
            "TaggedBatches", "crop_flip", "ArrayImages", "ignore_stop_signals", "own_generator"]
@@ -148,7 +149,8 @@ class DeviceLoader(EpochLoader):
         g = stream_generator(self.batches.seed, self.batches.epoch, AUGMENT)
         offsets = torch.randint(0, span, (2, n), generator=g)
         flips = (torch.rand(n, generator=g) < 0.5) & self.flip
-        return offsets[0].to(self.device), offsets[1].to(self.device), flips.to(self.device)
+        return to_device(offsets[0], self.device), to_device(offsets[1], self.device), \
+            to_device(flips, self.device)
 
     def policy_draws(self):
         """This epoch's policy ops and magnitudes of every image, indexed by image."""
@@ -162,7 +164,7 @@ class DeviceLoader(EpochLoader):
         if policy:
             policy_draws = self.policy_draws()
         for idx in self.batches:
-            idx = idx.to(self.device, non_blocking=True)
+            idx = to_device(idx, self.device)
             x = self.images[idx]
             if self.augment:
                 x = crop_flip(x, dx[idx], dy[idx], flip[idx], self.pad)

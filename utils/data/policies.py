@@ -25,6 +25,7 @@ import torchvision.transforms as T
 
 from ..seeding import POLICY, stream_generator
 from . import image_ops
+from .transfer import to_device
 
 __all__ = ["OPS", "AUTOAUGMENT_POLICIES", "AugmentPolicy", "PolicyDraws", "apply_policy"]
 
@@ -47,7 +48,7 @@ class PolicyDraws:
         return PolicyDraws(self.ops[index], self.magnitudes[index])
 
     def to(self, device):
-        return PolicyDraws(self.ops.to(device), self.magnitudes.to(device))
+        return PolicyDraws(to_device(self.ops, device), to_device(self.magnitudes, device))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +156,8 @@ def _geometric(images, op, m):
 def _blends(images, op, m):
     """Brightness, Color (saturation), Contrast and Sharpness with factor 1 + m; factor 1 (the
     image itself) for every other op."""
-    blend_ops = [OP[name] for name in ("Brightness", "Color", "Contrast", "Sharpness")]
-    is_blend = torch.isin(op, torch.tensor(blend_ops, device=op.device))
+    is_blend = ((op == OP["Brightness"]) | (op == OP["Color"]) | (op == OP["Contrast"]) |
+                (op == OP["Sharpness"]))
     factor = torch.where(is_blend, 1.0 + m, 1.0)
     grey = image_ops.grayscale(images).float()
     degenerate = torch.where(
