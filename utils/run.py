@@ -282,7 +282,7 @@ def report_evaluation(model, loader, recipe, plan, classes, num_classes):
         tta_loss, tta_top1, tta_top5 = evaluate(model.call, loader, recipe.eval_criterion,
                                                 plan.amp, False, tta=True)
         print(f" TTA  Loss:  {tta_loss:.8f}, TTA  Acc:  {tta_top1:.2f}, Top-5:  {tta_top5:.2f}")
-    if recipe.ema is not None and recipe.ema.n_averaged.item() > 0:
+    if recipe.ema is not None and recipe.ema.updates > 0:
         ema_loss, ema_top1, ema_top5 = evaluate(recipe.ema.module, loader, recipe.eval_criterion,
                                                 plan.amp, False)
         print(f" EMA  Loss:  {ema_loss:.8f}, EMA  Acc:  {ema_top1:.2f}, Top-5:  {ema_top5:.2f}")
