@@ -2,9 +2,10 @@
 one (CI's). Run on a lent GPU machine with: python -m pytest -q tests/test_cuda.py
 
 Every model trains a step in fp32, bf16 and fp16 (with its GradScaler), NCHW and channels-last;
-compiled, the step is one graph; the device loaders give on CUDA what they give on the CPU; the
-scripts run an epoch on one GPU and under torchrun; what a GPU run saves loads on the CPU; and
---gpu-id selects the GPU it names."""
+compiled, the step is one graph; no batch of a training epoch makes the host wait for the GPU;
+the device loaders give on CUDA what they give on the CPU; the scripts run an epoch on one GPU
+and under torchrun; what a GPU run saves loads on the CPU; and --gpu-id selects the GPU it
+names."""
 import json
 import os
 import subprocess
@@ -23,7 +24,10 @@ from test_models import CIFAR_SMALL
 from utils.data.datasets import CIFAR_MEAN, CIFAR_STD
 from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.data.policies import AugmentPolicy
-from utils.train.engine import autocast
+from utils.data.augment import Regularisers
+from utils.train.engine import TrainPlan, autocast, train_one_epoch
+from utils.train.recipe import RecipeSettings, make_recipe
+from utils.train.schedule import Schedule
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (none on this machine)")
@@ -109,6 +113,62 @@ def test_the_compiled_bf16_channels_last_step_is_one_graph_on_cuda(section, arch
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
     loss, change = training_step(section, arch, "bf16", True, compile_model=True)
     assert torch.isfinite(torch.tensor(loss)) and change > 0
+
+
+class SyncChecked:
+    """``loader`` with CUDA's sync debug mode at "error" from its first batch until it is
+    exhausted: a host sync in the loader's or the engine's per-batch work raises there."""
+
+    def __init__(self, loader):
+        self.loader, self.device = loader, loader.device
+
+    def batch_sizes(self):
+        return self.loader.batch_sizes()
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield from batches
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+# fp16 is left out: GradScaler reads its inf check back to the host before every optimizer step
+# it does not fuse into the optimizer (torch's foreach SGD is not fused).
+SYNC_FREE_RECIPES = {
+    "plain": RecipeSettings(),
+    "bf16-clip-ema-cosine": RecipeSettings(amp="bf16", clip_grad=5.0, ema=0.99, schedule=Schedule(
+        "cosine", epochs=2, warmup_epochs=0.5), label_smoothing=0.1),
+    "cutout-erasing-mixup": RecipeSettings(regularisers=Regularisers(cutout=8, random_erasing=0.5,
+                                                                     mixup=1.0)),
+    "cutmix": RecipeSettings(regularisers=Regularisers(cutmix=1.0)),
+    "ricap": RecipeSettings(regularisers=Regularisers(ricap=0.3)),
+    "dual-cutout": RecipeSettings(regularisers=Regularisers(cutout=8, dual_cutout=0.1)),
+    "accumulate": RecipeSettings(iter_size=2),
+}
+
+
+@pytest.mark.parametrize("policy", [AugmentPolicy(), AugmentPolicy("autoaugment", "cifar10")],
+                         ids=["crop-flip", "autoaugment"])
+@pytest.mark.parametrize("recipe", SYNC_FREE_RECIPES.values(), ids=SYNC_FREE_RECIPES.keys())
+def test_no_batch_of_a_training_epoch_makes_the_host_wait_for_the_gpu(recipe, policy):
+    """The device loader and the engine's per-batch work (regularisers, step, schedule, EMA,
+    meters, non-finite check) only queue work on the GPU; the host syncs once an epoch."""
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    model = create_model(models.cifar.MODELS, "l_resnet", num_classes=10, depth=8).to(device)
+    loader = DeviceLoader(random_images(96), EpochBatches(96, 16, True, seed=1), device,
+                          CIFAR_MEAN, CIFAR_STD, augment=True, policy=policy)
+    steps = make_recipe(model, recipe, 10, len(loader))
+    plan = TrainPlan(epochs=2, iter_size=recipe.iter_size, amp=recipe.amp, show_progress=False)
+    for epoch in range(2):  # the first epoch warms up (cuDNN, allocator), the second is checked
+        loader.set_epoch(epoch)
+        train_one_epoch(model, SyncChecked(loader) if epoch else loader, steps, plan, epoch)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("policy", [AugmentPolicy(), AugmentPolicy("trivialaugment")],
