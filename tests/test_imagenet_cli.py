@@ -34,7 +34,9 @@ def test_weights_from_a_checkpoint_and_pretrained_errors(tree, tmp_path):
     imagenet.main(["-a", "l_resnet18", "--data", tree, "--epochs", "1", "-j", "0",
                    "--train-batch", "6", "-c", run, "--no-progress"])
     imagenet.main(["-a", "l_resnet18", "--data", tree, "-e", "-j", "0", "--no-progress",
-                   "--weights", os.path.join(run, "checkpoint.pth.tar")])
+                   "--weights", os.path.join(run, "checkpoint.pth.tar"),
+                   "-c", str(tmp_path / "evaluated")])  # its per-class report goes there
+    assert os.path.isfile(tmp_path / "evaluated" / "per_class_accuracy.txt")
     with pytest.raises(CheckpointError, match="missing keys: .*running_mean"):
         # GN keys into torchvision's BN resnet18: refused, with the keys named.
         imagenet.main(["-a", "resnet18", "--data", tree, "-e", "-j", "0", "--no-progress",
