@@ -42,6 +42,7 @@ import models
 from models.deploy import fold_weight_standardization
 from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, ArrayDataset
 from utils.data.loaders import DeviceLoader, EpochBatches
+from utils.flags import COMPILE_MODES
 from utils.run import build_model
 from utils.train.engine import autocast
 
@@ -76,12 +77,12 @@ def bn_twin(archs, choice):
 
 def time_steps(model, device, batch, size, speed, timing, num_classes):
     """Seconds per training step, (min, median) over the timing's windows. ``speed`` is
-    (amp, channels_last, compile)."""
-    amp, channels_last, compile_model = speed
+    (amp, channels_last, torch.compile's mode or None)."""
+    amp, channels_last, compile_mode = speed
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=fmt)
-    if compile_model:
-        model = torch.compile(model)
+    if compile_mode:
+        model = torch.compile(model, mode=compile_mode)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss()
@@ -135,7 +136,7 @@ def bench_step(args, model_flags):
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, batch {args.batch}, {size}x{size}, threads "
           f"{torch.get_num_threads()}")
-    speed, reference = (args.amp, args.channels_last, args.compile), ("none", False, False)
+    speed, reference = (args.amp, args.channels_last, args.compile), ("none", False, None)
     configs = [(choice, speed)]
     if speed != reference and not args.no_baseline:
         configs.append((choice, reference))
@@ -147,7 +148,7 @@ def bench_step(args, model_flags):
         torch.manual_seed(0)
         model = build_model(archs, config, num_classes)
         t = time_steps(model, device, args.batch, size, (amp, cl, comp), args, num_classes)
-        label = f"{config.arch} amp={amp} channels_last={cl} compile={comp}"
+        label = f"{config.arch} amp={amp} channels_last={cl} compile={comp or 'none'}"
         report(label, args.batch, t)
         runs.append((label, t))
     base = runs[0][1][1]
@@ -368,7 +369,9 @@ def parser():
     step.add_argument("--device", default=default_device)
     step.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     step.add_argument("--channels-last", action="store_true")
-    step.add_argument("--compile", action="store_true")
+    step.add_argument("--compile", nargs="?", const="default", default=None,
+                      choices=COMPILE_MODES, metavar="MODE", help="torch.compile's mode, as "
+                      "the scripts' --compile takes it")
     step.add_argument("--no-baseline", action="store_true",
                       help="skip the fp32 NCHW eager comparison")
     step.add_argument("--no-twin", action="store_true", help="skip the BN twin")

@@ -227,7 +227,7 @@ def test_gpu_id_selects_the_gpu_it_names():
     last = torch.cuda.device_count() - 1
     expected = str(torch.cuda.get_device_properties(last).uuid)
     code = ("import torch; from utils import run; from utils.flags import DeviceChoice; "
-            f"device, _ = run.select_device(DeviceChoice('{last}', True, 'none', False, False)); "
+            f"device, _ = run.select_device(DeviceChoice('{last}', True, 'none', False, None)); "
             "print(torch.cuda.get_device_properties(device).uuid)")
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,

@@ -5,11 +5,12 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 import cifar
 from builders import REPO
 from utils.flags import UsageError
-from utils.run import build_model
+from utils.run import build_model, prepare_model
 
 # Every CUDA query of the run records what CUDA_VISIBLE_DEVICES said at that moment; CUDA reads
 # it once, at its first query, so a query before --gpu-id set it would train on the wrong GPU.
@@ -59,3 +60,24 @@ def test_an_impossible_model_is_a_usage_error_naming_the_architecture():
     settings, _ = cifar.cifar_flags().parse(["-a", "l_wrn", "--depth", "10", "--widen-factor", "3"])
     with pytest.raises(UsageError, match="l_wrn: GroupNorm: 48 channels cannot be split into 32"):
         build_model(cifar.models.cifar.MODELS, settings.model, 10)
+
+
+@pytest.mark.parametrize("argv, mode", [
+    ([], None), (["--compile"], "default"), (["--compile", "-a", "resnet"], "default"),
+    (["--compile", "reduce-overhead"], "reduce-overhead"),
+    (["--compile=max-autotune"], "max-autotune")])
+def test_compile_hands_torch_compile_its_mode(monkeypatch, argv, mode):
+    settings, _ = cifar.cifar_flags().parse(["-a", "resnet", "--depth", "8"] + argv)
+    assert settings.device.compile == mode
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode: modes.append(mode) or model)
+    model = build_model(cifar.models.cifar.MODELS, settings.model, 10)
+    prepare_model(model, torch.device("cpu"), 0, settings)
+    assert modes == ([mode] if mode else [])
+
+
+def test_an_unknown_compile_mode_is_refused_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar.cifar_flags().parse(["--compile", "fast"])
+    assert exit_info.value.code == 2
+    assert "argument --compile: invalid choice: 'fast'" in capsys.readouterr().err

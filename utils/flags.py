@@ -34,7 +34,7 @@ from .train.recipe import RecipeSettings
 from .train.schedule import Schedule
 
 __all__ = ["UsageError", "RECORDED", "PER_RUN", "ScriptFlags", "ModelChoice", "DeviceChoice",
-           "DataChoice", "RunSettings"]
+           "DataChoice", "RunSettings", "COMPILE_MODES"]
 
 RECORDED, PER_RUN = "recorded", "per-run"
 GROUPS = (("model", RECORDED, "model (recorded in checkpoints)"),
@@ -43,6 +43,8 @@ GROUPS = (("model", RECORDED, "model (recorded in checkpoints)"),
           ("data", PER_RUN, "data files and loading"),
           ("run", PER_RUN, "this run: resume, evaluate, device, speed"),
           ("output", PER_RUN, "output"))
+# torch.compile's modes; reduce-overhead and max-autotune replay the step as CUDA graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class UsageError(Exception):
@@ -191,7 +193,7 @@ class DeviceChoice:
     gpu_id_given: bool
     amp: str
     channels_last: bool
-    compile: bool
+    compile: str = None  # torch.compile's mode; None: eager
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,7 +490,10 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
             help="id(s) for CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3 (DataParallel over several); "
                  "'cpu' runs on the CPU; without any GPU the run uses the CPU")
     run.add("--channels-last", action="store_true", help="NHWC memory format for model and batches")
-    run.add("--compile", action="store_true", help="torch.compile the model")
+    run.add("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+            metavar="MODE", help="torch.compile the model, in torch.compile's MODE: "
+            f"{', '.join(COMPILE_MODES)} (default: default; reduce-overhead and max-autotune "
+            "replay each step as CUDA graphs)")
     run.add("--save-every", type=float, default=0.0, metavar="MINUTES",
             help="also write a recovery checkpoint every MINUTES, at its place in the epoch, "
                  "which --resume continues exactly (default: 0, only at epoch ends and on "

@@ -156,7 +156,7 @@ def prepare_model(model, device, gpu_count, settings):
     elif gpu_count > 1:
         model = nn.DataParallel(model)
     if choice.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=choice.compile)
     print(f"    Total params: {sum(p.numel() for p in raw.parameters()) / 1e6:.2f}M")
     return PreparedModel(model, raw)
 

@@ -305,7 +305,9 @@ def evaluate(model, loader, criterion, amp="none", show_progress=True, confusion
         with autocast(device, amp):
             output = model(x)
             if tta:
-                output = (output + model(x.flip(-1))) / 2
+                # Cloned first: under CUDA graphs (--compile reduce-overhead) the next call of
+                # the model may write its output where this one's is.
+                output = (output.clone() + model(x.flip(-1))) / 2
             loss = criterion(output, y)
         top1, top5 = topk_correct(output, y, (1, 5))
         if confusion is not None:
