@@ -2,10 +2,10 @@
 one (CI's). Run on a lent GPU machine with: python -m pytest -q tests/test_cuda.py
 
 Every model trains a step in fp32, bf16 and fp16 (with its GradScaler), NCHW and channels-last;
-compiled, the step is one graph; no batch of a training epoch makes the host wait for the GPU;
-the device loaders give on CUDA what they give on the CPU; the scripts run an epoch on one GPU
-and under torchrun; what a GPU run saves loads on the CPU; and --gpu-id selects the GPU it
-names."""
+compiled, the step is one graph, and as CUDA graphs it trains as the eager model does; no batch
+of a training epoch makes the host wait for the GPU; the device loaders give on CUDA what they
+give on the CPU; the scripts run an epoch on one GPU and under torchrun; what a GPU run saves
+loads on the CPU; and --gpu-id selects the GPU it names."""
 import json
 import os
 import subprocess
@@ -25,7 +25,7 @@ from utils.data.datasets import CIFAR_MEAN, CIFAR_STD
 from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.data.policies import AugmentPolicy
 from utils.data.augment import Regularisers
-from utils.train.engine import TrainPlan, autocast, train_one_epoch
+from utils.train.engine import TrainPlan, autocast, evaluate, train_one_epoch
 from utils.train.recipe import RecipeSettings, make_recipe
 from utils.train.schedule import Schedule
 
@@ -169,6 +169,32 @@ def test_no_batch_of_a_training_epoch_makes_the_host_wait_for_the_gpu(recipe, po
         loader.set_epoch(epoch)
         train_one_epoch(model, SyncChecked(loader) if epoch else loader, steps, plan, epoch)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_cuda_graphs_train_and_evaluate_as_the_eager_model_does():
+    """--compile reduce-overhead replays each step as CUDA graphs (re-recorded for the short
+    last batch): three epochs of the engine and an evaluation with flip TTA (two calls of the
+    model per batch) give the eager model's numbers."""
+    device = torch.device("cuda")
+    numbers = {}
+    for mode in (None, "reduce-overhead"):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = create_model(models.cifar.MODELS, "l_resnet", num_classes=10, depth=8).to(device)
+        called = torch.compile(model, mode=mode) if mode else model
+        train = DeviceLoader(random_images(100), EpochBatches(100, 32, True, seed=1), device,
+                             CIFAR_MEAN, CIFAR_STD, augment=True)
+        test = DeviceLoader(random_images(40, seed=1), EpochBatches(40, 16, False), device,
+                            CIFAR_MEAN, CIFAR_STD)
+        steps = make_recipe(model, RecipeSettings(), 10, len(train))
+        losses = []
+        for epoch in range(3):
+            train.set_epoch(epoch)
+            losses.append(train_one_epoch(called, train, steps, TrainPlan(epochs=3,
+                                          show_progress=False), epoch)[0])
+        numbers[mode] = losses + [evaluate(called, test, nn.CrossEntropyLoss(),
+                                           show_progress=False, tta=True)[0]]
+    assert numbers["reduce-overhead"] == pytest.approx(numbers[None], rel=2e-2)
 
 
 @pytest.mark.parametrize("policy", [AugmentPolicy(), AugmentPolicy("trivialaugment")],
