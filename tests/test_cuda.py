@@ -25,7 +25,8 @@ from utils.data.datasets import CIFAR_MEAN, CIFAR_STD
 from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.data.policies import AugmentPolicy
 from utils.data.augment import Regularisers
-from utils.train.engine import TrainPlan, autocast, evaluate, train_one_epoch
+from utils.train.engine import (StepControl, StopSignal, TrainPlan, autocast, evaluate,
+                                train_one_epoch)
 from utils.train.recipe import RecipeSettings, make_recipe
 from utils.train.schedule import Schedule
 
@@ -165,9 +166,12 @@ def test_no_batch_of_a_training_epoch_makes_the_host_wait_for_the_gpu(recipe, po
                           CIFAR_MEAN, CIFAR_STD, augment=True, policy=policy)
     steps = make_recipe(model, recipe, 10, len(loader))
     plan = TrainPlan(epochs=2, iter_size=recipe.iter_size, amp=recipe.amp, show_progress=False)
-    for epoch in range(2):  # the first epoch warms up (cuDNN, allocator), the second is checked
-        loader.set_epoch(epoch)
-        train_one_epoch(model, SyncChecked(loader) if epoch else loader, steps, plan, epoch)
+    with StopSignal() as stop:  # the step control fit() passes: signals, recovery saves
+        control = StepControl(stop, 0.0, lambda *position: None)
+        for epoch in range(2):  # the first warms up (cuDNN, allocators), the second is checked
+            loader.set_epoch(epoch)
+            train_one_epoch(model, SyncChecked(loader) if epoch else loader, steps, plan, epoch,
+                            control)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
