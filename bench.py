@@ -42,7 +42,7 @@ import models
 from models.deploy import fold_weight_standardization
 from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, ArrayDataset
 from utils.data.loaders import DeviceLoader, EpochBatches
-from utils.flags import COMPILE_MODES
+from utils.flags import COMPILE_FLAG
 from utils.run import build_model
 from utils.train.engine import autocast
 
@@ -369,9 +369,8 @@ def parser():
     step.add_argument("--device", default=default_device)
     step.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     step.add_argument("--channels-last", action="store_true")
-    step.add_argument("--compile", nargs="?", const="default", default=None,
-                      choices=COMPILE_MODES, metavar="MODE", help="torch.compile's mode, as "
-                      "the scripts' --compile takes it")
+    step.add_argument("--compile", **COMPILE_FLAG,
+                      help="torch.compile's mode, as the scripts' --compile takes it")
     step.add_argument("--no-baseline", action="store_true",
                       help="skip the fp32 NCHW eager comparison")
     step.add_argument("--no-twin", action="store_true", help="skip the BN twin")

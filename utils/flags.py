@@ -34,7 +34,7 @@ from .train.recipe import RecipeSettings
 from .train.schedule import Schedule
 
 __all__ = ["UsageError", "RECORDED", "PER_RUN", "ScriptFlags", "ModelChoice", "DeviceChoice",
-           "DataChoice", "RunSettings", "COMPILE_MODES"]
+           "DataChoice", "RunSettings", "COMPILE_MODES", "COMPILE_FLAG"]
 
 RECORDED, PER_RUN = "recorded", "per-run"
 GROUPS = (("model", RECORDED, "model (recorded in checkpoints)"),
@@ -45,6 +45,9 @@ GROUPS = (("model", RECORDED, "model (recorded in checkpoints)"),
           ("output", PER_RUN, "output"))
 # torch.compile's modes; reduce-overhead and max-autotune replay the step as CUDA graphs.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# --compile [MODE] as argparse takes it (the scripts' and bench.py's): bare, the default mode.
+COMPILE_FLAG = dict(nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                    metavar="MODE")
 
 
 class UsageError(Exception):
@@ -490,8 +493,7 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
             help="id(s) for CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3 (DataParallel over several); "
                  "'cpu' runs on the CPU; without any GPU the run uses the CPU")
     run.add("--channels-last", action="store_true", help="NHWC memory format for model and batches")
-    run.add("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
-            metavar="MODE", help="torch.compile the model, in torch.compile's MODE: "
+    run.add("--compile", **COMPILE_FLAG, help="torch.compile the model, in torch.compile's MODE: "
             f"{', '.join(COMPILE_MODES)} (default: default; reduce-overhead and max-autotune "
             "replay each step as CUDA graphs)")
     run.add("--save-every", type=float, default=0.0, metavar="MINUTES",

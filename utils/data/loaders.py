@@ -149,8 +149,8 @@ class DeviceLoader(EpochLoader):
         g = stream_generator(self.batches.seed, self.batches.epoch, AUGMENT)
         offsets = torch.randint(0, span, (2, n), generator=g)
         flips = (torch.rand(n, generator=g) < 0.5) & self.flip
-        return to_device(offsets[0], self.device), to_device(offsets[1], self.device), \
-            to_device(flips, self.device)
+        dx, dy = to_device(offsets, self.device)
+        return dx, dy, to_device(flips, self.device)
 
     def policy_draws(self):
         """This epoch's policy ops and magnitudes of every image, indexed by image."""
