@@ -63,7 +63,7 @@ def model_settings(model_flags):
         settings, _ = cifar.cifar_flags().parse(["-a", arch] + model_flags)
         return models.cifar.MODELS, settings.model, 32
     settings, _ = imagenet.imagenet_flags().parse(["-a", arch, "--data", "."] + model_flags)
-    return imagenet.ARCHS, settings.model, 224
+    return models.imagenet.ARCHS, settings.model, 224
 
 
 def bn_twin(archs, choice):

@@ -36,7 +36,7 @@ def load_run(path, use_ema=False):
     if arch in models.cifar.MODELS:
         flags, registry, extra, size = cifar.cifar_flags(), models.cifar.MODELS, [], 32
     else:
-        flags, registry, extra, size = (imagenet.imagenet_flags(), imagenet.ARCHS,
+        flags, registry, extra, size = (imagenet.imagenet_flags(), models.imagenet.ARCHS,
                                         ["--data", "."], 224)
     settings, checkpoint = flags.parse(["--resume", path, "-e"] + extra)
     model = run.build_model(registry, settings.model, checkpoint["num_classes"])

@@ -10,6 +10,8 @@ import torchvision.transforms as T
 
 import models
 from utils import distributed, run
+from models.imagenet.torchvision_models import with_pair
+from models.twins import PAIR_NAMES
 from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
 from utils.data.device_decode import DeviceDecodeLoader
 from utils.data.loaders import EpochBatches, Loaders, StreamLoader
@@ -19,24 +21,10 @@ from utils.train.checkpoint import CheckpointError
 from utils.train.recipe import make_recipe
 
 
-def torchvision_constructor(arch):
-    """torchvision's ``arch`` as a constructor of ours: it takes num_classes and no model flag."""
-    def constructor(num_classes=1000):
-        return torchvision.models.get_model(arch, num_classes=num_classes)
-    constructor.__name__ = arch
-    return constructor
-
-
-# This project's models by name, otherwise torchvision's classification models.
-ARCHS = {**{name: torchvision_constructor(name)
-            for name in torchvision.models.list_models(module=torchvision.models)},
-         **models.imagenet.MODELS}
-
-
 def imagenet_flags():
     """The shared flags with imagenet.py's defaults, and the ones only imagenet.py has."""
-    flags = ScriptFlags("imagenet.py", "ImageNet training", ARCHS, image_size=224, workers=32,
-                        epochs=90, train_batch=256, test_batch=200, weight_decay=1e-4,
+    flags = ScriptFlags("imagenet.py", "ImageNet training", models.imagenet.ARCHS,
+                        image_size=224, workers=32, epochs=90, train_batch=256, test_batch=200, weight_decay=1e-4,
                         arch="resnet18", cardinality=32)
     flags["data"].add("-d", "--data", metavar="DIR", required=True,
                       help="folder with train/ and val/ ImageFolder trees")
@@ -55,7 +43,7 @@ def imagenet_model(settings, num_classes, device):
     """The network of -a; with --pretrained, torchvision's ImageNet weights."""
     arch = settings.model.arch
     if not settings.pretrained:
-        return run.build_model(ARCHS, settings.model, num_classes, device)
+        return run.build_model(models.imagenet.ARCHS, settings.model, num_classes, device)
     if arch in models.imagenet.MODELS:
         raise UsageError(f"--pretrained takes torchvision weights; {arch} has none there: use "
                          f"--weights PATH")
@@ -63,10 +51,15 @@ def imagenet_model(settings, num_classes, device):
         raise UsageError(f"--pretrained weights have 1000 classes; {settings.data.root} has "
                          f"{num_classes}")
     try:
-        return torchvision.models.get_model(arch, weights="DEFAULT")
+        network = torchvision.models.get_model(arch, weights="DEFAULT")
     except Exception as e:
         raise CheckpointError(f"could not get torchvision's pretrained weights for {arch} "
                               f"(offline?): {str(e).splitlines()[0]}") from e
+    pair = {k: v for k, v in settings.model.options.items() if k in PAIR_NAMES}
+    try:
+        return with_pair(network, arch, **pair)
+    except ValueError as e:  # the converter's errors name the model
+        raise UsageError(str(e)) from e
 
 
 def imagenet_loaders(data, device, seed, channels_last):

@@ -1,59 +1,98 @@
-"""The one way a family declares its BatchNorm network and its GN+WS twin.
+"""The one way a family declares its variants: the (conv, norm) pair a network is built with.
 
 A family is one class whose ``__init__`` takes ``conv_layer`` and ``norm_layer`` (as torchvision's
 ResNet takes ``norm_layer``). ``twins`` turns it into two named constructors that differ only in
 what they inject:
 
-    name        nn.Conv2d + BatchNorm2d
-    l_<name>    WSConv2d + GroupNorm(gn_groups)   (models.layers: standardize_weight, group_norm)
+    name        the pair chosen by the options ``norm`` (models.norms.NORMS; default bn) and
+                ``ws`` (WSConv2d for every conv; default off): -a resnet --norm gn --ws
+    l_<name>    WSConv2d + GroupNorm(gn_groups), the reference's GN+WS: fixed, takes no norm/ws
 
-Each constructor's signature lists exactly the options it takes (the class's own arguments, less
-the injected ones and those the variant fixes, plus ``gn_groups`` for the twin), so the scripts
-can refuse a flag an architecture does not take instead of dropping it silently.
+Both take ``gn_groups`` and ``gn_narrow`` (the group rule, models.norms.group_count); the plain
+name also ``bcn_speed``. Each constructor's signature lists exactly the options it takes (the
+class's own arguments, less the injected ones and those the variant fixes), so the scripts can
+refuse a flag an architecture does not take instead of dropping it silently.
 """
 import inspect
+from typing import Callable, Optional
 
-from .layers import WSConv2d, batch_norm, group_norm_factory
+import torch.nn as nn
 
-__all__ = ["twins"]
+from .layers import WSConv2d
+from .norms import BCN_SPEED, NormChoice
+
+__all__ = ["twins", "variant", "PAIR_OPTIONS", "GN_OPTIONS", "WS_OPTION", "layer_pair"]
 
 INJECTED = ("self", "conv_layer", "norm_layer")
 
 
-def twins(network, name, fixed=None, fit_width=False, **defaults):
+def _option(name, default):
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+
+
+# The options that choose a pair, with their defaults (the BatchNorm network's).
+WS_OPTION = [_option("ws", False)]
+GN_OPTIONS = [_option("gn_groups", 32), _option("gn_narrow", "pairs")]
+PAIR_OPTIONS = [_option("norm", "bn")] + WS_OPTION + GN_OPTIONS + [_option("bcn_speed", BCN_SPEED)]
+PAIR_NAMES = tuple(p.name for p in PAIR_OPTIONS)
+
+
+def layer_pair(options: dict, fit_width: bool = False, norm: Optional[str] = None,
+               ws: Optional[bool] = None) -> tuple:
+    """(conv_layer, norm_layer) of the pair options in ``options`` (removed from it);
+    ``norm`` / ``ws`` given here are the variant's own and override."""
+    picked = {name: options.pop(name) for name in PAIR_NAMES if name in options}
+    norm = norm if norm is not None else picked.get("norm", "bn")
+    ws = ws if ws is not None else picked.get("ws", False)
+    choice = NormChoice(norm, picked.get("gn_groups", 32), picked.get("gn_narrow", "pairs"),
+                        picked.get("bcn_speed", BCN_SPEED), fit_width)
+    return (WSConv2d if ws else nn.Conv2d), choice.layer
+
+
+def twins(network: type, name: str, fixed: Optional[dict] = None, fit_width: bool = False,
+          **defaults) -> tuple:
     """(``name``, ``l_<name>``) constructors of ``network``. ``fixed``: arguments this variant
     sets and does not offer (e.g. a depth in the name); ``defaults``: new defaults for offered
-    arguments; ``fit_width``: the GroupNorm rule for irregular widths (group_norm)."""
+    arguments; ``fit_width``: the GroupNorm rule for irregular widths (models.norms)."""
+    plain = variant(network, name, PAIR_OPTIONS, fixed=fixed, fit_width=fit_width,
+                    doc=f"{name}: {network.__name__} with --norm (default BatchNorm2d) and, "
+                        f"with ws, WSConv2d.", **defaults)
+    gn_ws = variant(network, f"l_{name}", GN_OPTIONS, fixed=fixed, fit_width=fit_width,
+                    norm="gn", ws=True,
+                    doc=f"l_{name}: {network.__name__} with WSConv2d and GroupNorm(gn_groups) "
+                        f"(GN+WS).", **defaults)
+    return plain, gn_ws
+
+
+def variant(network: Callable, name: str, pair_options: list, fixed: Optional[dict] = None,
+            fit_width: bool = False, norm: Optional[str] = None, ws: Optional[bool] = None,
+            doc: str = "", **defaults) -> Callable:
+    """A constructor ``name`` of ``network`` offering its own arguments (less ``fixed``, with
+    new ``defaults``) and ``pair_options``; ``norm`` / ``ws`` fixed by the variant, if given.
+    A network without ``norm_layer`` (VGG, AlexNet) gets only a conv."""
     fixed = dict(fixed or {})
+    accepted = inspect.signature(network).parameters
     offered = []
-    for p in inspect.signature(network.__init__).parameters.values():
+    for p in accepted.values():
         if p.name in INJECTED or p.name in fixed:
             continue
         offered.append(p.replace(default=defaults.pop(p.name, p.default)))
     if defaults:
         raise TypeError(f"{network.__name__} has no argument(s) {sorted(defaults)}")
-    plain = _constructor(network, name, offered, fixed, lambda _: (None, batch_norm),
-                         f"{name}: {network.__name__} with nn.Conv2d and BatchNorm2d.")
-    gn_groups = inspect.Parameter("gn_groups", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=32)
-    gn_ws = _constructor(
-        network, f"l_{name}", offered + [gn_groups], fixed,
-        lambda groups: (WSConv2d, group_norm_factory(groups, fit_width=fit_width)),
-        f"l_{name}: {network.__name__} with WSConv2d and GroupNorm(gn_groups) (GN+WS).")
-    return plain, gn_ws
-
-
-def _constructor(network, name, parameters, fixed, layers, doc):
-    signature = inspect.Signature(parameters)
+    signature = inspect.Signature(offered + list(pair_options))
+    takes_norm = "norm_layer" in accepted and "norm_layer" not in fixed
 
     def constructor(*args, **kwargs):
         options = signature.bind(*args, **kwargs)
         options.apply_defaults()
         options = dict(options.arguments)
-        conv_layer, norm_layer = layers(options.pop("gn_groups", None))
-        if conv_layer is not None:
-            options["conv_layer"] = conv_layer
-        return network(**fixed, **options, norm_layer=norm_layer)
+        conv_layer, norm_layer = layer_pair(options, fit_width, norm, ws)
+        if takes_norm:
+            options["norm_layer"] = norm_layer
+        return network(**fixed, **options, conv_layer=conv_layer)
 
+    # The pair this constructor builds when its options leave it open (utils.flags shows it).
+    constructor.pair = (norm or ("bn" if takes_norm else None), bool(ws))
     constructor.__signature__ = signature
     constructor.__name__ = constructor.__qualname__ = name
     constructor.__doc__ = doc

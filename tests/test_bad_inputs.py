@@ -242,6 +242,24 @@ def test_a_nan_validation_loss_leaves_checkpoint_and_log_untouched(good, trained
     (["--randaugment", "2", "31"], "--randaugment M must be in 0..30"),
     (["--save-every", "-1"], "--save-every must be >= 0 minutes"),
     (["--keep-checkpoints", "-1"], "--keep-checkpoints must be >= 0"),
+    (["-a", "l_resnet", "--depth", "8", "--ghost-batch", "2"],
+     "--ghost-batch needs batch statistics (--norm bn or bcn); this model's norm is gn"),
+    (["-a", "resnet", "--depth", "8", "--norm", "ln", "--ghost-batch", "2"],
+     "this model's norm is ln, which normalises each image on its own"),
+    (["-a", "l_resnet", "--depth", "8", "--norm", "bn"], "-a l_resnet is GN+WS by name"),
+    (["-a", "l_resnet", "--depth", "8", "--no-ws"], "for another pair write -a resnet --norm"),
+    (["-a", "vgg11", "--norm", "gn"], "--norm does not apply to vgg11 (it takes no family flags "
+                                      "and the norm flags --ws)"),
+    (["-a", "resnet", "--depth", "8", "--gn-groups", "16"],
+     "--gn-groups applies to --norm gn and bcn; this model's norm is bn"),
+    (["-a", "resnet", "--depth", "8", "--norm", "gn", "--bcn-speed", "0.1"],
+     "--bcn-speed applies to --norm bcn; this model's norm is gn"),
+    (["-a", "resnet", "--depth", "8", "--norm", "bcn", "--bcn-speed", "0"],
+     "--bcn-speed must be in (0, 1], got 0.0"),
+    (["-a", "resnet", "--depth", "8", "--norm", "gn", "--gn-groups", "5"],
+     "16 channels cannot be split into 5 groups"),
+    (["-a", "shake_shake", "--depth", "8", "--base-channels", "1"],
+     "shake_shake needs --base-channels >= 2"),
 ], ids=lambda v: v if isinstance(v, str) and not v.startswith("-") else None)
 def test_flags_out_of_range_name_the_flag(good, tmp_path, capsys, flags, message):
     argv = TINY + ["--data", good, "-c", str(tmp_path / "r")] + flags
@@ -287,6 +305,29 @@ def test_a_resume_that_cannot_continue_names_the_flag(good, trained, capsys, fla
     line = cifar_fails(["--data", good, "--resume", trained, "--epochs", "3"] + flags, capsys,
                        code=2)
     assert message in line and "--weights" in line
+
+
+def test_a_resume_with_another_pair_is_refused(good, trained, capsys):
+    line = cifar_fails(["--data", good, "--resume", trained, "--epochs", "3", "--norm", "bn"],
+                       capsys, code=2)
+    assert "--norm bn: the checkpoint's network was built with --norm gn" in line
+    line = cifar_fails(["--data", good, "--resume", trained, "--epochs", "3", "--no-ws"], capsys,
+                       code=2)
+    assert "--ws False: the checkpoint's network was built with --ws True" in line
+
+
+@pytest.mark.parametrize("arch, flags, message", [
+    ("squeezenet1_0", ["--norm", "gn"], "squeezenet1_0 has no BatchNorm2d layer for --norm gn"),
+    ("vit_b_16", ["--ws"], "vit_b_16 has no conv directly followed by a norm layer"),
+    ("vit_b_16", ["--ghost-batch", "2"], "--ghost-batch needs batch statistics; vit_b_16 has no "
+                                         "BatchNorm2d or BatchChannelNorm2d layer"),
+])
+def test_a_torchvision_model_without_a_place_for_the_pair_is_refused(tmp_path, capsys, arch,
+                                                                     flags, message):
+    root = make_image_folder(str(tmp_path / "inet"), splits=(("train", 1), ("val", 1)))
+    line = one_line_failure(imagenet.main, ["-a", arch, "--data", root, "-j", "0",
+                                            "-c", str(tmp_path / "r")] + flags, capsys)[1]
+    assert message in line
 
 
 def test_a_finished_checkpoint_has_nothing_to_train(good, trained, capsys):

@@ -90,3 +90,22 @@ def test_export_failures_are_one_line(trained, tmp_path, capsys):
         export.main, ["--resume", bare, "-o", str(tmp_path / "x.pt2")], capsys)[1]
     assert "cannot write" in one_line_failure(
         export.main, ["--resume", run, "-o", str(tmp_path / "missing" / "x.pt2")], capsys)[1]
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln", "in", "bcn"])
+def test_export_folds_ws_for_every_pair_that_has_it(tmp_path, norm):
+    """A run of any norm with --ws exports with WS folded; the program gives its outputs."""
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=16, n_test=8)
+    run = str(tmp_path / "run")
+    micro = ["--ghost-batch", "4"] if norm == "bcn" else []
+    cifar.main(["-a", "resnet", "--depth", "8", "--norm", norm, "--ws", "--data", data,
+                "--epochs", "1", "-c", run] + micro + tiny_run(seed=3, train_batch=8))
+    path = str(tmp_path / "m.pt2")
+    assert export.main(["--resume", run, "-o", path]) == 0
+    model = models.cifar.resnet(depth=8, norm=norm, ws=True)
+    load_weights(model, os.path.join(run, "checkpoint.pth.tar"))
+    program = torch.export.load(path).module()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model.eval()(x), atol=1e-5, rtol=0)
+    assert not any(isinstance(m, WSConv2d) for m in program.modules())

@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 import imagenet
 from builders import make_image_folder, read_log_rows
@@ -43,3 +44,25 @@ def test_weights_from_a_checkpoint_and_pretrained_errors(tree, tmp_path):
                        "--weights", os.path.join(run, "checkpoint.pth.tar")])
     with pytest.raises(UsageError, match="--pretrained takes torchvision weights"):
         imagenet.main(["-a", "l_resnet50", "--pretrained", "--data", tree, "-e", "-j", "0"])
+
+
+PAIRS = [(norm, ws) for norm in ("bn", "gn", "ln", "in", "bcn") for ws in (False, True)]
+
+
+@pytest.mark.parametrize("norm, ws", PAIRS, ids=[f"{n}{'+ws' if w else ''}" for n, w in PAIRS])
+def test_a_torchvision_model_trains_resumes_and_evaluates_with_every_pair(tree, tmp_path, norm,
+                                                                          ws):
+    """torchvision's resnet18 with the pair put in by the converter (models/convert.py)."""
+    run = str(tmp_path / "run")
+    common = ["--data", tree, "-j", "0", "--no-progress", "--test-batch", "6"]
+    options = (["--gn-groups", "8"] if norm in ("gn", "bcn") else []) + (
+        ["--ghost-batch", "1"] if norm == "bcn" and ws else [])
+    imagenet.main(["-a", "resnet18", "--norm", norm, "--ws" if ws else "--no-ws", "--epochs",
+                   "1", "--train-batch", "3", "--manualSeed", "1", "-c", run] + options + common)
+    saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert (saved["args"]["norm"], saved["args"]["ws"]) == (norm, ws)
+    assert any("running_mean" in k for k in saved["state_dict"]) == (norm in ("bn", "bcn"))
+    imagenet.main(["--resume", run, "--epochs", "2"] + common)
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert len(rows) == 2
+    imagenet.main(["-e", "--resume", run] + common)

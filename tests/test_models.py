@@ -5,10 +5,12 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from torchvision.ops import SqueezeExcitation
 
 import models.layers
-from models import cifar, create_model, imagenet
-from models.layers import WSConv2d, group_norm, standardize_weight
+from models import cifar, create_model, imagenet, model_options
+from models.layers import WSConv2d, standardize_weight
+from models.norms import NORM_TYPES, BatchChannelNorm2d, group_norm
 from utils.train.checkpoint import CheckpointError, load_weights
 
 from builders import load_reference_models
@@ -64,12 +66,14 @@ def test_ws_eps_is_added_to_std_not_variance():
 
 def test_group_norm_rule_and_error():
     assert group_norm(64, 32).num_groups == 32
-    assert group_norm(16, 32).num_groups == 16  # narrower than G: one channel per group
+    assert group_norm(16, 32).num_groups == 8  # narrower than 2G: groups of two channels
+    assert group_norm(32, 32).num_groups == 16  # not 32 groups of one channel (that is IN)
     assert group_norm(160, 32).num_groups == 32
-    with pytest.raises(ValueError, match="48 channels cannot be split into 32 groups"):
-        group_norm(48, 32)
+    assert group_norm(16, 32, narrow="channels").num_groups == 16  # the rule before --norm
+    with pytest.raises(ValueError, match="80 channels cannot be split into 32 groups"):
+        group_norm(80, 32)
     with pytest.raises(ValueError, match="cannot be split"):
-        cifar.l_wrn(depth=10, widen_factor=3, gn_groups=32)  # 96 ok, 48 not
+        cifar.l_wrn(depth=10, widen_factor=5, gn_groups=32)  # 16 ok (8 groups), 80 not
 
 
 # Every l_* model, at a size that keeps CPU time small (the layer types are what matter).
@@ -261,11 +265,11 @@ def test_load_names_missing_and_unexpected_keys():
 
 
 def test_ghost_batch_norm_normalises_each_chunk_on_its_own():
-    from models.layers import GhostBatchNorm2d, use_ghost_batch_norm
+    from models.norms import GhostBatchNorm2d, use_micro_batches
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     reference = copy.deepcopy(model[1])
-    assert use_ghost_batch_norm(model, 4) == 1 and isinstance(model[1], GhostBatchNorm2d)
+    assert use_micro_batches(model, 4) == 1 and isinstance(model[1], GhostBatchNorm2d)
     x = torch.randn(12, 4, 5, 5)
     out = model[1](x)
     chunks = torch.cat([reference(c) for c in x.split(4)])  # plain BN on each chunk
@@ -329,3 +333,100 @@ def test_squeeze_excitation_rescales_the_residual_per_channel():
     residual = plain.bn2(plain.conv2(plain.relu(plain.bn1(plain.conv1(x)))))
     assert torch.allclose(se(x), torch.relu(0.5 * residual + x), atol=1e-6)
     assert set(plain.state_dict()) < set(se.state_dict())  # no SE: the reference's keys
+
+
+NORM_CLASSES = {"bn": nn.BatchNorm2d, "gn": nn.GroupNorm, "ln": nn.GroupNorm,
+                "in": nn.GroupNorm, "bcn": BatchChannelNorm2d}
+
+
+@pytest.mark.parametrize("arch", sorted(a for a in cifar.MODELS if "norm" in model_options(
+    cifar.MODELS[a])))
+def test_every_cifar_family_takes_every_norm_with_and_without_ws(arch):
+    kwargs = CIFAR_SMALL.get(arch, {})
+    # Each norm once, WS on and off in turn (the training tests run all ten pairs).
+    for norm, ws in zip(NORM_CLASSES, (True, False, True, False, True)):
+        model = create_model(cifar.MODELS, arch, num_classes=10, norm=norm, ws=ws, gn_groups=4,
+                             **kwargs)
+        inner = {id(m.bn) for m in model.modules() if isinstance(m, BatchChannelNorm2d)}
+        norms = [m for m in model.modules() if isinstance(m, NORM_TYPES) and id(m) not in inner]
+        assert norms and all(type(m) is NORM_CLASSES[norm] for m in norms)
+        if norm in ("ln", "in"):
+            assert {m.num_groups == (1 if norm == "ln" else m.num_channels)
+                    for m in norms} == {True}
+        se = {id(c) for m in model.modules() if isinstance(m, SqueezeExcitation)
+              for c in m.modules()}  # SE's own 1x1 convs feed a sigmoid, not a norm
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and id(m) not in se]
+        assert {isinstance(m, WSConv2d) for m in convs} == {ws}
+    forward_backward(model, 32, 10)  # the last pair, bcn + ws
+
+
+@pytest.mark.parametrize("arch", sorted(a for a in cifar.MODELS if f"l_{a}" in cifar.MODELS))
+def test_gn_ws_by_flags_is_the_l_model(arch):
+    kwargs = CIFAR_SMALL.get(arch, {})
+    torch.manual_seed(0)
+    by_flags = create_model(cifar.MODELS, arch, norm="gn", ws=True, **kwargs)
+    torch.manual_seed(0)
+    by_name = create_model(cifar.MODELS, f"l_{arch}", **kwargs)
+    assert repr(by_flags) == repr(by_name)
+    for (k, a), (_, b) in zip(by_flags.state_dict().items(), by_name.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_models_without_norm_layers_take_ws_only():
+    for arch in ("alexnet", "vgg11", "vgg19"):
+        assert model_options(cifar.MODELS[arch]) & {"norm", "ws"} == {"ws"}
+        convs = [m for m in create_model(cifar.MODELS, arch, ws=True).modules()
+                 if isinstance(m, nn.Conv2d)]
+        assert convs and all(isinstance(m, WSConv2d) for m in convs)
+
+
+def test_alexnet_keeps_pytorchs_default_initialisation_as_the_reference():
+    torch.manual_seed(0)
+    model = cifar.alexnet()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            bound = 1 / m.weight[0].numel() ** 0.5  # kaiming_uniform(a=sqrt(5)) and its bias
+            assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.9 * bound
+            assert m.bias.abs().max() <= bound and m.bias.abs().max() > 0  # not zeroed
+
+
+def test_shake_shake_stem_has_no_relu():
+    model = cifar.shake_shake(depth=8, base_channels=16).eval()
+    seen = []
+    model.layer1.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    assert (seen[0] < 0).any()  # conv -> BN, not rectified
+    stem = model.bn1(model.conv1(torch.randn(1, 3, 32, 32)))
+    assert stem.shape[1] == 16
+
+
+def test_shake_shake_needs_two_channels_to_split():
+    with pytest.raises(ValueError, match="--base-channels >= 2"):
+        cifar.shake_shake(depth=8, base_channels=1)
+    forward_backward(cifar.shake_shake(depth=8, base_channels=2), 32, 10)
+
+
+def test_ws_refuses_a_single_weight_per_output_channel():
+    with pytest.raises(ValueError, match="at least 2 weights per output channel"):
+        WSConv2d(8, 8, kernel_size=1, groups=8)
+    WSConv2d(8, 8, kernel_size=3, groups=8)  # a depthwise 3x3 has 9
+
+
+@pytest.mark.parametrize("arch, kwargs", [("pyramidnet", dict(depth=20)),
+                                          ("pyramidnet", dict(depth=29, block_name="Bottleneck")),
+                                          ("shake_shake", dict(depth=14, base_channels=16))])
+def test_zero_init_residual_makes_pyramidnet_and_shake_shake_blocks_start_as_shortcuts(arch,
+                                                                                      kwargs):
+    torch.manual_seed(0)
+    model = create_model(cifar.MODELS, arch, zero_init_residual=True, **kwargs).eval()
+    block = model.layer2[1]
+    x = torch.randn(2, block.block.bn1.num_features if arch == "pyramidnet" else 32, 16, 16)
+    with torch.no_grad():
+        out = block(x)
+    # The shortcut alone: x, and PyramidNet's zero channels for the extra width.
+    torch.testing.assert_close(out[:, :x.shape[1]], x)
+    assert torch.all(out[:, x.shape[1]:] == 0)
+    trained = create_model(cifar.MODELS, arch, **kwargs).eval()
+    with torch.no_grad():
+        assert not torch.allclose(trained.layer2[1](x)[:, :x.shape[1]], x)

@@ -26,6 +26,8 @@ import os
 import sys
 
 from models import model_options
+from models.twins import PAIR_NAMES
+from models.norms import BATCH_NORMS, BCN_SPEED, GN_NARROW_RULES, GROUP_NORMS, NORMS
 
 from .data.augment import Regularisers
 from .data.policies import AUTOAUGMENT_POLICIES, AugmentPolicy
@@ -126,8 +128,11 @@ class ScriptFlags:
             raise UsageError(f"--cutout {values['cutout']} is larger than the "
                              f"{self.image_size}x{self.image_size} training images")
         check_arch(values["arch"], sorted(self.archs))
+        constructor = self.archs[values["arch"]]
+        resolve_pair(constructor, values)
         settings = self._settings(values, explicit, argv)
-        check_model_flags(self.archs[settings.model.arch], settings.model)
+        check_model_flags(constructor, settings.model)
+        check_pair(values, explicit)
         return settings, checkpoint
 
     def _explicit(self, argv):
@@ -148,6 +153,10 @@ class ScriptFlags:
         for name in self.dests(RECORDED) - replaced:
             if name in saved and name not in explicit:
                 values[name] = saved[name]
+        if saved:
+            for name, value in BEFORE_THE_FLAG.items():
+                if name not in saved and name not in explicit:
+                    values[name] = value
 
     def _settings(self, values, explicit, argv):
         model_group = self["model"]
@@ -261,6 +270,9 @@ def recipe_settings(values):
 
 
 POLICY_FLAGS = ("autoaugment", "randaugment", "trivialaugment")
+# Recorded flags added after checkpoints were first written, with the value that rebuilds what
+# such a checkpoint trained (one without the flag in its args).
+BEFORE_THE_FLAG = {"gn_narrow": "channels"}
 
 
 def augment_policy(values):
@@ -283,6 +295,12 @@ def check_continuable(values, explicit, saved, checkpoint):
     state cannot continue: another optimizer or kind of schedule (their states do not carry
     over), or an EMA the checkpoint never kept."""
     start_anew = "train into a new run folder (-c) starting from its weights (--weights)"
+    for name in ("norm", "ws"):
+        if name in explicit and saved.get(name) is not None and saved[name] != values[name]:
+            raise UsageError(f"{_flag(name)} {values[name]}: the checkpoint's network was built "
+                             f"with {_flag(name)} {saved[name]}, and its weights and statistics "
+                             f"are of that network; train another pair into a new run folder "
+                             f"(-c)")
     for name, state in (("optimizer", "optimizer"), ("scheduler", "schedule")):
         if name in explicit and name in saved and saved[name] != values[name]:
             raise UsageError(f"--{name} {values[name]}: the checkpoint was trained with "
@@ -301,6 +319,34 @@ def check_continuable(values, explicit, saved, checkpoint):
                          f"to continue; {start_anew}")
 
 
+def resolve_pair(constructor, values):
+    """--norm and --ws left open (None) take the architecture's own pair (``constructor.pair``:
+    bn without WS for a plain name, gn with WS for an l_* name), so the recorded flags, and the
+    checkpoints, name the pair the run trains."""
+    norm, ws = getattr(constructor, "pair", (None, False))
+    if values["norm"] is None:
+        values["norm"] = norm
+    if values["ws"] is None:
+        values["ws"] = ws
+
+
+def check_pair(values, explicit):
+    """Refuse a norm option written for a norm that has no use for it, and micro-batches or
+    synchronised statistics for a norm without batch statistics."""
+    norm = values["norm"]
+    for name, norms in (("gn_groups", GROUP_NORMS), ("gn_narrow", GROUP_NORMS),
+                        ("bcn_speed", ("bcn",))):
+        if name in explicit and norm not in norms:
+            raise UsageError(f"{_flag(name)} applies to --norm {' and '.join(norms)}; this "
+                             f"model's norm is {norm or 'none'}")
+    for name, what in (("ghost_batch", "--ghost-batch"), ("sync_bn", "--sync-bn")):
+        if values[name] and norm not in BATCH_NORMS:
+            raise UsageError(
+                f"{what} needs batch statistics (--norm {' or '.join(BATCH_NORMS)}); this "
+                f"model's norm is {norm or 'none'}, which normalises each image on its own, so "
+                f"a run at micro-batch b is the run at any batch with --iter-size")
+
+
 def check_arch(arch, archs):
     if arch not in archs:
         close = difflib.get_close_matches(arch, archs, n=3, cutoff=0.5)
@@ -313,10 +359,21 @@ def check_model_flags(constructor, choice):
     would otherwise be silently ignored. Flags left at their defaults are simply not used."""
     accepted = model_options(constructor)
     refused = sorted(choice.flag_names[o] for o in choice.given if o not in accepted)
+    if {"norm", "ws"} & choice.given and choice.arch.startswith("l_") and (
+            not {"norm", "ws"} & accepted):
+        raise UsageError(f"-a {choice.arch} is GN+WS by name: --norm and --ws do not apply; "
+                         f"for another pair write -a {choice.arch[2:]} --norm NORM --ws")
     if refused:
-        takes = sorted(choice.flag_names[o] for o in accepted if o in choice.flag_names)
+        takes = sorted(choice.flag_names[o] for o in accepted
+                       if o in choice.flag_names and o not in PAIR_NAMES)
+        norm_flags = [choice.flag_names[o] for o in PAIR_NAMES
+                      if o in accepted and o in choice.flag_names]
+        listed = ", ".join(takes) if takes else "no model flags"
+        if norm_flags:
+            listed = f"{listed if takes else 'no family flags'} and the norm flags " + \
+                ", ".join(norm_flags)
         raise UsageError(f"{', '.join(refused)} does not apply to {choice.arch} (it takes "
-                         f"{', '.join(takes) if takes else 'no model flags'})")
+                         f"{listed})")
 
 
 def _flag(name):
@@ -364,6 +421,8 @@ def check_values(values):
     for name in ("label_smoothing", "random_erasing"):
         if not 0 <= values[name] < 1:
             raise UsageError(f"{_flag(name)} must be in [0, 1), got {values[name]}")
+    if not 0 < values["bcn_speed"] <= 1:
+        raise UsageError(f"--bcn-speed must be in (0, 1], got {values['bcn_speed']}")
     if values["ema"] and not 0 < values["ema"] < 1:
         raise UsageError(f"--ema takes a decay in (0, 1), e.g. 0.999; got {values['ema']}")
     if values["nesterov"] and (values["optimizer"] != "sgd" or values["momentum"] <= 0):
@@ -398,15 +457,34 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
               help="widen factor (ResNeXt, WRN)")
     model.add("--drop", "--dropout", default=0, type=float, metavar="Dropout", option="dropRate",
               help="dropout ratio (default: 0)")
+    model.add("--norm", default=None, choices=NORMS, option="norm",
+              help="the normalisation layers: bn (BatchNorm), gn (GroupNorm, --gn-groups), ln "
+                   "(GroupNorm with 1 group), in (GroupNorm with 1 group per channel), bcn "
+                   "(Batch-Channel Normalization) (default: the architecture's: bn, or gn for "
+                   "l_* names)")
+    model.add("--ws", action=argparse.BooleanOptionalAction, default=None, option="ws",
+              help="Weight Standardization of every conv (WSConv2d) (default: the "
+                   "architecture's: on for l_* names, off otherwise)")
     model.add("--gn-groups", type=int, default=32, option="gn_groups",
-              help="GroupNorm groups of the l_* models: layers with C >= G channels get G groups "
-                   "(C must divide), narrower layers one group per channel (default: 32)")
+              help="groups G of --norm gn and of bcn's channel part: layers with C >= 2G "
+                   "channels get G groups (C must divide), narrower ones C/2 groups of 2 "
+                   "channels (default: 32)")
+    model.add("--gn-narrow", default="pairs", choices=GN_NARROW_RULES, option="gn_narrow",
+              help="groups of a layer narrower than 2G channels: pairs (C/2 groups of 2, "
+                   "default) or channels (min(G, C) groups, one channel each below G: the rule "
+                   "of checkpoints from before --norm)")
+    model.add("--bcn-speed", type=float, default=BCN_SPEED, metavar="R", option="bcn_speed",
+              help="--norm bcn with --ghost-batch: the speed r of the running estimates its "
+                   "batch part normalises micro-batches with (default: %(default)s)")
     model.add("--se-reduction", type=int, default=16, option="se_reduction",
               help="squeeze-and-excitation reduction r of the se_* models (default: 16)")
     model.add("--zero-init-residual", action="store_true", option="zero_init_residual",
-              help="zero the last norm of each residual branch (post-activation ResNet/ResNeXt)")
+              help="zero the last norm of each residual branch (post-activation ResNet/ResNeXt, "
+                   "PyramidNet, Shake-Shake)")
     model.add("--ghost-batch", default=0, type=int, metavar="N",
-              help="BatchNorm statistics over chunks of N images (Ghost BN; BN models only)")
+              help="micro-batches of N images: BatchNorm statistics over each chunk of N (Ghost "
+                   "BN); bcn's batch part normalises each with running estimates (the paper's "
+                   "micro-batch BCN); norms with batch statistics only")
     model.add("--sync-bn", action="store_true",
               help="BatchNorm statistics over all torchrun processes (SyncBatchNorm; BN models "
                    "on CUDA GPUs only)")

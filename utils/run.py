@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from models import create_model
-from models.layers import use_ghost_batch_norm
+from models.norms import use_micro_batches
 
 from . import distributed
 from .data.datasets import DataError
@@ -105,7 +105,9 @@ def build_model(registry, choice, num_classes, device=None):
             check_fits(estimate, choice.arch, device)
         return create_model(registry, choice.arch, num_classes=num_classes, **choice.options)
     except ValueError as e:
-        raise UsageError(f"{choice.arch}: {e}") from e
+        message = str(e)
+        raise UsageError(message if message.startswith(choice.arch) else
+                         f"{choice.arch}: {message}") from e
 
 
 def check_fits(model, arch, device):
@@ -138,8 +140,9 @@ def prepare_model(model, device, gpu_count, settings):
     if settings.weights:
         load_weights(model, settings.weights)
     choice, ghost_batch = settings.device, settings.model.ghost_batch
-    if ghost_batch and use_ghost_batch_norm(model, ghost_batch) == 0:
-        raise UsageError("--ghost-batch changes BatchNorm layers; this model has none")
+    if ghost_batch and use_micro_batches(model, ghost_batch) == 0:
+        raise UsageError(f"--ghost-batch needs batch statistics; {settings.model.arch} has no "
+                         f"BatchNorm2d or BatchChannelNorm2d layer")
     if settings.model.sync_bn:
         if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
             raise UsageError("--sync-bn changes BatchNorm layers; this model has none")

@@ -1,13 +1,17 @@
-"""AlexNet for 32x32 inputs, as in pytorch-classification (an 11x11/4 stem, five convs, one linear)."""
+"""AlexNet for 32x32 inputs, as in pytorch-classification (an 11x11/4 stem, five convs, one linear).
+
+It has no normalisation layers (``--ws`` gives it WSConv2d) and, as the reference, keeps PyTorch's
+default initialisation of its convs and linear layer."""
+import torch
 import torch.nn as nn
 
-from ..layers import init_weights
+from ..twins import WS_OPTION, variant
 
 __all__ = ["AlexNet", "alexnet"]
 
 
 class AlexNet(nn.Module):
-    def __init__(self, num_classes=10, conv_layer=nn.Conv2d, norm_layer=None):
+    def __init__(self, num_classes: int = 10, conv_layer: type = nn.Conv2d):
         super().__init__()
         layers = []
         in_channels = 3
@@ -17,19 +21,16 @@ class AlexNet(nn.Module):
                                             (256, 3, 1, 1, True)]:
             layers.append(conv_layer(in_channels, out_channels, kernel_size=k, stride=s,
                                      padding=p, bias=True))
-            if norm_layer is not None:
-                layers.append(norm_layer(out_channels))
             layers.append(nn.ReLU(inplace=True))
             if pool:
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(256, num_classes)
-        init_weights(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
 
 
-def alexnet(num_classes=10, **kwargs):
-    return AlexNet(num_classes=num_classes, **kwargs)
+alexnet = variant(AlexNet, "alexnet", WS_OPTION,
+                  doc="alexnet: AlexNet for CIFAR (no norm layers; ws: WSConv2d).")

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import batch_norm, init_weights
+from ..layers import init_weights
+from ..norms import batch_norm
 from ..twins import twins
 
 __all__ = ["DenseNet", "densenet"]
@@ -72,4 +73,5 @@ class DenseNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-densenet = twins(DenseNet, "densenet")[0]  # the reference has no GN+WS DenseNet
+# The reference has no GN+WS DenseNet, so no l_densenet: -a densenet --norm gn --ws builds one.
+densenet = twins(DenseNet, "densenet")[0]

@@ -4,7 +4,8 @@ convs without a norm. Same depth rules and stage widths as the CIFAR ResNet."""
 import torch.nn as nn
 
 from ..blocks import block_by_name, make_stage
-from ..layers import batch_norm, init_weights
+from ..layers import init_weights
+from ..norms import batch_norm
 from ..twins import twins
 from .resnet import stage_depth
 

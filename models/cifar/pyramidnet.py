@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 from ..blocks import block_by_name
-from ..layers import batch_norm, init_weights
+from ..layers import init_weights, zero_init_last_norms
+from ..norms import batch_norm
 from ..twins import twins
 from .preresnet import PreActBasicBlock, PreActBottleneck
 from .resnet import stage_depth
@@ -25,6 +26,9 @@ class PyramidBasicBlock(PreActBasicBlock):
         super().__init__(inplanes, planes, stride, None, conv_layer, norm_layer)
         self.bn3 = norm_layer(planes)
 
+    def last_residual_norm(self):
+        return self.bn3
+
     def residual(self, x):
         out = self.conv1(self.bn1(x))
         return self.bn3(self.conv2(self.relu(self.bn2(out))))
@@ -36,6 +40,9 @@ class PyramidBottleneck(PreActBottleneck):
     def __init__(self, inplanes, planes, stride, conv_layer, norm_layer):
         super().__init__(inplanes, planes, stride, None, conv_layer, norm_layer)
         self.bn4 = norm_layer(planes * self.expansion)
+
+    def last_residual_norm(self):
+        return self.bn4
 
     def residual(self, x):
         out = self.conv1(self.bn1(x))
@@ -64,7 +71,8 @@ class PyramidUnit(nn.Module):
 
 class PyramidNet(nn.Module):
     def __init__(self, depth=110, alpha=48, num_classes=10, block_name="BasicBlock",
-                 in_channels=3, conv_layer=nn.Conv2d, norm_layer=batch_norm):
+                 in_channels=3, conv_layer=nn.Conv2d, norm_layer=batch_norm,
+                 zero_init_residual=False):
         super().__init__()
         kind = block_by_name(block_name)
         block = PyramidBasicBlock if kind.expansion == 1 else PyramidBottleneck
@@ -86,6 +94,8 @@ class PyramidNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
+        if zero_init_residual:
+            zero_init_last_norms(self)
 
     def forward(self, x):
         x = self.bn1(self.conv1(x))

@@ -3,7 +3,8 @@
 import torch.nn as nn
 
 from ..blocks import block_by_name, make_stage
-from ..layers import batch_norm, init_weights, zero_init_last_norms
+from ..layers import init_weights, zero_init_last_norms
+from ..norms import batch_norm
 from ..twins import twins
 
 __all__ = ["CifarResNet", "resnet", "stage_depth", "l_resnet", "se_resnet", "l_se_resnet"]

@@ -4,7 +4,8 @@ Depth 9n+2 (29 = 3 blocks per stage). Module names are the reference's (stage_1.
 import torch.nn as nn
 
 from ..blocks import squeeze_excitation
-from ..layers import batch_norm, init_weights, zero_init_last_norms
+from ..layers import init_weights, zero_init_last_norms
+from ..norms import batch_norm
 from ..twins import twins
 
 __all__ = ["CifarResNeXt", "ResNeXtBottleneck", "resnext", "l_resnext", "se_resnext",

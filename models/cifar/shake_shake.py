@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import batch_norm, init_weights
+from ..blocks import BasicBlock
+from ..layers import init_weights, zero_init_last_norms
+from ..norms import batch_norm
 from ..twins import twins
 from .resnet import stage_depth
-from ..blocks import BasicBlock
 
 __all__ = ["ShakeShakeNet", "shake_shake", "l_shake_shake", "shake"]
 
@@ -82,15 +83,21 @@ class ShakeBlock(nn.Module):
                          ShiftedShortcut(in_channels, out_channels, stride, conv_layer,
                                          norm_layer))
 
+    def last_residual_norm(self):
+        return self.branch1[-1], self.branch2[-1]
+
     def forward(self, x):
         return self.shortcut(x) + shake(self.branch1(x), self.branch2(x), self.training)
 
 
 class ShakeShakeNet(nn.Module):
     def __init__(self, depth=26, base_channels=96, num_classes=10, in_channels=3,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm):
+                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False):
         super().__init__()
         n = stage_depth(depth, BasicBlock, family="shake_shake")
+        if base_channels < 2:
+            raise ValueError(f"shake_shake needs --base-channels >= 2 (a widening shortcut "
+                             f"splits the width into two halves), got {base_channels}")
         self.conv1 = conv_layer(in_channels, 16, kernel_size=3, padding=1, bias=False)
         self.bn1 = norm_layer(16)
         channels = 16
@@ -107,9 +114,13 @@ class ShakeShakeNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
         nn.init.zeros_(self.fc.bias)
+        if zero_init_residual:
+            zero_init_last_norms(self)
 
     def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
+        # The stem is conv -> norm with no ReLU, as in Gastaldi's and hysts' networks: each
+        # branch and shortcut starts with its own ReLU.
+        x = self.bn1(self.conv1(x))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.avgpool(self.relu(x)).flatten(1))
 

@@ -1,7 +1,11 @@
 """VGG for 32x32 inputs, as in pytorch-classification: 3x3 convs, five max-pools, one linear."""
+from typing import Callable, Optional
+
+import torch
 import torch.nn as nn
 
-from ..layers import batch_norm, init_weights
+from ..layers import init_weights
+from ..twins import PAIR_OPTIONS, WS_OPTION, variant
 
 __all__ = ["VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
 
@@ -16,7 +20,8 @@ CONFIGS = {
 
 
 class VGG(nn.Module):
-    def __init__(self, depth=16, num_classes=10, conv_layer=nn.Conv2d, norm_layer=None):
+    def __init__(self, depth: int = 16, num_classes: int = 10, conv_layer: type = nn.Conv2d,
+                 norm_layer: Optional[Callable] = None):
         super().__init__()
         if depth not in CONFIGS:
             raise ValueError(f"VGG depth must be one of {sorted(CONFIGS)}, got {depth}")
@@ -37,20 +42,18 @@ class VGG(nn.Module):
         nn.init.normal_(self.classifier.weight, 0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
 
 
-def _vgg(depth, with_norm):
+def _vgg(depth: int, with_norm: bool):
+    """VGG-``depth``: ``_bn`` with a norm after every conv (``--norm``, default BatchNorm2d), or
+    without norms (``ws`` only)."""
     if with_norm:
-        def constructor(num_classes=10, conv_layer=nn.Conv2d, norm_layer=batch_norm):
-            return VGG(depth, num_classes, conv_layer, norm_layer)
-    else:
-        def constructor(num_classes=10, conv_layer=nn.Conv2d):
-            return VGG(depth, num_classes, conv_layer, None)
-    constructor.__name__ = f"vgg{depth}" + ("_bn" if with_norm else "")
-    constructor.__doc__ = f"VGG-{depth}" + (" with a norm after every conv." if with_norm else ".")
-    return constructor
+        return variant(VGG, f"vgg{depth}_bn", PAIR_OPTIONS, fixed={"depth": depth},
+                       doc=f"VGG-{depth} with a norm after every conv.")
+    return variant(VGG, f"vgg{depth}", WS_OPTION, fixed={"depth": depth, "norm_layer": None},
+                   doc=f"VGG-{depth}, no norm layers.")
 
 
 vgg11, vgg11_bn = _vgg(11, False), _vgg(11, True)

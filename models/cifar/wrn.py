@@ -2,7 +2,8 @@
 16k/32k/64k channels (k = widen_factor), depth 6n+4, dropout between the two convs of a block."""
 import torch.nn as nn
 
-from ..layers import batch_norm, init_weights
+from ..layers import init_weights
+from ..norms import batch_norm
 from ..twins import twins
 
 __all__ = ["WideResNet", "WideBasicBlock", "wrn", "l_wrn"]

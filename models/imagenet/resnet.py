@@ -5,7 +5,8 @@ adds ``se_reduction``, so there is one class."""
 import torch.nn as nn
 
 from ..blocks import BasicBlock, Bottleneck, make_stage
-from ..layers import batch_norm, init_weights, zero_init_last_norms
+from ..layers import init_weights, zero_init_last_norms
+from ..norms import batch_norm
 from ..twins import twins
 
 __all__ = ["ResNet", "l_resnet18", "l_resnet34", "l_resnet50", "l_resnet101", "l_resnet152"]

@@ -1,0 +1,242 @@
+"""The normalisation layers a network can be built with (``--norm``), and micro-batches.
+
+Every family takes a ``norm_layer(num_channels)`` factory (models.layers says why); ``norm_layer``
+below makes one of these, by name:
+
+    bn   BatchNorm2d: per channel, over the batch and the pixels (Ioffe & Szegedy, 2015)
+    gn   GroupNorm(G): per sample, over groups of channels and the pixels (Wu & He, 2018), with
+         the group rule of ``group_count``
+    ln   LayerNorm as GroupNorm with one group: per sample, over all channels and pixels
+    in   InstanceNorm as GroupNorm with one group per channel: per sample and channel
+    bcn  BatchChannelNorm2d: a batch part, then a channel (group) part per sample (Qiao et al.,
+         arXiv:1903.10520 v2+, "Micro-Batch Training with Batch-Channel Normalization and
+         Weight Standardization")
+
+ln and in are GroupNorm modules (GroupNorm(1, C) is LayerNorm over (C, H, W) with a per-channel
+affine, GroupNorm(C, C) InstanceNorm2d with a per-channel affine), so every channel norm has
+GroupNorm's state_dict and the GN+WS twins keep the reference's keys.
+
+Micro-batches (``--ghost-batch N``, ``use_micro_batches``): a training batch normalised as
+independent chunks of N images. BN takes each chunk's own statistics (Ghost BN); BCN's batch part
+normalises each chunk with running estimates updated from it, the paper's micro-batch BCN.
+"""
+import dataclasses
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["NORMS", "BATCH_NORMS", "GROUP_NORMS", "GN_NARROW_RULES", "BCN_SPEED", "batch_norm", "group_count", "group_norm", "layer_norm",
+           "instance_norm", "BatchChannelNorm2d", "GhostBatchNorm2d", "NormChoice",
+           "use_micro_batches", "NORM_TYPES"]
+
+NORMS = ("bn", "gn", "ln", "in", "bcn")
+BATCH_NORMS = ("bn", "bcn")  # the norms with batch statistics
+GROUP_NORMS = ("gn", "bcn")  # the norms that take --gn-groups
+GN_NARROW_RULES = ("pairs", "channels")
+BCN_SPEED = 0.01
+
+
+def batch_norm(num_channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(num_channels)
+
+
+def group_count(num_channels: int, num_groups: int = 32, narrow: str = "pairs",
+                fit_width: bool = False) -> int:
+    """The number of groups GroupNorm(``num_groups``) gets on a layer of ``num_channels``.
+
+    pairs (the default rule): every group holds at least two channels. A layer with C >= 2G
+    channels gets G groups (C must be divisible by G); a narrower one gets the largest divisor
+    d of C with C / d >= 2, i.e. C / 2 groups of 2 channels for even C (the 16- and 32-channel
+    stages of a CIFAR ResNet at G = 32: 8 and 16 groups), so GN never silently becomes IN
+    (``--norm in`` is that). A single channel is one group. With G = 32 every ImageNet layer
+    (64 channels or more) is the reference's GroupNorm(32, C).
+
+    channels (the rule of checkpoints from before --norm existed): min(G, C) groups, so a
+    layer narrower than G has one group per channel.
+
+    ``fit_width`` (networks of irregular widths, PyramidNet): the largest such divisor of C that
+    is at most G, instead of an error when G does not divide C.
+    """
+    if num_groups < 1:
+        raise ValueError(f"GroupNorm needs at least one group, got {num_groups}")
+    if narrow not in GN_NARROW_RULES:
+        raise ValueError(f"gn_narrow must be one of {', '.join(GN_NARROW_RULES)}, got {narrow!r}")
+    c = num_channels
+    if narrow == "channels":
+        groups = min(num_groups, c)
+        if fit_width:
+            groups = max(d for d in range(1, groups + 1) if c % d == 0)
+    elif c >= 2 * num_groups and not fit_width:
+        groups = num_groups
+    else:
+        groups = max([d for d in range(1, min(num_groups, c // 2) + 1) if c % d == 0] or [1])
+    if c % groups:
+        raise ValueError(
+            f"GroupNorm: {c} channels cannot be split into {groups} groups; "
+            f"choose a group count that divides every layer width (e.g. --gn-groups 16)")
+    return groups
+
+
+def group_norm(num_channels: int, num_groups: int = 32, fit_width: bool = False,
+               narrow: str = "pairs") -> nn.GroupNorm:
+    """GroupNorm with the groups of ``group_count``: per sample, each group of channels is
+    normalised over its channels and pixels, y = (x - mean) / sqrt(var + 1e-5) * w + b with a
+    per-channel affine (w, b)."""
+    return nn.GroupNorm(group_count(num_channels, num_groups, narrow, fit_width), num_channels)
+
+
+def layer_norm(num_channels: int) -> nn.GroupNorm:
+    """LayerNorm of a conv feature map: GroupNorm with one group, per sample over (C, H, W)."""
+    return nn.GroupNorm(1, num_channels)
+
+
+def instance_norm(num_channels: int) -> nn.GroupNorm:
+    """InstanceNorm: GroupNorm with one group per channel, per sample and channel over (H, W)."""
+    return nn.GroupNorm(num_channels, num_channels)
+
+
+class BatchChannelNorm2d(nn.Module):
+    """Batch-Channel Normalization (Qiao et al., arXiv:1903.10520 v2+; arithmetic of the authors'
+    released code): a batch part, then a channel part.
+
+    Batch part, ``bn`` (a BatchNorm2d, whose state_dict it keeps): per channel c,
+        x' = gamma_c (x - m_c) / sqrt(v_c + eps) + beta_c
+    In large-batch training (m, v) are the batch's own statistics, exactly BatchNorm. In
+    micro-batch training (``micro_batch`` N > 0, set by ``use_micro_batches``) each chunk of N
+    images is normalised with running estimates, updated from the chunk before it is
+    normalised, at ``speed`` r:
+        mu_c  = mean of the chunk's x_c                   (over images and pixels)
+        s2_c  = mean of (x_c - m_c)^2, around the estimate m_c before this update
+        m_c  <- (1 - r) m_c + r mu_c
+        v_c  <- (1 - r) v_c + r s2_c
+        x'    = gamma_c (x - m_c) / sqrt(v_c + eps) + beta_c    with the updated m, v
+    No gradient flows through the estimates (they are statistics, not functions of this
+    chunk's weights). Evaluation uses (m, v) as BatchNorm does.
+
+    Channel part: per sample, GroupNorm without affine over ``num_groups`` groups, then an
+    affine per group (``weight``, ``bias`` of G values, as in the authors' code):
+        y = w_g (x' - mean_g) / sqrt(var_g + eps) + b_g
+    """
+
+    def __init__(self, num_channels: int, num_groups: int = 32, speed: float = BCN_SPEED,
+                 eps: float = 1e-5):
+        super().__init__()
+        if not 0.0 < speed <= 1.0:
+            raise ValueError(f"BCN's estimate speed must be in (0, 1], got {speed}")
+        self.num_channels, self.num_groups, self.speed, self.eps = (
+            num_channels, num_groups, speed, eps)
+        self.micro_batch = 0
+        self.bn = nn.BatchNorm2d(num_channels, eps=eps)
+        self.weight = nn.Parameter(torch.ones(num_groups))
+        self.bias = nn.Parameter(torch.zeros(num_groups))
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_channels}, groups={self.num_groups}, speed={self.speed}, "
+                f"micro_batch={self.micro_batch}")
+
+    def reset_parameters(self) -> None:
+        self.bn.reset_parameters()
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    @torch.no_grad()
+    def _update_estimates(self, chunk: torch.Tensor) -> None:
+        x = chunk.detach().transpose(0, 1).flatten(1).to(self.bn.running_mean.dtype)
+        bn, r = self.bn, self.speed
+        mean = x.mean(dim=1)
+        spread = (x - bn.running_mean[:, None]).square().mean(dim=1)
+        bn.running_mean.lerp_(mean, r)
+        bn.running_var.lerp_(spread, r)
+        bn.num_batches_tracked += 1
+
+    def _with_estimates(self, chunk: torch.Tensor) -> torch.Tensor:
+        self._update_estimates(chunk)
+        bn = self.bn
+        # Copies: autograd keeps the statistics for the backward pass, and the next chunk's
+        # update changes the buffers in place.
+        return F.batch_norm(chunk, bn.running_mean.clone(), bn.running_var.clone(), bn.weight,
+                            bn.bias, training=False, eps=bn.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.micro_batch:
+            x = torch.cat([self._with_estimates(c) for c in x.split(self.micro_batch)])
+        else:
+            x = self.bn(x)
+        per_channel = self.num_channels // self.num_groups
+        return F.group_norm(x, self.num_groups, self.weight.repeat_interleave(per_channel),
+                            self.bias.repeat_interleave(per_channel), self.eps)
+
+
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics come from chunks of ``ghost_batch`` images (Ghost
+    Batch Normalization, Hoffer et al., 2017, arXiv:1705.08741): a batch of B images is
+    normalised as ceil(B / ghost_batch) independent batches, each also updating the running
+    statistics once. Evaluation uses the running statistics as usual; the state_dict is a
+    BatchNorm2d's."""
+
+    def __init__(self, num_features: int, ghost_batch: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.ghost_batch = ghost_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.shape[0] <= self.ghost_batch:
+            return super().forward(x)
+        return torch.cat([super(GhostBatchNorm2d, self).forward(chunk)
+                          for chunk in x.split(self.ghost_batch)])
+
+
+def use_micro_batches(model: nn.Module, size: int) -> int:
+    """Train ``model``'s batch norms on micro-batches of ``size`` images, in place: every plain
+    BatchNorm2d becomes a GhostBatchNorm2d with the same parameters and statistics, and every
+    BatchChannelNorm2d normalises its batch part with running estimates (its micro-batch
+    form). Returns the number of layers changed (0: the model has no batch statistics)."""
+    changed = 0
+    if isinstance(model, BatchChannelNorm2d):
+        model.micro_batch = size
+        return 1
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            ghost = GhostBatchNorm2d(child.num_features, size, eps=child.eps,
+                                     momentum=child.momentum, affine=child.affine,
+                                     track_running_stats=child.track_running_stats)
+            ghost.load_state_dict(child.state_dict())
+            setattr(model, name, ghost)
+            changed += 1
+        else:
+            changed += use_micro_batches(child, size)
+    return changed
+
+
+NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, BatchChannelNorm2d)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormChoice:
+    """Which normalisation a network is built with (--norm and its options): ``norm`` one of
+    NORMS; ``gn_groups`` and ``gn_narrow`` the group count and rule of gn and of bcn's channel
+    part (``group_count``); ``bcn_speed`` the speed of bcn's micro-batch estimates;
+    ``fit_width`` for networks of irregular widths (PyramidNet)."""
+    norm: str = "bn"
+    gn_groups: int = 32
+    gn_narrow: str = "pairs"
+    bcn_speed: float = BCN_SPEED
+    fit_width: bool = False
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        group_count(2 * self.gn_groups, self.gn_groups, self.gn_narrow)  # checks both
+
+    def layer(self, num_channels: int) -> nn.Module:
+        """The norm layer of ``num_channels`` channels: the ``norm_layer`` of a family."""
+        if self.norm == "bn":
+            return batch_norm(num_channels)
+        if self.norm == "ln":
+            return layer_norm(num_channels)
+        if self.norm == "in":
+            return instance_norm(num_channels)
+        groups = group_count(num_channels, self.gn_groups, self.gn_narrow, self.fit_width)
+        if self.norm == "gn":
+            return nn.GroupNorm(groups, num_channels)
+        return BatchChannelNorm2d(num_channels, groups, self.bcn_speed)

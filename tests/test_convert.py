@@ -1,0 +1,119 @@
+"""Specification of the converter (models/convert.py): torchvision's networks with a chosen
+(conv, norm) pair, the pairs read from the traced graph."""
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision.ops import SqueezeExcitation
+from torchvision.ops.misc import Conv2dNormActivation
+
+from models import imagenet
+from models.convert import ConversionError, convert_pair, ws_pairs
+from models.layers import WSConv2d
+from models.norms import BatchChannelNorm2d, NormChoice
+
+
+def conv_then_norm_count(model):
+    """The convs a norm follows, counted from torchvision's own building blocks (independently
+    of the graph): a ResNet block's conv_i/bn_i and downsample.0/.1, or Conv2dNormActivation."""
+    count = 0
+    for m in model.modules():
+        if isinstance(m, Conv2dNormActivation) and isinstance(m[1], nn.BatchNorm2d):
+            count += 1
+        elif isinstance(m, (torchvision.models.resnet.Bottleneck,)):
+            count += 3 + (m.downsample is not None)
+    if isinstance(model, torchvision.models.ResNet):
+        count += 1  # conv1 -> bn1
+    return count
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "resnext50_32x4d", "mobilenet_v3_large",
+                                  "regnet_y_400mf", "efficientnet_b0"])
+def test_ws_goes_on_every_conv_a_norm_follows_and_nowhere_else(arch):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, num_classes=10)
+    keys = set(model.state_dict())
+    convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    se_convs = {f"{n}.{c}" for n, m in model.named_modules() if isinstance(m, SqueezeExcitation)
+                for c in ("fc1", "fc2")}
+    bns = sum(type(m) is nn.BatchNorm2d for m in model.modules())
+    done = convert_pair(model, NormChoice("gn", gn_groups=8), ws=True, name=arch)
+    assert len(done.ws_convs) == conv_then_norm_count(torchvision.models.get_model(
+        arch, num_classes=10)) and len(done.norms) == bns
+    # Squeeze-and-excitation convs feed an activation, not a norm: left plain.
+    standardized = {n for n, m in model.named_modules() if isinstance(m, WSConv2d)}
+    assert standardized == set(done.ws_convs) and not standardized & se_convs
+    if arch.startswith("res"):
+        assert standardized == convs  # every ResNet conv is followed by its norm
+    else:
+        assert se_convs and standardized == convs - se_convs
+    assert not any(type(m) is nn.BatchNorm2d for m in model.modules())
+    # torchvision's module names, so its checkpoints' keys (less BN's statistics).
+    assert set(model.state_dict()) == {k for k in keys if "running_" not in k
+                                       and "num_batches_tracked" not in k}
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_resnet50_with_gn_and_ws_is_our_l_resnet50():
+    torch.manual_seed(0)
+    converted = imagenet.ARCHS["resnet50"](norm="gn", ws=True)
+    ours = imagenet.l_resnet50()
+    assert {k: v.shape for k, v in converted.state_dict().items()} == \
+        {k: v.shape for k, v in ours.state_dict().items()}
+    ours.load_state_dict(converted.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), ours(x), rtol=1e-4, atol=1e-4)
+
+
+def test_norm_only_and_ws_only():
+    model = torchvision.models.resnet18(num_classes=10)
+    done = convert_pair(model, NormChoice("bcn"), ws=False)
+    assert done.ws_convs == () and len(done.norms) == 20
+    assert sum(isinstance(m, BatchChannelNorm2d) for m in model.modules()) == 20
+    assert not any(isinstance(m, WSConv2d) for m in model.modules())
+    model = torchvision.models.resnet18(num_classes=10)
+    convert_pair(model, NormChoice("bn"), ws=True)  # BN+WS: the norms stay
+    assert sum(isinstance(m, WSConv2d) for m in model.modules()) == 20
+    assert sum(type(m) is nn.BatchNorm2d for m in model.modules()) == 20
+
+
+def test_a_conv_reused_without_a_norm_after_one_call_stays_plain():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + self.conv(x).relu()
+
+    assert ws_pairs(Shared()) == []
+
+
+def test_refusals_name_the_model():
+    with pytest.raises(ConversionError, match="squeezenet1_0 has no BatchNorm2d layer for --norm "
+                                              "gn to replace"):
+        imagenet.ARCHS["squeezenet1_0"](norm="gn")
+    with pytest.raises(ConversionError, match="vit_b_16 has no conv directly followed by a norm"):
+        imagenet.ARCHS["vit_b_16"](ws=True)
+
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            if x.sum() > 0:  # control flow on a value: fx cannot trace it
+                return self.bn(self.conv(x))
+            return self.conv(x)
+
+    with pytest.raises(ConversionError, match="toy cannot be traced by torch.fx"):
+        convert_pair(Untraceable(), NormChoice("gn", gn_groups=2), ws=True, name="toy")
+
+
+def test_a_torchvision_model_keeps_its_own_layers_without_the_flags():
+    model = imagenet.ARCHS["resnet18"](num_classes=10)
+    assert sum(type(m) is nn.BatchNorm2d for m in model.modules()) == 20
+    assert not any(isinstance(m, WSConv2d) for m in model.modules())

@@ -1,0 +1,172 @@
+"""Specification of the normalisation layers (models/norms.py): the group rule, LN and IN as
+GroupNorms, Batch-Channel Normalization's two forms against hand computations, and micro-batches."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.norms import (BatchChannelNorm2d, GhostBatchNorm2d, NormChoice, group_count,
+                          use_micro_batches)
+
+
+@pytest.mark.parametrize("channels, groups, rule, expected", [
+    (64, 32, "pairs", 32), (2048, 32, "pairs", 32),  # C >= 2G: the reference's G groups
+    (32, 32, "pairs", 16), (16, 32, "pairs", 8),     # narrower: groups of two channels
+    (48, 32, "pairs", 24), (9, 32, "pairs", 3),      # the largest divisor leaving >= 2 each
+    (7, 32, "pairs", 1), (1, 32, "pairs", 1),        # a prime width: one group (LN there)
+    (16, 4, "pairs", 4), (96, 16, "pairs", 16),
+    (16, 32, "channels", 16), (32, 32, "channels", 32), (64, 32, "channels", 32),
+])
+def test_group_count_rule(channels, groups, rule, expected):
+    assert group_count(channels, groups, rule) == expected
+    assert channels % expected == 0
+
+
+def test_group_count_refuses_what_it_cannot_split():
+    with pytest.raises(ValueError, match="80 channels cannot be split into 32 groups"):
+        group_count(80, 32)
+    assert group_count(80, 32, fit_width=True) == 20  # PyramidNet's irregular widths
+    with pytest.raises(ValueError, match="at least one group"):
+        group_count(16, 0)
+
+
+def test_layer_and_instance_norm_are_the_group_norms_of_their_definitions():
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 5, 5, dtype=torch.float64)
+    ln = NormChoice("ln").layer(8).double()
+    inorm = NormChoice("in").layer(8).double()
+    assert isinstance(ln, nn.GroupNorm) and ln.num_groups == 1
+    assert isinstance(inorm, nn.GroupNorm) and inorm.num_groups == 8
+    torch.testing.assert_close(ln(x), F.layer_norm(x, x.shape[1:], eps=1e-5))
+    torch.testing.assert_close(inorm(x), F.instance_norm(x, eps=1e-5))
+    gn = NormChoice("gn", gn_groups=4).layer(8)
+    assert isinstance(gn, nn.GroupNorm) and gn.num_groups == 4
+    assert isinstance(NormChoice("bn").layer(8), nn.BatchNorm2d)
+    bcn = NormChoice("bcn", gn_groups=4, bcn_speed=0.5).layer(8)
+    assert isinstance(bcn, BatchChannelNorm2d) and bcn.num_groups == 4 and bcn.speed == 0.5
+
+
+def channel_part(x, groups, w, b, eps=1e-5):
+    """Per sample and group of channels: (x - mean) / sqrt(var + eps), then w_g, b_g per group."""
+    n, c = x.shape[:2]
+    g = x.reshape(n, groups, -1)
+    mean = g.mean(dim=2, keepdim=True)
+    var = ((g - mean) ** 2).mean(dim=2, keepdim=True)
+    out = (g - mean) / (var + eps).sqrt() * w.view(1, -1, 1) + b.view(1, -1, 1)
+    return out.reshape(x.shape)
+
+
+def batch_part(x, mean, var, gamma, beta, eps=1e-5):
+    shape = (1, -1, 1, 1)
+    return (x - mean.view(shape)) / (var.view(shape) + eps).sqrt() * gamma.view(shape) + \
+        beta.view(shape)
+
+
+def randomised_bcn(channels=6, groups=3, speed=0.3):
+    torch.manual_seed(1)
+    bcn = BatchChannelNorm2d(channels, groups, speed).double()
+    with torch.no_grad():
+        for p in bcn.parameters():
+            p.uniform_(0.5, 1.5)
+        bcn.bn.running_mean.uniform_(-1, 1)
+        bcn.bn.running_var.uniform_(0.5, 2)
+    return bcn
+
+
+def test_bcn_large_batch_is_batch_norm_with_batch_statistics_then_channel_norm():
+    bcn = randomised_bcn()
+    x = torch.randn(4, 6, 3, 3, dtype=torch.float64) * 3 + 1
+    mean = x.mean(dim=(0, 2, 3))
+    var = ((x - mean.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))  # biased, as BN normalises
+    expected = channel_part(batch_part(x, mean, var, bcn.bn.weight, bcn.bn.bias), 3,
+                            bcn.weight, bcn.bias)
+    torch.testing.assert_close(bcn.train()(x), expected)
+
+
+def test_bcn_micro_batches_update_the_estimates_then_normalise_with_them():
+    """Each chunk, in order: the chunk's mean, its spread around the estimate *before* the
+    update, both estimates moved by r, then the chunk normalised with the updated ones."""
+    bcn = randomised_bcn(speed=0.3)
+    r = 0.3
+    mean, var = bcn.bn.running_mean.clone(), bcn.bn.running_var.clone()
+    x = torch.randn(6, 6, 3, 3, dtype=torch.float64) * 2 + 0.5
+    assert use_micro_batches(bcn, 2) == 1 and bcn.micro_batch == 2
+    out = bcn.train()(x)
+    expected = []
+    for chunk in x.split(2):
+        chunk_mean = chunk.mean(dim=(0, 2, 3))
+        spread = ((chunk - mean.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))
+        mean = (1 - r) * mean + r * chunk_mean
+        var = (1 - r) * var + r * spread
+        expected.append(channel_part(batch_part(chunk, mean, var, bcn.bn.weight, bcn.bn.bias),
+                                     3, bcn.weight, bcn.bias))
+    torch.testing.assert_close(out, torch.cat(expected))
+    torch.testing.assert_close(bcn.bn.running_mean, mean)
+    torch.testing.assert_close(bcn.bn.running_var, var)
+    assert int(bcn.bn.num_batches_tracked) == 3
+    # The order matters: normalising the first chunk before the update, or with its spread
+    # taken around the updated mean, gives other numbers.
+    first, start = x[:2], randomised_bcn(speed=0.3).bn
+    chunk_mean = first.mean(dim=(0, 2, 3))
+    moved = (1 - r) * start.running_mean + r * chunk_mean
+    around_new = (1 - r) * start.running_var + r * (
+        (first - moved.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))
+    for m, v in ((start.running_mean, start.running_var), (moved, around_new)):
+        other = channel_part(batch_part(first, m, v, bcn.bn.weight, bcn.bn.bias), 3,
+                             bcn.weight, bcn.bias)
+        assert not torch.allclose(other, out[:2], atol=1e-3)
+
+
+def test_bcn_estimates_are_constants_for_the_gradient():
+    bcn = randomised_bcn()
+    use_micro_batches(bcn, 2)
+    x = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    before = copy.deepcopy(bcn)
+    bcn.train()(x).sum().backward()
+    # The same function with the updated estimates frozen: equal gradients.
+    before._update_estimates(x.detach())
+    frozen = x.detach().clone().requires_grad_()
+    bn = before.bn
+    channel_part(batch_part(frozen, bn.running_mean.clone(), bn.running_var.clone(), bn.weight,
+                            bn.bias), 3, before.weight, before.bias).sum().backward()
+    torch.testing.assert_close(x.grad, frozen.grad)
+
+
+def test_bcn_evaluates_with_its_estimates_and_round_trips_its_state():
+    bcn = randomised_bcn()
+    use_micro_batches(bcn, 2)
+    bcn.train()(torch.randn(4, 6, 3, 3, dtype=torch.float64))
+    x = torch.randn(3, 6, 3, 3, dtype=torch.float64)
+    bn = bcn.bn
+    expected = channel_part(batch_part(x, bn.running_mean, bn.running_var, bn.weight, bn.bias),
+                            3, bcn.weight, bcn.bias)
+    torch.testing.assert_close(bcn.eval()(x), expected)
+    assert set(bcn.state_dict()) == {"weight", "bias", "bn.weight", "bn.bias", "bn.running_mean",
+                                     "bn.running_var", "bn.num_batches_tracked"}
+    assert bcn.weight.shape == (3,)  # the channel part's affine is per group
+    twin = BatchChannelNorm2d(6, 3, 0.3).double()
+    twin.load_state_dict(bcn.state_dict())
+    torch.testing.assert_close(twin.eval()(x), bcn(x))
+
+
+def test_bcn_refuses_a_speed_outside_zero_to_one():
+    with pytest.raises(ValueError, match=r"speed must be in \(0, 1\]"):
+        BatchChannelNorm2d(8, 4, speed=0.0)
+
+
+def test_micro_batches_change_batch_norms_only():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.GroupNorm(4, 8),
+                          nn.Sequential(BatchChannelNorm2d(8, 4)))
+    assert use_micro_batches(model, 4) == 2
+    assert isinstance(model[1], GhostBatchNorm2d) and model[1].ghost_batch == 4
+    assert model[3][0].micro_batch == 4
+    assert use_micro_batches(nn.Sequential(nn.Conv2d(3, 8, 1), nn.GroupNorm(4, 8)), 4) == 0
+
+
+def test_norm_choice_refuses_unknown_names_and_rules():
+    with pytest.raises(ValueError, match="norm must be one of bn, gn, ln, in, bcn"):
+        NormChoice("batch")
+    with pytest.raises(ValueError, match="gn_narrow must be one of pairs, channels"):
+        NormChoice("gn", gn_narrow="wide")
