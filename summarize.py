@@ -10,8 +10,9 @@ import argparse
 import sys
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-from utils.logger import check_output, draw_figure, savefig
+from utils.logger import check_output, draw_figure, picture_formats, savefig
 from utils.summary import final_and_best, group_by_flags, group_by_globs, mean_curve, read_run
 
 
@@ -22,10 +23,17 @@ def table(groups):
              f"  {'best Valid Acc. mean +- std':>27}  {'median':>7}"]
     for label, runs in groups.items():
         final, best = final_and_best(runs)
-        lines.append(f"{label:<{width}}  {final.n:>3}  {final.mean:>18.2f} +- {final.std:5.2f}"
-                     f"  {final.median:>7.2f}  {best.mean:>17.2f} +- {best.std:5.2f}"
+        lines.append(f"{label:<{width}}  {final.n:>3}  {final.mean:>18.2f} +- {spread(final)}"
+                     f"  {final.median:>7.2f}  {best.mean:>17.2f} +- {spread(best)}"
                      f"  {best.median:>7.2f}")
+    if any(len(runs) == 1 for runs in groups.values()):
+        lines.append("(n/a: the sample std of a single run is undefined)")
     return "\n".join(lines)
+
+
+def spread(stats):
+    """The sample std, or n/a for a single run (its sample std is undefined, not 0)."""
+    return f"{stats.std:5.2f}" if stats.std is not None else "  n/a"
 
 
 def draw(groups, path):
@@ -37,7 +45,8 @@ def draw(groups, path):
         plt.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     plt.xlabel("Epoch")
     plt.ylabel("Valid Acc. (%): mean, min-max band")
-    plt.legend(loc="best", framealpha=1)
+    plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))
+    plt.legend(loc="lower right", framealpha=1, fontsize="small")
     plt.grid(True)
     savefig(path)
     plt.close()
@@ -50,7 +59,8 @@ def main(argv=None):
     parser.add_argument("--group", action="append", metavar="LABEL=GLOB",
                         help="a group of the run folders matching GLOB (repeat per group)")
     parser.add_argument("-o", "--output", default="summary.png",
-                        help="the curves: .png, .pdf, .eps, ... (default: summary.png)")
+                        help=f"the curves, their format by the extension: "
+                             f"{', '.join(picture_formats())} (default: summary.png)")
     args = parser.parse_args(argv)
     if bool(args.runs) == bool(args.group):
         parser.error("give run folders, or --group LABEL=GLOB options, not both or neither")

@@ -75,3 +75,12 @@ def test_runs_without_a_record_need_globs_and_bad_globs_are_named(tmp_path, caps
     assert "has no run.json to group by: name the groups with --group" in capsys.readouterr().err
     assert summarize.main(["--group", f"X={root}/nothing-*", "-o", str(tmp_path / "x.png")]) == 1
     assert "no run folder matches" in capsys.readouterr().err
+
+
+def test_a_group_of_one_run_shows_no_spread(tmp_path, capsys):
+    root = fabricate(tmp_path)
+    assert summarize.main(["--group", f"one={root}/bn-s1", "-o", str(tmp_path / "o.png")]) == 0
+    out = capsys.readouterr().out
+    (line,) = [row for row in out.splitlines() if row.startswith("one")]
+    assert line.split()[1:] == ["1", "80.00", "+-", "n/a", "80.00", "80.00", "+-", "n/a", "80.00"]
+    assert "sample std of a single run is undefined" in out

@@ -4,13 +4,14 @@ mean +- std, median and n, and its mean curve with a min-max band.
 A group is either named with a glob (``LABEL=GLOB``), or, by default, made of the runs whose
 recorded flags (run.json's ``recorded``) are equal once the seed is set aside: the flags that
 differ between groups name them ("arch=l_resnet"). std is the sample standard deviation
-(n - 1 in the denominator), 0 for a single run.
+(n - 1 in the denominator); None (n/a) for a single run, where it is undefined.
 """
 import dataclasses
 import glob
 import json
 import os
 import statistics
+from typing import Optional
 
 from .logger import LogError, read_log
 
@@ -64,7 +65,7 @@ def group_by_globs(patterns):
     """{label: [runs]} of ``LABEL=GLOB`` patterns, each run folder a match of its glob."""
     groups = {}
     for pattern in patterns:
-        label, sep, expression = pattern.partition("=")
+        label, sep, expression = pattern.rpartition("=")  # a label may hold "=", a glob rarely
         if not sep or not label or not expression:
             raise ValueError(f"--group takes LABEL=GLOB, got {pattern!r}")
         folders = sorted(p for p in glob.glob(os.path.expanduser(expression)) if os.path.isdir(p))
@@ -76,16 +77,17 @@ def group_by_globs(patterns):
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
+    """n, mean, sample std (None for n = 1) and median of some accuracies."""
     n: int
     mean: float
-    std: float
+    std: Optional[float]
     median: float
 
 
 def stats(values):
     values = list(values)
     return Stats(len(values), statistics.fmean(values),
-                 statistics.stdev(values) if len(values) > 1 else 0.0, statistics.median(values))
+                 statistics.stdev(values) if len(values) > 1 else None, statistics.median(values))
 
 
 def final_and_best(runs):
