@@ -8,12 +8,13 @@
                   python bench.py step -a l_resnet --depth 20 --batch 128 --device cpu
     pipeline  images/s a loader alone delivers to the device: cifar.py's DeviceLoader (with
               --policies: also with each AutoAugment-family policy, as ratios), or imagenet.py's
-              training loader over --data or over JPEGs made from the real CIFAR-10 archive and
-              upscaled to ImageNet's 500x375:
+              loaders (train and val) against torchvision's reference recipe and the decode-only
+              limit, over --data or over JPEGs made from the real CIFAR-10 archive and upscaled
+              to ImageNet's 500x375 (one line per path: NAME: RATE img/s median):
                   python bench.py pipeline cifar --device cuda
                   python bench.py pipeline cifar --device cuda --policies
-                  python bench.py pipeline imagenet --data ~/ILSVRC2012 --device cuda --decode device
-                  python bench.py pipeline imagenet --images 2000 --workers 16 --device cuda
+                  python bench.py pipeline imagenet --images 2000 --workers 2 --device cpu
+                  python bench.py pipeline imagenet --data ~/ILSVRC2012 --device cuda --device-decode
     overhead  a real cifar.py run against import + its images at the bare step rate + the bare
               evaluation (CPU target: <= 1.10x):
                   python bench.py overhead --train 5000 --epochs 2
@@ -40,7 +41,11 @@ import cifar
 import imagenet
 import models
 from models.deploy import fold_weight_standardization
-from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, ArrayDataset
+from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ArrayDataset
+from utils.data.datasets import ImageFiles
+from utils.data.decode import decode_file, read_bytes
+from utils.cpu_memory import keep_freed_memory
+from utils.data.imagenet import imagenet_loaders
 from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.flags import COMPILE_FLAG
 from utils.run import build_model
@@ -225,9 +230,9 @@ def synthetic_imagenet(npz, out, count, size=(500, 375)):
     decoding and resizing cost what they cost on ImageNet, though smooth upscaled pictures
     decode somewhat faster than photographs."""
     from PIL import Image
-    # Both splits take the archive's images round-robin over the classes, so val/'s first
-    # min(count, 10) images are of classes train/ has.
-    for split, n in (("train", count), ("val", min(count, 10))):
+    # Both splits take the archive's images round-robin over the classes, so val/'s images
+    # (half as many, at least 10) are of classes train/ has.
+    for split, n in (("train", count), ("val", min(count, max(10, count // 2)))):
         images, labels, classes = real_cifar(npz, "train" if split == "train" else "test", n)
         for i, (image, label) in enumerate(zip(images, labels)):
             folder = os.path.join(out, split, classes[label])
@@ -262,6 +267,8 @@ def time_passes(loaders, device, windows):
 
 def bench_pipeline(args):
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the scripts do on the CPU (utils.run.select_device)
     if args.pipeline == "cifar":
         bench_cifar_pipeline(args, device)
     else:
@@ -287,23 +294,103 @@ def bench_cifar_pipeline(args, device):
               + (f"; {ratio:.2f}x the rate without" if name != "none" else ""))
 
 
+class ReferenceLoader:
+    """torchvision's reference recipe, as pytorch-classification's imagenet.py builds it:
+    ImageFolder, RandomResizedCrop(224) + RandomHorizontalFlip (val: Resize(256) +
+    CenterCrop(224)), ToTensor and Normalize in the workers, default collate."""
+
+    def __init__(self, folder, train, batch, workers, device):
+        import torchvision
+        import torchvision.transforms as T
+        views = ([T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if train else
+                 [T.Resize(256), T.CenterCrop(224)])
+        transform = T.Compose(views + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.device = device
+        self.loader = torch.utils.data.DataLoader(
+            torchvision.datasets.ImageFolder(folder, transform), batch_size=batch,
+            shuffle=train, num_workers=workers, pin_memory=device.type == "cuda",
+            persistent_workers=train and workers > 0)
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y
+
+
+class DecodeOnly(ReferenceLoader):
+    """The decode-only limit of the default path: each file read and decoded (torchcodec), then
+    dropped; nothing cropped, resized or collated but a count."""
+
+    def __init__(self, folder, batch, workers, device):
+        files = ImageFiles(folder)
+        self.device = device
+        self.loader = torch.utils.data.DataLoader(
+            _Decoded(files), batch_size=batch, num_workers=workers, persistent_workers=workers > 0)
+
+    def __iter__(self):
+        for x in self.loader:
+            yield x, None
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, files):
+        self.samples = files.samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path = self.samples[i][0]
+        return torch.tensor(decode_file(read_bytes(path), path).shape[-1])
+
+
 def bench_imagenet_pipeline(args, device):
-    """imagenet.py's training loader over --data, or over JPEGs made from the CIFAR archive."""
+    """imagenet.py's loaders (the default --decode cpu, --decode pil, and --decode device with
+    --device-decode) against torchvision's reference recipe and the decode-only limit, train
+    and val, taking turns pass by pass: medians, their rate per worker and their ratio to the
+    reference's."""
     data = args.data
     if data is None:
         if not os.path.isfile(args.npz):
             sys.exit(f"error: pipeline imagenet without --data makes its JPEGs from the "
                      f"CIFAR-10 archive {args.npz} (--npz PATH)")
-        data = synthetic_imagenet(args.npz, tempfile.mkdtemp(prefix="bench-jpegs-"), args.images)
-    # imagenet.py's own training loader, from its own flags.
-    settings, _ = imagenet.imagenet_flags().parse(
-        ["--data", data, "--train-batch", str(args.batch), "--decode", args.decode,
-         "-j", str(args.workers)])
-    _, (loader, _) = imagenet.imagenet_loaders(settings.data, device, 0, args.channels_last)
-    times = time_passes({"imagenet": loader}, device, args.windows)["imagenet"]
-    print(f"imagenet.py train loader, --decode {args.decode}, {args.workers} workers, "
-          f"{data}/train: {1 / min(times):.0f} img/s best, "
-          f"{1 / statistics.median(times):.0f} img/s median delivered to {device}")
+        data = synthetic_imagenet(args.npz, os.path.join(args.scratch, "jpegs"), args.images)
+    paths = ["default", "pil"] + (["device"] if args.device_decode else [])
+    contenders = {"train": {}, "val": {}}
+    for split in ("train", "val"):
+        folder = os.path.join(data, split)
+        contenders[split]["reference"] = ReferenceLoader(folder, split == "train", args.batch,
+                                                         args.workers, device)
+        for path in paths:
+            settings, _ = imagenet.imagenet_flags().parse(
+                ["--data", data, "--train-batch", str(args.batch), "--test-batch",
+                 str(args.batch), "--decode", "cpu" if path == "default" else path,
+                 "-j", str(args.workers)])
+            _, loaders = imagenet_loaders(settings.data, device, 0, args.channels_last)
+            contenders[split][path] = loaders.train if split == "train" else loaders.test
+    contenders["train"]["decode"] = DecodeOnly(os.path.join(data, "train"), args.batch,
+                                               args.workers, device)
+    rates = {split: {name: 1 / statistics.median(t) for name, t in
+                     time_passes(loaders, device, args.windows).items()}
+             for split, loaders in contenders.items()}
+    per_worker = max(1, args.workers)
+    print(f"imagenet pipelines over {data}: {args.workers} workers, batch {args.batch}, "
+          f"delivered to {device}; medians of {args.windows} passes, taking turns")
+    print(f"{'path':<10} {'train img/s':>12} {'per worker':>11} {'vs reference':>13} "
+          f"{'val img/s':>10} {'per worker':>11} {'vs reference':>13}")
+    for name in ["reference"] + paths + ["decode"]:
+        cells = []
+        for split in ("train", "val"):
+            rate = rates[split].get(name)
+            cells.append("-" if rate is None else
+                         f"{rate:12.1f} {rate / per_worker:11.1f} "
+                         f"{rate / rates[split]['reference']:12.2f}x")
+        print(f"{name:<10} {cells[0]:>38} {cells[1]:>37}")
+    for split in ("train", "val"):
+        for name, rate in rates[split].items():
+            print(f"{name if split == 'train' else name + '-val'}: {rate:.1f} img/s median")
 
 
 def bench_overhead(args):
@@ -314,7 +401,7 @@ def bench_overhead(args):
     cifar.py), each round's ratio is printed, and the ratio judged is that of the minima."""
     if not os.path.isfile(args.npz):
         sys.exit(f"error: the CIFAR-10 archive {args.npz} is needed for overhead (--npz PATH)")
-    work = write_cifar_folder(args.npz, tempfile.mkdtemp(prefix="bench-overhead-"), args.train,
+    work = write_cifar_folder(args.npz, os.path.join(args.scratch, "overhead"), args.train,
                               args.test)
     torch.manual_seed(0)
     model, test_images = models.cifar.resnet(depth=20), torch.randn(args.test, 3, 32, 32)
@@ -361,14 +448,16 @@ def parser():
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
 
     step = commands.add_parser(
-        "step", allow_abbrev=False, help="training step throughput, with ratios",
+        "step", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="training step throughput, with ratios",
         description="Any other flag is a model flag of cifar.py or imagenet.py (-a, --depth, "
                     "--cardinality, --gn-groups, ...), read by that script's own parser.")
     step.add_argument("--batch", type=int, default=128, help="images per step")
-    step.add_argument("--image-size", type=int, help="default: 32 for CIFAR models, else 224")
-    step.add_argument("--device", default=default_device)
-    step.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
-    step.add_argument("--channels-last", action="store_true")
+    step.add_argument("--image-size", type=int,
+                      help="images of this side (none given: 32 for CIFAR models, else 224)")
+    step.add_argument("--device", default=default_device, help="the device to time on")
+    step.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                      help="autocast precision")
+    step.add_argument("--channels-last", action="store_true", help="NHWC model and batches")
     step.add_argument("--compile", **COMPILE_FLAG,
                       help="torch.compile's mode, as the scripts' --compile takes it")
     step.add_argument("--no-baseline", action="store_true",
@@ -377,6 +466,7 @@ def parser():
     add_timing(step)
 
     pipeline = commands.add_parser("pipeline", allow_abbrev=False,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                    help="images/s a loader delivers, without a model")
     pipeline.add_argument("pipeline", choices=["cifar", "imagenet"])
     pipeline.add_argument("--batch", type=int, default=128, help="images per batch")
@@ -389,20 +479,21 @@ def parser():
                                          "image folders)")
     pipeline.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
     pipeline.add_argument("--workers", type=int, default=8, help="imagenet: loader workers")
-    pipeline.add_argument("--decode", default="cpu", choices=["cpu", "device"],
-                          help="imagenet: PIL in the workers, or JPEG decoding on --device")
+    pipeline.add_argument("--device-decode", action="store_true",
+                          help="imagenet: also time --decode device (decoding on --device)")
     pipeline.add_argument("--windows", type=int, default=5, help="timed passes over the data")
     pipeline.add_argument("--policies", action="store_true",
                           help="cifar: also each of " + ", ".join(list(BENCH_POLICIES)[1:]))
 
     fold = commands.add_parser(
-        "fold", allow_abbrev=False, help="inference with WS vs with WS folded",
+        "fold", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="inference with WS vs with WS folded",
         description="Any other flag is a model flag of cifar.py or imagenet.py (-a, --depth, ...).")
     fold.add_argument("--batch", type=int, default=128, help="images per forward")
     fold.add_argument("--device", default=default_device)
     add_timing(fold, warmup=2, windows=5, steps=5)
 
     overhead = commands.add_parser("overhead", allow_abbrev=False,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                    help="cifar.py wall time vs bare compute (CPU target)")
     overhead.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
     overhead.add_argument("--train", type=int, default=5000, help="training images")
@@ -416,6 +507,13 @@ def parser():
 
 def main(argv=None):
     args, model_flags = parser().parse_known_args(argv)
+    # What a benchmark writes (JPEGs, run folders) lives in one folder, removed at the end.
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        args.scratch = scratch
+        run_command(args, model_flags)
+
+
+def run_command(args, model_flags):
     if args.command == "step":
         bench_step(args, model_flags)
     elif args.command == "fold":

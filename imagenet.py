@@ -6,15 +6,13 @@
     python imagenet.py -a resnet18 --pretrained -e --data ~/ILSVRC2012      # torchvision model
 """
 import torchvision
-import torchvision.transforms as T
 
 import models
 from utils import distributed, run
-from models.imagenet.torchvision_models import with_pair
+from models.imagenet.torchvision_models import torchvision_options, with_pair
 from models.twins import PAIR_NAMES
-from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
-from utils.data.device_decode import DeviceDecodeLoader
-from utils.data.loaders import EpochBatches, Loaders, StreamLoader
+from utils.data.datasets import class_folders, find_image_folder
+from utils.data.imagenet import DECODE_PATHS, imagenet_loaders, loader_memory
 from utils.flags import ScriptFlags, UsageError
 from utils.seeding import seed_everything
 from utils.train.checkpoint import CheckpointError
@@ -24,12 +22,13 @@ from utils.train.recipe import make_recipe
 def imagenet_flags():
     """The shared flags with imagenet.py's defaults, and the ones only imagenet.py has."""
     flags = ScriptFlags("imagenet.py", "ImageNet training", models.imagenet.ARCHS,
-                        image_size=224, workers=32, epochs=90, train_batch=256, test_batch=200, weight_decay=1e-4,
-                        arch="resnet18", cardinality=32)
+                        image_size=224, workers=32, epochs=90, train_batch=256, test_batch=200,
+                        weight_decay=1e-4, arch="resnet18", cardinality=32, schedule=(30, 60))
     flags["data"].add("-d", "--data", metavar="DIR", required=True,
                       help="folder with train/ and val/ ImageFolder trees")
-    flags["data"].add("--decode", default="cpu", choices=["cpu", "device"],
-                      help="cpu: PIL decoding and augmentation in the -j workers (default); "
+    flags["data"].add("--decode", default="cpu", choices=DECODE_PATHS,
+                      help="cpu: the -j workers decode (torchcodec) and crop on uint8 tensors "
+                           "(default); pil: the reference's PIL pipeline, pixel for pixel; "
                            "device: workers read bytes, JPEGs are decoded (nvJPEG on CUDA), "
                            "cropped and resized on the training device")
     flags["model"].add("--base-width", type=int, default=4, option="baseWidth",
@@ -51,7 +50,8 @@ def imagenet_model(settings, num_classes, device):
         raise UsageError(f"--pretrained weights have 1000 classes; {settings.data.root} has "
                          f"{num_classes}")
     try:
-        network = torchvision.models.get_model(arch, weights="DEFAULT")
+        network = torchvision.models.get_model(arch, weights="DEFAULT",
+                                               **torchvision_options(arch))
     except Exception as e:
         raise CheckpointError(f"could not get torchvision's pretrained weights for {arch} "
                               f"(offline?): {str(e).splitlines()[0]}") from e
@@ -62,33 +62,6 @@ def imagenet_model(settings, num_classes, device):
         raise UsageError(str(e)) from e
 
 
-def imagenet_loaders(data, device, seed, channels_last):
-    """(classes, Loaders): RandomResizedCrop(224) + flip (+ ``data.policy``) for training;
-    Resize(256) + CenterCrop(224) for val."""
-    train_set = ImageFiles(find_image_folder(data.root, "train"))
-    val_set = ImageFiles(find_image_folder(data.root, "val"), train_set.classes)
-    train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
-                                 **distributed.shard())
-    val_batches = EpochBatches(len(val_set), data.test_batch, shuffle=False,
-                               **distributed.shard())
-    if data.decode == "device":
-        return train_set.classes, Loaders(
-            DeviceDecodeLoader(train_set, train_batches, device, IMAGENET_MEAN, IMAGENET_STD,
-                               train=True, workers=data.workers, channels_last=channels_last,
-                               policy=data.policy),
-            DeviceDecodeLoader(val_set, val_batches, device, IMAGENET_MEAN, IMAGENET_STD,
-                               train=False, workers=data.workers, channels_last=channels_last))
-    policy = data.policy.torchvision_transform()
-    train_transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip()] +
-                                ([policy] if policy else []) + [T.PILToTensor()])
-    val_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
-    return train_set.classes, Loaders(
-        StreamLoader(train_set, train_transform, train_batches, device, IMAGENET_MEAN,
-                     IMAGENET_STD, data.workers, channels_last),
-        StreamLoader(val_set, val_transform, val_batches, device, IMAGENET_MEAN, IMAGENET_STD,
-                     data.workers, channels_last))
-
-
 def main(argv=None):
     # Flags (a resumed run takes its checkpoint's recorded ones), then the device: nothing asks
     # CUDA anything before --gpu-id has chosen the GPU.
@@ -96,20 +69,30 @@ def main(argv=None):
     device, gpu_count = run.select_device(settings.device)
     settings = settings.with_seed(run.choose_seed(settings.seed, settings.data.train_batch))
     seed_everything(settings.seed)
-    if not settings.evaluate:
-        run.check_writable(settings.run_folder)
 
-    # Data: the classes are train/'s folders
-    print(f"==> Preparing ImageNet-style data from {settings.data.root}")
-    classes, loaders = imagenet_loaders(settings.data, device, settings.seed,
-                                        settings.device.channels_last)
+    # The classes are train/'s folders, read first (the model's size depends on them); then the
+    # model and its --weights, refused before any image is listed if they do not fit
+    classes = class_folders(find_image_folder(settings.data.root, "train"))
     num_classes = len(classes)
     run.check_resume(settings, checkpoint, num_classes)
-
-    # Model, recipe (loss, optimizer, schedule, regularisers, EMA), and where a resume continues
     print(f"==> creating model '{settings.model.arch}'" +
           (" (pretrained)" if settings.pretrained else ""))
     network = imagenet_model(settings, num_classes, device)
+    run.load_initial_weights(network, settings)
+    if not settings.evaluate:
+        run.check_run_folder(settings)
+
+    # Data
+    print(f"==> Preparing ImageNet-style data from {settings.data.root}")
+    _, loaders = imagenet_loaders(settings.data, device, settings.seed,
+                                  settings.device.channels_last, classes, distributed.shard())
+    data = settings.data
+    print(f"    Loaders: --decode {data.decode}, {data.workers} workers, at most "
+          f"{loader_memory(data.workers, data.train_batch, data.test_batch) / 2 ** 20:,.0f} MiB "
+          f"of batches in flight")
+
+    # Model on the device, recipe (loss, optimizer, schedule, regularisers, EMA), and where a
+    # resume continues
     model = run.prepare_model(network, device, gpu_count, settings)
     recipe = make_recipe(model.raw, settings.recipe, num_classes, len(loaders.train))
     plan = run.start_plan(settings, checkpoint, model.raw, recipe)
@@ -118,8 +101,7 @@ def main(argv=None):
     if settings.evaluate:
         return run.report_evaluation(model, loaders.test, recipe, plan, classes, num_classes)
     record = run.run_record(settings, num_classes, checkpoint)
-    return run.train_and_log(model, loaders, recipe, plan, record,
-                             f"ImageNet-{settings.model.arch}")
+    return run.train_and_log(model, loaders, recipe, plan, record)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """bench.py runs and prints its fields (no timing assertions: machines are noisy)."""
 import os
 import re
+import tempfile
 
 import pytest
 
@@ -34,26 +35,35 @@ def test_pipeline_bench_times_each_policy_against_none(capsys):
                          rf"[\d.]+x the rate without", out), policy
 
 
-@pytest.mark.parametrize("decode", ["cpu", "device"])
-def test_imagenet_pipeline_bench_times_imagenet_py_loader(decode, capsys, tmp_path):
+def test_imagenet_pipeline_bench_times_every_path_beside_the_reference(capsys, tmp_path,
+                                                                      monkeypatch):
     from builders import make_image_folder
-    root = make_image_folder(str(tmp_path), splits=(("train", 4), ("val", 1)), size=(64, 48),
-                             ext="jpg")
-    bench.main(["pipeline", "imagenet", "--data", root, "--decode", decode, "--device", "cpu",
-                "--batch", "4", "--workers", "0", "--windows", "1"])
-    assert re.search(rf"imagenet.py train loader, --decode {decode}, .*: \d+ img/s best",
-                     capsys.readouterr().out)
-
-
-def test_imagenet_pipeline_bench_makes_its_jpegs_from_real_cifar(capsys, cifar_npz):
-    bench.main(["pipeline", "imagenet", "--npz", cifar_npz, "--images", "8", "--device", "cpu",
+    root = make_image_folder(str(tmp_path / "data"), splits=(("train", 4), ("val", 2)),
+                             size=(64, 48), ext="jpg")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    bench.main(["pipeline", "imagenet", "--data", root, "--device-decode", "--device", "cpu",
                 "--batch", "4", "--workers", "0", "--windows", "1"])
     out = capsys.readouterr().out
-    folder = re.search(r"--decode cpu, 0 workers, (\S+)/train: \d+ img/s best", out).group(1)
+    rates = dict(re.findall(r"^(\S+): ([\d.]+) img/s median$", out, re.MULTILINE))
+    assert set(rates) == {"reference", "default", "pil", "device", "decode", "reference-val",
+                          "default-val", "pil-val", "device-val"}
+    assert all(float(rate) > 0 for rate in rates.values())
+    (row,) = [line for line in out.splitlines() if line.startswith("reference ")]
+    assert row.split()[3] == "1.00x" and row.split()[6] == "1.00x"  # the reference vs itself
+    assert os.listdir(scratch) == []  # its scratch folder is gone
+
+
+def test_imagenet_pipeline_bench_makes_its_jpegs_from_real_cifar(capsys, cifar_npz, tmp_path):
+    folder = bench.synthetic_imagenet(cifar_npz, str(tmp_path / "jpegs"), 8)
     from PIL import Image
     files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(folder, "train"))
              for f in names]
     assert len(files) == 8 and Image.open(files[0]).size == (500, 375)
+    bench.main(["pipeline", "imagenet", "--npz", cifar_npz, "--images", "8", "--device", "cpu",
+                "--batch", "4", "--workers", "0", "--windows", "1"])
+    assert re.search(r"^default: [\d.]+ img/s median$", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_overhead_bench_prints_each_round_and_the_ratio_of_minima(capsys, cifar_npz):

@@ -220,7 +220,7 @@ def test_decode_device_on_cuda_matches_the_pil_path(smooth_tree):  # noqa: F811
          "-j", "0"])
     _, (train, val) = imagenet.imagenet_loaders(settings.data, torch.device("cuda"), 5, False)
     train.set_epoch(2)
-    pil_train, pil_val = imagenet_py_loaders(smooth_tree, "cpu", 6, epoch=2)
+    pil_train, pil_val = imagenet_py_loaders(smooth_tree, "pil", 6, epoch=2)
     for on_gpu, on_cpu in ((train, pil_train), (val, pil_val)):
         a = torch.cat([x.cpu() for x, _ in on_gpu])
         assert (a - batches_of(on_cpu)).abs().mean() < 0.05  # nvJPEG vs PIL: a few grey levels

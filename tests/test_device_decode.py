@@ -49,7 +49,7 @@ def imagenet_py_loaders(root, decode, batch, epoch):
 
 def test_val_batches_match_the_pil_path(smooth_tree):
     _, device = imagenet_py_loaders(smooth_tree, "device", 3, epoch=0)
-    _, pil = imagenet_py_loaders(smooth_tree, "cpu", 3, epoch=0)
+    _, pil = imagenet_py_loaders(smooth_tree, "pil", 3, epoch=0)
     a, b = batches_of(device), batches_of(pil)
     assert a.shape == b.shape == (4, 3, 224, 224)
     # Normalised units: 0.05 is about 3 grey levels out of 255.
@@ -87,7 +87,7 @@ def test_a_policy_is_drawn_per_image_on_the_decoded_crops(smooth_tree):
 
 def test_train_batches_take_the_pil_paths_crops_and_flips(smooth_tree):
     device, _ = imagenet_py_loaders(smooth_tree, "device", 6, epoch=2)
-    pil, _ = imagenet_py_loaders(smooth_tree, "cpu", 6, epoch=2)
+    pil, _ = imagenet_py_loaders(smooth_tree, "pil", 6, epoch=2)
     a, b = batches_of(device), batches_of(pil)
     # The same box and mirror per image: only decoder and resampler differ (as for val).
     assert (a - b).abs().mean() < 0.05

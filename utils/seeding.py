@@ -48,13 +48,19 @@ def batch_generator(seed, epoch, batch, rank=0):
 
 
 @contextlib.contextmanager
-def image_rng(seed, epoch, index):
-    """The global torch RNG seeded for image ``index`` of ``epoch`` and restored afterwards, so
-    a per-image torchvision transform draws the same whichever process, worker or batch applies
-    it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(mixed_seed(seed, epoch, AUGMENT, index))
+def image_rng(seed: int, epoch: int, index: int):
+    """The global CPU torch generator seeded for image ``index`` of ``epoch`` and restored
+    afterwards, so a per-image torchvision transform draws the same whichever process, worker
+    or batch applies it. Only the CPU generator: the transforms draw from it alone, and
+    ``torch.manual_seed`` would also seed the CUDA (and XPU, MTIA) generators, lazily, each
+    call recording a Python stack: a tenth of an image's time in a loader worker."""
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(mixed_seed(seed, epoch, AUGMENT, index))
+    try:
         yield
+    finally:
+        generator.set_state(state)
 
 
 def seed_everything(seed):

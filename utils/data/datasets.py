@@ -7,6 +7,7 @@ zero-padded by 2 pixels (their background is 0) and their channel repeated, so e
 architecture, its 3-channel stem and its five poolings of VGG apply unchanged.
 """
 import os
+import shutil
 import socket
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .decode import decode_file, pil_rgb, read_bytes
+from .errors import DataError
 from .raw_formats import FormatError, read_cifar_pickle, read_idx, read_mat
 
 __all__ = ["DataError", "ArrayDataset", "load_dataset", "dataset_stats", "ImageFiles",
+           "class_folders", "read_rgb",
            "find_image_folder", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -47,10 +51,6 @@ DATASETS = {
     "svhn": dict(num_classes=10, format="mat", folder="", train=["train_32x32.mat"],
                  test=["test_32x32.mat"], torchvision="SVHN", flip=False),
 }
-
-
-class DataError(Exception):
-    """Data that is missing or unreadable; the message names the place and what was expected."""
 
 
 class ArrayDataset:
@@ -185,13 +185,23 @@ def _read_official(folder, spec):
     return split(spec["train"]), split(spec["test"])
 
 
+def class_folders(root: str) -> list:
+    """The class names of an ImageFolder tree: its sub-folders, sorted as torchvision sorts
+    them (a listing of one folder, not of the images)."""
+    try:
+        found = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    except OSError as e:
+        raise DataError(f"cannot read {root}: {e.strerror or e}") from e
+    if not found:
+        raise DataError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
+    return found
+
+
 def list_image_folder(root, classes=None):
     """(classes, [(path, label)]) of root/<class>/<image>, classes sorted as torchvision does.
     With ``classes`` (the training split's), each folder takes the label of its name there, so
     a split lacking a class keeps every other label right; a class unknown there is an error."""
-    found = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    if not found:
-        raise DataError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
+    found = class_folders(root)
     if classes is None:
         classes = found
     unknown = [c for c in found if c not in classes]
@@ -210,31 +220,17 @@ def list_image_folder(root, classes=None):
     return list(classes), samples
 
 
-# Pillow modes of more than 8 bits per channel: convert("RGB") clips them (a 16-bit PNG comes
-# out all white), so they are refused instead.
-WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
-
-
-def read_rgb(path):
-    """An image file as an RGB PIL image; an unreadable file is a DataError naming it."""
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            if img.mode in WIDE_MODES:
-                raise DataError(f"image {path} has {img.mode} pixels (more than 8 bits); "
-                                f"convert it to 8-bit RGB or grey")
-            return img.convert("RGB")
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+def read_rgb(path: str) -> Image.Image:
+    """An image file as an RGB PIL image (the --decode pil path); an unreadable file is a
+    DataError naming it (utils.data.decode words it)."""
+    return pil_rgb(path)
 
 
 def _read_image_folder(root, classes=None):
     found, samples = list_image_folder(root, classes)
 
-    def decode(path):
-        return np.asarray(read_rgb(path))
+    def decode(path):  # HWC, as the arrays below are stacked
+        return decode_file(read_bytes(path), path).permute(1, 2, 0).numpy()
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(decode, [p for p, _ in samples]))
@@ -306,10 +302,13 @@ def load_dataset(root, name="cifar10", download=True):
               f"(ImageFolder layout)")
     if not download:
         raise DataError(f"no {name} data found: {looked}; downloading is off (--no-download)")
+    made = not os.path.exists(root)
     try:
         os.makedirs(root, exist_ok=True)
         _download(root, spec)
     except Exception as e:
+        if made:  # the folder holds only this failed download's partial files
+            shutil.rmtree(root, ignore_errors=True)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"no {name} data found and the download failed ({reason}): {looked}")
     return read(official, spec)

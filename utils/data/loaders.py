@@ -10,7 +10,9 @@ Two loaders yield the same thing, normalised float batches on the training devic
 - ``StreamLoader``: a torch DataLoader of per-image torchvision transforms (ImageNet, or CIFAR
   with --loader dataloader); uint8 batches are copied to the device and normalised there.
 """
+import atexit
 import signal
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -18,11 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
+from .errors import DataError
 from .policies import AugmentPolicy, apply_policy
 from .transfer import to_device
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
-           "TaggedBatches", "crop_flip", "ArrayImages", "ignore_stop_signals", "own_generator"]
+           "TaggedBatches", "crop_flip", "ArrayImages", "ignore_stop_signals", "own_generator",
+           "stop_workers", "worker_error", "data_loader"]
 
 
 class Loaders(NamedTuple):
@@ -88,17 +92,24 @@ def crop_flip(images, dx, dy, flip, pad):
 
 
 class Normalize:
-    """uint8 -> float32, (x / 255 - mean) / std per channel, on the device, in a chosen layout."""
+    """uint8 -> float32, (x / 255 - mean) / std per channel, on the device, in a chosen layout.
+    Batches come as (B, C, H, W), or with ``hwc`` as (B, H, W, C), which is the channels-last
+    layout already: no copy for a channels-last model, one for an NCHW one."""
 
-    def __init__(self, mean, std, device, channels_last=False):
+    def __init__(self, mean, std, device, channels_last=False, hwc=False):
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
         self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(
             1, -1, 1, 1)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.hwc = hwc
 
     def __call__(self, x):
-        x = x.to(memory_format=self.memory_format)
-        return torch.addcmul(self.shift, x.float(), self.scale)
+        if self.hwc:
+            x = x.permute(0, 3, 1, 2)
+        # One pass from uint8 to the float batch, in the model's layout (no uint8 copy first).
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device,
+                          memory_format=self.memory_format)
+        return torch.addcmul(self.shift, x, self.scale, out=out)
 
 
 def own_generator():
@@ -109,12 +120,13 @@ def own_generator():
     return torch.Generator().manual_seed(0)
 
 
-def ignore_stop_signals(worker_id):
-    """A DataLoader worker's init: SIGINT and SIGTERM sent to the whole process group (Ctrl-C,
-    a scheduler's kill) are the main process's to handle. It finishes the step in flight and
-    shuts the workers down; a worker killed first would end the run in a traceback instead."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's init: SIGINT, SIGTERM and SIGHUP sent to the whole process group
+    (Ctrl-C, a scheduler's kill, a closed terminal) are the main process's to handle. It
+    finishes the step in flight and shuts the workers down; a worker killed first would end
+    the run in a traceback instead."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class EpochLoader:
@@ -189,11 +201,12 @@ class ArrayImages(torch.utils.data.Dataset):
 
 
 class SeededTransform(torch.utils.data.Dataset):
-    """Applies ``transform`` to item i with the torch RNG seeded from (seed, epoch, i); items
-    are addressed as (epoch, i) so persistent workers need no epoch broadcast."""
+    """Applies ``transform`` to item i with the torch RNG seeded from (seed, epoch, i), or, for
+    a transform that draws nothing (``random`` False: an evaluation view), unseeded; items are
+    addressed as (epoch, i) so persistent workers need no epoch broadcast."""
 
-    def __init__(self, dataset, transform, seed):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
+    def __init__(self, dataset, transform, seed, random=True):
+        self.dataset, self.transform, self.seed, self.random = dataset, transform, seed, random
 
     def __len__(self):
         return len(self.dataset)
@@ -201,6 +214,8 @@ class SeededTransform(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, i = key
         image, label = self.dataset[i]
+        if not self.random:
+            return self.transform(image), label
         with image_rng(self.seed, epoch, i):
             return self.transform(image), label
 
@@ -222,21 +237,83 @@ class TaggedBatches:
 
 
 class StreamLoader(EpochLoader):
-    """A DataLoader of per-image transforms that return uint8 CHW tensors; batches are moved
-    to ``device`` (pinned, non-blocking) and normalised there."""
+    """A DataLoader of per-image transforms that return uint8 images, (C, H, W), or with
+    ``hwc`` (H, W, C); batches are moved to ``device`` (pinned, non-blocking) and normalised
+    there. ``random``: whether the transform draws (a training view); ``persistent``: keep
+    the workers between epochs (the training loader; the evaluation one frees its workers and
+    their batches between evaluations). Each worker holds at most ``prefetch_factor`` batches.
+
+    An error inside a worker (a file that cannot be read) ends the iteration with the worker's
+    own DataError line, the workers shut down, instead of torch's report of a wrapped
+    traceback."""
 
     def __init__(self, dataset, transform, batches, device, mean, std, workers=4,
-                 channels_last=False, prefetch_factor=4):
+                 channels_last=False, prefetch_factor=2, hwc=False, random=True,
+                 persistent=True):
         pin = torch.device(device).type == "cuda"
         self.batches, self.device = batches, device
-        self.loader = torch.utils.data.DataLoader(
-            SeededTransform(dataset, transform, batches.seed), batch_sampler=TaggedBatches(batches),
-            num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+        self.loader = data_loader(
+            SeededTransform(dataset, transform, batches.seed, random),
+            batch_sampler=TaggedBatches(batches), num_workers=workers, pin_memory=pin,
+            persistent_workers=persistent and workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None,
             worker_init_fn=ignore_stop_signals, generator=own_generator())
-        self.normalize = Normalize(mean, std, device, channels_last)
+        self.normalize = Normalize(mean, std, device, channels_last, hwc)
 
     def __iter__(self):
-        for x, y in self.loader:
-            x = x.to(self.device, non_blocking=True)
-            yield self.normalize(x), y.to(self.device, non_blocking=True)
+        batches = iter(self.loader)
+        try:
+            for x, y in batches:
+                x = x.to(self.device, non_blocking=True)
+                yield self.normalize(x), y.to(self.device, non_blocking=True)
+        except Exception as e:
+            stop_workers(self.loader, batches)
+            raise worker_error(e) from None
+
+
+def stop_workers(loader, iterator=None):
+    """Shut down a DataLoader's worker processes now (persistent ones too), not at exit."""
+    iterator = iterator if iterator is not None else getattr(loader, "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    if getattr(loader, "_iterator", None) is iterator:
+        loader._iterator = None
+
+
+# Every DataLoader with workers that this module's loaders made. At interpreter exit,
+# multiprocessing terminates the workers still alive with SIGTERM and waits for them; ours
+# ignore SIGTERM (ignore_stop_signals), so a loader still alive then (a persistent training
+# loader, kept by a traceback or a global) would make the exit wait forever. Shutting them down
+# first, in an exit handler registered after multiprocessing's (so run before it), ends them.
+_with_workers = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_workers():
+    for loader in list(_with_workers):
+        stop_workers(loader)
+
+
+def data_loader(*args, **kwargs):
+    """torch's DataLoader, remembered so that its workers are shut down before exit."""
+    loader = torch.utils.data.DataLoader(*args, **kwargs)
+    if loader.num_workers > 0:
+        _with_workers.add(loader)
+    return loader
+
+
+def worker_error(error):
+    """The error to report for one raised while iterating a DataLoader: a worker's DataError
+    (torch re-raises it with the worker's whole traceback as its message) as its own last line;
+    workers out of shared memory as one line saying so; anything else unchanged."""
+    text = str(error)
+    if isinstance(error, DataError) and "Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return DataError(last.split(": ", 1)[1] if ": " in last else last)
+    if isinstance(error, RuntimeError) and ("shared memory" in text or "Bus error" in text
+                                            or "No space left on device" in text):
+        return DataError("the data loader's workers ran out of shared memory (/dev/shm): lower "
+                         "-j or the batch sizes, or give the machine (or container) more "
+                         "shared memory (e.g. docker --shm-size)")
+    return error

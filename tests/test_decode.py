@@ -1,0 +1,113 @@
+"""Specification of image decoding (utils/data/decode.py): torchcodec's pixels are PIL's, what it
+cannot read falls back to PIL, and every failure is one DataError naming the file."""
+import io
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import imagenet
+import utils.data.decode as decode
+from builders import make_image_folder, one_line_failure
+from utils.data.datasets import DataError
+from utils.data.decode import decode_batch, decode_file, read_bytes
+
+
+def encoded(image, fmt, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+
+def photo(h=120, w=160, seed=0, mode="RGB"):
+    """A smooth picture with texture: random 16x16 colours upscaled (as CIFAR upscaled)."""
+    small = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+    return image.convert(mode)
+
+
+def pil_pixels(data):
+    rgb = Image.open(io.BytesIO(data.numpy().tobytes())).convert("RGB")
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("fmt, options, mode", [
+    ("JPEG", dict(quality=90), "RGB"), ("JPEG", dict(quality=75, subsampling=0), "RGB"),
+    ("JPEG", dict(quality=95, subsampling=2), "RGB"), ("JPEG", dict(quality=85), "L"),
+    ("JPEG", dict(quality=90, progressive=True), "RGB"), ("PNG", {}, "RGB"), ("PNG", {}, "L"),
+    ("PNG", {}, "RGBA"), ("WEBP", dict(lossless=True), "RGB"),
+])
+def test_torchcodec_gives_pils_pixels(fmt, options, mode):
+    data = encoded(photo(mode=mode), fmt, **options)
+    image = decode_file(data, "x")
+    assert image.dtype == torch.uint8 and image.shape == (3, 120, 160)
+    assert torch.equal(image, pil_pixels(data))
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "PPM", "TIFF"])
+def test_formats_torchcodec_does_not_read_fall_back_to_pil(fmt):
+    data = encoded(photo(), fmt)
+    assert torch.equal(decode_file(data, "x"), pil_pixels(data))
+
+
+def test_a_cmyk_jpeg_falls_back_to_pil():
+    data = encoded(photo(mode="CMYK"), "JPEG", quality=90)
+    assert torch.equal(decode_file(data, "x"), pil_pixels(data))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xd8\xff\xe0 broken jpeg", "cannot read image PATH"),
+    (b"\x89PNG\r\n\x1a\n broken png", "cannot read image PATH"),
+    (b"not an image at all", "cannot read image PATH"),
+    (None, "has 16-bit pixels (more than 8 bits)"),
+], ids=["jpeg", "png", "garbage", "16-bit"])
+def test_a_file_no_decoder_reads_is_a_data_error_naming_it(tmp_path, content, message):
+    path = str(tmp_path / "bad.img")
+    if content is None:
+        Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(path, "PNG")
+    else:
+        open(path, "wb").write(content)
+    with pytest.raises(DataError, match=re.escape(message.replace("PATH", path))):
+        decode_file(read_bytes(path), path)
+
+
+def test_an_empty_or_missing_file_is_named(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=f"cannot read image {empty}: the file is empty"):
+        read_bytes(str(empty))
+    with pytest.raises(DataError, match="cannot read image .*missing.jpg: No such file"):
+        read_bytes(str(tmp_path / "missing.jpg"))
+
+
+def test_a_batch_decodes_jpegs_together_and_the_rest_alone():
+    datas = [encoded(photo(seed=1), "JPEG", quality=90), encoded(photo(seed=2), "PNG"),
+             encoded(photo(seed=3), "BMP"), encoded(photo(seed=4), "JPEG", quality=80)]
+    images = decode_batch(datas, ["a", "b", "c", "d"], torch.device("cpu"))
+    assert all(torch.equal(image, pil_pixels(d)) for image, d in zip(images, datas))
+    broken = datas[:1] + [torch.frombuffer(bytearray(b"\xff\xd8\xff broken"), dtype=torch.uint8)]
+    with pytest.raises(DataError, match="cannot read image broken.jpg"):
+        decode_batch(broken, ["fine.jpg", "broken.jpg"], torch.device("cpu"))
+
+
+def test_without_torchcodec_the_paths_that_need_it_say_so_and_pil_runs(tmp_path, capsys,
+                                                                      monkeypatch):
+    root = make_image_folder(str(tmp_path / "inet"), splits=(("train", 2), ("val", 1)),
+                             ext="jpg")
+    monkeypatch.setattr(decode, "_decoders", False)  # as if the import had failed
+    common = ["-a", "l_resnet18", "--data", root, "--epochs", "1", "-j", "0", "--no-progress",
+              "--train-batch", "6"]
+    for path in ("cpu", "device"):
+        code, line = one_line_failure(imagenet.main, common + ["--decode", path, "-c",
+                                                               str(tmp_path / path)], capsys)
+        assert code == 1 and line == (f"error: --decode {path} decodes with torchcodec, which "
+                                      f"is not installed here (pip install torchcodec); "
+                                      f"--decode pil needs only PIL")
+    imagenet.main(common + ["--decode", "pil", "-c", str(tmp_path / "pil")])
+    assert os.path.isfile(tmp_path / "pil" / "checkpoint.pth.tar")
+    # Outside the paths that require it, decoding falls back to PIL.
+    data = encoded(photo(), "JPEG", quality=90)
+    assert torch.equal(decode_file(data, "x"), pil_pixels(data))

@@ -1,0 +1,91 @@
+"""The documented commands are true: every training line of README.md and TRAINING.md parses
+with today's flags, every ImageNet line trains the paper's recipe, and every bench.py command of
+BENCHMARKS.md is in bench.py's current form."""
+import os
+import re
+import shlex
+
+import pytest
+
+import bench
+import cifar
+import imagenet
+from builders import REPO
+
+
+def commands(document, script):
+    """The ``script`` command lines of a markdown document (its code blocks, and inline code
+    that starts with python or torchrun), with torchrun's launcher and a trailing comment
+    removed."""
+    with open(os.path.join(REPO, document)) as f:
+        text = f.read()
+    candidates, fenced, lines = [], False, text.replace("\\\n", " ").splitlines()
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced and line.strip().startswith(("python ", "torchrun ")):
+            candidates.append(line.strip())
+    outside = re.sub(r"```.*?```", "", text, flags=re.S)  # inline code may span lines
+    candidates += [" ".join(c.split()) for c in
+                   re.findall(r"`((?:python|torchrun) [^`]*)`", outside)]
+    found = []
+    for candidate in candidates:
+        words = shlex.split(candidate.split("  #")[0])
+        if script in words and words[0] in ("python", "torchrun"):
+            found.append(words[words.index(script) + 1:])
+    return found
+
+
+def lines_of(script):
+    return [(doc, argv) for doc in ("README.md", "TRAINING.md") for argv in commands(doc, script)
+            if "--resume" not in argv and "$seed" not in " ".join(argv)]
+
+
+@pytest.mark.parametrize("doc, argv", lines_of("cifar.py"),
+                         ids=lambda v: v if isinstance(v, str) else " ".join(v)[:60])
+def test_every_documented_cifar_line_parses(doc, argv):
+    cifar.cifar_flags().parse(argv)
+
+
+IMAGENET_LINES = lines_of("imagenet.py")
+
+
+@pytest.mark.parametrize("doc, argv", IMAGENET_LINES,
+                         ids=lambda v: v if isinstance(v, str) else " ".join(v)[:60])
+def test_every_documented_imagenet_line_trains_the_papers_recipe(doc, argv):
+    settings, _ = imagenet.imagenet_flags().parse(argv)
+    schedule = settings.recipe.schedule
+    if schedule.name == "step":
+        assert all(m < schedule.epochs for m in schedule.milestones), (doc, argv)
+        if schedule.epochs == 90:
+            assert schedule.milestones == (30, 60), (doc, argv)
+
+
+def test_the_imagenet_lines_are_found():
+    assert len(IMAGENET_LINES) >= 10
+
+
+def test_the_defaults_of_imagenet_py_are_the_papers_recipe():
+    settings, _ = imagenet.imagenet_flags().parse(["--data", "."])
+    assert settings.recipe.schedule.epochs == 90 and settings.recipe.schedule.milestones == (
+        30, 60)
+    assert settings.recipe.lr == 0.1 and settings.recipe.weight_decay == 1e-4
+
+
+def bench_commands():
+    """BENCHMARKS.md's bench.py commands, less those with a placeholder (ARCH, SETTINGS, B)."""
+    return [argv for argv in commands("BENCHMARKS.md", "bench.py")
+            if not {"ARCH", "SETTINGS", "B", "MODE"} & set(argv)]
+
+
+@pytest.mark.parametrize("argv", bench_commands(), ids=lambda v: " ".join(v)[:60])
+def test_every_bench_command_of_benchmarks_md_is_in_todays_form(argv):
+    args, model_flags = bench.parser().parse_known_args(argv)
+    if args.command in ("step", "fold"):
+        bench.model_settings(model_flags)  # the scripts' own parsers take the model flags
+    else:
+        assert model_flags == [], model_flags
+
+
+def test_the_bench_commands_are_found():
+    assert len(bench_commands()) >= 15

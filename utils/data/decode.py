@@ -1,0 +1,157 @@
+"""Image files to uint8 tensors: the one place this project decodes an image.
+
+torchcodec, the decoder library torchvision names as the successor of its deprecated
+``torchvision.io`` decoders, reads JPEG (on the CPU with libjpeg-turbo, or a whole batch in one
+nvJPEG call on CUDA), PNG, WebP, GIF and AVIF. What it cannot read (BMP, PPM, TIFF, a CMYK JPEG)
+is decoded by PIL. Every image comes out as RGB, (3, H, W) uint8; a file neither reads is a
+DataError naming it, the same line on every path.
+
+torchcodec is imported on first use, so ``--decode pil`` and cifar.py run without it; a path
+that needs it says so in one line (``require_torchcodec``).
+"""
+import io
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import DataError
+
+__all__ = ["MissingDecoder", "require_torchcodec", "read_bytes", "decode_file", "decode_batch",
+           "is_jpeg", "pil_rgb", "unreadable_image", "WIDE_MODES"]
+
+# Pillow modes of more than 8 bits per channel: convert("RGB") clips them (a 16-bit PNG comes
+# out all white), so they are refused instead.
+WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+class MissingDecoder(DataError):
+    """A decoding path that needs torchcodec, which is not installed."""
+
+
+_decoders = None
+
+
+def _torchcodec():
+    """torchcodec.decoders, imported once; None where it is not installed."""
+    global _decoders
+    if _decoders is None:
+        try:
+            import torchcodec.decoders as decoders
+        except (ImportError, OSError, RuntimeError):  # absent, or its native library fails
+            decoders = False
+        _decoders = decoders
+    return _decoders or None
+
+
+def require_torchcodec(what: str) -> None:
+    """One line when ``what`` (a --decode path) needs torchcodec and it is missing."""
+    if _torchcodec() is None:
+        raise MissingDecoder(f"{what} decodes with torchcodec, which is not installed here "
+                             f"(pip install torchcodec); --decode pil needs only PIL")
+
+
+def read_bytes(path: str) -> torch.Tensor:
+    """A file's bytes as a 1-D uint8 tensor (ordinary memory: it crosses from a DataLoader
+    worker through shared memory, which a memory-mapped tensor does not survive)."""
+    try:
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e.strerror or e}") from e
+    if not data:
+        raise DataError(f"cannot read image {path}: the file is empty")
+    return torch.frombuffer(data, dtype=torch.uint8)
+
+
+def unreadable_image(path: str, error: Exception) -> DataError:
+    """The DataError of an image file a decoder could not read, worded alike on every path:
+    the file, and the decoder's reason (without the object reprs and source locations decoders
+    put in their messages)."""
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    elif type(error).__name__ == "UnidentifiedImageError" or "unrecognized image format" in str(
+            error):
+        reason = ("not an image in a format this project reads (JPEG, PNG, WebP, GIF, BMP, "
+                  "TIFF, ...)")
+    else:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(", ")[-1]
+    return DataError(f"cannot read image {path}: {reason}")
+
+
+def _open_8_bit(source, path: str) -> Image.Image:
+    image = Image.open(source)
+    if image.mode in WIDE_MODES:
+        raise DataError(f"image {path} has {image.mode} pixels (more than 8 bits); convert it to "
+                        f"8-bit RGB or grey")
+    return image
+
+
+def pil_rgb(path: str) -> Image.Image:
+    """An image file as an RGB PIL image (the --decode pil path)."""
+    try:
+        with open(path, "rb") as f:
+            return _open_8_bit(f, path).convert("RGB")
+    except DataError:
+        raise
+    except Exception as e:
+        raise unreadable_image(path, e) from e
+
+
+def is_jpeg(data: torch.Tensor) -> bool:
+    return data.numel() > 2 and int(data[0]) == 0xFF and int(data[1]) == 0xD8
+
+
+def _with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
+    """PIL's decoding. A file it cannot read either is reported with PIL's reason, so every
+    path (--decode pil decodes with PIL alone) gives the same line for the same file."""
+    try:
+        array = np.asarray(_open_8_bit(io.BytesIO(data.numpy().tobytes()), path).convert("RGB"))
+    except DataError:
+        raise
+    except Exception as e:
+        raise unreadable_image(path, e) from e
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _checked(image: torch.Tensor, path: str) -> torch.Tensor:
+    if image.dtype != torch.uint8:
+        raise DataError(f"image {path} has {8 * image.element_size()}-bit pixels (more than 8 "
+                        f"bits); convert it to 8-bit RGB or grey")
+    return image[0] if image.dim() == 4 else image  # an animation: its first frame, as PIL
+
+
+def decode_file(data: torch.Tensor, path: str) -> torch.Tensor:
+    """The RGB (3, H, W) uint8 image of a file's bytes (``path`` names it in errors): torchcodec
+    where it reads the format, else PIL."""
+    decoders = _torchcodec()
+    if decoders is not None:
+        try:
+            return _checked(decoders.decode_image(data, mode="RGB", output_dtype="auto"), path)
+        except DataError:
+            raise
+        except (RuntimeError, ValueError):
+            pass  # a format or variant it does not read, or a broken file: PIL's verdict
+    return _with_pil(data, path)
+
+
+def decode_batch(datas: list, paths: list, device: torch.device,
+                 jpeg_on_device: Optional[bool] = None) -> list:
+    """RGB (3, H, W) uint8 images on ``device`` of files' bytes: the JPEGs in one batched call
+    on the device (nvJPEG on CUDA), the rest one by one on the CPU and moved."""
+    device = torch.device(device)
+    decoders = _torchcodec()
+    images = [None] * len(datas)
+    jpegs = [k for k, d in enumerate(datas) if is_jpeg(d)] if decoders is not None else []
+    if jpegs:
+        try:
+            decoded = decoders.decode_jpeg([datas[k] for k in jpegs], mode="RGB", device=device)
+        except (RuntimeError, ValueError):
+            decoded = [None] * len(jpegs)  # one file spoils a batch: each on its own, below
+        for k, image in zip(jpegs, decoded):
+            images[k] = image
+    for k, data in enumerate(datas):
+        if images[k] is None:
+            images[k] = decode_file(data, paths[k]).to(device, non_blocking=True)
+    return images
