@@ -19,7 +19,8 @@ def cifar_flags():
     flags = ScriptFlags("cifar.py", "CIFAR-10/100 training", models.cifar.MODELS, image_size=32,
                         workers=4, epochs=300, train_batch=128, test_batch=100, weight_decay=5e-4,
                         arch="resnext", cardinality=8)
-    flags["dataset"].add("-d", "--dataset", default="cifar10", choices=sorted(DATASETS))
+    flags["dataset"].add("-d", "--dataset", default="cifar10", choices=sorted(DATASETS),
+                         help="the dataset (default: %(default)s)")
     data, model = flags["data"], flags["model"]
     data.add("--data", default="./data", metavar="DIR",
              help="folder with torchvision's raw files of the dataset (cifar-10-batches-py/, "
@@ -80,8 +81,9 @@ def main(argv=None):
     num_classes = DATASETS[settings.data.dataset]["num_classes"]
     run.check_resume(settings, checkpoint, num_classes)
     network = run.build_model(models.cifar.MODELS, settings.model, num_classes, device)
+    run.load_initial_weights(network, settings)
     if not settings.evaluate:
-        run.check_writable(settings.run_folder)
+        run.check_run_folder(settings)
 
     # Data, on the training device
     print(f"==> Preparing dataset {settings.data.dataset}")
@@ -100,10 +102,8 @@ def main(argv=None):
     if settings.evaluate:
         return run.report_evaluation(model, loaders.test, recipe, plan, train_set.classes,
                                      num_classes)
-    title = {"cifar10": "cifar-10-", "cifar100": "cifar-100-"}.get(
-        settings.data.dataset, f"{settings.data.dataset}-") + settings.model.arch
     record = run.run_record(settings, num_classes, checkpoint)
-    return run.train_and_log(model, loaders, recipe, plan, record, title)
+    return run.train_and_log(model, loaders, recipe, plan, record)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from utils.logger import LoggerMonitor, check_output, draw_figure, savefig
+from utils.logger import LoggerMonitor, check_output, draw_figure, picture_formats, savefig
 
 
 def main(argv=None):
@@ -18,7 +18,8 @@ def main(argv=None):
                         help="columns to plot (default: 'Valid Acc.')")
     parser.add_argument("--labels", nargs="+", help="legend label per log (default: its folder)")
     parser.add_argument("-o", "--output", default="curves.png",
-                        help="output file; .png, .pdf or .eps (default: curves.png)")
+                        help=f"output file, its format by its extension: "
+                             f"{', '.join(picture_formats())} (default: curves.png)")
     args = parser.parse_args(argv)
     paths = [os.path.join(p, "log.txt") if os.path.isdir(p) else p for p in args.logs]
     labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]

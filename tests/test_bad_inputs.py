@@ -222,7 +222,7 @@ def test_a_nan_validation_loss_leaves_checkpoint_and_log_untouched(good, trained
      "--compressionRate must be at least 1"),
     (["-a", "l_resnet", "--depth", "8", "--gn-groups", "0"], "--gn-groups must be at least 1"),
     (["-a", "se_resnet", "--depth", "8", "--se-reduction", "-1"],
-     "--se-reduction must be at least 0"),
+     "--se-reduction must be at least 1"),
     (["-a", "pyramidnet", "--depth", "20", "--alpha", "-1"], "--alpha must be at least 0"),
     (["-a", "shake_shake", "--depth", "8", "--base-channels", "0"],
      "--base-channels must be at least 1"),
@@ -452,3 +452,44 @@ def test_a_lost_log_without_rows_in_the_checkpoint_is_refused(good, trained, tmp
     line = cifar_fails(["--data", good, "--resume", run, "--epochs", "2", "--no-progress"],
                        capsys, code=1)
     assert "log.txt is missing; the checkpoint holds no rows to rebuild it from" in line
+
+
+# --- Reliability III: a worker's error ends the run; every decoding path names the file alike -
+
+def unreadable_tree(tmp_path, split, content=b"\xff\xd8\xff broken"):
+    root = make_image_folder(str(tmp_path / "inet"), splits=(("train", 3), ("val", 2)),
+                             ext="jpg")
+    bad = os.path.join(root, split, "b", "1.jpg")
+    open(bad, "wb").write(content)
+    return root, bad
+
+
+@pytest.mark.parametrize("decode, split, workers", [
+    ("cpu", "train", 1), ("pil", "train", 1), ("device", "train", 1), ("cpu", "val", 2)])
+def test_an_unreadable_image_in_a_worker_ends_the_run_at_once_with_one_line(tmp_path, decode,
+                                                                           split, workers):
+    root, bad = unreadable_tree(tmp_path, split)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "imagenet.py"), "-a", "l_resnet18", "--data", root,
+         "-j", str(workers), "--epochs", "1", "--train-batch", "3", "--test-batch", "2",
+         "--decode", decode, "--no-progress", "-c", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert time.monotonic() - started < 120  # not a hang until someone kills it
+    lines = [line for line in result.stderr.splitlines() if line.strip()
+             and not line.startswith("warning: ")]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"error: cannot read image {bad}: ")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"\xff\xd8\xff broken", b"plain text, no image"],
+                         ids=["jpeg", "text"])
+def test_every_decoding_path_names_an_unreadable_file_the_same_way(tmp_path, capsys, content):
+    root, bad = unreadable_tree(tmp_path, "train", content)
+    seen = set()
+    for decode in ("cpu", "pil", "device"):
+        seen.add(one_line_failure(imagenet.main, IMAGENET + [
+            "--data", root, "--decode", decode, "--train-batch", "3",
+            "-c", str(tmp_path / decode)], capsys)[1])
+    assert len(seen) == 1 and seen.pop().startswith(f"error: cannot read image {bad}: ")

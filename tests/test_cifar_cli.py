@@ -37,9 +37,9 @@ def test_train_resume_evaluate(arch, layout, request, tmp_path, capsys):
     run = str(tmp_path / "run")
     cifar.main(arch + ["--data", data, "--epochs", "2", "-c", run] + FAST)
     # Each epoch reports its wall time and training throughput.
-    times = re.findall(r"Epoch time: train \d+\.\d\d s \((\d+) img/s\), test \d+\.\d\d s",
+    times = re.findall(r"Epoch time: train \d+\.\d\d s \(([\d.]+) img/s\), test \d+\.\d\d s",
                        capsys.readouterr().out)
-    assert len(times) == 2 and all(int(rate) > 0 for rate in times)
+    assert len(times) == 2 and all(float(rate) > 0 for rate in times)
     for name in ("checkpoint.pth.tar", "model_best.pth.tar", "log.txt", "log.eps", "log.png"):
         assert os.path.getsize(os.path.join(run, name)) > 0, name
     header, rows = read_log_rows(os.path.join(run, "log.txt"))
@@ -171,6 +171,8 @@ def test_no_data_and_no_network_is_one_clear_line(tmp_path):
     assert "cifar-10-batches-py/ (official python layout)" in result.stderr
     assert "ImageFolder layout" in result.stderr and str(tmp_path / "none") in result.stderr
     assert elapsed < 60  # seconds, not a hang (most of it is importing torch)
+    # A failed start leaves nothing behind: no empty run folder, no data folder.
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_md5_mismatch_still_loads_but_garbage_is_an_error(tmp_path):

@@ -103,3 +103,29 @@ def test_unknown_arch_names_the_closest():
 def test_impossible_values_are_refused_at_parse(argv, message):
     with pytest.raises(UsageError, match=message):
         cifar.cifar_flags().parse(argv)
+
+
+def test_a_milestone_the_run_never_reaches_is_warned_about(capsys):
+    cifar.cifar_flags().parse(["--epochs", "2", "--schedule", "81", "122"])
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: --schedule milestone(s) 81 122 at or past --epochs 2 never lower the LR in "
+        "this run"]
+    for argv in (["--epochs", "164", "--schedule", "81", "122"],
+                 ["--epochs", "2", "--scheduler", "cosine"],
+                 ["-e", "--epochs", "2", "--weights", "w.pth"]):
+        cifar.cifar_flags().parse(argv)
+        assert capsys.readouterr().err == "", argv
+
+
+def test_loader_workers_default_to_the_cores_each_process_has(monkeypatch):
+    import utils.flags
+    monkeypatch.setattr(utils.flags.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    settings, _ = imagenet.imagenet_flags().parse(["--data", "."])
+    assert settings.data.workers == 2  # not the reference's 32 on a 2-core machine
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert imagenet.imagenet_flags().parse(["--data", "."])[0].data.workers == 1
+    monkeypatch.setattr(utils.flags.os, "sched_getaffinity", lambda pid: set(range(128)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert imagenet.imagenet_flags().parse(["--data", "."])[0].data.workers == 32
+    assert cifar.cifar_flags().parse([])[0].data.workers == 4
+    assert imagenet.imagenet_flags().parse(["--data", ".", "-j", "7"])[0].data.workers == 7

@@ -52,12 +52,13 @@ PAIRS = [(norm, ws) for norm in ("bn", "gn", "ln", "in", "bcn") for ws in (False
 @pytest.mark.parametrize("norm, ws", PAIRS, ids=[f"{n}{'+ws' if w else ''}" for n, w in PAIRS])
 def test_a_torchvision_model_trains_resumes_and_evaluates_with_every_pair(tree, tmp_path, norm,
                                                                           ws):
-    """torchvision's resnet18 with the pair put in by the converter (models/convert.py)."""
+    """A torchvision model (ShuffleNet V2 0.5x: small, BatchNorm after every conv) with the pair
+    put in by the converter (models/convert.py)."""
     run = str(tmp_path / "run")
     common = ["--data", tree, "-j", "0", "--no-progress", "--test-batch", "6"]
-    options = (["--gn-groups", "8"] if norm in ("gn", "bcn") else []) + (
+    options = (["--gn-groups", "4"] if norm in ("gn", "bcn") else []) + (
         ["--ghost-batch", "1"] if norm == "bcn" and ws else [])
-    imagenet.main(["-a", "resnet18", "--norm", norm, "--ws" if ws else "--no-ws", "--epochs",
+    imagenet.main(["-a", "shufflenet_v2_x0_5", "--norm", norm, "--ws" if ws else "--no-ws", "--epochs",
                    "1", "--train-batch", "3", "--manualSeed", "1", "-c", run] + options + common)
     saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
     assert (saved["args"]["norm"], saved["args"]["ws"]) == (norm, ws)
@@ -66,3 +67,17 @@ def test_a_torchvision_model_trains_resumes_and_evaluates_with_every_pair(tree, 
     _, rows = read_log_rows(os.path.join(run, "log.txt"))
     assert len(rows) == 2
     imagenet.main(["-e", "--resume", run] + common)
+
+
+def test_weights_that_do_not_fit_are_refused_before_the_images_are_listed(tree, tmp_path,
+                                                                         capsys):
+    run = str(tmp_path / "run")
+    imagenet.main(["-a", "l_resnet18", "--data", tree, "--epochs", "1", "-j", "0",
+                   "--train-batch", "6", "-c", run, "--no-progress"])
+    capsys.readouterr()
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        imagenet.main(["-a", "resnet18", "--data", tree, "--epochs", "1", "-j", "0",
+                       "--weights", os.path.join(run, "checkpoint.pth.tar"),
+                       "-c", str(tmp_path / "other")])
+    assert "Preparing" not in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "other")  # and no run folder left behind

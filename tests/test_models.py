@@ -430,3 +430,21 @@ def test_zero_init_residual_makes_pyramidnet_and_shake_shake_blocks_start_as_sho
     trained = create_model(cifar.MODELS, arch, **kwargs).eval()
     with torch.no_grad():
         assert not torch.allclose(trained.layer2[1](x)[:, :x.shape[1]], x)
+
+
+def test_every_torchvision_model_imagenet_py_offers_trains_on_a_tensor_of_logits():
+    """A training forward that returns auxiliary outputs (GoogLeNet, Inception v3) would fail in
+    the loss: those are built without their auxiliary heads. Shapes on the meta device (real
+    ones where an initialisation reads values)."""
+    from models.imagenet.torchvision_models import TORCHVISION_MODELS
+    failing = []
+    for name, constructor in TORCHVISION_MODELS.items():
+        if name.startswith("regnet") and name not in ("regnet_x_400mf", "regnet_y_400mf"):
+            continue  # the small RegNets stand for the family: its init needs real tensors
+        device = "cpu" if name.startswith("regnet") else "meta"
+        with torch.device(device):
+            model = constructor(num_classes=10).train()
+            out = model(torch.empty(2, 3, 224, 224))
+        if not isinstance(out, torch.Tensor) or out.shape != (2, 10):
+            failing.append((name, type(out).__name__))
+    assert failing == []

@@ -44,3 +44,29 @@ def test_disabled_progress_shows_nothing():
 def test_format_time():
     assert format_time(59) == "0:59" and format_time(61) == "1:01"
     assert format_time(3661) == "1:01:01"
+
+
+def test_the_bar_never_hides_the_cursor():
+    """A run ended by an exception or a second Ctrl-C never reaches finish(): a hidden cursor
+    would stay hidden in the user's terminal."""
+    stream = Terminal()
+    progress = Progress("Training", 5, stream=stream, interval=0)
+    progress.update(1, 0.0, 0.0, 1.0, 50.0, 90.0)  # ... and the run dies here
+    assert "\x1b[?25l" not in stream.getvalue() and "(1/5)" in stream.getvalue()
+
+
+def test_the_eta_of_a_resumed_pass_counts_only_the_batches_it_ran(monkeypatch):
+    import utils.progress
+    clock = iter([100.0, 110.0])  # start, then 10 s later
+    monkeypatch.setattr(utils.progress.time, "time", lambda: next(clock))
+    stream = io.StringIO()
+    progress = Progress("Training", 100, stream=stream, lines=100, first=80)
+    progress.update(90, 0.0, 0.0, 1.0, 50.0, 90.0)  # 10 batches in 10 s, 10 left: 10 s
+    assert "ETA: 0:10" in stream.getvalue()
+
+
+def test_rates_keep_three_digits_and_counts_their_noun():
+    from utils.progress import format_rate, plural
+    assert [format_rate(r) for r in (95012.4, 563.4, 41.74, 0.834)] == ["95012", "563", "41.7",
+                                                                         "0.83"]
+    assert plural(1, "epoch") == "1 epoch" and plural(3, "epoch") == "3 epochs"

@@ -3,6 +3,7 @@ resume adds its session. --keep-checkpoints N keeps exactly the last N epochs' c
 import json
 import os
 
+import pytest
 import torch
 
 import cifar
@@ -47,6 +48,10 @@ def test_run_json_at_the_start_and_its_result_at_the_end(tmp_path, monkeypatch):
         resumed = json.load(f)
     assert [s["command"][1] for s in resumed["sessions"]] == [argv[0], "--resume"]
     assert resumed["result"]["epochs"] == 3
+    # Each session's own wall time, and their total.
+    first, second = (s["wall_seconds"] for s in resumed["sessions"])
+    assert first == final["sessions"][0]["wall_seconds"] > 0 and second > 0
+    assert resumed["result"]["wall_seconds"] == pytest.approx(first + second, abs=0.002)
 
 
 def test_keep_checkpoints_keeps_exactly_the_last_n(tmp_path):
@@ -76,3 +81,17 @@ def test_git_commit_is_read_from_the_checkout_files(tmp_path):
     (git / "HEAD").write_text("c" * 40 + "\n")  # detached
     assert git_commit(str(tmp_path)) == "c" * 40
     assert git_commit(str(tmp_path / "nowhere")) is None
+
+
+def test_checkpoints_and_run_json_follow_the_umask_as_the_log_does(tmp_path):
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=8, n_test=4)
+    run = str(tmp_path / "run")
+    old = os.umask(0o022)
+    try:
+        cifar.main(TINY_MODEL + tiny_run(seed=1, train_batch=8) + ["--data", data, "--epochs",
+                                                                   "1", "-c", run])
+    finally:
+        os.umask(old)
+    modes = {name: os.stat(os.path.join(run, name)).st_mode & 0o777
+             for name in ("checkpoint.pth.tar", "model_best.pth.tar", "run.json", "log.txt")}
+    assert modes == dict.fromkeys(modes, 0o644)

@@ -200,7 +200,8 @@ def test_bad_data_and_checkpoints_cost_one_line(data, damaged, tmp_path, capsys)
     assert "architecture 'l_resnet', but --arch is 'resnet'" in fail(
         ["-a", "resnet", "--depth", "20", "--data", data, "--resume", damaged["run"]],
         capsys=capsys)
-    assert "has 10 classes, this run's data has 100" in fail(
+    # Another dataset on --resume is refused before any data is read.
+    assert "--dataset cifar100: the checkpoint was trained with --dataset cifar10" in fail(
         ["-d", "cifar100", "--data", data, "--resume", damaged["run"], "--no-download"],
         capsys=capsys)
     blocker = tmp_path / "file"

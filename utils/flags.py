@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import sys
 
 from models import model_options
@@ -31,7 +32,7 @@ from models.norms import BATCH_NORMS, BCN_SPEED, GN_NARROW_RULES, GROUP_NORMS, N
 
 from .data.augment import Regularisers
 from .data.policies import AUTOAUGMENT_POLICIES, AugmentPolicy
-from .train.checkpoint import read_checkpoint, resolve_checkpoint_path
+from .train.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint_path
 from .train.recipe import RecipeSettings
 from .train.schedule import Schedule
 
@@ -56,6 +57,19 @@ class UsageError(Exception):
     """A flag or combination of flags that cannot work; the message says which and why."""
 
 
+def exact_float(text: str) -> float:
+    """argparse's float, refusing a number that rounds to 0 (``--ema 1e-400`` would silently
+    turn the EMA off)."""
+    value = float(text)
+    if value == 0.0 and re.search(r"[1-9]", re.split(r"[eE]", text)[0]):
+        raise argparse.ArgumentTypeError(f"{text} is too small to tell from 0 in floating point")
+    return value
+
+
+exact_float.kind = float
+exact_float.__name__ = "float"  # argparse's message: "invalid float value: 'x'"
+
+
 class FlagGroup:
     """One argparse group of a kind; model flags also name the constructor option they set."""
 
@@ -65,6 +79,8 @@ class FlagGroup:
         self._group = parser.add_argument_group(title)
 
     def add(self, *names, option=None, **kwargs):
+        if kwargs.get("type") is float:
+            kwargs["type"] = exact_float
         action = self._group.add_argument(*names, **kwargs)
         self.actions.append(action)
         self.dests.append(action.dest)
@@ -79,18 +95,20 @@ class ScriptFlags:
     (``flags["model"].add(...)``)."""
 
     def __init__(self, script, description, archs, *, image_size, workers, epochs, train_batch,
-                 test_batch, weight_decay, arch, cardinality):
+                 test_batch, weight_decay, arch, cardinality, schedule=(150, 225)):
         """``script``: its file name; ``archs``: the constructors -a accepts, by name;
-        ``image_size``: the side of the training crops (bounds --cutout)."""
+        ``image_size``: the side of the training crops (bounds --cutout); ``workers``: the most
+        loader workers by default (fewer on a machine with fewer cores per process)."""
         self.script = script
         self.parser = argparse.ArgumentParser(prog=script, description=description,
                                               allow_abbrev=False)
         self.groups = {name: FlagGroup(self.parser, name, kind, title)
                        for name, kind, title in GROUPS}
         self.archs, self.image_size = archs, image_size
+        self.workers_cap = workers
         _add_shared_flags(self, workers=workers, epochs=epochs, train_batch=train_batch,
                           test_batch=test_batch, weight_decay=weight_decay, arch=arch,
-                          cardinality=cardinality)
+                          cardinality=cardinality, schedule=schedule)
 
     def __getitem__(self, name):
         return self.groups[name]
@@ -114,13 +132,18 @@ class ScriptFlags:
         values = vars(self.parser.parse_args(argv))
         self.check_classified(values)
         explicit = self._explicit(argv)
-        checkpoint = None
+        checkpoint, changed = None, {}
         if values["resume"]:
             path = resolve_checkpoint_path(values["resume"])
             checkpoint = read_checkpoint(path)
-            self._take_recorded(values, explicit, checkpoint)
-            values["checkpoint"] = os.path.dirname(path)
+            changed = self._take_recorded(values, explicit, checkpoint, path)
+            if "checkpoint" not in explicit:  # -c with --resume: train on into another folder
+                values["checkpoint"] = os.path.dirname(path)
+            check_going_back(path, values)
+        if values["workers"] is None:
+            values["workers"] = default_workers(self.workers_cap)
         check_values(values)
+        warn_schedule(values)
         if not checkpoint and not values["evaluate"] and values["start_epoch"] >= values["epochs"]:
             raise UsageError(f"nothing to train: --start-epoch {values['start_epoch']} is not "
                              f"below --epochs {values['epochs']}")
@@ -130,7 +153,12 @@ class ScriptFlags:
         check_arch(values["arch"], sorted(self.archs))
         constructor = self.archs[values["arch"]]
         resolve_pair(constructor, values)
-        settings = self._settings(values, explicit, argv)
+        if values["evaluate"] and not (checkpoint or values["weights"]
+                                       or values.get("pretrained")):
+            raise UsageError("-e evaluates a trained model: give it with --resume RUN or "
+                             "--weights PATH (or --pretrained), else it would score random "
+                             "weights")
+        settings = self._settings(values, explicit, argv, changed)
         check_model_flags(constructor, settings.model)
         check_pair(values, explicit)
         return settings, checkpoint
@@ -141,8 +169,9 @@ class ScriptFlags:
         return {a.dest for g in self.groups.values() for a in g.actions
                 if written & set(a.option_strings)}
 
-    def _take_recorded(self, values, explicit, checkpoint):
+    def _take_recorded(self, values, explicit, checkpoint, path):
         saved = checkpoint.get("args") or {}
+        self.check_recorded_types(saved, path)
         saved_arch = checkpoint.get("arch", saved.get("arch"))
         if saved_arch is not None and "arch" in explicit and saved_arch != values["arch"]:
             raise UsageError(f"the checkpoint is of architecture {saved_arch!r}, but --arch is "
@@ -157,8 +186,24 @@ class ScriptFlags:
             for name, value in BEFORE_THE_FLAG.items():
                 if name not in saved and name not in explicit:
                     values[name] = value
+        return {name: [saved[name], values[name]] for name in sorted(explicit & set(saved))
+                if name in self.dests(RECORDED) and saved[name] != values[name]}
 
-    def _settings(self, values, explicit, argv):
+    def check_recorded_types(self, saved, path):
+        """Every recorded flag a checkpoint's ``args`` holds must be a value its flag could
+        have parsed to (a number where a number belongs, one of its choices); else one line
+        naming the file and the flag. The ranges are checked with the flags' own
+        (check_values) once merged."""
+        for group in self.groups.values():
+            if group.kind != RECORDED:
+                continue
+            for action in group.actions:
+                if action.dest in saved and not _parsable(action, saved[action.dest]):
+                    raise CheckpointError(
+                        f"{path} has a malformed 'args': {action.dest} is "
+                        f"{saved[action.dest]!r}, which {action.option_strings[-1]} cannot take")
+
+    def _settings(self, values, explicit, argv, changed):
         model_group = self["model"]
         options = {option: values[dest] for dest, (option, _) in model_group.options.items()}
         flag_names = {option: flag for option, flag in model_group.options.values()}
@@ -180,9 +225,9 @@ class ScriptFlags:
             pretrained=values.get("pretrained", False), run_folder=values["checkpoint"],
             show_progress=not values["no_progress"],
             keep_checkpoints=values["keep_checkpoints"], save_every=values["save_every"],
-            tta=values["tta"] == "flip", best_by=values["best_by"],
+            tta=values["tta"] == "flip", best_by=values["best_by"], replace=values["replace"],
             recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
-            flags=dict(values), command=(self.script,) + tuple(argv))
+            flags=dict(values), command=(self.script,) + tuple(argv), changed=changed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,9 +289,11 @@ class RunSettings:
     save_every: float
     tta: bool
     best_by: str
+    replace: bool
     recorded: dict
     flags: dict
     command: tuple
+    changed: dict = dataclasses.field(default_factory=dict)
 
     @property
     def epochs(self):
@@ -273,6 +320,13 @@ POLICY_FLAGS = ("autoaugment", "randaugment", "trivialaugment")
 # Recorded flags added after checkpoints were first written, with the value that rebuilds what
 # such a checkpoint trained (one without the flag in its args).
 BEFORE_THE_FLAG = {"gn_narrow": "channels"}
+# Recorded flags a --resume may give anew: they take effect from the resumed epoch, and the run
+# record says so (its session's "changed"). Any other recorded flag written with another value
+# is refused: the checkpoint's optimizer, schedule, EMA, weights or draws hold its old value.
+APPLIED_ON_RESUME = frozenset({"epochs", "lr", "momentum", "weight_decay", "warmup_epochs",
+                               "label_smoothing", "mixup", "cutmix", "ricap", "cutout",
+                               "dual_cutout", "random_erasing", "clip_grad", "best_by", "ema",
+                               "amp", *POLICY_FLAGS})
 
 
 def augment_policy(values):
@@ -317,6 +371,55 @@ def check_continuable(values, explicit, saved, checkpoint):
     if "ema" in explicit and values["ema"] and not checkpoint.get("ema_state_dict"):
         raise UsageError(f"--ema {values['ema']}: the checkpoint keeps no average of the weights "
                          f"to continue; {start_anew}")
+    if "ema" in explicit and not values["ema"] and checkpoint.get("ema_state_dict"):
+        raise UsageError("--ema 0: the checkpoint keeps an average of the weights and its log an "
+                         "EMA Valid Acc. column, which the run would drop; resume without --ema, "
+                         f"or {start_anew}")
+    if "tta" in explicit and saved.get("tta") not in (None, values["tta"]):
+        raise UsageError(f"--tta {values['tta']}: the checkpoint's log was written with --tta "
+                         f"{saved['tta']} and its columns would change; resume without --tta, "
+                         f"or {start_anew}")
+    refused = sorted(name for name in explicit & set(saved) - APPLIED_ON_RESUME
+                     if saved[name] != values[name])
+    if refused:
+        name = refused[0]
+        raise UsageError(f"{_flag(name)} {_shown(values[name])}: the checkpoint was trained "
+                         f"with {_flag(name)} {_shown(saved[name])}, and a resumed run continues "
+                         f"its recipe (its optimizer, schedule and draws hold the old value); "
+                         f"resume without {_flag(name)}, or {start_anew}")
+
+
+def check_going_back(path, values):
+    """A --resume of an older epoch copy (checkpoint_epoch_E.pth.tar) into its own folder would
+    replace the newer checkpoint.pth.tar and model_best.pth.tar there and cut the log back to
+    epoch E: say so, and do it only with --replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    latest = os.path.join(folder, "checkpoint.pth.tar")
+    if (values["evaluate"] or values["replace"] or os.path.basename(path) == "checkpoint.pth.tar"
+            or os.path.abspath(values["checkpoint"]) != folder or not os.path.isfile(latest)):
+        return
+    raise UsageError(f"--resume {path} goes back to an older epoch: training on in {folder} "
+                     f"would replace its checkpoint.pth.tar and model_best.pth.tar and cut its "
+                     f"log.txt back; add --replace to do that, or train on into another folder "
+                     f"(-c NEW)")
+
+
+def _shown(value):
+    return " ".join(map(str, value)) if isinstance(value, list) else value
+
+
+def _parsable(action, value):
+    """Whether ``value`` is one ``action`` (an argparse flag) parses to."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+        return isinstance(value, bool) or (value is None and action.default is None)
+    if value is None:
+        return action.default is None
+    values = value if action.nargs in ("+", "*") or isinstance(action.nargs, int) else [value]
+    if not isinstance(values, list):
+        return False
+    kind = {int: int, float: (int, float)}.get(getattr(action.type, "kind", action.type), str)
+    return all(isinstance(v, kind) and not isinstance(v, bool) and
+               (action.choices is None or v in action.choices) for v in values)
 
 
 def resolve_pair(constructor, values):
@@ -345,6 +448,33 @@ def check_pair(values, explicit):
                 f"{what} needs batch statistics (--norm {' or '.join(BATCH_NORMS)}); this "
                 f"model's norm is {norm or 'none'}, which normalises each image on its own, so "
                 f"a run at micro-batch b is the run at any batch with --iter-size")
+
+
+def arch_list(archs):
+    """-a's choices for --help: this project's models, then torchvision's (imagenet.py)."""
+    ours = sorted(n for n, c in archs.items() if not getattr(c, "torchvision", False))
+    theirs = sorted(n for n, c in archs.items() if getattr(c, "torchvision", False))
+    text = ", ".join(ours)
+    return text + (f"; and torchvision's classification models: {', '.join(theirs)}"
+                   if theirs else "")
+
+
+def default_workers(cap):
+    """Loader workers when -j is not given: the cores this process may run on, shared among the
+    processes torchrun starts on this machine, at most ``cap`` and at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(cap, (cores or 1) // max(1, local)))
+
+
+def warn_schedule(values):
+    """A line on stderr (rank 0's) for --schedule milestones that never lower the LR: at or
+    past --epochs. Not an error: a run may be resumed later with more epochs."""
+    late = [m for m in values["schedule"] if m >= values["epochs"]]
+    if (values["scheduler"] == "step" and late and not values["evaluate"]
+            and os.environ.get("RANK", "0") == "0"):
+        print(f"warning: --schedule milestone(s) {' '.join(map(str, late))} at or past --epochs "
+              f"{values['epochs']} never lower the LR in this run", file=sys.stderr)
 
 
 def check_arch(arch, archs):
@@ -383,14 +513,28 @@ def _flag(name):
 # Flags that count something, with their least value (model widths, groups and layers; sizes
 # of batches and runs), and flags that may not be negative. A flag a script lacks is skipped.
 AT_LEAST = {"depth": 1, "cardinality": 1, "widen_factor": 1, "gn_groups": 1, "growthRate": 1,
-            "compressionRate": 1, "base_channels": 1, "base_width": 1, "se_reduction": 0,
+            "compressionRate": 1, "base_channels": 1, "base_width": 1, "se_reduction": 1,
             "alpha": 0, "train_batch": 1, "test_batch": 1, "iter_size": 1, "epochs": 1}
 NON_NEGATIVE = ("start_epoch", "keep_checkpoints", "workers", "warmup_epochs", "mixup", "cutmix",
                 "ricap", "cutout", "dual_cutout", "ghost_batch", "clip_grad")
 
 
+# The most an integer flag may be: what torch's int64 indexing, the seeding (numpy's
+# SeedSequence and torch.manual_seed take 0 .. 2^63 - 1) and the machine's processes can take.
+INT_MAX = 2 ** 31 - 1
+AT_MOST = {"manualSeed": 2 ** 63 - 1, "workers": 256}
+
+
 def check_values(values):
     """Refuse impossible settings, naming the flag."""
+    for name, value in values.items():
+        for v in value if isinstance(value, list) else [value]:
+            most = AT_MOST.get(name, INT_MAX)
+            if isinstance(v, int) and not isinstance(v, bool) and v > most:
+                raise UsageError(f"{_flag(name)} must be at most {most:,}, got {v:,}")
+    if values["manualSeed"] is not None and values["manualSeed"] < 0:
+        raise UsageError(f"--manualSeed must be in 0 .. {AT_MOST['manualSeed']:,}, got "
+                         f"{values['manualSeed']}")
     for name, value in values.items():
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, float) and not math.isfinite(v):
@@ -443,18 +587,19 @@ def check_values(values):
 
 
 def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight_decay, arch,
-                      cardinality):
+                      cardinality, schedule):
     """The flags both scripts share, with the reference's names, aliases and per-script
     defaults, each in its group."""
     model, recipe, data, run, output = (flags[g] for g in ("model", "recipe", "data", "run",
                                                            "output"))
     model.add("-a", "--arch", metavar="ARCH", default=arch,
-              help="model architecture (default: %(default)s); see README for the list")
-    model.add("--depth", type=int, default=29, option="depth", help="model depth")
+              help=f"model architecture (default: %(default)s): {arch_list(flags.archs)}")
+    model.add("--depth", type=int, default=29, option="depth",
+              help="model depth (default: %(default)s)")
     model.add("--cardinality", type=int, default=cardinality, option="cardinality",
-              help="ResNeXt cardinality (groups)")
+              help="ResNeXt cardinality (groups) (default: %(default)s)")
     model.add("--widen-factor", type=int, default=4, option="widen_factor",
-              help="widen factor (ResNeXt, WRN)")
+              help="widen factor (ResNeXt, WRN) (default: %(default)s)")
     model.add("--drop", "--dropout", default=0, type=float, metavar="Dropout", option="dropRate",
               help="dropout ratio (default: 0)")
     model.add("--norm", default=None, choices=NORMS, option="norm",
@@ -498,10 +643,13 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
                     "train-batch x K (default: 1)")
     recipe.add("--lr", "--learning-rate", default=0.1, type=float, metavar="LR",
                help="initial learning rate (default: %(default)s)")
-    recipe.add("--schedule", type=int, nargs="+", default=[150, 225],
-               help="decrease learning rate at these epochs (default: 150 225)")
-    recipe.add("--gamma", type=float, default=0.1, help="LR is multiplied by gamma on schedule")
-    recipe.add("--momentum", default=0.9, type=float, metavar="M", help="momentum")
+    recipe.add("--schedule", type=int, nargs="+", default=list(schedule),
+               help=f"decrease learning rate at these epochs (default: "
+                    f"{' '.join(map(str, schedule))})")
+    recipe.add("--gamma", type=float, default=0.1,
+               help="LR is multiplied by gamma on schedule (default: %(default)s)")
+    recipe.add("--momentum", default=0.9, type=float, metavar="M",
+               help="momentum (default: %(default)s)")
     recipe.add("--weight-decay", "--wd", default=weight_decay, type=float, metavar="W",
                help="weight decay (default: %(default)s)")
     recipe.add("--manualSeed", type=int, help="manual seed (random if unset; saved for resume)")
@@ -554,8 +702,9 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
     recipe.add("--ema", default=0.0, type=float, metavar="DECAY",
                help="also keep, evaluate and save an exponential moving average of the weights")
 
-    data.add("-j", "--workers", default=workers, type=int, metavar="N",
-             help="data loading workers (default: %(default)s)")
+    data.add("-j", "--workers", default=None, type=int, metavar="N",
+             help=f"data loading workers (default: the cores each process of this machine has, "
+                  f"at most {workers})")
     data.add("--test-batch", default=test_batch, type=int, metavar="N",
              help="test batchsize (default: %(default)s)")
 
@@ -582,6 +731,10 @@ def _add_shared_flags(flags, *, workers, epochs, train_batch, test_batch, weight
     output.add("-c", "--checkpoint", default="checkpoint", type=str, metavar="PATH",
                help="folder to save checkpoint and log (default: checkpoint)")
     output.add("--no-progress", action="store_true", help="no per-batch progress output")
+    output.add("--replace", action="store_true",
+               help="start over in a run folder that holds a run (its run files are removed "
+                    "first), or let --resume of an older epoch copy replace the newer "
+                    "checkpoints and log rows")
     output.add("--keep-checkpoints", type=int, default=0, metavar="N",
                help="also keep the last N epochs' checkpoints as checkpoint_epoch_E.pth.tar "
                     "(default: 0, only checkpoint.pth.tar and model_best.pth.tar)")

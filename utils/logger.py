@@ -12,8 +12,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # runs write files; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-__all__ = ["LogError", "check_output", "draw_figure", "Logger", "LoggerMonitor", "savefig", "read_log", "plot_columns", "save_curves"]
+from .progress import plural  # noqa: E402
+
+__all__ = ["LogError", "picture_formats", "check_output", "draw_figure", "Logger", "LoggerMonitor", "savefig",
+           "read_log", "plot_columns", "axis_label", "save_curves"]
 
 
 def savefig(fname, dpi=None):
@@ -24,12 +28,19 @@ class LogError(Exception):
     """A log.txt that cannot be read or continued; the message names it and says why."""
 
 
+def picture_formats() -> list:
+    """The file extensions matplotlib writes a figure as."""
+    figure = plt.figure()
+    formats = sorted(figure.canvas.get_supported_filetypes())
+    plt.close(figure)
+    return formats
+
+
 def check_output(parser, path):
     """For a script writing a figure to ``path``: an unknown picture format is a usage error
     (``parser.error``, exit 2); a missing folder prints one line and returns 1; else None."""
     extension = os.path.splitext(path)[1].lstrip(".").lower()
-    formats = plt.figure().canvas.get_supported_filetypes()
-    plt.close()
+    formats = picture_formats()
     if extension not in formats:
         parser.error(f"-o {path}: unknown picture format {extension!r}; use one of "
                      f"{', '.join(sorted(formats))}")
@@ -83,14 +94,14 @@ def read_log(fpath):
 
 
 class Logger:
-    def __init__(self, fpath, title=None, resume=False, keep_rows=None, saved=None):
+    def __init__(self, fpath: str, resume: bool = False, keep_rows: int = None,
+                 saved: dict = None):
         """Open ``fpath`` for a new log, or with ``resume`` for appending. ``keep_rows`` cuts a
         resumed log to that many data rows first, so epochs that ran after the checkpoint being
         resumed (a crash between log and checkpoint) are not logged twice. ``saved`` (the
         checkpoint's ``{"names", "rows"}``) rebuilds a resumed log that is missing, garbled or
         short of rows; without it such a log is a LogError, never silently renumbered."""
         self.fpath = fpath
-        self.title = "" if title is None else title
         self.names, self.numbers = [], {}
         if resume and (os.path.isfile(fpath) or keep_rows):
             self._resume(keep_rows, saved)
@@ -159,23 +170,26 @@ class Logger:
         self.file.write(self._line(written))
         self.file.flush()
 
-    def plot(self, names=None):
-        """Each named column (all by default) against the epoch, on the current figure."""
-        plot_columns(self.numbers, self.names if names is None else names, self.title)
-
     def close(self):
         self.file.close()
 
 
-def plot_columns(numbers, names, title=""):
+def plot_columns(numbers: dict, names: list, title: str = "") -> None:
     """Columns ``names`` of a read log (``numbers``: name -> values) against the epoch, on the
-    current figure; each labelled title(name) when a title is given."""
+    current figure, with whole-epoch ticks; each labelled title(name) when a title is given."""
     for name in names:
         values = numbers[name]
         plt.plot(range(1, len(values) + 1), values, label=f"{title}({name})" if title else name)
     plt.xlabel("Epoch")
+    plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
     plt.legend(loc="best", framealpha=1)  # EPS has no transparency
     plt.grid(True)
+
+
+def axis_label(names: list) -> str:
+    """The y-axis label of columns ``names``: their name, with the unit of accuracies."""
+    label = " / ".join(names)
+    return label + (" (%)" if all("Acc." in n for n in names) else "")
 
 
 class LoggerMonitor:
@@ -196,17 +210,22 @@ class LoggerMonitor:
                 raise KeyError(f"{path} has no column {missing[0]!r}; "
                                f"columns: {', '.join(columns)}")
             plot_columns(numbers, columns if names is None else names, title)
+        plt.ylabel(axis_label(names or self.logs[0][2]))
 
 
-def save_curves(log_path):
-    """log.eps and log.png beside ``log_path``: losses and accuracies against the epoch."""
+def save_curves(log_path: str) -> None:
+    """log.eps and log.png beside ``log_path``: losses and accuracies against the epoch, titled
+    with the run folder's name."""
     columns, numbers = read_log(log_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for axis, names, ylabel in ((left, ["Train Loss", "Valid Loss"], "Loss"),
-                                (right, ["Train Acc.", "Valid Acc."], "Accuracy (%)")):
+                                (right, ["Train Acc.", "Valid Acc.", "EMA Valid Acc.",
+                                         "TTA Valid Acc."], "Accuracy (%)")):
         plt.sca(axis)
         plot_columns(numbers, [n for n in names if n in columns])
         axis.set_ylabel(ylabel)
+    run = os.path.basename(os.path.dirname(os.path.abspath(log_path)))
+    fig.suptitle(f"{run}: {plural(len(numbers[columns[0]]) if columns else 0, 'epoch')}")
     fig.tight_layout()
     base = os.path.splitext(log_path)[0]
     for ext in ("eps", "png"):

@@ -6,22 +6,27 @@ every checkpoint holds the record as it was when training started, under ``run``
     sessions  one per start (the first run, then each --resume), each with
               command (the script and its command line), started (ISO time), host,
               versions (python, torch, torchvision, CUDA, cuDNN; None without them),
-              gpus (their names), commit (of this checkout; None outside one)
-    result    at the end: best and final validation accuracy, epochs done, wall time in seconds
-              of the last session
+              gpus (their names), commit (of this checkout; None outside one), changed (the
+              recorded flags a --resume gave anew: from, to, and the epoch they apply from), and
+              wall_seconds: its time in the epoch loop as of its last checkpoint (a session
+              stopped by a signal or a crash counts up to the checkpoint it left)
+    result    at the end: best and final validation accuracy, epochs done, and wall_seconds:
+              the sum over the sessions
 """
 import datetime
 import json
 import os
 import platform
 import socket
+from typing import Optional
 
 import torch
 import torchvision
 
 from .train.checkpoint import atomic_write
 
-__all__ = ["session", "new_record", "write_record", "finish_record", "git_commit"]
+__all__ = ["session", "new_record", "write_record", "finish_record", "git_commit",
+           "with_session_time"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,15 +70,21 @@ def session(script, argv):
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         if cuda else [],
         "commit": git_commit(),
+        "wall_seconds": 0.0,
     }
 
 
-def new_record(script, argv, flags, recorded, previous=None):
+def new_record(script: str, argv: list, flags: dict, recorded: dict,
+               previous: Optional[dict] = None, changed: Optional[dict] = None) -> dict:
     """The record of a run starting now (``flags``: every flag's value); a resumed run passes
-    the ``previous`` record (its checkpoint's) and adds a session to it."""
+    the ``previous`` record (its checkpoint's) and adds a session to it, which names the
+    recorded flags it gave anew (``changed``: {flag: {from, to, from_epoch}})."""
     sessions = list((previous or {}).get("sessions", []))
-    return {"flags": dict(flags), "recorded": dict(recorded),
-            "sessions": sessions + [session(script, argv)], "result": None}
+    this = session(script, argv)
+    if changed:
+        this["changed"] = dict(changed)
+    return {"flags": dict(flags), "recorded": dict(recorded), "sessions": sessions + [this],
+            "result": None}
 
 
 def write_record(folder, record):
@@ -82,9 +93,19 @@ def write_record(folder, record):
     atomic_write(os.path.join(folder, "run.json"), lambda f: f.write(text.encode()))
 
 
-def finish_record(folder, record, *, best_acc, final_acc, epochs, wall_seconds):
-    """The record with its result, rewritten in ``folder``; returns it."""
+def with_session_time(record: dict, seconds: float) -> dict:
+    """``record`` with its last session's wall_seconds set to ``seconds``."""
+    sessions = list(record.get("sessions") or [{}])
+    sessions[-1] = {**sessions[-1], "wall_seconds": round(seconds, 3)}
+    return {**record, "sessions": sessions}
+
+
+def finish_record(folder: str, record: dict, *, best_acc: float, final_acc: float,
+                  epochs: int) -> dict:
+    """The record with its result (the wall time: the sum of its sessions'), rewritten in
+    ``folder``; returns it."""
+    total = sum(float(s.get("wall_seconds") or 0.0) for s in record["sessions"])
     record = {**record, "result": {"best_acc": best_acc, "final_acc": final_acc,
-                                   "epochs": epochs, "wall_seconds": round(wall_seconds, 1)}}
+                                   "epochs": epochs, "wall_seconds": round(total, 3)}}
     write_record(folder, record)
     return record

@@ -11,8 +11,9 @@ __all__ = ["write_class_report"]
 
 
 def write_class_report(confusion, classes, folder):
-    """Write the per-class accuracy table and the row-normalised confusion matrix; returns
-    their paths. A class absent from the evaluation set has accuracy 'n/a'."""
+    """Write the per-class accuracy table and the confusion matrix (cells: counts, coloured by
+    their share of the row, the true class); returns their paths. A class absent from the
+    evaluation set has accuracy 'n/a'."""
     confusion = confusion.cpu().double()
     totals = confusion.sum(dim=1)
     os.makedirs(folder, exist_ok=True)
@@ -39,8 +40,10 @@ def write_class_report(confusion, classes, folder):
                             color="white" if rates[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title("confusion matrix (rows normalised)")
-    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title("confusion matrix: images per (true, predicted) class;\n"
+                 "colour: their share of the true class")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046)
+    bar.set_label("share of the true class's images")
     picture = os.path.join(folder, "confusion_matrix.png")
     savefig(picture, dpi=100)
     plt.close(fig)

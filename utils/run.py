@@ -7,10 +7,10 @@ Order matters for the first stage: ``select_device`` sets CUDA_VISIBLE_DEVICES f
 before any CUDA call of the run (flags are parsed and checked without CUDA), so --gpu-id always
 names the GPU that trains.
 """
+import contextlib
 import os
 import random
 import sys
-import time
 
 import torch
 import torch.nn as nn
@@ -19,17 +19,20 @@ from models import create_model
 from models.norms import use_micro_batches
 
 from . import distributed
-from .data.datasets import DataError
+from .cpu_memory import keep_freed_memory
+from .data.errors import DataError
 from .flags import UsageError
 from .logger import LogError, Logger, save_curves
 from .record import finish_record, new_record, write_record
+from .run_folder import FolderError, RunFolder, check_folder
 from .report import write_class_report
-from .train.checkpoint import CheckpointError, load_weights
-from .train.engine import (EpochPosition, NonFiniteLoss, PreparedModel, TrainingInterrupted,
-                           TrainPlan, evaluate, fit)
+from .train.checkpoint import CheckpointError, load_weights, resolve_checkpoint_path
+from .train.engine import EpochPosition, NonFiniteLoss, PreparedModel, TrainPlan, evaluate, fit
+from .train.stopping import SIGNAL_EXIT_CODES, ImmediateStop, TrainingInterrupted
 from .train.recipe import resume_from
 
-__all__ = ["select_device", "choose_seed", "build_model", "prepare_model", "check_writable",
+__all__ = ["select_device", "choose_seed", "build_model", "load_initial_weights", "prepare_model",
+           "check_writable", "check_run_folder", "fresh_folder",
            "check_resume", "start_plan", "run_record", "train_and_log", "report_evaluation",
            "run_main"]
 
@@ -48,6 +51,8 @@ def select_device(choice):
         device, gpu_count = _device_from_gpu_id(choice.gpu_id, choice.gpu_id_given)
     if choice.amp == "fp16" and device.type != "cuda":
         raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
+    if device.type == "cpu":
+        keep_freed_memory()  # batches and activations reuse heap memory (utils.cpu_memory)
     return device, gpu_count
 
 
@@ -99,10 +104,14 @@ def build_model(registry, choice, num_classes, device=None):
                          f"deepest published CIFAR network, ResNet-1202, has 1202)")
     try:
         if device is not None:
-            with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-                estimate = create_model(registry, choice.arch, num_classes=num_classes,
-                                        **choice.options)
-            check_fits(estimate, choice.arch, device)
+            try:
+                with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+                    estimate = create_model(registry, choice.arch, num_classes=num_classes,
+                                            **choice.options)
+            except (NotImplementedError, RuntimeError):
+                estimate = None  # an initialisation that reads values (torchvision's RegNets)
+            if estimate is not None:
+                check_fits(estimate, choice.arch, device)
         return create_model(registry, choice.arch, num_classes=num_classes, **choice.options)
     except ValueError as e:
         message = str(e)
@@ -133,12 +142,17 @@ CHANNELS_LAST_GN_WARNING = (
     "GroupNorm is slow on NHWC; see BENCHMARKS.md): add --compile, or drop --channels-last")
 
 
-def prepare_model(model, device, gpu_count, settings):
-    """Ready ``model`` for the run its RunSettings describe: --weights loaded, Ghost BN on
-    request, moved to ``device``, wrapped in DistributedDataParallel under torchrun or
-    DataParallel over several --gpu-id GPUs, torch.compile on request. Returns a PreparedModel."""
+def load_initial_weights(model: nn.Module, settings) -> None:
+    """--weights into the built ``model``, before the data is read: weights that do not fit
+    are refused without waiting for it."""
     if settings.weights:
         load_weights(model, settings.weights)
+
+
+def prepare_model(model, device, gpu_count, settings):
+    """Ready ``model`` for the run its RunSettings describe (its --weights loaded already by
+    ``load_initial_weights``): micro-batches (--ghost-batch) on request, moved to ``device``, wrapped in DistributedDataParallel under torchrun or
+    DataParallel over several --gpu-id GPUs, torch.compile on request. Returns a PreparedModel."""
     choice, ghost_batch = settings.device, settings.model.ghost_batch
     if ghost_batch and use_micro_batches(model, ghost_batch) == 0:
         raise UsageError(f"--ghost-batch needs batch statistics; {settings.model.arch} has no "
@@ -164,9 +178,16 @@ def prepare_model(model, device, gpu_count, settings):
     return PreparedModel(model, raw)
 
 
-def check_writable(folder):
-    """Create the run folder and prove a file can be written there, before any long work."""
+def check_writable(folder: str) -> None:
+    """Prove a file can be written in the run folder, before any long work, and leave nothing
+    behind: a folder this check creates is removed again (the run makes it when it starts
+    writing), so a run that fails before training leaves no empty folder."""
+    created = []
     try:
+        path = os.path.abspath(folder)
+        while not os.path.exists(path):
+            created.append(path)
+            path = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         probe = os.path.join(folder, f".write-test-{os.getpid()}")
         with open(probe, "w") as f:
@@ -175,6 +196,28 @@ def check_writable(folder):
     except OSError as e:
         raise UsageError(f"cannot write to the checkpoint folder {folder}: "
                          f"{e.strerror or e}") from e
+    finally:
+        for path in created:  # deepest first
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+
+
+def fresh_folder(settings) -> bool:
+    """Whether the run starts its folder afresh: not a --resume, or one into another folder
+    (-c) than its checkpoint's."""
+    if not settings.resume:
+        return True
+    resumed = os.path.dirname(os.path.abspath(resolve_checkpoint_path(settings.resume)))
+    return os.path.abspath(settings.run_folder) != resumed
+
+
+def check_run_folder(settings) -> None:
+    """Before any long work: the run folder can be written, no other run holds it, and a fresh
+    run does not land on a run already there unless --replace (utils.run_folder)."""
+    check_writable(settings.run_folder)
+    check_folder(settings.run_folder, fresh_folder(settings), settings.replace)
 
 
 def check_resume(settings, checkpoint, num_classes):
@@ -198,7 +241,7 @@ def start_plan(settings, checkpoint, raw_model, recipe):
     start_epoch, best_acc, position = settings.start_epoch, 0.0, None
     if checkpoint is not None:
         print(f"==> Resuming from checkpoint {settings.resume}")
-        start_epoch, best_acc = resume_from(checkpoint, raw_model, recipe)
+        start_epoch, best_acc = resume_from(checkpoint, raw_model, recipe, settings.recipe)
         position = epoch_position(checkpoint.get("position"))
     return TrainPlan(epochs=settings.epochs, start_epoch=start_epoch,
                      iter_size=settings.recipe.iter_size, amp=settings.recipe.amp,
@@ -206,7 +249,8 @@ def start_plan(settings, checkpoint, raw_model, recipe):
                      show_progress=settings.show_progress, best_acc=best_acc,
                      resumed=checkpoint is not None, keep_checkpoints=settings.keep_checkpoints,
                      save_every=settings.save_every, position=position, tta=settings.tta,
-                     best_by=settings.best_by)
+                     best_by=settings.best_by, fresh_folder=fresh_folder(settings),
+                     replace=settings.replace)
 
 
 def epoch_position(saved):
@@ -233,9 +277,13 @@ def run_record(settings, num_classes, checkpoint=None):
     checkpoint's); and, from the ``checkpoint`` resumed, its log rows (to rebuild a lost
     log.txt)."""
     previous = (checkpoint or {}).get("run")
+    first_epoch = int((checkpoint or {}).get("epoch", 0)) + 1
+    changed = {name: {"from": old, "to": new, "from_epoch": first_epoch}
+               for name, (old, new) in settings.changed.items()}
     record = {"arch": settings.model.arch, "num_classes": num_classes, "args": settings.recorded,
               "run": new_record(settings.command[0], settings.command[1:], settings.flags,
-                                settings.recorded, previous if isinstance(previous, dict) else None)}
+                                settings.recorded, previous if isinstance(previous, dict) else None,
+                                changed)}
     if checkpoint and isinstance(checkpoint.get("log"), dict):
         record["log"] = checkpoint["log"]
     return record
@@ -244,30 +292,37 @@ def run_record(settings, num_classes, checkpoint=None):
 LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
 
 
-def train_and_log(model, loaders, recipe, plan, record, title):
+def train_and_log(model, loaders, recipe, plan, record):
     """Write run.json, open log.txt (a resumed log cut back to the checkpoint's epochs, or
     rebuilt from the rows ``record`` carries from the checkpoint; with an EMA a sixth column),
     run the engine's epoch loop, then draw log.eps / log.png and write the result into run.json.
     Only the main process logs. Returns the best validation accuracy."""
     record = dict(record)
     saved_log = record.pop("log", None)
-    log, started = None, time.perf_counter()
-    if distributed.is_main():
-        write_record(plan.run_folder, record["run"])
-        log = Logger(os.path.join(plan.run_folder, "log.txt"), title=title, resume=plan.resumed,
-                     keep_rows=plan.start_epoch if plan.resumed else None, saved=saved_log)
-        log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []) +
-                      (["TTA Valid Acc."] if plan.tta else []))
-    best_acc = fit(model, loaders, recipe, plan, log, record)
-    if log is not None:
-        log.close()
-        save_curves(log.fpath)
-        accuracies = log.numbers["Valid Acc."]
-        finish_record(plan.run_folder, record["run"], best_acc=best_acc,
-                      final_acc=accuracies[-1] if accuracies else None, epochs=len(accuracies),
-                      wall_seconds=time.perf_counter() - started)
-    print("Best acc:")
-    print(best_acc)
+    log = None
+    # Rank 0 writes the folder, and holds it while it does (utils.run_folder).
+    folder = (RunFolder(plan.run_folder, plan.fresh_folder, plan.replace,
+                        record["run"]["sessions"][-1]["command"])
+              if distributed.is_main() else contextlib.nullcontext())
+    with folder:
+        if distributed.is_main():
+            write_record(plan.run_folder, record["run"])
+            log = Logger(os.path.join(plan.run_folder, "log.txt"), resume=plan.resumed,
+                         keep_rows=plan.start_epoch if plan.resumed else None, saved=saved_log)
+            log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []) +
+                          (["TTA Valid Acc."] if plan.tta else []))
+        try:
+            best_acc = fit(model, loaders, recipe, plan, log, record)
+        finally:
+            if log is not None:
+                log.close()
+        if log is not None:
+            save_curves(log.fpath)
+            accuracies = log.numbers["Valid Acc."]
+            finish_record(plan.run_folder, record["run"], best_acc=best_acc,
+                          final_acc=accuracies[-1] if accuracies else None,
+                          epochs=len(accuracies))
+    print(f"Best acc: {best_acc:.2f}")
     return best_acc
 
 
@@ -303,10 +358,14 @@ def _say(line):
     """One line on stderr, from one process: under torchrun every process meets the same
     expected failure, and rank 0 speaks for them."""
     if distributed.is_main():
-        print(line, file=sys.stderr)
+        try:
+            print(line, file=sys.stderr)
+        except OSError:  # the terminal is gone (SIGHUP): nobody is there to read it
+            pass
 
 
-EXIT_CODES = {UsageError: 2, DataError: 1, CheckpointError: 1, NonFiniteLoss: 1, LogError: 1}
+EXIT_CODES = {UsageError: 2, FolderError: 2, DataError: 1, CheckpointError: 1, NonFiniteLoss: 1,
+              LogError: 1}
 
 
 def run_main(main, argv=None):
@@ -315,10 +374,10 @@ def run_main(main, argv=None):
     try:
         result = main(argv)
         finished = True
-    except TrainingInterrupted as e:
+    except (TrainingInterrupted, ImmediateStop) as e:
         _say(f"\n=> {e}")
-        sys.exit(143 if e.signame == "SIGTERM" else 130)
-    except KeyboardInterrupt:
+        sys.exit(SIGNAL_EXIT_CODES[e.signame])
+    except KeyboardInterrupt:  # a Ctrl-C outside training (while the data loads, say)
         _say("\n=> interrupted")
         sys.exit(130)
     except tuple(EXIT_CODES) as e:

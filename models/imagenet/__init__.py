@@ -5,7 +5,7 @@ its torchvision name (with the pair options put in by models.convert)."""
 from .resnet import ResNet, l_resnet18, l_resnet34, l_resnet50, l_resnet101, l_resnet152
 from .resnext import (l_resnext50, l_resnext101, l_resnext152, resnext50, resnext101,
                       resnext152)
-from .torchvision_models import TORCHVISION_MODELS, torchvision_constructor
+from .torchvision_models import TORCHVISION_MODELS
 from .se_resnet import (l_se_resnet50, l_se_resnet101, l_se_resnext50, se_resnet50,
                         se_resnet101, se_resnext50)
 

@@ -27,6 +27,9 @@ def atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file 0600; the renamed file gets what open() would have given it
+        # (0666 less the umask), so teammates read checkpoints as they read the logs.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -37,6 +40,12 @@ def atomic_write(path, write):
             os.remove(tmp)
         raise
     _fsync_dir(folder)
+
+
+def _umask():
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_save(obj, path):

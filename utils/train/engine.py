@@ -9,7 +9,6 @@ LR schedule, EMA update -> meters -> progress line.
 import contextlib
 import dataclasses
 import math
-import signal
 import time
 from typing import NamedTuple
 
@@ -17,9 +16,11 @@ import torch
 
 from .. import distributed
 from ..eval import confusion_counts, topk_correct
-from ..progress import Progress
+from ..progress import Progress, format_rate
+from ..record import with_session_time
 from ..seeding import batch_generator
 from .checkpoint import save_checkpoint, training_state
+from .stopping import StepControl, StopSignal, TrainingInterrupted
 
 __all__ = ["TrainPlan", "EpochPosition", "PreparedModel", "NonFiniteLoss", "TrainingInterrupted",
            "StopSignal", "StepControl", "check_finite", "autocast", "train_one_epoch", "evaluate",
@@ -35,7 +36,9 @@ class TrainPlan:
     validation accuracy so far and ``resumed`` whether the run continues a checkpoint (whose log
     it then appends to). A run resumed mid-epoch starts epoch ``start_epoch`` at ``position``.
     ``tta`` also evaluates with flip test-time augmentation (a log column); ``best_by`` picks
-    model_best by the plain validation accuracy ("valid") or the TTA one ("tta")."""
+    model_best by the plain validation accuracy ("valid") or the TTA one ("tta"). The run folder
+    is ``fresh_folder`` when the run starts it (not a resume into it), and may ``replace`` a run
+    found there (utils.run_folder)."""
     epochs: int
     start_epoch: int = 0
     iter_size: int = 1
@@ -50,6 +53,8 @@ class TrainPlan:
     position: "EpochPosition" = None
     tta: bool = False
     best_by: str = "valid"
+    fresh_folder: bool = True
+    replace: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,79 +111,6 @@ def check_finite(epoch, row, modules):
         raise NonFiniteLoss(epoch, what="the weights")
 
 
-class TrainingInterrupted(Exception):
-    def __init__(self, signame, resume_epoch, batch=0):
-        """``resume_epoch``, ``batch``: the 0-based epoch and micro-batch where a --resume of the
-        checkpoint just written continues."""
-        where = (f"at epoch {resume_epoch + 1}, batch {batch + 1} (its place in the epoch was "
-                 f"saved)" if batch else f"with epoch {resume_epoch + 1}")
-        super().__init__(f"stopped by {signame} after the step in flight; --resume continues "
-                         f"{where}")
-        self.signame = signame
-
-
-class StopSignal:
-    """Records SIGTERM/SIGINT instead of dying mid-step, so the engine can stop between steps.
-    A second signal of the same kind exits at once. Under torchrun a signal reaches processes
-    at different steps (or only one of them): ``agreed()`` is the signal any process got, the
-    same on all, so they stop after the same step instead of one waiting forever in the next
-    step's all-reduce."""
-    NAMES = (None, "SIGINT", "SIGTERM")
-
-    def __init__(self):
-        self.received = None
-        self.previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-        self.received = signal.Signals(signum).name
-
-    def agreed(self):
-        return self.NAMES[distributed.max_over_processes(self.NAMES.index(self.received))]
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        return False
-
-
-class StepControl:
-    """What happens between two optimizer steps: when a signal has come (to any process) or the
-    --save-every timer is due, a recovery checkpoint of the position in the epoch is written by
-    ``save(epoch, next_batch, meters)``; after a signal the run then stops. Processes agree on
-    both with one CPU all-reduce per step (none without torchrun)."""
-
-    def __init__(self, stop, save_every_minutes, save):
-        self.stop, self.save = stop, save
-        self.interval = save_every_minutes * 60.0
-        self.last_save = time.monotonic()
-
-    def after_step(self, epoch, next_batch, meters, check):
-        """``meters()`` reads this process's meters and ``check()`` raises for a non-finite
-        epoch; both sync the host, so they run only when a checkpoint is written."""
-        due = bool(self.interval) and time.monotonic() - self.last_save >= self.interval
-        code = distributed.max_over_processes(
-            2 * StopSignal.NAMES.index(self.stop.received) + int(due))
-        if not code:
-            return
-        check()  # a non-finite epoch is never saved
-        self.save(epoch, next_batch, meters())
-        self.last_save = time.monotonic()
-        signame = StopSignal.NAMES[code // 2]
-        if signame:
-            raise TrainingInterrupted(signame, epoch, next_batch)
-
-
 def autocast(device, amp):
     if amp == "none":
         return contextlib.nullcontext()
@@ -230,7 +162,7 @@ def train_one_epoch(model, loader, recipe, plan, epoch, control=None):
             raise NonFiniteLoss(epoch, int(first_bad))
 
     on_cpu = torch.device(device).type == "cpu"
-    progress = Progress("Training", len(sizes), enabled=plan.show_progress)
+    progress = Progress("Training", len(sizes), enabled=plan.show_progress, first=first)
     optimizer.zero_grad(set_to_none=True)
     end = time.time()
     for i, (x, y) in enumerate(loader, start=first):
@@ -331,8 +263,9 @@ def fit(model, loaders, recipe, plan, log, record):
     """The epoch loop: train ``model`` (a PreparedModel) on ``loaders.train``, evaluate on
     ``loaders.test``, step the recipe's schedule, append a row to ``log`` (a Logger; None on the
     processes that do not log), save checkpoint.pth.tar (and model_best.pth.tar) holding
-    ``record`` (what the run's flags say a checkpoint records). Only the main process prints the
-    epoch's times, logs and saves. Returns the best accuracy.
+    ``record`` (what the run's flags say a checkpoint records; its run record's last session
+    takes the wall time at each save). Only the main process prints the epoch's times, logs and
+    saves. Returns the best accuracy.
 
     With an EMA the averaged weights are evaluated too (an extra log column) and saved in the
     checkpoint, and with ``plan.tta`` the flip-TTA accuracy; the best model is chosen by the raw
@@ -342,6 +275,15 @@ def fit(model, loaders, recipe, plan, log, record):
     eval_criterion, ema, scheduler = recipe.eval_criterion, recipe.ema, recipe.scheduler
     per_iteration = getattr(scheduler, "per_iteration", False)
     best_acc, lr = plan.best_acc, None
+    started = time.perf_counter()
+
+    def recorded(**fields):
+        """What a checkpoint records now: ``record`` with this session's wall time so far (kept
+        in ``record``, so the caller's run.json says what the last checkpoint says), the log's
+        rows and ``fields``."""
+        if record.get("run"):
+            record["run"] = with_session_time(record["run"], time.perf_counter() - started)
+        return {**record, "log": log.rows(), **fields}
 
     def save_position(epoch, next_batch, meters):
         """A recovery checkpoint: the state after this step and the place in the epoch."""
@@ -350,7 +292,7 @@ def fit(model, loaders, recipe, plan, log, record):
             position = EpochPosition(next_batch, tuple(every), lr)
             save_checkpoint(training_state(
                 epoch, model.raw, recipe.optimizer, scheduler, recipe.scaler, best_acc,
-                best_acc, {**record, "log": log.rows(), "position": position.as_dict()}, ema),
+                best_acc, recorded(position=position.as_dict()), ema),
                 False, plan.run_folder)
 
     with StopSignal() as stop:
@@ -372,7 +314,8 @@ def fit(model, loaders, recipe, plan, log, record):
                                               plan.amp, show)
             if main:
                 images = sum(loaders.train.batch_sizes())
-                print(f"    Epoch time: train {train_time:.2f} s ({images / train_time:.0f} img/s"
+                rate = format_rate(images / train_time)
+                print(f"    Epoch time: train {train_time:.2f} s ({rate} img/s"
                       f"), test {time.perf_counter() - start - train_time:.2f} s", flush=True)
             row = dict(zip(COLUMNS, [lr, train_loss, test_loss, train_acc, test_acc]))
             if ema is not None:
@@ -392,10 +335,11 @@ def fit(model, loaders, recipe, plan, log, record):
                 # cuts back to the checkpoint's epoch count (never a missing row). The checkpoint
                 # holds the rows too, so a lost log can be rebuilt.
                 log.append(list(row.values()))
-                save_checkpoint(training_state(
-                    epoch + 1, model.raw, recipe.optimizer, scheduler, recipe.scaler, test_acc,
-                    best_acc, {**record, "log": log.rows()}, ema), is_best, plan.run_folder,
-                    keep=plan.keep_checkpoints)
+                with stop.critical():
+                    save_checkpoint(training_state(
+                        epoch + 1, model.raw, recipe.optimizer, scheduler, recipe.scaler,
+                        test_acc, best_acc, recorded(), ema), is_best,
+                        plan.run_folder, keep=plan.keep_checkpoints)
             signame = stop.agreed()
             if signame:
                 raise TrainingInterrupted(signame, epoch + 1)

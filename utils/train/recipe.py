@@ -67,9 +67,31 @@ def make_recipe(model, settings, num_classes, batches_per_epoch):
                   BatchAugment(num_classes, regs), ema, settings.clip_grad)
 
 
-def resume_from(checkpoint, model, recipe):
-    """Weights, optimizer, schedule, EMA and RNG states of ``checkpoint`` into this run; returns
-    (start_epoch, best_acc). The class count was checked before the data (check_num_classes)."""
+def resume_from(checkpoint, model, recipe, settings):
+    """Weights, optimizer, schedule, EMA and RNG states of ``checkpoint`` into this run, then
+    this run's LR, momentum and weight decay (``settings``, a RecipeSettings: a --resume may give
+    them anew, and they apply from its first epoch); returns (start_epoch, best_acc). The class
+    count was checked before the data (utils.run.check_resume)."""
     load_weights(model, checkpoint)
-    return restore_training_state(checkpoint, recipe.optimizer, recipe.scheduler, recipe.scaler,
-                                  recipe.ema)
+    start = restore_training_state(checkpoint, recipe.optimizer, recipe.scheduler, recipe.scaler,
+                                   recipe.ema)
+    apply_hyperparameters(recipe.optimizer, recipe.scheduler, settings)
+    return start
+
+
+def apply_hyperparameters(optimizer, scheduler, settings):
+    """The LR (as the base of the schedule: the step it has reached keeps its factor),
+    momentum and weight decay of ``settings`` in a restored optimizer. A parameter group
+    without decay (--no-wd-norm's) keeps none."""
+    bases = getattr(scheduler, "base_lrs", None) or [g.get("initial_lr", g["lr"])
+                                                      for g in optimizer.param_groups]
+    for i, (group, base) in enumerate(zip(optimizer.param_groups, bases)):
+        group["lr"] = group["lr"] * settings.lr / base if base else settings.lr
+        group["initial_lr"] = settings.lr
+        if "momentum" in group:
+            group["momentum"] = settings.momentum
+        if not (settings.no_wd_norm and i == 1):  # parameter_groups: the second is undecayed
+            group["weight_decay"] = settings.weight_decay
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [settings.lr] * len(optimizer.param_groups)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

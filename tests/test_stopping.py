@@ -1,0 +1,96 @@
+"""Specification of stopping on signals (utils/train/stopping.py): the first signal is recorded,
+a second one stops at once, never inside a checkpoint write, however the two arrive."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from builders import REPO, make_cifar_pickles
+from utils.train.stopping import ImmediateStop, StopSignal
+
+
+def deliver(sig, times=1):
+    for _ in range(times):
+        os.kill(os.getpid(), sig)
+    time.sleep(0.05)  # the handler runs between bytecodes of the main thread
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_the_first_signal_is_recorded_and_the_second_stops_at_once(sig, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # SIGHUP leaves the terminal
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    with StopSignal() as stop:
+        deliver(sig)
+        assert stop.received == sig.name
+        with pytest.raises(ImmediateStop, match=f"stopped at once by a second {sig.name}"):
+            deliver(sig)
+    assert signal.getsignal(sig) is not stop._handle  # the handlers are put back
+
+
+def test_two_signals_that_reach_the_handler_as_one_call_count_as_two():
+    """Deliveries during one long C call reach the Python handler as a single call; the
+    interpreter writes a byte per delivery to the wakeup fd, which counts them."""
+    with StopSignal() as stop:
+        writer = stop._wakeup[1]
+        writer.send(bytes([signal.SIGINT, signal.SIGCHLD, signal.SIGINT]))  # two of ours
+        with pytest.raises(ImmediateStop, match="second SIGINT"):
+            stop._handle(signal.SIGINT, None)
+        assert stop.deliveries == 2
+
+
+def test_a_second_signal_waits_for_the_end_of_a_checkpoint_write():
+    written = []
+    with StopSignal() as stop:
+        with pytest.raises(ImmediateStop, match="second SIGTERM"):
+            with stop.critical():
+                deliver(signal.SIGTERM, times=2)
+                written.append("whole")  # the write finishes
+    assert written == ["whole"]
+
+
+def long_step_run(tmp_path):
+    """cifar.py at a step of a few seconds on 2 CPU cores (batch 512 of ResNet-20)."""
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=1024, n_test=8)
+    run = str(tmp_path / "run")
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "cifar.py"), "-a", "resnet", "--depth", "20",
+         "--train-batch", "512", "--data", data, "--epochs", "5", "--schedule", "3",
+         "--no-progress", "-c", run,
+         "--manualSeed", "1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+    for line in proc.stdout:  # the first epoch has started
+        if line.startswith("Epoch: [1"):
+            break
+    time.sleep(0.5)
+    return proc, run
+
+
+def test_two_ctrl_c_in_one_long_step_stop_the_run_with_a_line(tmp_path):
+    proc, run = long_step_run(tmp_path)
+    started = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)  # a person's second Ctrl-C (sent together, the kernel merges the two)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()
+            and not line.startswith("warning: ")] == [
+        "=> stopped at once by a second SIGINT: the steps since the last checkpoint are not "
+        "saved; --resume continues from that checkpoint"]
+    assert time.monotonic() - started < 60
+    leftovers = [n for n in os.listdir(run) if n.endswith(".tmp")] if os.path.isdir(run) else []
+    assert leftovers == []
+
+
+def test_sighup_saves_the_place_and_exits_129(tmp_path):
+    proc, run = long_step_run(tmp_path)
+    os.killpg(proc.pid, signal.SIGHUP)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 129
+    saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert saved["epoch"] == 0 and saved["position"]["batch"] == 1  # after the step in flight

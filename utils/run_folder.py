@@ -1,0 +1,167 @@
+"""A run folder has one owner: the run that writes it holds a lock on it, and nothing in it is
+replaced without a word.
+
+- While a run trains, it holds an exclusive ``flock`` on ``RUN/.lock`` (which says who holds
+  it, and goes when the run ends). A second run into the same folder is refused with one line
+  naming the holder. The kernel drops the lock when its process dies, however it dies, so a
+  killed run's lock file never blocks the next one (on a network file system, flock is as good
+  as its server's locking).
+- A fresh run (no --resume) refuses a folder that already holds a run, unless --replace says to
+  start it over (its run files are removed first, each named).
+- What a save killed half-way leaves (``*.tmp`` beside a checkpoint, run.json or log.txt) is
+  removed when the next run takes the folder, with a line.
+"""
+import datetime
+import fcntl
+import glob
+import json
+import os
+import socket
+from typing import Optional
+
+__all__ = ["RUN_FILES", "holds_run", "lock_holder", "check_folder", "RunFolder", "FolderError"]
+
+LOCK = ".lock"
+# What a run writes into its folder (a fresh run over an old one replaces exactly these).
+RUN_FILES = ("checkpoint.pth.tar", "model_best.pth.tar", "checkpoint_epoch_*.pth.tar", "log.txt",
+             "log.eps", "log.png", "run.json", "per_class_accuracy.txt", "confusion_matrix.png")
+UNFINISHED = ("*.pth.tar.*.tmp", "run.json.*.tmp", "log.txt.tmp")
+
+
+class FolderError(Exception):
+    """A run folder this run may not write: the message says whose it is, or what it holds."""
+
+
+def _matches(folder, patterns):
+    return sorted({p for pattern in patterns for p in glob.glob(os.path.join(folder, pattern))})
+
+
+def holds_run(folder: str) -> list:
+    """The run files ``folder`` holds (empty: no run there)."""
+    return _matches(folder, RUN_FILES) if os.path.isdir(folder) else []
+
+
+def lock_holder(folder: str) -> Optional[str]:
+    """Who holds ``folder``'s lock now ("pid N on HOST since T: COMMAND"), or None when nobody
+    does (no lock file, or one left by a run that has ended)."""
+    path = os.path.join(folder, LOCK)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _describe(path):
+    try:
+        with open(path) as f:
+            holder = json.load(f)
+        return (f"pid {holder['pid']} on {holder['host']} since {holder['since']}: "
+                f"{' '.join(holder['command'])}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its lock file says no more)"
+
+
+def _in_use(folder, holder):
+    return FolderError(f"{folder} is in use by another run ({holder}); wait for it to end, or "
+                       f"train into another folder (-c)")
+
+
+def _holds_a_run(folder, files):
+    names = ", ".join(os.path.basename(f) for f in files[:4]) + (", ..." if len(files) > 4 else "")
+    return FolderError(f"{folder} holds a run ({names}): continue it with --resume {folder}, "
+                       f"train into another folder (-c), or add --replace to start it over")
+
+
+def check_folder(folder: str, fresh: bool, replace: bool) -> None:
+    """Before any long work: refuse a folder another run holds, and a fresh run into a folder
+    that holds a run, unless ``replace`` (RunFolder.claim checks again, holding the lock)."""
+    holder = lock_holder(folder)
+    if holder is not None:
+        raise _in_use(folder, holder)
+    if fresh and not replace:
+        files = holds_run(folder)
+        if files:
+            raise _holds_a_run(folder, files)
+
+
+class RunFolder:
+    """The claim of one run on its folder: ``claim()`` takes the lock (or refuses), clears what
+    a killed save left and, for a fresh run with ``replace``, the previous run's files;
+    ``release()`` lets go. A context manager of the two."""
+
+    def __init__(self, folder: str, fresh: bool, replace: bool, command=()):
+        self.folder, self.fresh, self.replace = folder, fresh, replace
+        self.command = list(command)
+        self.fd = None
+
+    def claim(self) -> "RunFolder":
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, LOCK)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise _in_use(self.folder, _describe(path)) from None
+            try:  # the file locked must still be the folder's: a releasing run removes it
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self.fd = fd
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}).encode())
+        try:
+            self._tidy()
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def _tidy(self):
+        leftovers = _matches(self.folder, UNFINISHED)
+        for path in leftovers:
+            os.remove(path)
+        if leftovers:
+            print(f"==> removed what a killed save left in {self.folder}: "
+                  f"{', '.join(os.path.basename(p) for p in leftovers)}")
+        files = holds_run(self.folder) if self.fresh else []
+        if files and not self.replace:
+            raise _holds_a_run(self.folder, files)
+        for path in files:
+            os.remove(path)
+        if files:
+            print(f"==> --replace: removed the previous run's "
+                  f"{', '.join(os.path.basename(p) for p in files)} from {self.folder}")
+
+    def release(self) -> None:
+        """Let the folder go: the lock file is removed (while still held, so no other run can
+        have locked it) and the lock dropped; the folder holds only the run's files again."""
+        if self.fd is not None:
+            try:
+                os.remove(os.path.join(self.folder, LOCK))
+            except OSError:
+                pass
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "RunFolder":
+        return self.claim()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
