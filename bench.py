@@ -48,7 +48,7 @@ from utils.cpu_memory import keep_freed_memory
 from utils.data.imagenet import imagenet_loaders
 from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.flags import COMPILE_FLAG
-from utils.run import build_model
+from utils.run import build_model, run_main
 from utils.train.engine import autocast
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -436,10 +436,22 @@ def bench_overhead(args):
           f"{run_time / expected(import_time, step, eval_time):.3f} (target <= 1.10)")
 
 
+def count(least, most=2 ** 31 - 1):
+    """An argparse type: a whole number from ``least`` to ``most`` (a timing over no step
+    would report a rate of 0 or divide by it)."""
+    def parse(text):
+        value = int(text)
+        if not least <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be from {least} to {most}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
 def add_timing(parser, warmup=3, windows=5, steps=5):
-    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps first")
-    parser.add_argument("--windows", type=int, default=windows, help="timed windows (passes)")
-    parser.add_argument("--steps", type=int, default=steps, help="steps per timed window")
+    parser.add_argument("--warmup", type=count(0), default=warmup, help="untimed steps first")
+    parser.add_argument("--windows", type=count(1), default=windows, help="timed windows (passes)")
+    parser.add_argument("--steps", type=count(1), default=steps, help="steps per timed window")
 
 
 def parser():
@@ -451,8 +463,8 @@ def parser():
         "step", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="training step throughput, with ratios",
         description="Any other flag is a model flag of cifar.py or imagenet.py (-a, --depth, "
                     "--cardinality, --gn-groups, ...), read by that script's own parser.")
-    step.add_argument("--batch", type=int, default=128, help="images per step")
-    step.add_argument("--image-size", type=int,
+    step.add_argument("--batch", type=count(1), default=128, help="images per step")
+    step.add_argument("--image-size", type=count(8),
                       help="images of this side (none given: 32 for CIFAR models, else 224)")
     step.add_argument("--device", default=default_device, help="the device to time on")
     step.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
@@ -469,26 +481,26 @@ def parser():
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                    help="images/s a loader delivers, without a model")
     pipeline.add_argument("pipeline", choices=["cifar", "imagenet"])
-    pipeline.add_argument("--batch", type=int, default=128, help="images per batch")
+    pipeline.add_argument("--batch", type=count(1), default=128, help="images per batch")
     pipeline.add_argument("--device", default=default_device)
     pipeline.add_argument("--channels-last", action="store_true")
-    pipeline.add_argument("--images", type=int, default=5000,
+    pipeline.add_argument("--images", type=count(1), default=5000,
                           help="cifar: images in the dataset; imagenet without --data: JPEGs "
                                "to make from --npz")
     pipeline.add_argument("--data", help="imagenet: imagenet.py's --data (train/ and val/ "
                                          "image folders)")
     pipeline.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
-    pipeline.add_argument("--workers", type=int, default=8, help="imagenet: loader workers")
+    pipeline.add_argument("--workers", type=count(0, 256), default=8, help="imagenet: loader workers")
     pipeline.add_argument("--device-decode", action="store_true",
                           help="imagenet: also time --decode device (decoding on --device)")
-    pipeline.add_argument("--windows", type=int, default=5, help="timed passes over the data")
+    pipeline.add_argument("--windows", type=count(1), default=5, help="timed passes over the data")
     pipeline.add_argument("--policies", action="store_true",
                           help="cifar: also each of " + ", ".join(list(BENCH_POLICIES)[1:]))
 
     fold = commands.add_parser(
         "fold", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="inference with WS vs with WS folded",
         description="Any other flag is a model flag of cifar.py or imagenet.py (-a, --depth, ...).")
-    fold.add_argument("--batch", type=int, default=128, help="images per forward")
+    fold.add_argument("--batch", type=count(1), default=128, help="images per forward")
     fold.add_argument("--device", default=default_device)
     add_timing(fold, warmup=2, windows=5, steps=5)
 
@@ -496,11 +508,11 @@ def parser():
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                    help="cifar.py wall time vs bare compute (CPU target)")
     overhead.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
-    overhead.add_argument("--train", type=int, default=5000, help="training images")
-    overhead.add_argument("--test", type=int, default=1000, help="images evaluated per epoch")
-    overhead.add_argument("--epochs", type=int, default=2)
-    overhead.add_argument("--batch", type=int, default=128, help="training batch")
-    overhead.add_argument("--repeats", type=int, default=3, help="rounds")
+    overhead.add_argument("--train", type=count(1), default=5000, help="training images")
+    overhead.add_argument("--test", type=count(1), default=1000, help="images evaluated per epoch")
+    overhead.add_argument("--epochs", type=count(1), default=2)
+    overhead.add_argument("--batch", type=count(1), default=128, help="training batch")
+    overhead.add_argument("--repeats", type=count(1), default=3, help="rounds")
     add_timing(overhead)
     return top
 
@@ -527,4 +539,4 @@ def run_command(args, model_flags):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a bad model flag or file: one line and the scripts' exit codes

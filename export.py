@@ -21,7 +21,10 @@ import imagenet
 import models
 from models.deploy import fold_weight_standardization
 from utils import run
-from utils.train.checkpoint import CheckpointError, load_weights, read_checkpoint
+from utils.messages import first_line
+from utils.flags import UsageError
+from utils.train.checkpoint import (CheckpointError, load_weights, read_checkpoint,
+                                    resolve_checkpoint_path)
 
 FORMATS = {"exported": ".pt2", "state_dict": ".pth"}
 
@@ -52,6 +55,20 @@ def load_run(path, use_ema=False):
     return model.eval(), size
 
 
+def check_output(output, resume, replace):
+    """-o must name a new file in an existing folder: never a checkpoint (the one exported or
+    any other: a run's files are its own), and an existing file only with --replace."""
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"cannot write {output}: no folder {folder}")
+    source = os.path.abspath(resolve_checkpoint_path(resume))
+    if os.path.abspath(output) == source or output.endswith(".pth.tar"):
+        raise UsageError(f"-o {output} would write over a checkpoint (a .pth.tar of a run); "
+                         f"name another file")
+    if os.path.exists(output) and not replace:
+        raise UsageError(f"-o {output} exists; add --replace to write over it")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--resume", required=True, metavar="PATH",
@@ -61,12 +78,12 @@ def main(argv=None):
                         help="exported: torch.export program (.pt2, default); state_dict: the "
                              "folded weights (.pth)")
     parser.add_argument("--ema", action="store_true", help="export the EMA of the weights")
+    parser.add_argument("--replace", action="store_true",
+                        help="write over an existing file at -o (never over a checkpoint)")
     args = parser.parse_args(argv)
+    check_output(args.output, args.resume, args.replace)
     model, size = load_run(args.resume, args.ema)
     folded = fold_weight_standardization(model)
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        raise CheckpointError(f"cannot write {args.output}: no folder {folder}")
     if args.format == "state_dict":
         content, save = folded.state_dict(), torch.save
     else:
@@ -77,7 +94,7 @@ def main(argv=None):
     try:
         save(content, args.output)
     except (OSError, RuntimeError) as e:  # torch's writers report some failures as RuntimeError
-        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        reason = getattr(e, "strerror", None) or first_line(e)
         raise CheckpointError(f"cannot write {args.output}: {reason}") from e
     print(f"wrote {args.output}: {type(folded).__name__} with WS folded into its convolutions "
           f"({args.format})")

@@ -14,6 +14,7 @@ from models.twins import PAIR_NAMES
 from utils.data.datasets import class_folders, find_image_folder
 from utils.data.imagenet import DECODE_PATHS, imagenet_loaders, loader_memory
 from utils.flags import ScriptFlags, UsageError
+from utils.messages import first_line
 from utils.seeding import seed_everything
 from utils.train.checkpoint import CheckpointError
 from utils.train.recipe import make_recipe
@@ -54,7 +55,7 @@ def imagenet_model(settings, num_classes, device):
                                                **torchvision_options(arch))
     except Exception as e:
         raise CheckpointError(f"could not get torchvision's pretrained weights for {arch} "
-                              f"(offline?): {str(e).splitlines()[0]}") from e
+                              f"(offline?): {first_line(e)}") from e
     pair = {k: v for k, v in settings.model.options.items() if k in PAIR_NAMES}
     try:
         return with_pair(network, arch, **pair)

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from utils.logger import check_output, draw_figure, picture_formats, savefig
-from utils.summary import final_and_best, group_by_flags, group_by_globs, mean_curve, read_run
+from utils.summary import (distinct_folders, final_and_best, group_by_flags, group_by_globs,
+                           mean_curve, read_run)
 
 
 def table(groups):
@@ -28,6 +29,11 @@ def table(groups):
                      f"  {best.median:>7.2f}")
     if any(len(runs) == 1 for runs in groups.values()):
         lines.append("(n/a: the sample std of a single run is undefined)")
+    for runs in groups.values():
+        for run in runs:
+            if run.unfinished:
+                lines.append(f"note: {run.folder} has {len(run.accuracies)} of its "
+                             f"{run.planned_epochs} epochs; its final is its last epoch so far")
     return "\n".join(lines)
 
 
@@ -69,7 +75,7 @@ def main(argv=None):
 
     def summarise():
         groups = (group_by_globs(args.group) if args.group else
-                  group_by_flags([read_run(folder) for folder in args.runs]))
+                  group_by_flags([read_run(f) for f in distinct_folders(args.runs)]))
         print(table(groups))
         draw(groups, args.output)
     return draw_figure(summarise, args.output)

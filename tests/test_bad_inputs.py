@@ -493,3 +493,329 @@ def test_every_decoding_path_names_an_unreadable_file_the_same_way(tmp_path, cap
             "--data", root, "--decode", decode, "--train-batch", "3",
             "-c", str(tmp_path / decode)], capsys)[1])
     assert len(seen) == 1 and seen.pop().startswith(f"error: cannot read image {bad}: ")
+
+
+# --- Reliability III, class 0: a run folder has one owner; nothing replaced without a word -----
+
+def run_files(folder):
+    """{name: bytes} of what a run wrote into ``folder``."""
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+
+
+def test_two_runs_into_one_folder_the_second_is_refused_naming_the_first(good, tmp_path):
+    """Real processes: the first holds the folder; a second, fresh or resuming, is refused with
+    the holder's pid; once the first is killed (SIGKILL: no chance to clean up), its lock is
+    gone with it and --resume carries on."""
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=64, n_test=8)
+    run = str(tmp_path / "run")
+    first = start(TINY + ["--data", data, "--epochs", "1000"], run)
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(os.path.join(run, "checkpoint.pth.tar")):
+        time.sleep(0.2)
+    for extra in (["--epochs", "3"], ["--resume", run, "--epochs", "2000"]):
+        second = subprocess.run([sys.executable, os.path.join(REPO, "cifar.py")] + TINY +
+                                ["--data", data, "-c", run] + extra, cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        lines = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        assert second.returncode == 2 and len(lines) == 1, second.stderr
+        assert f"{run} is in use by another run (pid {first.pid} on " in lines[0]
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    done = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["epoch"]
+    cifar.main(["--resume", run, "--data", data, "--epochs", str(done + 1), "--no-progress"])
+    assert len(read_log_rows(os.path.join(run, "log.txt"))[1]) == done + 1
+    assert not os.path.exists(os.path.join(run, ".lock"))  # a finished run lets go
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run_unless_told(good, trained, tmp_path,
+                                                                   capsys):
+    run = copy_run(trained, tmp_path / "run")
+    before = run_files(run)
+    line = cifar_fails(TINY + ["--data", good, "--epochs", "1", "-c", run], capsys, code=2)
+    assert f"{run} holds a run (checkpoint.pth.tar" in line and "--replace" in line
+    assert run_files(run) == before  # nothing touched
+    cifar.main(TINY + ["--data", good, "--epochs", "1", "-c", run, "--replace"])
+    assert "--replace: removed the previous run's checkpoint.pth.tar" in capsys.readouterr().out
+    assert len(read_log_rows(os.path.join(run, "log.txt"))[1]) == 1
+
+
+def test_going_back_to_an_older_epoch_copy_says_what_it_would_replace(good, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    cifar.main(TINY + ["--data", good, "--epochs", "3", "-c", run, "--keep-checkpoints", "3"])
+    before = run_files(run)
+    old = os.path.join(run, "checkpoint_epoch_1.pth.tar")
+    line = cifar_fails(["--resume", old, "--data", good, "--epochs", "4"], capsys, code=2)
+    assert "goes back to an older epoch" in line and "checkpoint.pth.tar and " \
+        "model_best.pth.tar" in line and "--replace" in line
+    assert run_files(run) == before
+    # Into another folder (-c): the old run stays as it is, the new one starts at epoch 2.
+    branch = str(tmp_path / "branch")
+    cifar.main(["--resume", old, "--data", good, "--epochs", "2", "-c", branch, "--no-progress"])
+    assert run_files(run) == before
+    assert len(read_log_rows(os.path.join(branch, "log.txt"))[1]) == 2
+    # Told to, it replaces: the log is cut back to epoch 1 and grows from there.
+    cifar.main(["--resume", old, "--data", good, "--epochs", "2", "--replace", "--no-progress"])
+    assert len(read_log_rows(os.path.join(run, "log.txt"))[1]) == 2
+
+
+def test_what_a_killed_save_left_is_removed_at_the_next_start(good, trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "run")
+    for name in ("checkpoint.pth.tar.k1m2n3.tmp", "run.json.x9y8z7.tmp", "log.txt.tmp"):
+        open(os.path.join(run, name), "wb").write(b"half a save")
+    cifar.main(["--resume", run, "--data", good, "--epochs", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert "removed what a killed save left" in out and "checkpoint.pth.tar.k1m2n3.tmp" in out
+    assert not [n for n in os.listdir(run) if n.endswith(".tmp")]
+
+
+def test_export_never_writes_over_a_checkpoint_and_asks_before_any_file(trained, tmp_path,
+                                                                        capsys):
+    import export
+    checkpoint = os.path.join(trained, "checkpoint.pth.tar")
+    before = open(checkpoint, "rb").read()
+    for output in (checkpoint, os.path.join(trained, "model_best.pth.tar")):
+        code, line = one_line_failure(export.main, ["--resume", trained, "-o", output], capsys)
+        assert code == 2 and "would write over a checkpoint" in line
+    assert open(checkpoint, "rb").read() == before
+    existing = tmp_path / "m.pth"
+    existing.write_bytes(b"mine")
+    code, line = one_line_failure(export.main, ["--resume", trained, "-o", str(existing),
+                                                "--format", "state_dict"], capsys)
+    assert code == 2 and "exists; add --replace" in line and existing.read_bytes() == b"mine"
+    assert export.main(["--resume", trained, "-o", str(existing), "--format", "state_dict",
+                        "--replace"]) == 0
+
+
+# --- class 1: what is read back from disk is checked like a flag ----------------------------
+
+def damaged_checkpoint(trained, tmp_path, **fields):
+    checkpoint = torch.load(os.path.join(trained, "checkpoint.pth.tar"), weights_only=True)
+    for key, value in fields.items():
+        if value is None:
+            checkpoint.pop(key, None)
+        elif key == "args":
+            checkpoint["args"] = {**checkpoint["args"], **value}
+        else:
+            checkpoint[key] = value
+    folder = tmp_path / "damaged"
+    folder.mkdir(exist_ok=True)
+    torch.save(checkpoint, folder / "checkpoint.pth.tar")
+    return str(folder / "checkpoint.pth.tar")
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(position={"batch": 999, "meters": [[0.0, 0.0, 0.0, 8.0, 8.0]], "lr": 0.1}),
+     "position in its epoch is malformed: batch 1000 of an epoch of 2 batches"),
+    (dict(position={"batch": 1, "meters": [[1.0, 2.0]], "lr": 0.1}),
+     "malformed 'position': its meters are not lists of 5"),
+    (dict(position={"batch": 1, "meters": [[0.0] * 5], "lr": float("nan")}),
+     "malformed 'position': its learning rate is nan"),
+    (dict(args={"lr": "fast"}), "malformed 'args': lr is 'fast', which --learning-rate cannot"),
+    (dict(args={"depth": 8.5}), "malformed 'args': depth is 8.5"),
+    (dict(args={"optimizer": "rmsprop"}), "malformed 'args': optimizer is 'rmsprop'"),
+    (dict(log={"names": ["A"], "rows": [[1.0, 2.0]]}), "malformed 'log': row 1 is not a row of 1"),
+    (dict(log={"names": ["A"], "rows": [[float("inf")]]}), "malformed 'log': row 1 holds"),
+    (dict(run={"sessions": "yesterday"}), "malformed 'run': its sessions are not a list"),
+    (dict(best_acc=float("nan")), "malformed 'best_acc': nan is not a finite number"),
+    (dict(num_classes=0), "malformed 'num_classes': 0 classes"),
+], ids=["position-past-end", "meters", "lr", "args-str", "args-float", "args-choice",
+        "log-row", "log-inf", "sessions", "best-acc", "classes"])
+def test_a_checkpoint_field_read_back_is_checked_like_its_flag(good, trained, tmp_path, capsys,
+                                                               fields, message):
+    path = damaged_checkpoint(trained, tmp_path, **fields)
+    code, line = one_line_failure(cifar.main, ["--resume", path, "--data", good, "--epochs", "3",
+                                               "--no-progress"], capsys)
+    assert code in (1, 2) and message in line, line
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not a zip", b"\x80\x02 pickle?"],
+                         ids=["empty", "broken-zip", "not-torch"])
+def test_a_checkpoint_file_that_does_not_parse_is_one_line(good, tmp_path, capsys, content):
+    path = tmp_path / "c.pth.tar"
+    path.write_bytes(content)
+    assert "is unreadable (truncated, corrupt or not a PyTorch file)" in cifar_fails(
+        ["--resume", str(path), "--data", good], capsys, code=1)
+
+
+def test_summarize_checks_run_json_and_log_rows(tmp_path, capsys):
+    import summarize
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "log.txt").write_text("Valid Acc.\t\n10.0\t\n20.0\t\n")
+    cases = [("[" * 100000 + "]" * 100000, "nests deeper than JSON a run writes"),
+             ("[1, 2]", "is not a run record: it holds a list"),
+             ('{"recorded": [1]}', "malformed 'recorded': a list"),
+             ('{"recorded": {"epochs": "many"}}', "malformed 'recorded': epochs is 'many'"),
+             ("{not json", "is not a run record")]
+    for text, message in cases:
+        (run / "run.json").write_text(text)
+        assert summarize.main([str(run), "-o", str(tmp_path / "s.png")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    (run / "run.json").write_text('{"recorded": {"epochs": 2}}')
+    (run / "log.txt").write_text("Valid Acc.\t\n10.0\t\nnan\t\n")
+    assert summarize.main([str(run), "-o", str(tmp_path / "s.png")]) == 1
+    assert "line 3 holds a number that is not finite" in capsys.readouterr().err
+
+
+def test_summarize_counts_a_folder_named_twice_once_and_notes_an_unfinished_run(tmp_path,
+                                                                                capsys):
+    import summarize
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "log.txt").write_text("Valid Acc.\t\n10.0\t\n20.0\t\n")
+    (run / "run.json").write_text('{"recorded": {"arch": "resnet", "epochs": 5}}')
+    os.symlink(run, tmp_path / "link")
+    assert summarize.main([str(run), str(run), str(tmp_path / "link"), "-o",
+                           str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert [row.split()[1] for row in out.splitlines() if row.startswith("all")] == ["1"]
+    assert f"note: {run} has 2 of its 5 epochs" in out
+
+
+# --- classes 4, 5, 7, 9, 10, 11, 12 -----------------------------------------------------------
+
+@pytest.mark.parametrize("flags, message", [
+    (["--manualSeed", "-1"], "--manualSeed must be in 0 .. 9,223,372,036,854,775,807, got -1"),
+    (["--manualSeed", str(2 ** 63)], "--manualSeed must be at most 9,223,372,036,854,775,807"),
+    (["--train-batch", str(2 ** 40)], "--train-batch must be at most 2,147,483,647"),
+    (["-j", "1000"], "--workers must be at most 256, got 1,000"),
+    (["--epochs", str(2 ** 31)], "--epochs must be at most 2,147,483,647"),
+    (["-a", "se_resnet", "--depth", "8", "--se-reduction", "0"],
+     "--se-reduction must be at least 1, got 0"),
+], ids=["seed-negative", "seed-huge", "batch-huge", "workers", "epochs-huge", "se-0"])
+def test_integer_flags_stay_within_what_torch_and_the_machine_take(good, tmp_path, capsys, flags,
+                                                                   message):
+    argv = TINY + ["--data", good, "-c", str(tmp_path / "r")] + flags
+    assert message in cifar_fails(argv, capsys, code=2)
+
+
+def test_a_float_that_rounds_to_zero_is_refused(good, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar.main(TINY + ["--data", good, "--ema", "1e-400"])
+    assert exit_info.value.code == 2
+    assert "argument --ema: 1e-400 is too small to tell from 0" in capsys.readouterr().err
+
+
+def test_evaluating_needs_a_trained_model_and_a_finite_one(good, trained, tmp_path, capsys):
+    assert "-e evaluates a trained model: give it with --resume RUN or --weights" in cifar_fails(
+        TINY + ["--data", good, "-e"], capsys, code=2)
+    checkpoint = torch.load(os.path.join(trained, "checkpoint.pth.tar"), weights_only=True)
+    checkpoint["state_dict"]["fc.bias"][0] = float("nan")
+    path = str(tmp_path / "nan.pth.tar")
+    torch.save(checkpoint, path)
+    assert "the weights to evaluate are not all finite" in cifar_fails(
+        ["-e", "--resume", path, "--data", good, "--no-progress"], capsys, code=1)
+
+
+@pytest.mark.parametrize("names, message", [
+    ([f"c{i}" for i in range(20)], "names 20 classes in label_names; the data has 10"),
+    ({"a": 1}, "holds label_names of dict; expected a list of 10 class names"),
+    ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "holds label_names of list; expected a list of 10"),
+], ids=["twenty", "dict", "numbers"])
+def test_dataset_metadata_of_the_wrong_kind_or_count_is_refused(tmp_path, capsys, names, message):
+    root = make_cifar_pickles(str(tmp_path), n_train=10, n_test=5)
+    with open(os.path.join(root, "cifar-10-batches-py", "batches.meta"), "wb") as f:
+        pickle.dump({"label_names": names}, f)
+    for argv in (TINY + ["--data", root, "--epochs", "1", "-c", str(tmp_path / "r")],):
+        assert message in cifar_fails(argv, capsys, code=1)
+
+
+def test_cifar_arrays_stored_channel_last_are_refused_not_scrambled(tmp_path, capsys):
+    root = make_cifar_pickles(str(tmp_path), n_train=10, n_test=5)
+    path = os.path.join(root, "cifar-10-batches-py", "data_batch_1")
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.zeros((2, 32, 32, 3), np.uint8), "labels": [0, 1]}, f)
+    assert "its data is an array of shape (2, 32, 32, 3)" in cifar_fails(
+        TINY + ["--data", root, "--epochs", "1", "-c", str(tmp_path / "r")], capsys, code=1)
+
+
+def test_a_symlink_loop_in_an_image_folder_is_refused(tmp_path, capsys):
+    root = make_image_folder(str(tmp_path / "f"), splits=(("train", 2), ("test", 1)))
+    os.symlink("..", os.path.join(root, "train", "a", "loop"))
+    line = cifar_fails(TINY + ["--data", root, "--epochs", "1", "-c", str(tmp_path / "r")],
+                       capsys, code=1)
+    assert "(a symbolic link to a folder already read)" in line and "loop" in line
+
+
+@pytest.mark.parametrize("header, message", [
+    (b"\x00\x00\x08\x03" + b"\x00\x00\x00\x02", "declares 3 dimensions, more sizes than"),
+    (b"\x00\x00\x08\x00", "declares no dimensions"),
+    (b"\x00\x00\x08\x01" + b"\x00\x00\x00\x09" + b"\x01" * 4, "says 9 values of 1 bytes"),
+], ids=["short-header", "no-dims", "wrong-size"])
+def test_idx_headers_are_checked_against_the_file(tmp_path, capsys, header, message):
+    root = make_idx_dataset(str(tmp_path), "MNIST", gz=False)
+    open(os.path.join(root, "MNIST", "raw", "train-labels-idx1-ubyte"), "wb").write(header)
+    assert message in cifar_fails(TINY + ["-d", "mnist", "--data", root, "--epochs", "1", "-c",
+                                          str(tmp_path / "r")], capsys, code=1)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tta", "flip"], "--tta flip: the checkpoint's log was written with --tta none"),
+    (["--train-batch", "4"], "--train-batch 4: the checkpoint was trained with --train-batch 8"),
+    (["--manualSeed", "9"], "--manualSeed 9: the checkpoint was trained with --manualSeed 2"),
+    (["--schedule", "1", "2"], "--schedule 1 2: the checkpoint was trained with --schedule 150 "
+                               "225"),
+    (["--depth", "14"], "--depth 14: the checkpoint was trained with --depth 8"),
+], ids=["tta", "train-batch", "seed", "schedule", "depth"])
+def test_a_recorded_flag_a_resume_cannot_apply_is_refused(good, trained, capsys, flags, message):
+    line = cifar_fails(["--data", good, "--resume", trained, "--epochs", "3"] + flags, capsys,
+                       code=2)
+    assert message in line
+
+
+def test_a_resume_without_the_ema_is_refused(good, tmp_path, capsys):
+    run = str(tmp_path / "ema")
+    cifar.main(TINY + ["--data", good, "--epochs", "1", "-c", run, "--ema", "0.9"])
+    assert "--ema 0: the checkpoint keeps an average of the weights" in cifar_fails(
+        ["--data", good, "--resume", run, "--epochs", "2", "--ema", "0"], capsys, code=2)
+
+
+def test_a_new_lr_on_resume_is_applied_and_recorded_from_its_epoch(good, trained, tmp_path):
+    import json
+    run = copy_run(trained, tmp_path / "run")
+    cifar.main(["--data", good, "--resume", run, "--epochs", "2", "--lr", "0.5", "--momentum",
+                "0.5", "--no-progress"])
+    _, rows = read_log_rows(os.path.join(run, "log.txt"))
+    assert rows[0][0] == pytest.approx(0.1) and rows[1][0] == pytest.approx(0.5)
+    saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert saved["optimizer"]["param_groups"][0]["momentum"] == 0.5
+    with open(os.path.join(run, "run.json")) as f:
+        session = json.load(f)["sessions"][-1]
+    assert session["changed"] == {"epochs": {"from": 1, "to": 2, "from_epoch": 2},
+                                  "lr": {"from": 0.1, "to": 0.5, "from_epoch": 2},
+                                  "momentum": {"from": 0.9, "to": 0.5, "from_epoch": 2}}
+
+
+# --- class 8: the helper tools answer as the scripts do ---------------------------------------
+
+def helper(script, argv):
+    return subprocess.run([sys.executable, os.path.join(REPO, script)] + argv, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("script, argv, code, message", [
+    ("bench.py", ["step", "-a", "resnt", "--depth", "8", "--device", "cpu"], 2,
+     "error: unknown architecture 'resnt'; did you mean resnet"),
+    ("bench.py", ["step", "-a", "resnet", "--depth", "8", "--batch", "0"], 2,
+     "argument --batch: must be from 1 to"),
+    ("bench.py", ["pipeline", "cifar", "--windows", "0"], 2, "argument --windows: must be from 1"),
+    ("bench.py", ["fold", "-a", "resnet", "--depth", "21"], 2, "needs depth = 6n+2"),
+    ("plot.py", ["nowhere/log.txt", "-o", "x.png"], 1, "error: no log at nowhere/log.txt"),
+    ("summarize.py", ["--group", "A=nowhere-*", "-o", "x.png"], 1, "no run folder matches"),
+    ("export.py", ["--resume", "nowhere", "-o", "x.pt2"], 1, "no checkpoint found at nowhere"),
+])
+def test_the_helper_tools_answer_a_bad_input_in_one_line(script, argv, code, message):
+    result = helper(script, argv)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and message in result.stderr, result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith(
+        ("error:", f"{script}: error:", "usage:"))]) <= 2
+
+
+def test_export_of_a_checkpoint_whose_args_are_damaged_is_one_line(trained, tmp_path, capsys):
+    import export
+    path = damaged_checkpoint(trained, tmp_path, args={"depth": "eight"})
+    code, line = one_line_failure(export.main, ["--resume", path, "-o",
+                                                str(tmp_path / "m.pt2")], capsys)
+    assert code == 1 and "malformed 'args': depth is 'eight'" in line

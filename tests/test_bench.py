@@ -3,8 +3,6 @@ import os
 import re
 import tempfile
 
-import pytest
-
 import bench
 
 

@@ -69,19 +69,20 @@ def long_step_run(tmp_path):
     return proc, run
 
 
-def test_two_ctrl_c_in_one_long_step_stop_the_run_with_a_line(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_second_signal_in_one_long_step_stops_the_run_with_a_line(tmp_path, sig, code):
     proc, run = long_step_run(tmp_path)
     started = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)
     time.sleep(0.3)  # a person's second Ctrl-C (sent together, the kernel merges the two)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.strip()
             and not line.startswith("warning: ")] == [
-        "=> stopped at once by a second SIGINT: the steps since the last checkpoint are not "
-        "saved; --resume continues from that checkpoint"]
+        f"=> stopped at once by a second {sig.name}: the steps since the last checkpoint are "
+        f"not saved; --resume continues from that checkpoint"]
     assert time.monotonic() - started < 60
     leftovers = [n for n in os.listdir(run) if n.endswith(".tmp")] if os.path.isdir(run) else []
     assert leftovers == []

@@ -5,6 +5,7 @@ numbers as %.6f. ``Logger`` writes a log (``resume=True`` appends to an existing
 log for its curves (``read_log``, ``LoggerMonitor``, ``save_curves``) never opens it for writing,
 so the logs of a finished or read-only run can be plotted.
 """
+import math
 import os
 import sys
 
@@ -88,6 +89,8 @@ def read_log(fpath):
         if len(values) != len(names):
             raise LogError(f"{fpath} line {i} is not a row of {len(names)} numbers: "
                            f"{line[:60]!r}")
+        if not all(math.isfinite(v) for v in values):
+            raise LogError(f"{fpath} line {i} holds a number that is not finite: {line[:60]!r}")
         for name, value in zip(names, values):
             numbers[name].append(value)
     return names, numbers

@@ -27,7 +27,8 @@ from .record import finish_record, new_record, write_record
 from .run_folder import FolderError, RunFolder, check_folder
 from .report import write_class_report
 from .train.checkpoint import CheckpointError, load_weights, resolve_checkpoint_path
-from .train.engine import EpochPosition, NonFiniteLoss, PreparedModel, TrainPlan, evaluate, fit
+from .train.engine import (EpochPosition, NonFiniteLoss, PreparedModel, TrainPlan, all_finite,
+                           evaluate, fit)
 from .train.stopping import SIGNAL_EXIT_CODES, ImmediateStop, TrainingInterrupted
 from .train.recipe import resume_from
 
@@ -330,6 +331,10 @@ def report_evaluation(model, loader, recipe, plan, classes, num_classes):
     """Print loss and top-1/top-5 of the weights (and of their EMA when the run keeps one), and
     write per_class_accuracy.txt and confusion_matrix.png into the run folder. ``classes``
     names the data's classes; a model with more outputs gets its extra ones numbered."""
+    if not all_finite([model.raw]):
+        raise CheckpointError("the weights to evaluate are not all finite (NaN or infinite): "
+                              "they score nothing; evaluate a checkpoint saved before the "
+                              "values went bad")
     print("\nEvaluation only")
     classes = list(classes) + [str(i) for i in range(len(classes), num_classes)]
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)

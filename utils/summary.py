@@ -15,7 +15,7 @@ from typing import Optional
 
 from .logger import LogError, read_log
 
-__all__ = ["Run", "read_run", "group_by_flags", "group_by_globs", "Stats", "stats",
+__all__ = ["Run", "read_run", "read_record", "distinct_folders", "group_by_flags", "group_by_globs", "Stats", "stats",
            "final_and_best", "mean_curve"]
 
 COLUMN = "Valid Acc."
@@ -24,25 +24,62 @@ IGNORED = ("manualSeed",)  # what differs between the runs of one group
 
 @dataclasses.dataclass(frozen=True)
 class Run:
+    """A run folder as summarize.py reads it: its Valid Acc. per epoch, the flags its run.json
+    records (empty without one) and the epochs it was asked to train (None: unknown)."""
     folder: str
-    accuracies: tuple  # Valid Acc. per epoch
-    recorded: dict     # run.json's recorded flags; empty without run.json
+    accuracies: tuple
+    recorded: dict
+    planned_epochs: Optional[int] = None
+
+    @property
+    def unfinished(self) -> bool:
+        return self.planned_epochs is not None and len(self.accuracies) < self.planned_epochs
 
 
-def read_run(folder):
+def read_record(path: str) -> dict:
+    """run.json, checked like a flag: a JSON object whose "recorded" is a dict of flags (and
+    "epochs" among them, if any, a whole number). One LogError line naming the file and the
+    field otherwise, also for a file that does not parse or nests beyond reason."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except RecursionError:
+        raise LogError(f"{path} is not a run record: it nests deeper than JSON a run writes") \
+            from None
+    except (OSError, ValueError) as e:
+        raise LogError(f"{path} is not a run record: {e}") from e
+    if not isinstance(record, dict):
+        raise LogError(f"{path} is not a run record: it holds a {type(record).__name__}")
+    recorded = record.get("recorded") or {}
+    if not isinstance(recorded, dict):
+        raise LogError(f"{path} has a malformed 'recorded': a {type(recorded).__name__}")
+    epochs = recorded.get("epochs")
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)
+                               or epochs < 1):
+        raise LogError(f"{path} has a malformed 'recorded': epochs is {epochs!r}")
+    return recorded
+
+
+def read_run(folder: str) -> Run:
     """A run folder's accuracies (log.txt) and recorded flags (run.json, when there is one)."""
     names, numbers = read_log(os.path.join(folder, "log.txt"))
     if COLUMN not in names or not numbers[COLUMN]:
         raise LogError(f"{folder}/log.txt has no {COLUMN!r} rows")
-    recorded = {}
     path = os.path.join(folder, "run.json")
-    if os.path.isfile(path):
-        try:
-            with open(path) as f:
-                recorded = json.load(f).get("recorded") or {}
-        except (ValueError, AttributeError) as e:
-            raise LogError(f"{path} is not a run record: {e}") from e
-    return Run(folder, tuple(numbers[COLUMN]), recorded)
+    recorded = read_record(path) if os.path.isfile(path) else {}
+    return Run(folder, tuple(numbers[COLUMN]), recorded, recorded.get("epochs"))
+
+
+def distinct_folders(folders: list) -> list:
+    """``folders`` with each real folder once (a folder named twice, or through a link, is one
+    run)."""
+    seen, out = set(), []
+    for folder in folders:
+        real = os.path.realpath(folder)
+        if real not in seen:
+            seen.add(real)
+            out.append(folder)
+    return out
 
 
 def group_by_flags(runs):
@@ -68,7 +105,8 @@ def group_by_globs(patterns):
         label, sep, expression = pattern.rpartition("=")  # a label may hold "=", a glob rarely
         if not sep or not label or not expression:
             raise ValueError(f"--group takes LABEL=GLOB, got {pattern!r}")
-        folders = sorted(p for p in glob.glob(os.path.expanduser(expression)) if os.path.isdir(p))
+        folders = distinct_folders(sorted(p for p in glob.glob(os.path.expanduser(expression))
+                                          if os.path.isdir(p)))
         if not folders:
             raise ValueError(f"--group {pattern}: no run folder matches {expression}")
         groups[label] = [read_run(folder) for folder in folders]

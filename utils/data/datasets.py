@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..messages import first_line
 from .decode import decode_file, pil_rgb, read_bytes
 from .errors import DataError
 from .raw_formats import FormatError, read_cifar_pickle, read_idx, read_mat
@@ -159,8 +160,17 @@ def _read_official(folder, spec):
     meta_path = os.path.join(folder, spec["meta"][0])
     classes = None
     if os.path.isfile(meta_path):
-        names = _read_pickle(meta_path).get(spec["meta"][1])
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names or []] or None
+        key = spec["meta"][1]
+        names = _read_pickle(meta_path).get(key)
+        if names is not None:
+            if (not isinstance(names, (list, tuple))
+                    or not all(isinstance(n, (str, bytes)) for n in names)):
+                raise DataError(f"{meta_path} holds {key} of {type(names).__name__}; expected a "
+                                f"list of {spec['num_classes']} class names")
+            if len(names) != spec["num_classes"]:
+                raise DataError(f"{meta_path} names {len(names)} classes in {key}; the data has "
+                                f"{spec['num_classes']}")
+        classes = [n.decode() if isinstance(n, bytes) else n for n in names or []] or None
     classes = classes or [str(i) for i in range(spec["num_classes"])]
 
     def split(names):
@@ -174,6 +184,10 @@ def _read_official(folder, spec):
             try:
                 data = np.asarray(batch["data"])
                 labels = np.asarray(batch[spec["label_key"]])
+                if data.shape[1:] not in ((3072,), (3, 32, 32)):
+                    raise ValueError(f"its data is an array of shape {data.shape}, not rows of "
+                                     f"3072 values (1024 red, 1024 green, 1024 blue: the "
+                                     f"official layout) or N x 3 x 32 x 32")
                 data = data.reshape(len(data), 3, 32, 32)
             except (KeyError, ValueError, TypeError) as e:
                 raise DataError(f"{path} does not hold CIFAR data (N rows of 3072 pixels) and "
@@ -208,10 +222,17 @@ def list_image_folder(root, classes=None):
     if unknown:
         raise DataError(f"{root} has class folder(s) {', '.join(unknown[:5])} that the "
                         f"training split does not have")
-    samples = []
+    samples, walked = [], {}
     for cls in found:
-        label = classes.index(cls)
-        for dirpath, _, files in sorted(os.walk(os.path.join(root, cls), followlinks=True)):
+        label, folders = classes.index(cls), []
+        for dirpath, _, files in os.walk(os.path.join(root, cls), followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in walked:  # a link back into the tree: its images would count again
+                raise DataError(f"{dirpath} is {walked[real]} again (a symbolic link to a folder "
+                                f"already read): remove the link, or copy the images")
+            walked[real] = dirpath
+            folders.append((dirpath, files))
+        for dirpath, files in sorted(folders):  # the order of sorted(os.walk(...))
             for name in sorted(files):
                 if name.lower().endswith(IMG_EXTENSIONS):
                     samples.append((os.path.join(dirpath, name), label))
@@ -309,7 +330,7 @@ def load_dataset(root, name="cifar10", download=True):
     except Exception as e:
         if made:  # the folder holds only this failed download's partial files
             shutil.rmtree(root, ignore_errors=True)
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise DataError(f"no {name} data found and the download failed ({reason}): {looked}")
     return read(official, spec)
 

@@ -73,12 +73,20 @@ def read_idx(path):
         data = f.read()
     if len(data) < 4 or data[0] or data[1] or data[2] not in IDX_TYPES:
         raise FormatError(f"{path} is not an IDX file")
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    values = np.frombuffer(data, dtype=IDX_TYPES[data[2]], offset=4 + 4 * ndim)
-    if values.size != int(np.prod(shape)):
-        raise FormatError(f"{path}: IDX header says {shape}, the file holds {values.size} values")
-    return values.reshape(shape).copy()  # frombuffer's view is read-only
+    ndim, dtype = data[3], np.dtype(IDX_TYPES[data[2]])
+    header = 4 + 4 * ndim
+    if ndim == 0:
+        raise FormatError(f"{path}: its IDX header declares no dimensions")
+    if len(data) < header:
+        raise FormatError(f"{path}: its IDX header declares {ndim} dimensions, more sizes than "
+                          f"its {len(data)} bytes hold")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if expected != len(data) - header:
+        raise FormatError(f"{path}: its IDX header says {' x '.join(map(str, shape))} values of "
+                          f"{dtype.itemsize} bytes ({expected:,} bytes), the file holds "
+                          f"{len(data) - header:,} after the header")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).copy()
 
 
 # MATLAB 5 data types (MAT-File Format, table 1-1) and their numpy equivalents.

@@ -5,6 +5,7 @@ Format (the reference's, plus fields of ours): a dict with ``epoch`` (epochs don
 ``args`` (the run's flags), ``scheduler`` and ``rng`` so a resume is exact.
 """
 import errno
+import math
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import tempfile
 
 import torch
 
+from ..messages import first_line
 from ..seeding import rng_state, set_rng_state
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
@@ -95,7 +97,7 @@ def save_checkpoint(state, is_best, folder, filename="checkpoint.pth.tar", keep=
     except (OSError, RuntimeError) as e:
         # torch.save reports a failed write (a full disk) as a RuntimeError without an errno.
         reason = getattr(e, "strerror", None) or (
-            os.strerror(errno.ENOSPC) if _nearly_full(folder) else str(e).splitlines()[0])
+            os.strerror(errno.ENOSPC) if _nearly_full(folder) else first_line(e))
         raise CheckpointError(f"could not write a checkpoint in {folder}: {reason}; "
                               f"the previous checkpoint there is intact") from e
     return path
@@ -125,7 +127,7 @@ def read_checkpoint(path):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not a "
-                              f"PyTorch file): {type(e).__name__}: {str(e).splitlines()[0]}") from e
+                              f"PyTorch file): {type(e).__name__}: {first_line(e)}") from e
     check_checkpoint(checkpoint, path)
     return checkpoint
 
@@ -159,6 +161,68 @@ def check_checkpoint(checkpoint, path):
                                   f"{type(checkpoint[field]).__name__}")
     if checkpoint.get("epoch", 0) < 0:
         raise CheckpointError(f"{path} has a negative epoch count ({checkpoint['epoch']})")
+    for field, check in FIELD_CHECKS.items():
+        if checkpoint.get(field) is not None:
+            problem = check(checkpoint[field])
+            if problem:
+                raise CheckpointError(f"{path} has a malformed {field!r}: {problem}")
+
+
+def _number(value):
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _finite(value, least=None):
+    """Whether ``value`` is a finite number (at least ``least``)."""
+    number = _number(value)
+    return number is not None and math.isfinite(number) and (least is None or number >= least)
+
+
+def _check_log(log):
+    names, rows = log.get("names"), log.get("rows")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "its column names are not a list of names"
+    if not isinstance(rows, list):
+        return "its rows are not a list"
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, list) or len(row) != len(names):
+            return f"row {i} is not a row of {len(names)} numbers"
+        if not all(_finite(v) for v in row):
+            return f"row {i} holds a value that is not a finite number"
+    return None
+
+
+def _check_position(position):
+    batch, meters, lr = position.get("batch"), position.get("meters"), position.get("lr")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        return f"its batch is {batch!r}, not a batch number of 1 or more"
+    if not isinstance(meters, list) or not meters or not all(
+            isinstance(m, list) and len(m) == 5 and all(_finite(v, 0) for v in m)
+            for m in meters):
+        return "its meters are not lists of 5 non-negative numbers"
+    if not _finite(lr, 0) or _number(lr) == 0:
+        return f"its learning rate is {lr!r}, not a positive number"
+    return None
+
+
+def _check_run(run):
+    sessions = run.get("sessions", [])
+    if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
+        return "its sessions are not a list of records"
+    for name in ("flags", "recorded"):
+        if not isinstance(run.get(name, {}), dict):
+            return f"its {name} are not a dict"
+    return None
+
+
+# What each field must hold beyond its type, said in the words of the error line.
+FIELD_CHECKS = {
+    "acc": lambda v: None if _finite(v) else f"{v!r} is not a finite number",
+    "best_acc": lambda v: None if _finite(v) else f"{v!r} is not a finite number",
+    "num_classes": lambda v: None if v >= 1 else f"{v} classes",
+    "log": _check_log, "position": _check_position, "run": _check_run}
 
 
 def unwrap_state_dict(obj):
@@ -237,7 +301,7 @@ def restore_training_state(checkpoint, optimizer, scheduler, scaler=None, ema=No
             load(state)
         except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
             raise CheckpointError(f"the checkpoint's {name} state does not fit this run: "
-                                  f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
+                                  f"{type(e).__name__}: {first_line(e)}") from e
     if not checkpoint.get("scheduler"):
         scheduler.last_epoch = epoch
     best = checkpoint.get("best_acc", 0.0)

@@ -19,7 +19,7 @@ from ..eval import confusion_counts, topk_correct
 from ..progress import Progress, format_rate
 from ..record import with_session_time
 from ..seeding import batch_generator
-from .checkpoint import save_checkpoint, training_state
+from .checkpoint import CheckpointError, save_checkpoint, training_state
 from .stopping import StepControl, StopSignal, TrainingInterrupted
 
 __all__ = ["TrainPlan", "EpochPosition", "PreparedModel", "NonFiniteLoss", "TrainingInterrupted",
@@ -295,6 +295,10 @@ def fit(model, loaders, recipe, plan, log, record):
                 best_acc, recorded(position=position.as_dict()), ema),
                 False, plan.run_folder)
 
+    if plan.position is not None and not plan.position.batch < len(loaders.train):
+        raise CheckpointError(f"the checkpoint's position in its epoch is malformed: batch "
+                              f"{plan.position.batch + 1} of an epoch of {len(loaders.train)} "
+                              f"batches")
     with StopSignal() as stop:
         control = StepControl(stop, plan.save_every, save_position)
         for epoch in range(plan.start_epoch, plan.epochs):
