@@ -37,8 +37,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import cifar
-import imagenet
 import models
 from models.deploy import fold_weight_standardization
 from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ArrayDataset
@@ -47,12 +45,16 @@ from utils.data.decode import decode_file, read_bytes
 from utils.cpu_memory import keep_freed_memory
 from utils.data.imagenet import imagenet_loaders
 from utils.data.loaders import DeviceLoader, EpochBatches
-from utils.flags import COMPILE_FLAG
-from utils.run import build_model, run_main
+from utils.settings.flags import COMPILE_FLAG
+from utils.settings.run import read_settings
+from utils.settings.scripts import cifar_flags, imagenet_flags, script_flags_for
+from utils.settings.run import build_model, run_main
 from utils.train.engine import autocast
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-SHARED_NPZ = os.path.join(os.path.dirname(REPO), "shared", "data", "cifar10-jpeg.npz")
+# The shared data beside the checkout, or where $WS_SHARED_DIR says (as the tests read it).
+SHARED = os.environ.get("WS_SHARED_DIR", os.path.join(os.path.dirname(REPO), "shared"))
+SHARED_NPZ = os.path.join(SHARED, "data", "cifar10-jpeg.npz")
 
 
 def sync(device):
@@ -62,13 +64,12 @@ def sync(device):
 
 def model_settings(model_flags):
     """(script's archs, ModelChoice, image size) of model flags as cifar.py or imagenet.py reads
-    them: cifar.py for its own architectures, imagenet.py for the rest."""
+    them: cifar.py's command line for its own architectures, imagenet.py's for the rest."""
     arch = model_flags[model_flags.index("-a") + 1] if "-a" in model_flags else "l_resnet50"
-    if arch in models.cifar.MODELS:
-        settings, _ = cifar.cifar_flags().parse(["-a", arch] + model_flags)
-        return models.cifar.MODELS, settings.model, 32
-    settings, _ = imagenet.imagenet_flags().parse(["-a", arch, "--data", "."] + model_flags)
-    return models.imagenet.ARCHS, settings.model, 224
+    flags = script_flags_for(arch)
+    data = ["--data", "."] if flags.spec.image_size == 224 else []
+    settings, _ = read_settings(flags, ["-a", arch] + data + model_flags)
+    return flags.archs, settings.model, flags.spec.image_size
 
 
 def bn_twin(archs, choice):
@@ -268,7 +269,7 @@ def time_passes(loaders, device, windows):
 def bench_pipeline(args):
     device = torch.device(args.device)
     if device.type == "cpu":
-        keep_freed_memory()  # as the scripts do on the CPU (utils.run.select_device)
+        keep_freed_memory()  # as the scripts do on the CPU (utils.settings.run.select_device)
     if args.pipeline == "cifar":
         bench_cifar_pipeline(args, device)
     else:
@@ -284,7 +285,7 @@ def bench_cifar_pipeline(args, device):
     chosen = BENCH_POLICIES if args.policies else {"none": []}
     loaders = {name: DeviceLoader(dataset, EpochBatches(n, args.batch, True), device, CIFAR_MEAN,
                                   CIFAR_STD, augment=True, channels_last=args.channels_last,
-                                  policy=cifar.cifar_flags().parse(flags)[0].data.policy)
+                                  policy=read_settings(cifar_flags(), flags)[0].data.policy)
                for name, flags in chosen.items()}
     times = time_passes(loaders, device, args.windows)
     for name, t in times.items():
@@ -364,10 +365,10 @@ def bench_imagenet_pipeline(args, device):
         contenders[split]["reference"] = ReferenceLoader(folder, split == "train", args.batch,
                                                          args.workers, device)
         for path in paths:
-            settings, _ = imagenet.imagenet_flags().parse(
-                ["--data", data, "--train-batch", str(args.batch), "--test-batch",
-                 str(args.batch), "--decode", "cpu" if path == "default" else path,
-                 "-j", str(args.workers)])
+            settings, _ = read_settings(imagenet_flags(), [
+                "--data", data, "--train-batch", str(args.batch), "--test-batch",
+                str(args.batch), "--decode", "cpu" if path == "default" else path,
+                "-j", str(args.workers)])
             _, loaders = imagenet_loaders(settings.data, device, 0, args.channels_last)
             contenders[split][path] = loaders.train if split == "train" else loaders.test
     contenders["train"]["decode"] = DecodeOnly(os.path.join(data, "train"), args.batch,

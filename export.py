@@ -16,13 +16,11 @@ import sys
 
 import torch
 
-import cifar
-import imagenet
-import models
 from models.deploy import fold_weight_standardization
-from utils import run
+from utils.settings import run
+from utils.settings.scripts import script_flags_for
 from utils.messages import first_line
-from utils.flags import UsageError
+from utils.settings.flags import UsageError
 from utils.train.checkpoint import (CheckpointError, load_weights, read_checkpoint,
                                     resolve_checkpoint_path)
 
@@ -36,13 +34,11 @@ def load_run(path, use_ema=False):
     if arch is None or "num_classes" not in checkpoint:
         raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "
                               f"this project is needed to rebuild its model)")
-    if arch in models.cifar.MODELS:
-        flags, registry, extra, size = cifar.cifar_flags(), models.cifar.MODELS, [], 32
-    else:
-        flags, registry, extra, size = (imagenet.imagenet_flags(), models.imagenet.ARCHS,
-                                        ["--data", "."], 224)
-    settings, checkpoint = flags.parse(["--resume", path, "-e"] + extra)
-    model = run.build_model(registry, settings.model, checkpoint["num_classes"])
+    flags = script_flags_for(arch)
+    extra = ["--data", "."] if flags.spec.image_size == 224 else []
+    settings, checkpoint = run.read_settings(flags, ["--resume", path, "-e"] + extra)
+    model = run.build_model(flags.archs, settings.model, checkpoint["num_classes"])
+    size = flags.spec.image_size
     if use_ema:
         saved = checkpoint.get("ema_state_dict")
         if not saved:

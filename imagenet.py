@@ -8,35 +8,18 @@
 import torchvision
 
 import models
-from utils import distributed, run
 from models.imagenet.torchvision_models import torchvision_options, with_pair
 from models.twins import PAIR_NAMES
+from utils import distributed
 from utils.data.datasets import class_folders, find_image_folder
-from utils.data.imagenet import DECODE_PATHS, imagenet_loaders, loader_memory
-from utils.flags import ScriptFlags, UsageError
+from utils.data.imagenet import imagenet_loaders, loader_memory
 from utils.messages import first_line
 from utils.seeding import seed_everything
+from utils.settings import run
+from utils.settings.flags import UsageError
+from utils.settings.scripts import imagenet_flags
 from utils.train.checkpoint import CheckpointError
 from utils.train.recipe import make_recipe
-
-
-def imagenet_flags():
-    """The shared flags with imagenet.py's defaults, and the ones only imagenet.py has."""
-    flags = ScriptFlags("imagenet.py", "ImageNet training", models.imagenet.ARCHS,
-                        image_size=224, workers=32, epochs=90, train_batch=256, test_batch=200,
-                        weight_decay=1e-4, arch="resnet18", cardinality=32, schedule=(30, 60))
-    flags["data"].add("-d", "--data", metavar="DIR", required=True,
-                      help="folder with train/ and val/ ImageFolder trees")
-    flags["data"].add("--decode", default="cpu", choices=DECODE_PATHS,
-                      help="cpu: the -j workers decode (torchcodec) and crop on uint8 tensors "
-                           "(default); pil: the reference's PIL pipeline, pixel for pixel; "
-                           "device: workers read bytes, JPEGs are decoded (nvJPEG on CUDA), "
-                           "cropped and resized on the training device")
-    flags["model"].add("--base-width", type=int, default=4, option="baseWidth",
-                       help="ResNeXt width per group")
-    flags["run"].add("--pretrained", action="store_true",
-                     help="start from torchvision's ImageNet weights (torchvision models)")
-    return flags
 
 
 def imagenet_model(settings, num_classes, device):
@@ -66,8 +49,8 @@ def imagenet_model(settings, num_classes, device):
 def main(argv=None):
     # Flags (a resumed run takes its checkpoint's recorded ones), then the device: nothing asks
     # CUDA anything before --gpu-id has chosen the GPU.
-    settings, checkpoint = imagenet_flags().parse(argv)
-    device, gpu_count = run.select_device(settings.device)
+    settings, checkpoint = run.read_settings(imagenet_flags(), argv)
+    device, gpu_count = run.select_device(settings.device, settings.recipe.amp)
     settings = settings.with_seed(run.choose_seed(settings.seed, settings.data.train_batch))
     seed_everything(settings.seed)
 

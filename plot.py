@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from utils.logger import LoggerMonitor, check_output, draw_figure, picture_formats, savefig
+from utils.records.logger import LoggerMonitor, check_output, draw_figure, picture_formats, savefig
 
 
 def main(argv=None):

@@ -12,8 +12,8 @@ import sys
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from utils.logger import check_output, draw_figure, picture_formats, savefig
-from utils.summary import (distinct_folders, final_and_best, group_by_flags, group_by_globs,
+from utils.records.logger import check_output, draw_figure, picture_formats, savefig
+from utils.records.summary import (distinct_folders, final_and_best, group_by_flags, group_by_globs,
                            mean_curve, read_run)
 
 

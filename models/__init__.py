@@ -13,7 +13,7 @@ def model_options(constructor):
 def create_model(registry, arch, **options):
     """Build ``registry[arch]`` with the subset of ``options`` it accepts (the scripts pass every
     model flag; each family takes its own, as in the reference). Options set to None are left at
-    the constructor's default. (The scripts build through utils.run.build_model, which also
+    the constructor's default. (The scripts build through utils.settings.run.build_model, which also
     refuses options written on the command line that the architecture does not take.)"""
     constructor = registry[arch]
     accepted = model_options(constructor)

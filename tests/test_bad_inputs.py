@@ -20,6 +20,7 @@ import imagenet
 import plot
 from builders import (REPO, TINY_MODEL, make_cifar_pickles, make_idx_dataset, make_image_folder,
                       make_svhn, one_line_failure, read_log_rows, tiny_run, write_idx, write_mat)
+from utils.settings.run import read_settings
 
 TINY = TINY_MODEL + tiny_run(seed=2, train_batch=8, test_batch=8)
 IMAGENET = ["-a", "l_resnet18", "-j", "0", "--epochs", "1"] + tiny_run(seed=2, train_batch=2,
@@ -153,7 +154,7 @@ def test_imagenet_val_classes_take_train_labels_by_name(tmp_path, capsys):
     root = make_image_folder(str(tmp_path / "i"), splits=(("train", 1),), classes=("a", "b", "c"),
                              ext="jpg")
     make_image_folder(root, splits=(("val", 1),), classes=("a", "c"), ext="jpg")
-    settings, _ = imagenet.imagenet_flags().parse(["--data", root, "-j", "0"])
+    settings, _ = read_settings(imagenet.imagenet_flags(), ["--data", root, "-j", "0"])
     classes, (_, val) = imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 0, False)
     # val/ lacks b: c keeps train/'s label 2 (not 1, its place among val/'s folders).
     assert classes == ["a", "b", "c"] and torch.cat([y for _, y in val]).tolist() == [0, 2]

@@ -12,7 +12,7 @@ import torch
 
 import cifar
 from builders import REPO, make_cifar_pickles, make_image_folder, read_log_rows, tiny_run
-from utils.flags import UsageError
+from utils.settings.flags import UsageError
 
 HEADER = "Learning Rate\tTrain Loss\tValid Loss\tTrain Acc.\tValid Acc.\t"
 FAST = tiny_run(seed=3)

@@ -29,6 +29,7 @@ from utils.train.engine import (StepControl, StopSignal, TrainPlan, autocast, ev
                                 train_one_epoch)
 from utils.train.recipe import RecipeSettings, make_recipe
 from utils.train.schedule import Schedule
+from utils.settings.run import read_settings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (none on this machine)")
@@ -215,7 +216,7 @@ def test_device_loader_batches_on_cuda_equal_the_cpu_ones(policy):
 
 
 def test_decode_device_on_cuda_matches_the_pil_path(smooth_tree):  # noqa: F811
-    settings, _ = imagenet.imagenet_flags().parse(
+    settings, _ = read_settings(imagenet.imagenet_flags(), 
         ["--data", smooth_tree, "--train-batch", "6", "--test-batch", "6", "--decode", "device",
          "-j", "0"])
     _, (train, val) = imagenet.imagenet_loaders(settings.data, torch.device("cuda"), 5, False)
@@ -256,7 +257,7 @@ def test_gpu_id_selects_the_gpu_it_names():
     """--gpu-id N makes physical GPU N the run's cuda:0 (by UUID, so alike cards still differ)."""
     last = torch.cuda.device_count() - 1
     expected = str(torch.cuda.get_device_properties(last).uuid)
-    code = ("import torch; from utils import run; from utils.flags import DeviceChoice; "
+    code = ("import torch; from utils import run; from utils.settings.flags import DeviceChoice; "
             f"device, _ = run.select_device(DeviceChoice('{last}', True, 'none', False, None)); "
             "print(torch.cuda.get_device_properties(device).uuid)")
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}

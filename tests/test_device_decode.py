@@ -13,6 +13,7 @@ from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from utils.data.device_decode import DeviceDecodeLoader
 from utils.data.loaders import EpochBatches
 from utils.data.policies import AugmentPolicy
+from utils.settings.run import read_settings
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def batches_of(loader):
 
 def imagenet_py_loaders(root, decode, batch, epoch):
     """imagenet.py's own (train, val) loaders for --decode ``decode``, at ``epoch``."""
-    settings, _ = imagenet.imagenet_flags().parse(
+    settings, _ = read_settings(imagenet.imagenet_flags(), 
         ["--data", root, "--train-batch", str(batch), "--test-batch", str(batch), "--decode",
          decode, "-j", "0"])
     _, (train, val) = imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 5, False)

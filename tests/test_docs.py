@@ -11,6 +11,7 @@ import bench
 import cifar
 import imagenet
 from builders import REPO
+from utils.settings.run import read_settings
 
 
 def commands(document, script):
@@ -44,7 +45,7 @@ def lines_of(script):
 @pytest.mark.parametrize("doc, argv", lines_of("cifar.py"),
                          ids=lambda v: v if isinstance(v, str) else " ".join(v)[:60])
 def test_every_documented_cifar_line_parses(doc, argv):
-    cifar.cifar_flags().parse(argv)
+    read_settings(cifar.cifar_flags(), argv)
 
 
 IMAGENET_LINES = lines_of("imagenet.py")
@@ -53,7 +54,7 @@ IMAGENET_LINES = lines_of("imagenet.py")
 @pytest.mark.parametrize("doc, argv", IMAGENET_LINES,
                          ids=lambda v: v if isinstance(v, str) else " ".join(v)[:60])
 def test_every_documented_imagenet_line_trains_the_papers_recipe(doc, argv):
-    settings, _ = imagenet.imagenet_flags().parse(argv)
+    settings, _ = read_settings(imagenet.imagenet_flags(), argv)
     schedule = settings.recipe.schedule
     if schedule.name == "step":
         assert all(m < schedule.epochs for m in schedule.milestones), (doc, argv)
@@ -66,7 +67,7 @@ def test_the_imagenet_lines_are_found():
 
 
 def test_the_defaults_of_imagenet_py_are_the_papers_recipe():
-    settings, _ = imagenet.imagenet_flags().parse(["--data", "."])
+    settings, _ = read_settings(imagenet.imagenet_flags(), ["--data", "."])
     assert settings.recipe.schedule.epochs == 90 and settings.recipe.schedule.milestones == (
         30, 60)
     assert settings.recipe.lr == 0.1 and settings.recipe.weight_decay == 1e-4

@@ -8,7 +8,8 @@ import imagenet
 from builders import TINY_MODEL, make_cifar_pickles, tiny_run
 from models import imagenet as imagenet_models
 from utils.data.policies import AugmentPolicy
-from utils.flags import PER_RUN, RECORDED, UsageError, check_arch
+from utils.settings.flags import PER_RUN, RECORDED, UsageError, check_arch
+from utils.settings.run import read_settings
 
 SCRIPTS = {"cifar": (cifar.cifar_flags, []), "imagenet": (imagenet.imagenet_flags, ["--data", "."])}
 
@@ -17,7 +18,7 @@ SCRIPTS = {"cifar": (cifar.cifar_flags, []), "imagenet": (imagenet.imagenet_flag
 def test_every_flag_is_recorded_or_deliberately_per_run(script):
     make, argv = SCRIPTS[script]
     flags = make()
-    settings, _ = flags.parse(argv)  # parse refuses a flag of no group
+    settings, _ = read_settings(flags, argv)  # parse refuses a flag of no group
     recorded, per_run = flags.dests(RECORDED), flags.dests(PER_RUN)
     assert not recorded & per_run
     # What a checkpoint records is the recorded groups' flags, all of them and only them.
@@ -36,7 +37,7 @@ def test_a_flag_added_outside_the_groups_is_refused(script):
     flags = make()
     flags.parser.add_argument("--new-recipe-knob", type=float, default=0.5)
     with pytest.raises(RuntimeError, match="new_recipe_knob.*no flag group"):
-        flags.parse(argv)
+        read_settings(flags, argv)
 
 
 def test_resume_takes_back_the_recorded_flags_only(tmp_path):
@@ -46,7 +47,7 @@ def test_resume_takes_back_the_recorded_flags_only(tmp_path):
                ["--data", data, "--epochs", "1", "-c", run, "--lr", "0.05", "--cutout", "4"])
     saved = torch.load(f"{run}/checkpoint.pth.tar", weights_only=True)["args"]
     assert saved["lr"] == 0.05 and saved["manualSeed"] == 7 and "test_batch" not in saved
-    settings, _ = cifar.cifar_flags().parse(["--resume", run, "--lr", "0.2"])
+    settings, _ = read_settings(cifar.cifar_flags(), ["--resume", run, "--lr", "0.2"])
     assert settings.model.arch == "l_resnet" and settings.model.options["depth"] == 8
     assert settings.recipe.lr == 0.2  # written again: the command line wins
     assert settings.recipe.regularisers.cutout == 4 and settings.seed == 7
@@ -61,10 +62,10 @@ def test_a_policy_flag_on_resume_replaces_the_checkpoints_policy(tmp_path):
                ["--data", data, "--epochs", "1", "-c", run, "--randaugment", "2", "9"])
     saved = torch.load(f"{run}/checkpoint.pth.tar", weights_only=True)["args"]
     assert saved["randaugment"] == [2, 9] and saved["autoaugment"] is None
-    resumed, _ = cifar.cifar_flags().parse(["--resume", run])
+    resumed, _ = read_settings(cifar.cifar_flags(), ["--resume", run])
     assert resumed.data.policy == AugmentPolicy("randaugment", num_ops=2, magnitude=9)
     # The three flags are one choice: another one written replaces it, with no conflict.
-    changed, _ = cifar.cifar_flags().parse(["--resume", run, "--autoaugment", "cifar10"])
+    changed, _ = read_settings(cifar.cifar_flags(), ["--resume", run, "--autoaugment", "cifar10"])
     assert changed.data.policy == AugmentPolicy("autoaugment", autoaugment="cifar10")
 
 
@@ -84,7 +85,7 @@ def test_a_policy_flag_on_resume_replaces_the_checkpoints_policy(tmp_path):
 ])
 def test_a_model_flag_the_architecture_does_not_take_is_refused(script, argv, message):
     with pytest.raises(UsageError) as error:
-        script().parse(argv)
+        read_settings(script(), argv)
     assert message in str(error.value)
 
 
@@ -102,30 +103,30 @@ def test_unknown_arch_names_the_closest():
 ])
 def test_impossible_values_are_refused_at_parse(argv, message):
     with pytest.raises(UsageError, match=message):
-        cifar.cifar_flags().parse(argv)
+        read_settings(cifar.cifar_flags(), argv)
 
 
 def test_a_milestone_the_run_never_reaches_is_warned_about(capsys):
-    cifar.cifar_flags().parse(["--epochs", "2", "--schedule", "81", "122"])
+    read_settings(cifar.cifar_flags(), ["--epochs", "2", "--schedule", "81", "122"])
     assert capsys.readouterr().err.splitlines() == [
         "warning: --schedule milestone(s) 81 122 at or past --epochs 2 never lower the LR in "
         "this run"]
     for argv in (["--epochs", "164", "--schedule", "81", "122"],
                  ["--epochs", "2", "--scheduler", "cosine"],
                  ["-e", "--epochs", "2", "--weights", "w.pth"]):
-        cifar.cifar_flags().parse(argv)
+        read_settings(cifar.cifar_flags(), argv)
         assert capsys.readouterr().err == "", argv
 
 
 def test_loader_workers_default_to_the_cores_each_process_has(monkeypatch):
-    import utils.flags
-    monkeypatch.setattr(utils.flags.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    settings, _ = imagenet.imagenet_flags().parse(["--data", "."])
+    import utils.settings.flags
+    monkeypatch.setattr(utils.settings.flags.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    settings, _ = read_settings(imagenet.imagenet_flags(), ["--data", "."])
     assert settings.data.workers == 2  # not the reference's 32 on a 2-core machine
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert imagenet.imagenet_flags().parse(["--data", "."])[0].data.workers == 1
-    monkeypatch.setattr(utils.flags.os, "sched_getaffinity", lambda pid: set(range(128)))
+    assert read_settings(imagenet.imagenet_flags(), ["--data", "."])[0].data.workers == 1
+    monkeypatch.setattr(utils.settings.flags.os, "sched_getaffinity", lambda pid: set(range(128)))
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
-    assert imagenet.imagenet_flags().parse(["--data", "."])[0].data.workers == 32
-    assert cifar.cifar_flags().parse([])[0].data.workers == 4
-    assert imagenet.imagenet_flags().parse(["--data", ".", "-j", "7"])[0].data.workers == 7
+    assert read_settings(imagenet.imagenet_flags(), ["--data", "."])[0].data.workers == 32
+    assert read_settings(cifar.cifar_flags(), [])[0].data.workers == 4
+    assert read_settings(imagenet.imagenet_flags(), ["--data", ".", "-j", "7"])[0].data.workers == 7

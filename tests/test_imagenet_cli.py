@@ -6,7 +6,7 @@ import torch
 
 import imagenet
 from builders import make_image_folder, read_log_rows
-from utils.flags import UsageError
+from utils.settings.flags import UsageError
 from utils.train.checkpoint import CheckpointError
 
 

@@ -17,6 +17,7 @@ import utils.data.loaders
 from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from utils.data.views import centre_box
 from utils.seeding import AUGMENT, image_rng, mixed_seed
+from utils.settings.run import read_settings
 
 
 @contextlib.contextmanager
@@ -73,7 +74,7 @@ def photos(tmp_path_factory):
 
 
 def loaders(root, decode, workers=0):
-    settings, _ = imagenet.imagenet_flags().parse(["--data", root, "--decode", decode, "-j",
+    settings, _ = read_settings(imagenet.imagenet_flags(), ["--data", root, "--decode", decode, "-j",
                                                    str(workers), "--train-batch", "4",
                                                    "--test-batch", "4"])
     return imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 5, False)[1]
@@ -147,7 +148,7 @@ def test_batches_collate_as_nhwc_and_reach_the_model_in_its_layout(photos):
     default = loaders(photos, "cpu")
     x, _ = next(iter(default.train))
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and x.is_contiguous()
-    settings, _ = imagenet.imagenet_flags().parse(["--data", photos, "-j", "0"])
+    settings, _ = read_settings(imagenet.imagenet_flags(), ["--data", photos, "-j", "0"])
     channels_last = imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 5, True)[1]
     x, _ = next(iter(channels_last.test))
     assert x.is_contiguous(memory_format=torch.channels_last)

@@ -2,7 +2,7 @@
 import os
 
 import plot
-from utils.logger import Logger, read_log, save_curves
+from utils.records.logger import Logger, read_log, save_curves
 
 
 def test_format_resume_and_cut(tmp_path):
@@ -44,7 +44,7 @@ def test_confusion_counts_and_class_report(tmp_path):
     import torch
 
     from utils.eval import confusion_counts
-    from utils.report import write_class_report
+    from utils.records.report import write_class_report
     output = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]])
     target = torch.tensor([0, 1, 1, 2])
     counts = confusion_counts(output, target, 3)

@@ -16,6 +16,7 @@ from builders import random_images
 from utils.data.datasets import ArrayDataset
 from utils.data.loaders import DeviceLoader, EpochBatches
 from utils.data.policies import OPS, AugmentPolicy, PolicyDraws, apply_policy
+from utils.settings.run import read_settings
 
 POLICIES = {"autoaugment-cifar10": AugmentPolicy("autoaugment", autoaugment="cifar10"),
             "autoaugment-imagenet": AugmentPolicy("autoaugment", autoaugment="imagenet"),
@@ -176,7 +177,7 @@ def test_the_policy_follows_the_crops_and_leaves_their_draws_alone():
 
 
 def cifar_train_loader(argv, loader):
-    settings, _ = cifar.cifar_flags().parse(["--loader", loader, "-j", "0"] + argv)
+    settings, _ = read_settings(cifar.cifar_flags(), ["--loader", loader, "-j", "0"] + argv)
     data = random_images(12)
     return cifar.cifar_loaders(data, data, settings.data, "cpu", 3, False).train
 

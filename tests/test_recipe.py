@@ -5,13 +5,14 @@ import torch.nn as nn
 
 import cifar
 from utils.data.augment import DualCutoutLoss
-from utils.flags import UsageError
+from utils.settings.flags import UsageError
 from utils.train.recipe import make_recipe
 from utils.train.schedule import IterationLR
+from utils.settings.run import read_settings
 
 
 def recipe_for(flags, batches_per_epoch=10):
-    settings, _ = cifar.cifar_flags().parse(["-a", "resnet", "--depth", "8"] + flags)
+    settings, _ = read_settings(cifar.cifar_flags(), ["-a", "resnet", "--depth", "8"] + flags)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     return make_recipe(model, settings.recipe, 10, batches_per_epoch)
 

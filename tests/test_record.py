@@ -8,7 +8,7 @@ import torch
 
 import cifar
 from builders import TINY_MODEL, make_cifar_pickles, tiny_run
-from utils.record import git_commit
+from utils.records.record import git_commit
 
 
 def test_run_json_at_the_start_and_its_result_at_the_end(tmp_path, monkeypatch):

@@ -9,8 +9,9 @@ import torch
 
 import cifar
 from builders import REPO
-from utils.flags import UsageError
-from utils.run import build_model, prepare_model
+from utils.settings.flags import UsageError
+from utils.settings.run import build_model, prepare_model
+from utils.settings.run import read_settings
 
 # Every CUDA query of the run records what CUDA_VISIBLE_DEVICES said at that moment; CUDA reads
 # it once, at its first query, so a query before --gpu-id set it would train on the wrong GPU.
@@ -28,7 +29,7 @@ WATCH_CUDA = textwrap.dedent("""
         setattr(torch.cuda, name, watch(name, answer))
     sys.path.insert(0, os.environ["REPO"])
     import cifar
-    from utils.run import run_main
+    from utils.settings.run import run_main
     try:
         run_main(cifar.main, sys.argv[1:])
     finally:
@@ -51,13 +52,13 @@ def test_amp_fp16_with_gpu_id_asks_cuda_nothing_before_gpu_id_is_set(tmp_path):
 
 
 def test_defaults_of_flags_an_architecture_does_not_take_are_left_unused():
-    settings, _ = cifar.cifar_flags().parse(["-a", "resnet", "--depth", "8"])
+    settings, _ = read_settings(cifar.cifar_flags(), ["-a", "resnet", "--depth", "8"])
     assert settings.model.options["cardinality"] == 8  # the default, left unused
     assert build_model(cifar.models.cifar.MODELS, settings.model, 10).fc.out_features == 10
 
 
 def test_an_impossible_model_is_a_usage_error_naming_the_architecture():
-    settings, _ = cifar.cifar_flags().parse(["-a", "l_wrn", "--depth", "10", "--widen-factor", "5"])
+    settings, _ = read_settings(cifar.cifar_flags(), ["-a", "l_wrn", "--depth", "10", "--widen-factor", "5"])
     with pytest.raises(UsageError, match="l_wrn: GroupNorm: 80 channels cannot be split into 32"):
         build_model(cifar.models.cifar.MODELS, settings.model, 10)
 
@@ -67,7 +68,7 @@ def test_an_impossible_model_is_a_usage_error_naming_the_architecture():
     (["--compile", "reduce-overhead"], "reduce-overhead"),
     (["--compile=max-autotune"], "max-autotune")])
 def test_compile_hands_torch_compile_its_mode(monkeypatch, argv, mode):
-    settings, _ = cifar.cifar_flags().parse(["-a", "resnet", "--depth", "8"] + argv)
+    settings, _ = read_settings(cifar.cifar_flags(), ["-a", "resnet", "--depth", "8"] + argv)
     assert settings.device.compile == mode
     modes = []
     monkeypatch.setattr(torch, "compile", lambda model, mode: modes.append(mode) or model)
@@ -78,6 +79,6 @@ def test_compile_hands_torch_compile_its_mode(monkeypatch, argv, mode):
 
 def test_an_unknown_compile_mode_is_refused_by_argparse(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cifar.cifar_flags().parse(["--compile", "fast"])
+        read_settings(cifar.cifar_flags(), ["--compile", "fast"])
     assert exit_info.value.code == 2
     assert "argument --compile: invalid choice: 'fast'" in capsys.readouterr().err

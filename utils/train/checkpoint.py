@@ -1,4 +1,4 @@
-"""Checkpoints: atomic saving, reading (ours or the reference's), and loading weights strictly.
+"""Checkpoints: saving (atomically: utils.atomic), reading (ours or the reference's), and loading weights strictly.
 
 Format (the reference's, plus fields of ours): a dict with ``epoch`` (epochs done), ``state_dict``
 (unwrapped: no ``module.`` prefix), ``acc``, ``best_acc``, ``optimizer``; ours adds ``arch``,
@@ -9,10 +9,10 @@ import math
 import os
 import re
 import shutil
-import tempfile
 
 import torch
 
+from ..atomic import atomic_copy, atomic_save
 from ..messages import first_line
 from ..seeding import rng_state, set_rng_state
 
@@ -21,58 +21,6 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
-
-
-def atomic_write(path, write):
-    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk and rename it into
-    place, so a crash or a full disk never leaves ``path`` half-written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        # mkstemp makes the file 0600; the renamed file gets what open() would have given it
-        # (0666 less the umask), so teammates read checkpoints as they read the logs.
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _umask():
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-def atomic_save(obj, path):
-    """torch.save ``obj`` to ``path`` atomically (see atomic_write)."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_copy(src, dst):
-    def copy(out):
-        with open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
-    atomic_write(dst, copy)
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 EPOCH_COPY = re.compile(r"checkpoint_epoch_(\d+)\.pth\.tar$")

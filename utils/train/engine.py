@@ -17,7 +17,7 @@ import torch
 from .. import distributed
 from ..eval import confusion_counts, topk_correct
 from ..progress import Progress, format_rate
-from ..record import with_session_time
+from ..records.record import with_session_time
 from ..seeding import batch_generator
 from .checkpoint import CheckpointError, save_checkpoint, training_state
 from .stopping import StepControl, StopSignal, TrainingInterrupted

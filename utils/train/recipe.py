@@ -71,7 +71,7 @@ def resume_from(checkpoint, model, recipe, settings):
     """Weights, optimizer, schedule, EMA and RNG states of ``checkpoint`` into this run, then
     this run's LR, momentum and weight decay (``settings``, a RecipeSettings: a --resume may give
     them anew, and they apply from its first epoch); returns (start_epoch, best_acc). The class
-    count was checked before the data (utils.run.check_resume)."""
+    count was checked before the data (utils.settings.run.check_resume)."""
     load_weights(model, checkpoint)
     start = restore_training_state(checkpoint, recipe.optimizer, recipe.scheduler, recipe.scaler,
                                    recipe.ema)

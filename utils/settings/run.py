@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import sys
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -18,21 +19,23 @@ import torch.nn as nn
 from models import create_model
 from models.norms import use_micro_batches
 
-from . import distributed
-from .cpu_memory import keep_freed_memory
-from .data.errors import DataError
-from .flags import UsageError
-from .logger import LogError, Logger, save_curves
-from .record import finish_record, new_record, write_record
-from .run_folder import FolderError, RunFolder, check_folder
-from .report import write_class_report
-from .train.checkpoint import CheckpointError, load_weights, resolve_checkpoint_path
-from .train.engine import (EpochPosition, NonFiniteLoss, PreparedModel, TrainPlan, all_finite,
+from .. import distributed
+from ..cpu_memory import keep_freed_memory
+from ..data.errors import DataError
+from .flags import ScriptFlags, UsageError
+from .resume import Resumed
+from ..records.logger import LogError, Logger, save_curves
+from ..records.record import finish_record, new_record, write_record
+from ..records.run_folder import FolderError, RunFolder, check_folder
+from ..records.report import write_class_report
+from ..train.checkpoint import (CheckpointError, load_weights, read_checkpoint,
+                                resolve_checkpoint_path)
+from ..train.engine import (EpochPosition, NonFiniteLoss, PreparedModel, TrainPlan, all_finite,
                            evaluate, fit)
-from .train.stopping import SIGNAL_EXIT_CODES, ImmediateStop, TrainingInterrupted
-from .train.recipe import resume_from
+from ..train.stopping import SIGNAL_EXIT_CODES, ImmediateStop, TrainingInterrupted
+from ..train.recipe import resume_from
 
-__all__ = ["select_device", "choose_seed", "build_model", "load_initial_weights", "prepare_model",
+__all__ = ["read_settings", "select_device", "choose_seed", "build_model", "load_initial_weights", "prepare_model",
            "check_writable", "check_run_folder", "fresh_folder",
            "check_resume", "start_plan", "run_record", "train_and_log", "report_evaluation",
            "run_main"]
@@ -40,7 +43,21 @@ __all__ = ["select_device", "choose_seed", "build_model", "load_initial_weights"
 CPU_NAMES = ("", "cpu", "-1")
 
 
-def select_device(choice):
+def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> tuple:
+    """(RunSettings, the checkpoint dict read for --resume or None) of a command line: argv
+    parsed, the resumed checkpoint read and its recorded flags merged in (utils.settings.resume),
+    every value and combination checked, all before any data is read or CUDA is touched."""
+    parsed = flags.parse(argv)
+    checkpoint, resumed = None, None
+    if parsed.values["resume"]:
+        path = resolve_checkpoint_path(parsed.values["resume"])
+        checkpoint = read_checkpoint(path)
+        resumed = Resumed(path, checkpoint.get("args") or {}, checkpoint.get("arch"),
+                          bool(checkpoint.get("ema_state_dict")))
+    return flags.settings(parsed, resumed), checkpoint
+
+
+def select_device(choice, amp="none"):
     """(device, gpu_count) for a DeviceChoice. Under torchrun, one device per process from its
     environment (--gpu-id is not used). Otherwise --gpu-id sets CUDA_VISIBLE_DEVICES, as the
     reference does, and only then is CUDA asked what it has: no GPU and --gpu-id not written
@@ -50,7 +67,7 @@ def select_device(choice):
         gpu_count = 1
     else:
         device, gpu_count = _device_from_gpu_id(choice.gpu_id, choice.gpu_id_given)
-    if choice.amp == "fp16" and device.type != "cuda":
+    if amp == "fp16" and device.type != "cuda":
         raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
     if device.type == "cpu":
         keep_freed_memory()  # batches and activations reuse heap memory (utils.cpu_memory)

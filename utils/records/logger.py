@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # runs write files; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .progress import plural  # noqa: E402
+from ..progress import plural  # noqa: E402
 
 __all__ = ["LogError", "picture_formats", "check_output", "draw_figure", "Logger", "LoggerMonitor", "savefig",
            "read_log", "plot_columns", "axis_label", "save_curves"]

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 import torchvision
 
-from .train.checkpoint import atomic_write
+from ..atomic import atomic_write
 
 __all__ = ["session", "new_record", "write_record", "finish_record", "git_commit",
            "with_session_time"]

@@ -1,0 +1,382 @@
+"""The command line of a script, read once: a parser made from the table of flags
+(utils.settings.table), ``parse`` of argv alone, and ``settings``, the typed values of a run,
+made once after a resumed checkpoint's recorded flags are merged in (utils.settings.resume).
+
+Every flag belongs to one group, and the group says whether a checkpoint records it:
+
+    model    recorded  the network: -a and the options of its family, its norm, Ghost BN
+    dataset  recorded  which dataset (cifar.py -d)
+    recipe   recorded  how it trains: epochs, batch, iter-size, LR, schedule, optimizer,
+                       augmentation policy, regularisers, EMA, AMP, the seed
+    data     per-run   where the files are and how they are loaded (--data, -j, --loader, ...)
+    run      per-run   what this invocation does, on what: --resume, -e, --weights, --start-epoch,
+                       --gpu-id, --channels-last, --compile
+    output   per-run   the run folder (-c) and progress output
+
+A flag added to the parser outside the table is refused when the parser is used
+(``ScriptFlags.check_classified``). Nothing here touches CUDA or reads a file: the device is
+chosen after parsing (utils.settings.run.select_device), once ``--gpu-id`` can still steer it.
+"""
+import argparse
+import dataclasses
+import difflib
+import os
+import re
+import sys
+from typing import Callable, Optional
+
+from models import model_options
+from models.twins import PAIR_NAMES
+
+from ..data.augment import Regularisers
+from ..data.policies import AugmentPolicy
+from ..train.recipe import RecipeSettings
+from ..train.schedule import Schedule
+from .resume import Resumed, check_going_back, merge_resumed
+from .table import (COMPILE_FLAG, COMPILE_MODES, GROUPS, PER_RUN, POLICY_FLAGS, RECORDED,
+                    Flag, UsageError, check, check_pair, check_rules)
+
+__all__ = ["UsageError", "RECORDED", "PER_RUN", "COMPILE_MODES", "COMPILE_FLAG", "ScriptSpec",
+           "ScriptFlags", "ParsedFlags", "ModelChoice", "DeviceChoice", "DataChoice",
+           "RunSettings", "check_arch", "exact_float"]
+
+
+def exact_float(text: str) -> float:
+    """argparse's float, refusing a number that rounds to 0 (``--ema 1e-400`` would silently
+    turn the EMA off)."""
+    value = float(text)
+    if value == 0.0 and re.search(r"[1-9]", re.split(r"[eE]", text)[0]):
+        raise argparse.ArgumentTypeError(f"{text} is too small to tell from 0 in floating point")
+    return value
+
+
+exact_float.__name__ = "float"  # argparse's message: "invalid float value: 'x'"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptSpec:
+    """What makes a script's command line: its name and description, the constructors -a
+    accepts by name, the side of its training crops (bounds --cutout), the most loader workers
+    it starts by default, its defaults for the table's per-script flags (``script_default``),
+    and the flags only it has."""
+    script: str
+    description: str
+    archs: dict
+    image_size: int
+    workers: int
+    defaults: dict
+    own_flags: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedFlags:
+    """A command line as argparse read it: every flag's value, the flags written on it, and
+    the command line itself."""
+    values: dict
+    explicit: frozenset
+    argv: tuple
+
+
+class ScriptFlags:
+    """A script's parser: the table's shared flags with the script's defaults, and its own."""
+
+    def __init__(self, spec: ScriptSpec, shared: tuple):
+        self.spec, self.script, self.archs = spec, spec.script, spec.archs
+        self.flags = {flag.name: flag for flag in shared + tuple(spec.own_flags)}
+        self.parser = argparse.ArgumentParser(prog=spec.script, description=spec.description,
+                                              allow_abbrev=False)
+        groups = {name: self.parser.add_argument_group(title) for name, _, title in GROUPS}
+        self.kinds = {name: kind for name, kind, _ in GROUPS}
+        for flag in self.flags.values():
+            groups[flag.group].add_argument(*flag.names, **self._argparse(flag))
+
+    def _argparse(self, flag: Flag) -> dict:
+        """argparse's keywords for ``flag``, with this script's default."""
+        default = self.spec.defaults.get(flag.script_default, flag.default)
+        if isinstance(default, tuple):
+            default = list(default)
+        kwargs = dict(help=flag.help, dest=flag.name)
+        if flag.kind == "switch":
+            return {**kwargs, "action": "store_true"}
+        if flag.kind == "bool":
+            return {**kwargs, "action": argparse.BooleanOptionalAction, "default": None}
+        kwargs.update(default=default, type={float: exact_float, int: int}.get(flag.kind, str))
+        for name in ("choices", "nargs", "metavar", "const", "required"):
+            if getattr(flag, name) not in (None, False):
+                kwargs[name] = getattr(flag, name)
+        if flag.name == "arch":
+            kwargs["help"] = f"{flag.help} (default: %(default)s): {arch_list(self.archs)}"
+        elif flag.name == "schedule":
+            kwargs["help"] = f"{flag.help} (default: {' '.join(map(str, default))})"
+        elif flag.name == "workers":
+            kwargs["help"] = flag.help.replace("the script's", str(self.spec.workers))
+        return kwargs
+
+    def dests(self, kind: str) -> set:
+        """The names of the flags of one kind (RECORDED or PER_RUN)."""
+        return {name for name, flag in self.flags.items() if self.kinds[flag.group] == kind}
+
+    def check_classified(self, values: dict) -> None:
+        """Refuse a parse whose flags include one of no group (added with
+        parser.add_argument): nobody decided whether checkpoints record it."""
+        stray = set(values) - self.dests(RECORDED) - self.dests(PER_RUN)
+        if stray:
+            raise RuntimeError(f"flags {sorted(stray)} are in no flag group: add them to the "
+                               f"table (utils.settings.table) so a checkpoint knows whether to "
+                               f"record them")
+
+    def parse(self, argv: Optional[list] = None) -> ParsedFlags:
+        """``argv`` (sys.argv[1:] by default) as argparse reads it; flag errors exit 2."""
+        argv = sys.argv[1:] if argv is None else list(argv)
+        values = vars(self.parser.parse_args(argv))
+        self.check_classified(values)
+        written = {token.split("=", 1)[0] for token in argv if token.startswith("-")}
+        explicit = frozenset(name for name, flag in self.flags.items()
+                             if written & _spellings(flag))
+        return ParsedFlags(values, explicit, tuple(argv))
+
+    def settings(self, parsed: ParsedFlags, resumed: Optional[Resumed] = None) -> "RunSettings":
+        """The RunSettings of a parsed command line and, for --resume, the checkpoint's
+        recorded flags; impossible values and combinations are a UsageError, all before any
+        data is read or CUDA is touched."""
+        values, explicit = dict(parsed.values), parsed.explicit
+        changed = {}
+        if resumed is not None:
+            changed = merge_resumed(self.flags, self.dests(RECORDED), values, explicit, resumed)
+        if values["workers"] is None:
+            values["workers"] = default_workers(self.spec.workers)
+        for name, flag in self.flags.items():
+            problem = flag.problem(values[name])
+            if problem:
+                raise UsageError(problem)
+        check_rules(values, self.spec.image_size, resumed is not None)
+        if values["checkpoint"] is None:
+            values["checkpoint"] = default_run_folder(self.script, values["arch"])
+        if resumed is not None:
+            check_going_back(resumed.path, values)
+        warn_schedule(values)
+        check_arch(values["arch"], sorted(self.archs))
+        constructor = self.archs[values["arch"]]
+        resolve_pair(constructor, values)
+        settings = self._settings(values, explicit, parsed.argv, changed)
+        check_model_flags(constructor, settings.model)
+        check_pair(values, explicit)
+        return settings
+
+    def _settings(self, values: dict, explicit: frozenset, argv: tuple,
+                  changed: dict) -> "RunSettings":
+        options = {flag.option: values[name] for name, flag in self.flags.items()
+                   if flag.option}
+        flag_names = {flag.option: flag.long for flag in self.flags.values() if flag.option}
+        given = frozenset(flag.option for name, flag in self.flags.items()
+                          if flag.option and name in explicit)
+        recipe = _recipe_settings(values)
+        return RunSettings(
+            model=ModelChoice(values["arch"], options, flag_names, given, values["ghost_batch"],
+                              values["sync_bn"]),
+            data=DataChoice(root=values["data"], dataset=values.get("dataset"),
+                            download=not values.get("no_download", True),
+                            loader=values.get("loader"), decode=values.get("decode"),
+                            workers=values["workers"], train_batch=values["train_batch"],
+                            test_batch=values["test_batch"], policy=_augment_policy(values)),
+            recipe=recipe,
+            device=DeviceChoice(values["gpu_id"], "gpu_id" in explicit, values["channels_last"],
+                                values["compile"]),
+            seed=values["manualSeed"], start_epoch=values["start_epoch"],
+            resume=values["resume"], evaluate=values["evaluate"], weights=values["weights"],
+            pretrained=values.get("pretrained", False), run_folder=values["checkpoint"],
+            show_progress=not values["no_progress"],
+            keep_checkpoints=values["keep_checkpoints"], save_every=values["save_every"],
+            tta=values["tta"] == "flip", best_by=values["best_by"], replace=values["replace"],
+            recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
+            flags=dict(values), command=(self.script,) + tuple(argv), changed=changed)
+
+
+def _spellings(flag: Flag) -> set:
+    """The option strings that write ``flag`` (prefix abbreviations are off): its names, and
+    --no-NAME for a --NAME/--no-NAME flag."""
+    names = set(flag.names)
+    if flag.kind == "bool":
+        names |= {"--no-" + n[2:] for n in flag.names if n.startswith("--")}
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """-a and its options: ``options`` maps a constructor keyword to its flag's value,
+    ``flag_names`` that keyword to the flag, ``given`` the keywords written on the command line
+    (an architecture that does not take one of them is refused, not silently built without it)."""
+    arch: str
+    options: dict
+    flag_names: dict
+    given: frozenset
+    ghost_batch: int = 0
+    sync_bn: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceChoice:
+    """--gpu-id (and whether it was written) and the speed flags of model preparation. (The
+    precision, --amp, is the recipe's: RecipeSettings.amp.)"""
+    gpu_id: str
+    gpu_id_given: bool
+    channels_last: bool
+    compile: Optional[str] = None  # torch.compile's mode; None: eager
+
+
+@dataclasses.dataclass(frozen=True)
+class DataChoice:
+    """Where the data is, how it is batched and which augmentation policy its training images
+    take; None for a flag the script does not have."""
+    root: str
+    dataset: Optional[str]
+    download: bool
+    loader: Optional[str]
+    decode: Optional[str]
+    workers: int
+    train_batch: int
+    test_batch: int
+    policy: AugmentPolicy = AugmentPolicy()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Everything a run was asked to do, as typed values; ``recorded`` is what its checkpoints
+    record (the recorded groups' flags), ``flags`` every flag's value and ``command`` the script
+    and its command line (for run.json); ``changed``: the recorded flags a --resume gave anew,
+    {name: [the checkpoint's value, this run's]}, which take effect from its first epoch."""
+    model: ModelChoice
+    data: DataChoice
+    recipe: RecipeSettings
+    device: DeviceChoice
+    seed: Optional[int]
+    start_epoch: int
+    resume: str
+    evaluate: bool
+    weights: str
+    pretrained: bool
+    run_folder: str
+    show_progress: bool
+    keep_checkpoints: int
+    save_every: float
+    tta: bool
+    best_by: str
+    replace: bool
+    recorded: dict
+    flags: dict
+    command: tuple
+    changed: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return self.recipe.schedule.epochs
+
+    def with_seed(self, seed: int) -> "RunSettings":
+        """The settings with the run's seed decided (recorded, so a resume draws the same)."""
+        return dataclasses.replace(self, seed=seed, recorded={**self.recorded, "manualSeed": seed},
+                                   flags={**self.flags, "manualSeed": seed})
+
+
+def _recipe_settings(values: dict) -> RecipeSettings:
+    """The RecipeSettings of the recipe flags, made once; an impossible combination of
+    regularisers is a UsageError."""
+    schedule = Schedule(name=values["scheduler"], epochs=values["epochs"],
+                        milestones=tuple(values["schedule"]), gamma=values["gamma"],
+                        warmup_epochs=values["warmup_epochs"])
+    regularisers = check(Regularisers, dict(
+        cutout=values["cutout"], random_erasing=values["random_erasing"], mixup=values["mixup"],
+        cutmix=values["cutmix"], ricap=values["ricap"], dual_cutout=values["dual_cutout"]))
+    return RecipeSettings(
+        optimizer=values["optimizer"], lr=values["lr"], momentum=values["momentum"],
+        weight_decay=values["weight_decay"], nesterov=values["nesterov"],
+        no_wd_norm=values["no_wd_norm"], schedule=schedule, iter_size=values["iter_size"],
+        label_smoothing=values["label_smoothing"], regularisers=regularisers, ema=values["ema"],
+        amp=values["amp"], clip_grad=values["clip_grad"])
+
+
+def _augment_policy(values: dict) -> AugmentPolicy:
+    """The AugmentPolicy of --autoaugment, --randaugment or --trivialaugment (at most one)."""
+    asked = ["--" + name for name in POLICY_FLAGS if values[name]]
+    if len(asked) > 1:
+        raise UsageError(f"choose one of {', '.join(asked)} (each is a whole augmentation "
+                         f"policy)")
+    if values["autoaugment"]:
+        return AugmentPolicy("autoaugment", autoaugment=values["autoaugment"])
+    if values["randaugment"]:
+        num_ops, magnitude = values["randaugment"]
+        return check(AugmentPolicy, dict(kind="randaugment", num_ops=num_ops,
+                                         magnitude=magnitude))
+    return AugmentPolicy("trivialaugment" if values["trivialaugment"] else "none")
+
+
+def default_run_folder(script: str, arch: str) -> str:
+    """-c left open: checkpoints/SCRIPT-ARCH (checkpoints/cifar-resnext), under the shipped
+    checkpoints/ folder, one per architecture."""
+    return os.path.join("checkpoints", f"{os.path.splitext(script)[0]}-{arch}")
+
+
+def resolve_pair(constructor: Callable, values: dict) -> None:
+    """--norm and --ws left open (None) take the architecture's own pair (``constructor.pair``:
+    bn without WS for a plain name, gn with WS for an l_* name), so the recorded flags, and the
+    checkpoints, name the pair the run trains."""
+    norm, ws = getattr(constructor, "pair", (None, False))
+    if values["norm"] is None:
+        values["norm"] = norm
+    if values["ws"] is None:
+        values["ws"] = ws
+
+
+def arch_list(archs: dict) -> str:
+    """-a's choices for --help: this project's models, then torchvision's (imagenet.py)."""
+    ours = sorted(n for n, c in archs.items() if not getattr(c, "torchvision", False))
+    theirs = sorted(n for n, c in archs.items() if getattr(c, "torchvision", False))
+    text = ", ".join(ours)
+    return text + (f"; and torchvision's classification models: {', '.join(theirs)}"
+                   if theirs else "")
+
+
+def default_workers(cap: int) -> int:
+    """Loader workers when -j is not given: the cores this process may run on, shared among the
+    processes torchrun starts on this machine, at most ``cap`` and at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(cap, (cores or 1) // max(1, local)))
+
+
+def warn_schedule(values: dict) -> None:
+    """A line on stderr (rank 0's) for --schedule milestones that never lower the LR: at or
+    past --epochs. Not an error: a run may be resumed later with more epochs."""
+    late = [m for m in values["schedule"] if m >= values["epochs"]]
+    if (values["scheduler"] == "step" and late and not values["evaluate"]
+            and os.environ.get("RANK", "0") == "0"):
+        print(f"warning: --schedule milestone(s) {' '.join(map(str, late))} at or past --epochs "
+              f"{values['epochs']} never lower the LR in this run", file=sys.stderr)
+
+
+def check_arch(arch: str, archs: list) -> None:
+    if arch not in archs:
+        close = difflib.get_close_matches(arch, archs, n=3, cutoff=0.5)
+        raise UsageError(f"unknown architecture {arch!r}" + (
+            f"; did you mean {', '.join(close)}?" if close else "; see --help for the list"))
+
+
+def check_model_flags(constructor: Callable, choice: ModelChoice) -> None:
+    """Refuse a model flag written on the command line that the architecture does not take: it
+    would otherwise be silently ignored. Flags left at their defaults are simply not used."""
+    accepted = model_options(constructor)
+    refused = sorted(choice.flag_names[o] for o in choice.given if o not in accepted)
+    if {"norm", "ws"} & choice.given and choice.arch.startswith("l_") and (
+            not {"norm", "ws"} & accepted):
+        raise UsageError(f"-a {choice.arch} is GN+WS by name: --norm and --ws do not apply; "
+                         f"for another pair write -a {choice.arch[2:]} --norm NORM --ws")
+    if refused:
+        takes = sorted(choice.flag_names[o] for o in accepted
+                       if o in choice.flag_names and o not in PAIR_NAMES)
+        norm_flags = [choice.flag_names[o] for o in PAIR_NAMES
+                      if o in accepted and o in choice.flag_names]
+        listed = ", ".join(takes) if takes else "no model flags"
+        if norm_flags:
+            listed = f"{listed if takes else 'no family flags'} and the norm flags " + \
+                ", ".join(norm_flags)
+        raise UsageError(f"{', '.join(refused)} does not apply to {choice.arch} (it takes "
+                         f"{listed})")

@@ -1,0 +1,78 @@
+"""The command lines of the two training scripts: the table's shared flags with each script's
+defaults (the reference's, but imagenet.py's --schedule, the paper's 30 60), and the flags only
+one script has. bench.py and export.py read model flags and checkpoints through these too."""
+import models
+
+from ..data.datasets import DATASETS
+from ..data.imagenet import DECODE_PATHS
+from .flags import ScriptFlags, ScriptSpec
+from .table import SHARED_FLAGS, Flag, at_least
+
+__all__ = ["cifar_flags", "imagenet_flags", "CIFAR", "IMAGENET", "script_flags_for"]
+
+CIFAR_FLAGS = (
+    Flag(("-d", "--dataset"), "dataset", "the dataset (default: %(default)s)",
+         default="cifar10", choices=tuple(sorted(DATASETS))),
+    Flag(("--data",), "data", "folder with torchvision's raw files of the dataset "
+                              "(cifar-10-batches-py/, MNIST/raw/, train_32x32.mat, ...), or "
+                              "train/<class>/ and test/<class>/ image folders (default: ./data)",
+         default="./data", metavar="DIR"),
+    Flag(("--no-download",), "data", "never download the dataset when --data holds none",
+         kind="switch"),
+    Flag(("--loader",), "data", "device: whole dataset on the training device, batched "
+                                "augmentation (default); dataloader: per-image torchvision "
+                                "transforms in --workers processes",
+         default="device", choices=("device", "dataloader")),
+    Flag(("--block-name",), "model", "ResNet/PreResNet block: BasicBlock (depth 6n+2) or "
+                                     "Bottleneck (depth 9n+2)",
+         default="BasicBlock", option="block_name"),
+    Flag(("--growthRate",), "model", "DenseNet growth rate", kind=int, default=12,
+         option="growthRate", range=at_least(1)),
+    Flag(("--compressionRate",), "model", "DenseNet compression rate (theta)", kind=int,
+         default=2, option="compressionRate", range=at_least(1)),
+    Flag(("--alpha",), "model", "PyramidNet: total widening over all blocks (default: 48)",
+         kind=int, default=48, option="alpha", range=at_least(0)),
+    Flag(("--base-channels",), "model", "Shake-Shake: width d of the first stage, as in 2x96d "
+                                        "(default: 96)",
+         kind=int, default=96, option="base_channels", range=at_least(1)),
+)
+
+IMAGENET_FLAGS = (
+    Flag(("-d", "--data"), "data", "folder with train/ and val/ ImageFolder trees",
+         metavar="DIR", required=True),
+    Flag(("--decode",), "data", "cpu: the -j workers decode (torchcodec) and crop on uint8 "
+                                "tensors (default); pil: the reference's PIL pipeline, pixel "
+                                "for pixel; device: workers read bytes, JPEGs are decoded "
+                                "(nvJPEG on CUDA), cropped and resized on the training device",
+         default="cpu", choices=DECODE_PATHS),
+    Flag(("--base-width",), "model", "ResNeXt width per group", kind=int, default=4,
+         option="baseWidth", range=at_least(1)),
+    Flag(("--pretrained",), "run", "start from torchvision's ImageNet weights (torchvision "
+                                   "models)", kind="switch"),
+)
+
+CIFAR = ScriptSpec("cifar.py", "CIFAR-10/100 training", models.cifar.MODELS, image_size=32,
+                   workers=4, own_flags=CIFAR_FLAGS, defaults=dict(
+                       arch="resnext", cardinality=8, epochs=300, train_batch=128,
+                       test_batch=100, weight_decay=5e-4, schedule=(150, 225)))
+IMAGENET = ScriptSpec("imagenet.py", "ImageNet training", models.imagenet.ARCHS, image_size=224,
+                      workers=32, own_flags=IMAGENET_FLAGS, defaults=dict(
+                          arch="resnet18", cardinality=32, epochs=90, train_batch=256,
+                          test_batch=200, weight_decay=1e-4, schedule=(30, 60)))
+
+
+def cifar_flags() -> ScriptFlags:
+    """cifar.py's command line."""
+    return ScriptFlags(CIFAR, SHARED_FLAGS)
+
+
+def imagenet_flags() -> ScriptFlags:
+    """imagenet.py's command line."""
+    return ScriptFlags(IMAGENET, SHARED_FLAGS)
+
+
+def script_flags_for(arch: str) -> ScriptFlags:
+    """The command line of the script that trains ``arch``: cifar.py's for its models,
+    imagenet.py's for the rest (this project's ImageNet models and torchvision's)."""
+    return cifar_flags() if arch in models.cifar.MODELS else imagenet_flags()
+
