@@ -44,7 +44,7 @@ from utils.data.datasets import ImageFiles
 from utils.data.decode import decode_file, read_bytes
 from utils.cpu_memory import keep_freed_memory
 from utils.data.imagenet import imagenet_loaders
-from utils.data.loaders import DeviceLoader, EpochBatches
+from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
 from utils.settings.flags import COMPILE_FLAG
 from utils.settings.run import read_settings
 from utils.settings.scripts import cifar_flags, imagenet_flags, script_flags_for
@@ -283,10 +283,12 @@ def bench_cifar_pipeline(args, device):
     dataset = ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
                                          generator=g), torch.zeros(n, dtype=torch.long), [])
     chosen = BENCH_POLICIES if args.policies else {"none": []}
-    loaders = {name: DeviceLoader(dataset, EpochBatches(n, args.batch, True), device, CIFAR_MEAN,
-                                  CIFAR_STD, augment=True, channels_last=args.channels_last,
-                                  policy=read_settings(cifar_flags(), flags)[0].data.policy)
-               for name, flags in chosen.items()}
+    fmt = BatchFormat(CIFAR_MEAN, CIFAR_STD, args.channels_last)
+    policies = {name: read_settings(cifar_flags(), flags)[0].data.policy
+                for name, flags in chosen.items()}
+    loaders = {name: DeviceLoader(dataset, EpochBatches(n, args.batch, True), device, fmt,
+                                  CropFlip(policy=policy))
+               for name, policy in policies.items()}
     times = time_passes(loaders, device, args.windows)
     for name, t in times.items():
         ratio = statistics.median(times["none"]) / statistics.median(t)

@@ -39,7 +39,8 @@ def main(argv=None):
     # Model, recipe (loss, optimizer, schedule, regularisers, EMA), and where a resume continues
     print(f"==> creating model '{settings.model.arch}'")
     model = run.prepare_model(network, device, gpu_count, settings)
-    recipe = make_recipe(model.raw, settings.recipe, num_classes, len(loaders.train))
+    recipe = make_recipe(model.raw, settings.recipe, num_classes, len(loaders.train),
+                         settings.seed)
     plan = run.start_plan(settings, checkpoint, model.raw, recipe)
 
     # Evaluate; or train, evaluating every epoch: log.txt, checkpoints, then the curves

@@ -30,17 +30,17 @@ FORMATS = {"exported": ".pt2", "state_dict": ".pth"}
 def load_run(path, use_ema=False):
     """(the run's model in eval mode with its weights, or its EMA's; its input size)."""
     checkpoint = read_checkpoint(path)
-    arch = checkpoint.get("arch") or (checkpoint.get("args") or {}).get("arch")
-    if arch is None or "num_classes" not in checkpoint:
+    arch = checkpoint.arch or (checkpoint.args or {}).get("arch")
+    if arch is None or checkpoint.num_classes is None:
         raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "
                               f"this project is needed to rebuild its model)")
     flags = script_flags_for(arch)
     extra = ["--data", "."] if flags.spec.image_size == 224 else []
     settings, checkpoint = run.read_settings(flags, ["--resume", path, "-e"] + extra)
-    model = run.build_model(flags.archs, settings.model, checkpoint["num_classes"])
+    model = run.build_model(flags.archs, settings.model, checkpoint.num_classes)
     size = flags.spec.image_size
     if use_ema:
-        saved = checkpoint.get("ema_state_dict")
+        saved = checkpoint.ema_state_dict
         if not saved:
             raise CheckpointError(f"{path} keeps no EMA of the weights (trained without --ema)")
         # AveragedModel's state: the averaged module's under "module.", and its step count.

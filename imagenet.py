@@ -78,7 +78,8 @@ def main(argv=None):
     # Model on the device, recipe (loss, optimizer, schedule, regularisers, EMA), and where a
     # resume continues
     model = run.prepare_model(network, device, gpu_count, settings)
-    recipe = make_recipe(model.raw, settings.recipe, num_classes, len(loaders.train))
+    recipe = make_recipe(model.raw, settings.recipe, num_classes, len(loaders.train),
+                         settings.seed)
     plan = run.start_plan(settings, checkpoint, model.raw, recipe)
 
     # Evaluate; or train, evaluating every epoch: log.txt, checkpoints, then the curves

@@ -46,15 +46,16 @@ def load_reference_models():
         return json.load(f)
 
 
-def engine_recipe(optimizer, scaler=None, ema=None, num_classes=10, clip_grad=0.0):
-    """A utils.recipe.Recipe around ``optimizer`` for calling the engine directly: plain
-    cross-entropy, no schedule stepping per iteration, no regulariser."""
+def engine_recipe(optimizer, scaler=None, ema=None, num_classes=10, clip_grad=0.0, amp="none",
+                  scheduler=None):
+    """A utils.train.recipe.Recipe around ``optimizer`` for calling the engine directly: plain
+    cross-entropy, ``scheduler`` (None: none, or one stepped per epoch), no regulariser."""
     import torch.nn as nn
 
     from utils.data.augment import BatchAugment
     from utils.train.recipe import Recipe
-    return Recipe(nn.CrossEntropyLoss(), nn.CrossEntropyLoss(), optimizer, None, scaler,
-                  BatchAugment(num_classes), ema, clip_grad)
+    return Recipe(nn.CrossEntropyLoss(), nn.CrossEntropyLoss(), optimizer, scheduler, scaler,
+                  BatchAugment(num_classes), ema, clip_grad=clip_grad, amp=amp)
 
 
 def random_images(n, seed=0, num_classes=10):

@@ -22,7 +22,7 @@ from models import create_model
 from test_device_decode import batches_of, imagenet_py_loaders, smooth_tree  # noqa: F401
 from test_models import CIFAR_SMALL
 from utils.data.datasets import CIFAR_MEAN, CIFAR_STD
-from utils.data.loaders import DeviceLoader, EpochBatches
+from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
 from utils.data.policies import AugmentPolicy
 from utils.data.augment import Regularisers
 from utils.train.engine import (StepControl, StopSignal, TrainPlan, autocast, evaluate,
@@ -164,9 +164,9 @@ def test_no_batch_of_a_training_epoch_makes_the_host_wait_for_the_gpu(recipe, po
     device = torch.device("cuda")
     model = create_model(models.cifar.MODELS, "l_resnet", num_classes=10, depth=8).to(device)
     loader = DeviceLoader(random_images(96), EpochBatches(96, 16, True, seed=1), device,
-                          CIFAR_MEAN, CIFAR_STD, augment=True, policy=policy)
+                          BatchFormat(CIFAR_MEAN, CIFAR_STD), CropFlip(policy=policy))
     steps = make_recipe(model, recipe, 10, len(loader))
-    plan = TrainPlan(epochs=2, iter_size=recipe.iter_size, amp=recipe.amp, show_progress=False)
+    plan = TrainPlan(epochs=2, show_progress=False)
     with StopSignal() as stop:  # the step control fit() passes: signals, recovery saves
         control = StepControl(stop, 0.0, lambda *position: None)
         for epoch in range(2):  # the first warms up (cuDNN, allocators), the second is checked
@@ -188,9 +188,9 @@ def test_cuda_graphs_train_and_evaluate_as_the_eager_model_does():
         model = create_model(models.cifar.MODELS, "l_resnet", num_classes=10, depth=8).to(device)
         called = torch.compile(model, mode=mode) if mode else model
         train = DeviceLoader(random_images(100), EpochBatches(100, 32, True, seed=1), device,
-                             CIFAR_MEAN, CIFAR_STD, augment=True)
+                             BatchFormat(CIFAR_MEAN, CIFAR_STD), CropFlip())
         test = DeviceLoader(random_images(40, seed=1), EpochBatches(40, 16, False), device,
-                            CIFAR_MEAN, CIFAR_STD)
+                            BatchFormat(CIFAR_MEAN, CIFAR_STD))
         steps = make_recipe(model, RecipeSettings(), 10, len(train))
         losses = []
         for epoch in range(3):
@@ -208,8 +208,9 @@ def test_device_loader_batches_on_cuda_equal_the_cpu_ones(policy):
     data = random_images(40)
     batches = {}
     for device in ("cpu", "cuda"):
-        loader = DeviceLoader(data, EpochBatches(40, 16, True, seed=3), device, CIFAR_MEAN,
-                              CIFAR_STD, augment=True, channels_last=True, policy=policy)
+        loader = DeviceLoader(data, EpochBatches(40, 16, True, seed=3), device,
+                              BatchFormat(CIFAR_MEAN, CIFAR_STD, channels_last=True),
+                              CropFlip(policy=policy))
         loader.set_epoch(2)
         batches[device] = torch.cat([x.cpu() for x, _ in loader])
     torch.testing.assert_close(batches["cuda"], batches["cpu"], rtol=0, atol=1e-6)

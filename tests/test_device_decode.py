@@ -11,7 +11,7 @@ import imagenet
 from builders import read_log_rows
 from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from utils.data.device_decode import DeviceDecodeLoader
-from utils.data.loaders import EpochBatches
+from utils.data.loaders import BatchFormat, EpochBatches, Workers
 from utils.data.policies import AugmentPolicy
 from utils.settings.run import read_settings
 
@@ -63,8 +63,8 @@ def test_train_crops_are_drawn_per_image_not_per_batch(smooth_tree):
     for batch in (2, 6):
         plan = EpochBatches(len(files), batch, shuffle=True, seed=5)
         plan.set_epoch(3)
-        loader = DeviceDecodeLoader(files, plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, train=True,
-                                    workers=0)
+        loader = DeviceDecodeLoader(files, plan, "cpu", BatchFormat(IMAGENET_MEAN, IMAGENET_STD),
+                                    train=True, workers=Workers(0))
         views.append(batches_of(loader))
     assert views[0].shape == (6, 3, 224, 224)  # the PNG among them decoded too
     torch.testing.assert_close(views[0], views[1])
@@ -79,8 +79,8 @@ def test_a_policy_is_drawn_per_image_on_the_decoded_crops(smooth_tree):
     for batch, chosen in ((2, policy), (6, policy), (6, AugmentPolicy())):
         plan = EpochBatches(len(files), batch, shuffle=True, seed=5)
         plan.set_epoch(3)
-        loader = DeviceDecodeLoader(files, plan, "cpu", IMAGENET_MEAN, IMAGENET_STD, train=True,
-                                    workers=0, policy=chosen)
+        loader = DeviceDecodeLoader(files, plan, "cpu", BatchFormat(IMAGENET_MEAN, IMAGENET_STD),
+                                    train=True, workers=Workers(0), policy=chosen)
         views[batch, chosen.enabled] = batches_of(loader)
     torch.testing.assert_close(views[2, True], views[6, True])
     assert not torch.allclose(views[6, True], views[6, False])

@@ -6,20 +6,20 @@ import torch
 
 import models
 from builders import engine_recipe, random_images
-from utils.data.loaders import DeviceLoader, EpochBatches
-from utils.train.checkpoint import restore_training_state, training_state
+from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
+from utils.train.checkpoint import Checkpoint
 from utils.train.engine import NonFiniteLoss, TrainPlan, check_finite, train_one_epoch
 
 
-FP16 = TrainPlan(epochs=1, amp="fp16", show_progress=False)
+PLAN = TrainPlan(epochs=1, show_progress=False)
 
 
 def tiny_run(scaler, n=12, batch=4):
     torch.manual_seed(0)
     model = models.create_model(models.cifar.MODELS, "l_resnet", num_classes=10, depth=8)
     data = random_images(n, seed=1)
-    loader = DeviceLoader(data, EpochBatches(n, batch, True, seed=2), "cpu", (0.5,) * 3,
-                          (0.25,) * 3, augment=True)
+    loader = DeviceLoader(data, EpochBatches(n, batch, True, seed=2), "cpu",
+                          BatchFormat((0.5,) * 3, (0.25,) * 3), CropFlip())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return model, loader, optimizer
 
@@ -30,7 +30,8 @@ def test_fp16_skips_the_step_whose_gradients_overflow_and_backs_off_the_scale():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40, backoff_factor=2.0 ** -30)
     model, loader, optimizer = tiny_run(scaler)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    loss, top1, _ = train_one_epoch(model, loader, engine_recipe(optimizer, scaler), FP16, 0)
+    loss, top1, _ = train_one_epoch(model, loader, engine_recipe(optimizer, scaler, amp="fp16"),
+                                    PLAN, 0)
     assert scaler.get_scale() == 2.0 ** 10
     assert torch.isfinite(torch.tensor(loss)) and 0 <= top1 <= 100
     after = model.state_dict()
@@ -41,7 +42,7 @@ def test_fp16_skips_the_step_whose_gradients_overflow_and_backs_off_the_scale():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40, backoff_factor=0.5)
     model, loader, optimizer = tiny_run(scaler, n=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train_one_epoch(model, loader, engine_recipe(optimizer, scaler), FP16, 0)
+    train_one_epoch(model, loader, engine_recipe(optimizer, scaler, amp="fp16"), PLAN, 0)
     assert scaler.get_scale() == 2.0 ** 39
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -50,10 +51,11 @@ def test_the_scaler_state_goes_into_the_checkpoint_and_comes_back():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40, backoff_factor=2.0 ** -30)
     model, loader, optimizer = tiny_run(scaler)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [1])
-    train_one_epoch(model, loader, engine_recipe(optimizer, scaler), FP16, 0)
-    state = training_state(1, model, optimizer, scheduler, scaler, 0.0, 0.0, {})
+    recipe = engine_recipe(optimizer, scaler, amp="fp16", scheduler=scheduler)
+    train_one_epoch(model, loader, recipe, PLAN, 0)
+    state = Checkpoint.capture(1, model, recipe, 0.0, 0.0, {})
     resumed = torch.amp.GradScaler("cpu")
-    restore_training_state(state, optimizer, scheduler, resumed)
+    state.restore(model, engine_recipe(optimizer, resumed, amp="fp16", scheduler=scheduler))
     assert resumed.state_dict() == scaler.state_dict()
     assert resumed.get_scale() == 2.0 ** 10
 
@@ -91,8 +93,8 @@ def clipped_step(clip, scaler=None, amp="none"):
 
         def __iter__(self):
             return iter([(x, y)])
-    train_one_epoch(model, One(), engine_recipe(optimizer, scaler, clip_grad=clip, num_classes=3),
-                    TrainPlan(epochs=1, amp=amp, show_progress=False), 0)
+    train_one_epoch(model, One(), engine_recipe(optimizer, scaler, clip_grad=clip, num_classes=3,
+                                                amp=amp), PLAN, 0)
     return seen[0]
 
 

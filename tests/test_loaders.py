@@ -4,13 +4,13 @@ import torch
 import torch.nn.functional as F
 
 from builders import random_images
-from utils.data.loaders import DeviceLoader, EpochBatches, crop_flip
+from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches, crop_flip
 
 
 def images_by_index(batch_size, epoch=1, seed=7):
     data = random_images(20)
     loader = DeviceLoader(data, EpochBatches(len(data), batch_size, True, seed), "cpu",
-                          (0.5,) * 3, (0.25,) * 3, augment=True)
+                          BatchFormat((0.5,) * 3, (0.25,) * 3), CropFlip())
     loader.set_epoch(epoch)
     idx = torch.cat(list(loader.batches))
     x = torch.cat([b for b, _ in loader])
@@ -52,8 +52,8 @@ def test_normalisation_matches_torchvision():
     import torchvision.transforms.functional as TF
     data = random_images(4)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-    loader = DeviceLoader(data, EpochBatches(4, 4, False), "cpu", mean, std,
-                          channels_last=True)
+    loader = DeviceLoader(data, EpochBatches(4, 4, False), "cpu",
+                          BatchFormat(mean, std, channels_last=True))
     x, y = next(iter(loader))
     ref = TF.normalize(data.images.float() / 255, mean, std)
     torch.testing.assert_close(x, ref)

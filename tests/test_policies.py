@@ -14,7 +14,7 @@ from torchvision.transforms.autoaugment import _apply_op
 import cifar
 from builders import random_images
 from utils.data.datasets import ArrayDataset
-from utils.data.loaders import DeviceLoader, EpochBatches
+from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
 from utils.data.policies import OPS, AugmentPolicy, PolicyDraws, apply_policy
 from utils.settings.run import read_settings
 
@@ -143,7 +143,7 @@ def test_autoaugment_applies_each_op_with_its_probability():
 def policy_images_by_index(batch_size, policy, epoch=1, seed=7):
     data = ArrayDataset(photo_like(20, seed=4), torch.zeros(20, dtype=torch.long), ["x"])
     loader = DeviceLoader(data, EpochBatches(len(data), batch_size, True, seed), "cpu",
-                          (0.5,) * 3, (0.25,) * 3, augment=True, policy=policy)
+                          BatchFormat((0.5,) * 3, (0.25,) * 3), CropFlip(policy=policy))
     loader.set_epoch(epoch)
     idx = torch.cat(list(loader.batches))
     x = torch.cat([b for b, _ in loader])
@@ -161,11 +161,11 @@ def test_device_loader_draws_depend_on_seed_epoch_and_image_only(policy):
 
 def test_the_policy_follows_the_crops_and_leaves_their_draws_alone():
     data = ArrayDataset(photo_like(20, seed=4), torch.zeros(20, dtype=torch.long), ["x"])
-    plain = DeviceLoader(data, EpochBatches(20, 20, True, 7), "cpu", (0.0,) * 3, (1 / 255,) * 3,
-                         augment=True)
+    plain = DeviceLoader(data, EpochBatches(20, 20, True, 7), "cpu",
+                         BatchFormat((0.0,) * 3, (1 / 255,) * 3), CropFlip())
     policy = POLICIES["autoaugment-svhn"]
-    with_policy = DeviceLoader(data, EpochBatches(20, 20, True, 7), "cpu", (0.0,) * 3,
-                               (1 / 255,) * 3, augment=True, policy=policy)
+    with_policy = DeviceLoader(data, EpochBatches(20, 20, True, 7), "cpu",
+                               BatchFormat((0.0,) * 3, (1 / 255,) * 3), CropFlip(policy=policy))
     for loader in (plain, with_policy):
         loader.set_epoch(3)
     cropped, _ = next(iter(plain))

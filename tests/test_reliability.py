@@ -15,7 +15,8 @@ import imagenet
 from builders import (REPO, TINY_MODEL, make_cifar_pickles, make_image_folder, one_line_failure,
                       read_log_rows, tiny_run)
 from utils.settings.run import run_main
-from utils.train.checkpoint import atomic_save, save_checkpoint
+from utils.atomic import atomic_save
+from utils.train.checkpoint import Checkpoint, save_checkpoint
 
 TINY = TINY_MODEL + tiny_run(seed=4)
 
@@ -129,7 +130,7 @@ def test_nan_loss_names_epoch_and_batch_and_keeps_the_checkpoint(data, tmp_path,
 
 
 def test_disk_full_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    good = {"epoch": 1, "state_dict": {"w": torch.ones(3)}}
+    good = Checkpoint(epoch=1, state_dict={"w": torch.ones(3)})
     save_checkpoint(good, True, str(tmp_path))
 
     def full(obj, f, *a, **k):
@@ -138,7 +139,7 @@ def test_disk_full_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(Exception, match="No space left on device.*previous checkpoint"):
-        save_checkpoint({"epoch": 2}, True, str(tmp_path))
+        save_checkpoint(Checkpoint(epoch=2), True, str(tmp_path))
     monkeypatch.undo()
     assert torch.load(tmp_path / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.pth.tar", "model_best.pth.tar"]

@@ -6,7 +6,8 @@ import torch
 import torchvision.transforms as T
 
 from .datasets import DATASETS, ArrayDataset, dataset_stats
-from .loaders import ArrayImages, DeviceLoader, EpochBatches, Loaders, StreamLoader
+from .loaders import ArrayImages, BatchFormat, CropFlip, DeviceLoader, EpochBatches, ImageView
+from .loaders import Loaders, StreamLoader, Workers
 
 __all__ = ["cifar_loaders"]
 
@@ -24,16 +25,16 @@ def cifar_loaders(train_set: ArrayDataset, test_set: ArrayDataset, data, device:
     train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
                                  **shard)
     test_batches = EpochBatches(len(test_set), data.test_batch, shuffle=False, **shard)
+    fmt = BatchFormat(mean, std, channels_last)
     if data.loader == "device":
-        return Loaders(DeviceLoader(train_set, train_batches, device, mean, std, augment=True,
-                                    flip=flip, channels_last=channels_last, policy=data.policy),
-                       DeviceLoader(test_set, test_batches, device, mean, std,
-                                    channels_last=channels_last))
+        augment = CropFlip(pad=4, flip=flip, policy=data.policy)
+        return Loaders(DeviceLoader(train_set, train_batches, device, fmt, augment),
+                       DeviceLoader(test_set, test_batches, device, fmt))
     policy = data.policy.torchvision_transform()
     train_transform = T.Compose([T.RandomCrop(32, padding=4)] +
                                 ([T.RandomHorizontalFlip()] if flip else []) +
                                 ([policy] if policy else []) + [T.PILToTensor()])
-    return Loaders(StreamLoader(ArrayImages(train_set), train_transform, train_batches, device,
-                                mean, std, data.workers, channels_last),
-                   StreamLoader(ArrayImages(test_set), T.PILToTensor(), test_batches, device,
-                                mean, std, data.workers, channels_last))
+    return Loaders(StreamLoader(ArrayImages(train_set), ImageView(train_transform), train_batches,
+                                device, fmt, Workers(data.workers)),
+                   StreamLoader(ArrayImages(test_set), ImageView(T.PILToTensor(), random=False),
+                                test_batches, device, fmt, Workers(data.workers)))

@@ -13,16 +13,19 @@ Each image's crop and flip are drawn from (seed, epoch, image index) alone, by t
 torchvision calls as on the other paths, so every path takes the same boxes and mirrors; pixels
 differ slightly (another resampler).
 """
+from typing import Iterator, Union
+
 import torch
 import torchvision.transforms.v2.functional as TF
 
 from ..seeding import image_rng
+from .datasets import ImageFiles
 from .decode import decode_batch, read_bytes
-from .loaders import EpochLoader, Normalize, TaggedBatches, ignore_stop_signals, own_generator
-from .loaders import data_loader, stop_workers, worker_error
+from .loaders import Batch, BatchFormat, EpochBatches, EpochLoader, Normalize, TaggedBatches
+from .loaders import Workers, data_loader, stop_workers, worker_error
 from .policies import AugmentPolicy, apply_policy
 from .transfer import to_device
-from .views import centre_box, crop_and_flip
+from .views import RESIZE, SIZE, centre_box, crop_and_flip
 
 __all__ = ["EncodedImages", "DeviceDecodeLoader"]
 
@@ -30,13 +33,13 @@ __all__ = ["EncodedImages", "DeviceDecodeLoader"]
 class EncodedImages(torch.utils.data.Dataset):
     """Item (epoch, i) of an ImageFiles tree: (the file's bytes as a uint8 tensor, label, i)."""
 
-    def __init__(self, files):
+    def __init__(self, files: ImageFiles):
         self.samples = files.samples
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         _, i = key
         path, label = self.samples[i]
         return read_bytes(path), label, i
@@ -47,40 +50,40 @@ def _collate(items):
 
 
 class DeviceDecodeLoader(EpochLoader):
-    """Batches of an ImageFiles tree, decoded, cropped and normalised on ``device``."""
+    """Batches of an ImageFiles tree, decoded, cropped (the training views where ``train``, the
+    val view otherwise; then ``policy`` in training) and normalised to ``fmt`` on ``device``;
+    ``workers`` read the files (persistent ones for training only)."""
 
-    def __init__(self, files, batches, device, mean, std, train, workers=4, size=224,
-                 resize=256, channels_last=False, policy=AugmentPolicy(), prefetch_factor=2):
+    def __init__(self, files: ImageFiles, batches: EpochBatches,
+                 device: Union[str, torch.device], fmt: BatchFormat, train: bool,
+                 workers: Workers = Workers(), policy: AugmentPolicy = AugmentPolicy()):
         self.batches, self.device, self.train = batches, torch.device(device), train
-        self.size, self.resize, self.policy = size, resize, policy
+        self.policy = policy
         self.paths = [path for path, _ in files.samples]
-        self.loader = data_loader(
-            EncodedImages(files), batch_sampler=TaggedBatches(batches), num_workers=workers,
-            collate_fn=_collate, persistent_workers=train and workers > 0,
-            prefetch_factor=prefetch_factor if workers > 0 else None,
-            worker_init_fn=ignore_stop_signals, generator=own_generator())
-        self.normalize = Normalize(mean, std, device, channels_last)
+        workers = Workers(workers.count, workers.prefetch, persistent=train)
+        self.loader = data_loader(EncodedImages(files), workers, collate_fn=_collate,
+                                  batch_sampler=TaggedBatches(batches))
+        self.normalize = Normalize(fmt, device)
 
-    def view(self, image, index):
+    def view(self, image: torch.Tensor, index: int) -> torch.Tensor:
+        """The float32 (C, SIZE, SIZE) view of decoded ``image``, item ``index`` of the tree."""
         image = image.float()
         if not self.train:
-            top, left, h, w = centre_box(image.shape[-2], image.shape[-1], self.resize,
-                                         self.size)
-            return TF.resized_crop(image, top, left, h, w, [self.size, self.size],
-                                   antialias=True)
+            top, left, h, w = centre_box(image.shape[-2], image.shape[-1], RESIZE, SIZE)
+            return TF.resized_crop(image, top, left, h, w, [SIZE, SIZE], antialias=True)
         # The draws of the other paths' RandomResizedCrop + RandomHorizontalFlip, in their order
         # and from the same seeded generator: every path crops and mirrors an image alike.
         with image_rng(self.batches.seed, self.batches.epoch, index):
             top, left, h, w, flip = crop_and_flip(image)
-        image = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
+        image = TF.resized_crop(image, top, left, h, w, [SIZE, SIZE], antialias=True)
         return image.flip(-1) if flip else image
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         policy = self.train and self.policy.enabled
         if policy:
             # Every image's ops for the epoch, indexed by image, as on cifar.py's DeviceLoader.
             policy_draws = self.policy.epoch_draws(len(self.paths), self.batches.seed,
-                                                   self.batches.epoch, (self.size, self.size))
+                                                   self.batches.epoch, (SIZE, SIZE))
         batches = iter(self.loader)
         try:
             for datas, y, indices in batches:

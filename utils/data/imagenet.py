@@ -20,14 +20,13 @@ import torchvision.transforms as T
 from .datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
 from .decode import decode_file, read_bytes, require_torchcodec
 from .device_decode import DeviceDecodeLoader
-from .loaders import EpochBatches, Loaders, StreamLoader
-from .views import TrainView, ValView
+from .loaders import BatchFormat, EpochBatches, ImageView, Loaders, StreamLoader, Workers
+from .views import RESIZE, SIZE, TrainView, ValView
 
 __all__ = ["DECODE_PATHS", "DecodedFiles", "imagenet_loaders", "loader_memory", "PREFETCH"]
 
 DECODE_PATHS = ("cpu", "pil", "device")
 PREFETCH = 2  # batches each worker prepares ahead
-SIZE = 224
 
 
 class DecodedFiles(torch.utils.data.Dataset):
@@ -63,26 +62,26 @@ def imagenet_loaders(data, device, seed, channels_last, classes=None, shard=None
     train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
                                  **shard)
     val_batches = EpochBatches(len(val_set), data.test_batch, shuffle=False, **shard)
-    mean, std, workers = IMAGENET_MEAN, IMAGENET_STD, data.workers
+    fmt = BatchFormat(IMAGENET_MEAN, IMAGENET_STD, channels_last)
+    train_workers = Workers(data.workers, PREFETCH, persistent=True)
+    val_workers = Workers(data.workers, PREFETCH, persistent=False)
     if data.decode == "device":
         return train_set.classes, Loaders(
-            DeviceDecodeLoader(train_set, train_batches, device, mean, std, train=True,
-                               workers=workers, channels_last=channels_last, policy=data.policy,
-                               prefetch_factor=PREFETCH),
-            DeviceDecodeLoader(val_set, val_batches, device, mean, std, train=False,
-                               workers=workers, channels_last=channels_last,
-                               prefetch_factor=PREFETCH))
+            DeviceDecodeLoader(train_set, train_batches, device, fmt, train=True,
+                               workers=train_workers, policy=data.policy),
+            DeviceDecodeLoader(val_set, val_batches, device, fmt, train=False,
+                               workers=val_workers))
     policy = data.policy.torchvision_transform()
     if data.decode == "pil":
         train_view = T.Compose([T.RandomResizedCrop(SIZE), T.RandomHorizontalFlip()] +
                                ([policy] if policy else []) + [T.PILToTensor()])
-        val_view = T.Compose([T.Resize(256), T.CenterCrop(SIZE), T.PILToTensor()])
+        val_view = T.Compose([T.Resize(RESIZE), T.CenterCrop(SIZE), T.PILToTensor()])
         train_images, val_images, hwc = train_set, val_set, False
     else:
         train_view, val_view = TrainView(SIZE, policy), ValView(SIZE)
         train_images, val_images, hwc = DecodedFiles(train_set), DecodedFiles(val_set), True
     return train_set.classes, Loaders(
-        StreamLoader(train_images, train_view, train_batches, device, mean, std, workers,
-                     channels_last, PREFETCH, hwc=hwc, random=True, persistent=True),
-        StreamLoader(val_images, val_view, val_batches, device, mean, std, workers,
-                     channels_last, PREFETCH, hwc=hwc, random=False, persistent=False))
+        StreamLoader(train_images, ImageView(train_view, random=True, hwc=hwc), train_batches,
+                     device, fmt, train_workers),
+        StreamLoader(val_images, ImageView(val_view, random=False, hwc=hwc), val_batches,
+                     device, fmt, val_workers))

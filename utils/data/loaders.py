@@ -11,28 +11,70 @@ Two loaders yield the same thing, normalised float batches on the training devic
   with --loader dataloader); uint8 batches are copied to the device and normalised there.
 """
 import atexit
+import dataclasses
 import signal
 import weakref
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
+from .datasets import ArrayDataset
 from .errors import DataError
-from .policies import AugmentPolicy, apply_policy
+from .policies import AugmentPolicy, PolicyDraws, apply_policy
 from .transfer import to_device
 
-__all__ = ["Loaders", "EpochBatches", "EpochLoader", "Normalize", "DeviceLoader", "StreamLoader",
-           "TaggedBatches", "crop_flip", "ArrayImages", "ignore_stop_signals", "own_generator",
-           "stop_workers", "worker_error", "data_loader"]
+__all__ = ["Loaders", "EpochBatches", "EpochLoader", "BatchFormat", "Workers", "CropFlip",
+           "ImageView", "Normalize", "DeviceLoader", "StreamLoader", "TaggedBatches", "crop_flip",
+           "ArrayImages", "ignore_stop_signals", "own_generator", "stop_workers", "worker_error",
+           "data_loader"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchFormat:
+    """The batches a model takes: float32, (x / 255 - mean) / std per channel, with channels-last
+    strides where ``channels_last``."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Workers:
+    """A DataLoader's worker processes: ``count`` of them (0: load in the main process), each
+    holding at most ``prefetch`` batches; ``persistent``: kept between epochs (the training
+    loader; an evaluation one frees its workers and their batches between evaluations)."""
+    count: int = 4
+    prefetch: int = 2
+    persistent: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class CropFlip:
+    """DeviceLoader's training augmentation: a random crop of the image zero-padded by ``pad``,
+    a horizontal flip where ``flip``, then ``policy`` (an AugmentPolicy, none by default)."""
+    pad: int = 4
+    flip: bool = True
+    policy: AugmentPolicy = AugmentPolicy()
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageView:
+    """A per-image transform that returns a uint8 image, (C, H, W), or with ``hwc`` (H, W, C);
+    ``random``: whether it draws (a training view) and so is seeded per image."""
+    transform: Callable
+    random: bool = True
+    hwc: bool = False
 
 
 class Loaders(NamedTuple):
     """A run's two loaders: training batches (shuffled, augmented) and evaluation batches."""
-    train: object
-    test: object
+    train: "EpochLoader"
+    test: "EpochLoader"
 
 
 class EpochBatches:
@@ -41,23 +83,24 @@ class EpochBatches:
     Micro-batch b of the epoch covers positions [b*B, (b+1)*B) of the epoch's permutation; with
     several processes each takes a contiguous share of every micro-batch (torch.tensor_split)."""
 
-    def __init__(self, num_images, batch_size, shuffle, seed=0, rank=0, world=1):
+    def __init__(self, num_images: int, batch_size: int, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world: int = 1):
         self.num_images, self.batch_size, self.shuffle = num_images, batch_size, shuffle
         self.seed, self.rank, self.world = seed, rank, world
         self.epoch = self.first = 0
 
-    def set_epoch(self, epoch, first_batch=0):
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
         """Iterate ``epoch``'s micro-batches from ``first_batch`` on (a run resumed mid-epoch:
         the draws do not depend on where iteration starts)."""
         self.epoch, self.first = epoch, first_batch
 
-    def permutation(self):
+    def permutation(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.num_images)
         return torch.randperm(self.num_images,
                              generator=stream_generator(self.seed, self.epoch, ORDER))
 
-    def batch_sizes(self):
+    def batch_sizes(self) -> list[int]:
         """Global size of every micro-batch of the epoch (all processes together). In training
         with several processes a last batch smaller than the process count is dropped, since
         every process must take part in every step."""
@@ -67,17 +110,18 @@ class EpochBatches:
             sizes.pop()
         return sizes
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.batch_sizes())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
         perm = self.permutation()
         for b in range(self.first, len(self.batch_sizes())):
             chunk = perm[b * self.batch_size:(b + 1) * self.batch_size]
             yield torch.tensor_split(chunk, self.world)[self.rank] if self.world > 1 else chunk
 
 
-def crop_flip(images, dx, dy, flip, pad):
+def crop_flip(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: torch.Tensor,
+              pad: int) -> torch.Tensor:
     """Random-crop-with-padding and horizontal flip of a uint8 batch (B, C, H, W) in one gather:
     image i is zero-padded by ``pad``, cropped at (dy[i], dx[i]) and mirrored where flip[i].
     Returns (B, C, H, W) with channels-last strides."""
@@ -92,18 +136,18 @@ def crop_flip(images, dx, dy, flip, pad):
 
 
 class Normalize:
-    """uint8 -> float32, (x / 255 - mean) / std per channel, on the device, in a chosen layout.
-    Batches come as (B, C, H, W), or with ``hwc`` as (B, H, W, C), which is the channels-last
-    layout already: no copy for a channels-last model, one for an NCHW one."""
+    """uint8 -> float32 batches of ``fmt`` (a BatchFormat), on the device. Batches come as
+    (B, C, H, W), or with ``hwc`` as (B, H, W, C), which is the channels-last layout already: no
+    copy for a channels-last model, one for an NCHW one."""
 
-    def __init__(self, mean, std, device, channels_last=False, hwc=False):
-        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
-        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(
-            1, -1, 1, 1)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    def __init__(self, fmt: BatchFormat, device: Union[str, torch.device], hwc: bool = False):
+        std = torch.tensor(fmt.std, device=device)
+        self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+        self.shift = (-torch.tensor(fmt.mean, device=device) / std).view(1, -1, 1, 1)
+        self.memory_format = torch.channels_last if fmt.channels_last else torch.contiguous_format
         self.hwc = hwc
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.hwc:
             x = x.permute(0, 3, 1, 2)
         # One pass from uint8 to the float batch, in the model's layout (no uint8 copy first).
@@ -112,7 +156,7 @@ class Normalize:
         return torch.addcmul(self.shift, x, self.scale, out=out)
 
 
-def own_generator():
+def own_generator() -> torch.Generator:
     """A generator for a DataLoader's own draws (its workers' base seed, one per iterator): left
     to the global RNG, each new iterator would shift dropout's draws, and a run resumed mid-epoch
     (one more iterator) would not repeat an unstopped one. Nothing here depends on its values:
@@ -131,55 +175,65 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 class EpochLoader:
     """What the engine asks of a loader besides iteration: the epoch and the batch plan."""
+    batches: EpochBatches
 
-    def set_epoch(self, epoch, first_batch=0):
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
         self.batches.set_epoch(epoch, first_batch)
 
-    def batch_sizes(self):
+    def batch_sizes(self) -> list[int]:
         return self.batches.batch_sizes()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        raise NotImplementedError
 
 
 class DeviceLoader(EpochLoader):
-    """An ArrayDataset held on ``device``; batches are gathered, augmented and normalised there.
-    With ``augment``: crop (``pad``), flip (``flip``), then ``policy`` (an AugmentPolicy)."""
+    """An ArrayDataset held on ``device``; batches are gathered, augmented (``augment``, a
+    CropFlip; none for evaluation) and normalised to ``fmt`` there."""
 
-    def __init__(self, dataset, batches, device, mean, std, augment=False, pad=4, flip=True,
-                 channels_last=False, policy=AugmentPolicy()):
+    def __init__(self, dataset: ArrayDataset, batches: EpochBatches,
+                 device: Union[str, torch.device], fmt: BatchFormat,
+                 augment: Optional[CropFlip] = None):
         self.images = dataset.images.to(device)
         self.labels = dataset.labels.to(device)
-        self.batches, self.device, self.augment, self.pad = batches, device, augment, pad
-        self.flip, self.policy = flip, policy
-        self.normalize = Normalize(mean, std, device, channels_last)
+        self.batches, self.device, self.augment = batches, device, augment
+        self.normalize = Normalize(fmt, device)
 
-    def draws(self):
+    @property
+    def policy(self) -> AugmentPolicy:
+        """The AugmentPolicy applied after crop and flip (a disabled one without ``augment``)."""
+        return self.augment.policy if self.augment is not None else AugmentPolicy()
+
+    def draws(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop offsets and flips of every image for this epoch, indexed by image (the flips
         are drawn even when unused, so the crops do not depend on ``flip``)."""
-        n, span = len(self.labels), 2 * self.pad + 1
+        n, span = len(self.labels), 2 * self.augment.pad + 1
         g = stream_generator(self.batches.seed, self.batches.epoch, AUGMENT)
         offsets = torch.randint(0, span, (2, n), generator=g)
-        flips = (torch.rand(n, generator=g) < 0.5) & self.flip
+        flips = (torch.rand(n, generator=g) < 0.5) & self.augment.flip
         dx, dy = to_device(offsets, self.device)
         return dx, dy, to_device(flips, self.device)
 
-    def policy_draws(self):
+    def policy_draws(self) -> PolicyDraws:
         """This epoch's policy ops and magnitudes of every image, indexed by image."""
         return self.policy.epoch_draws(len(self.labels), self.batches.seed, self.batches.epoch,
                                        self.images.shape[2:]).to(self.device)
 
-    def __iter__(self):
-        policy = self.augment and self.policy.enabled
-        if self.augment:
+    def __iter__(self) -> Iterator[Batch]:
+        augment = self.augment
+        policy = self.policy.enabled
+        if augment is not None:
             dx, dy, flip = self.draws()
         if policy:
             policy_draws = self.policy_draws()
         for idx in self.batches:
             idx = to_device(idx, self.device)
             x = self.images[idx]
-            if self.augment:
-                x = crop_flip(x, dx[idx], dy[idx], flip[idx], self.pad)
+            if augment is not None:
+                x = crop_flip(x, dx[idx], dy[idx], flip[idx], augment.pad)
             if policy:
                 x = apply_policy(x, policy_draws.rows(idx))
             yield self.normalize(x), self.labels[idx]
@@ -188,30 +242,31 @@ class DeviceLoader(EpochLoader):
 class ArrayImages(torch.utils.data.Dataset):
     """An ArrayDataset seen as (PIL image, label) items, for per-image torchvision transforms."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset: ArrayDataset):
         self.dataset = dataset
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
         image = self.dataset.images[i].permute(1, 2, 0).numpy()
         return Image.fromarray(image.squeeze(2) if image.shape[2] == 1 else image), \
             int(self.dataset.labels[i])
 
 
 class SeededTransform(torch.utils.data.Dataset):
-    """Applies ``transform`` to item i with the torch RNG seeded from (seed, epoch, i), or, for
-    a transform that draws nothing (``random`` False: an evaluation view), unseeded; items are
-    addressed as (epoch, i) so persistent workers need no epoch broadcast."""
+    """Applies ``view``'s transform to item i with the torch RNG seeded from (seed, epoch, i),
+    or, for a view that draws nothing (an evaluation view), unseeded; items are addressed as
+    (epoch, i) so persistent workers need no epoch broadcast."""
 
-    def __init__(self, dataset, transform, seed, random=True):
-        self.dataset, self.transform, self.seed, self.random = dataset, transform, seed, random
+    def __init__(self, dataset: torch.utils.data.Dataset, view: ImageView, seed: int):
+        self.dataset, self.transform, self.random, self.seed = dataset, view.transform, \
+            view.random, seed
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, i = key
         image, label = self.dataset[i]
         if not self.random:
@@ -224,43 +279,35 @@ class TaggedBatches:
     """A batch sampler over EpochBatches whose items are (epoch, image index): a dataset in a
     persistent worker learns the epoch from its item, with no broadcast."""
 
-    def __init__(self, batches):
+    def __init__(self, batches: EpochBatches):
         self.batches = batches
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch = self.batches.epoch
         for idx in self.batches:
             yield [(epoch, int(i)) for i in idx]
 
 
 class StreamLoader(EpochLoader):
-    """A DataLoader of per-image transforms that return uint8 images, (C, H, W), or with
-    ``hwc`` (H, W, C); batches are moved to ``device`` (pinned, non-blocking) and normalised
-    there. ``random``: whether the transform draws (a training view); ``persistent``: keep
-    the workers between epochs (the training loader; the evaluation one frees its workers and
-    their batches between evaluations). Each worker holds at most ``prefetch_factor`` batches.
+    """A DataLoader of ``view`` (an ImageView) over ``dataset`` in ``workers``; batches are moved
+    to ``device`` (pinned, non-blocking) and normalised to ``fmt`` there.
 
     An error inside a worker (a file that cannot be read) ends the iteration with the worker's
     own DataError line, the workers shut down, instead of torch's report of a wrapped
     traceback."""
 
-    def __init__(self, dataset, transform, batches, device, mean, std, workers=4,
-                 channels_last=False, prefetch_factor=2, hwc=False, random=True,
-                 persistent=True):
-        pin = torch.device(device).type == "cuda"
+    def __init__(self, dataset: torch.utils.data.Dataset, view: ImageView, batches: EpochBatches,
+                 device: Union[str, torch.device], fmt: BatchFormat, workers: Workers = Workers()):
         self.batches, self.device = batches, device
         self.loader = data_loader(
-            SeededTransform(dataset, transform, batches.seed, random),
-            batch_sampler=TaggedBatches(batches), num_workers=workers, pin_memory=pin,
-            persistent_workers=persistent and workers > 0,
-            prefetch_factor=prefetch_factor if workers > 0 else None,
-            worker_init_fn=ignore_stop_signals, generator=own_generator())
-        self.normalize = Normalize(mean, std, device, channels_last, hwc)
+            SeededTransform(dataset, view, batches.seed), workers,
+            batch_sampler=TaggedBatches(batches), pin_memory=torch.device(device).type == "cuda")
+        self.normalize = Normalize(fmt, device, view.hwc)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         batches = iter(self.loader)
         try:
             for x, y in batches:
@@ -271,7 +318,8 @@ class StreamLoader(EpochLoader):
             raise worker_error(e) from None
 
 
-def stop_workers(loader, iterator=None):
+def stop_workers(loader: torch.utils.data.DataLoader,
+                 iterator: Optional[Iterator] = None) -> None:
     """Shut down a DataLoader's worker processes now (persistent ones too), not at exit."""
     iterator = iterator if iterator is not None else getattr(loader, "_iterator", None)
     shutdown = getattr(iterator, "_shutdown_workers", None)
@@ -295,15 +343,22 @@ def _stop_all_workers():
         stop_workers(loader)
 
 
-def data_loader(*args, **kwargs):
-    """torch's DataLoader, remembered so that its workers are shut down before exit."""
-    loader = torch.utils.data.DataLoader(*args, **kwargs)
+def data_loader(dataset: torch.utils.data.Dataset, workers: Workers,
+                **options) -> torch.utils.data.DataLoader:
+    """torch's DataLoader of ``dataset`` in ``workers``, whose workers ignore stop signals
+    (ignore_stop_signals) and whose own draws leave the global RNG alone (own_generator),
+    remembered so that its workers are shut down before exit. ``options``: DataLoader's."""
+    loader = torch.utils.data.DataLoader(
+        dataset, num_workers=workers.count,
+        persistent_workers=workers.persistent and workers.count > 0,
+        prefetch_factor=workers.prefetch if workers.count > 0 else None,
+        worker_init_fn=ignore_stop_signals, generator=own_generator(), **options)
     if loader.num_workers > 0:
         _with_workers.add(loader)
     return loader
 
 
-def worker_error(error):
+def worker_error(error: Exception) -> Exception:
     """The error to report for one raised while iterating a DataLoader: a worker's DataError
     (torch re-raises it with the worker's whole traceback as its message) as its own last line;
     workers out of shared memory as one line saying so; anything else unchanged."""

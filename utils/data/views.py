@@ -20,9 +20,11 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 
-__all__ = ["SCALE", "RATIO", "crop_and_flip", "centre_box", "resized_box", "TrainView",
+__all__ = ["SIZE", "RESIZE", "SCALE", "RATIO", "crop_and_flip", "centre_box", "resized_box", "TrainView",
            "ValView"]
 
+SIZE = 224  # the side of every view, training and evaluation
+RESIZE = 256  # evaluation: the shorter side Resize() gives before CenterCrop(SIZE)
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults
 
 
@@ -33,7 +35,7 @@ def crop_and_flip(image: torch.Tensor) -> tuple:
     return top, left, h, w, bool(torch.rand(1) < 0.5)
 
 
-def centre_box(height: int, width: int, resize: int = 256, size: int = 224) -> tuple:
+def centre_box(height: int, width: int, resize: int = RESIZE, size: int = SIZE) -> tuple:
     """(top, left, height, width) of the original image that Resize(``resize``) (of the shorter
     side) + CenterCrop(``size``) shows: torchvision's resized size and crop offsets, mapped back
     through each axis's scale and rounded to whole pixels."""
@@ -76,7 +78,7 @@ class TrainView:
     uint8 tensors) of a (C, H, W) uint8 image; call it under utils.seeding.image_rng."""
     random = True
 
-    def __init__(self, size: int = 224, policy: Optional[object] = None):
+    def __init__(self, size: int = SIZE, policy: Optional[object] = None):
         self.size, self.policy = size, policy
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
@@ -96,7 +98,7 @@ class ValView:
     it shows."""
     random = False
 
-    def __init__(self, size: int = 224, resize: int = 256):
+    def __init__(self, size: int = SIZE, resize: int = RESIZE):
         self.size, self.resize = size, resize
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,14 @@ replaced without a word.
 - What a save killed half-way leaves (``*.tmp`` beside a checkpoint, run.json or log.txt) is
   removed when the next run takes the folder, with a line.
 """
+import dataclasses
 import datetime
 import fcntl
 import glob
 import json
 import os
 import socket
-from typing import Optional
+from typing import Optional, Sequence
 
 __all__ = ["RUN_FILES", "holds_run", "lock_holder", "check_folder", "RunFolder", "FolderError"]
 
@@ -93,13 +94,23 @@ def check_folder(folder: str, fresh: bool, replace: bool) -> None:
             raise _holds_a_run(folder, files)
 
 
+@dataclasses.dataclass(frozen=True)
+class FolderUse:
+    """A run's folder and how the run may take it: ``fresh`` when the run starts the folder
+    (not a --resume into it), and ``replace`` to remove a run found there (--replace)."""
+    path: str
+    fresh: bool = True
+    replace: bool = False
+
+
 class RunFolder:
     """The claim of one run on its folder: ``claim()`` takes the lock (or refuses), clears what
     a killed save left and, for a fresh run with ``replace``, the previous run's files;
-    ``release()`` lets go. A context manager of the two."""
+    ``release()`` lets go. A context manager of the two. ``command`` (the run's command line)
+    goes into the lock file, to say who holds the folder."""
 
-    def __init__(self, folder: str, fresh: bool, replace: bool, command=()):
-        self.folder, self.fresh, self.replace = folder, fresh, replace
+    def __init__(self, use: FolderUse, command: Sequence[str] = ()):
+        self.folder, self.fresh, self.replace = use.path, use.fresh, use.replace
         self.command = list(command)
         self.fd = None
 

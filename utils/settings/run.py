@@ -1,5 +1,5 @@
-"""The stages of a run that both scripts share, between the flags (utils.flags) and the engine
-(utils.engine): the device, the model, the plan a resumed run continues, training with its log
+"""The stages of a run that both scripts share, between the flags (utils.settings.flags) and the
+engine (utils.train.engine): the device, the model, the plan a resumed run continues, training with its log
 and curves, evaluation with its report, and one clear line and exit code for every expected
 failure.
 
@@ -11,7 +11,7 @@ import contextlib
 import os
 import random
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -22,29 +22,29 @@ from models.norms import use_micro_batches
 from .. import distributed
 from ..cpu_memory import keep_freed_memory
 from ..data.errors import DataError
-from .flags import ScriptFlags, UsageError
+from .flags import DeviceChoice, ModelChoice, RunSettings, ScriptFlags, UsageError
 from .resume import Resumed
 from ..records.logger import LogError, Logger, save_curves
 from ..records.record import finish_record, new_record, write_record
-from ..records.run_folder import FolderError, RunFolder, check_folder
+from ..records.run_folder import FolderError, FolderUse, RunFolder, check_folder
 from ..records.report import write_class_report
-from ..train.checkpoint import (CheckpointError, load_weights, read_checkpoint,
+from ..train.checkpoint import (Checkpoint, CheckpointError, load_weights, read_checkpoint,
                                 resolve_checkpoint_path)
-from ..train.engine import (EpochPosition, NonFiniteLoss, PreparedModel, TrainPlan, all_finite,
-                           evaluate, fit)
+from ..train.engine import (CheckpointPolicy, EpochPosition, NonFiniteLoss, PreparedModel,
+                            StartPoint, TrainPlan, all_finite, evaluate, fit)
+from ..train.recipe import Recipe, apply_hyperparameters
 from ..train.stopping import SIGNAL_EXIT_CODES, ImmediateStop, TrainingInterrupted
-from ..train.recipe import resume_from
 
-__all__ = ["read_settings", "select_device", "choose_seed", "build_model", "load_initial_weights", "prepare_model",
-           "check_writable", "check_run_folder", "fresh_folder",
-           "check_resume", "start_plan", "run_record", "train_and_log", "report_evaluation",
-           "run_main"]
+__all__ = ["read_settings", "select_device", "choose_seed", "build_model", "check_fits",
+           "load_initial_weights", "prepare_model", "check_writable", "check_run_folder",
+           "fresh_folder", "check_resume", "start_plan", "run_record", "train_and_log",
+           "report_evaluation", "run_main", "EXIT_CODES"]
 
 CPU_NAMES = ("", "cpu", "-1")
 
 
 def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> tuple:
-    """(RunSettings, the checkpoint dict read for --resume or None) of a command line: argv
+    """(RunSettings, the Checkpoint read for --resume or None) of a command line: argv
     parsed, the resumed checkpoint read and its recorded flags merged in (utils.settings.resume),
     every value and combination checked, all before any data is read or CUDA is touched."""
     parsed = flags.parse(argv)
@@ -52,16 +52,17 @@ def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> tuple:
     if parsed.values["resume"]:
         path = resolve_checkpoint_path(parsed.values["resume"])
         checkpoint = read_checkpoint(path)
-        resumed = Resumed(path, checkpoint.get("args") or {}, checkpoint.get("arch"),
-                          bool(checkpoint.get("ema_state_dict")))
+        resumed = Resumed(path, checkpoint.args or {}, checkpoint.arch,
+                          bool(checkpoint.ema_state_dict))
     return flags.settings(parsed, resumed), checkpoint
 
 
-def select_device(choice, amp="none"):
+def select_device(choice: DeviceChoice, amp: str = "none") -> tuple:
     """(device, gpu_count) for a DeviceChoice. Under torchrun, one device per process from its
     environment (--gpu-id is not used). Otherwise --gpu-id sets CUDA_VISIBLE_DEVICES, as the
     reference does, and only then is CUDA asked what it has: no GPU and --gpu-id not written
-    means the CPU; a GPU named but not there is a UsageError, and so is fp16 off CUDA."""
+    means the CPU; a GPU named but not there is a UsageError, and so is fp16 (``amp``, the
+    recipe's) off CUDA."""
     device = distributed.init_from_env()
     if device is not None:
         gpu_count = 1
@@ -74,7 +75,7 @@ def select_device(choice, amp="none"):
     return device, gpu_count
 
 
-def _device_from_gpu_id(gpu_id, given):
+def _device_from_gpu_id(gpu_id: str, given: bool) -> tuple:
     if gpu_id.strip().lower() in CPU_NAMES:
         return torch.device("cpu"), 0
     ids = [s.strip() for s in gpu_id.split(",") if s.strip()]
@@ -93,7 +94,7 @@ def _device_from_gpu_id(gpu_id, given):
     return torch.device("cuda", 0), len(ids)
 
 
-def choose_seed(seed, train_batch):
+def choose_seed(seed: Optional[int], train_batch: int) -> int:
     """--manualSeed, or a random one (the same on every process). Also checks that each of W
     processes can take train-batch / W images of every batch."""
     world = distributed.world_size()
@@ -107,7 +108,8 @@ def choose_seed(seed, train_batch):
 MAX_DEPTH = 10_000
 
 
-def build_model(registry, choice, num_classes, device=None):
+def build_model(registry: dict, choice: ModelChoice, num_classes: int,
+                device: Optional[torch.device] = None) -> nn.Module:
     """The network of a ModelChoice (whose flags parsing checked against the architecture),
     built with the options its constructor takes; an impossible configuration (a depth of the
     wrong form, widths GroupNorm cannot split) is a UsageError. With ``device``, a network whose
@@ -137,7 +139,7 @@ def build_model(registry, choice, num_classes, device=None):
                          f"{choice.arch}: {message}") from e
 
 
-def check_fits(model, arch, device):
+def check_fits(model: nn.Module, arch: str, device: torch.device) -> None:
     """Refuse a model whose weights, gradients and momentum alone (4 bytes each per parameter,
     and as much again for an EMA or Adam's second moment) exceed the device's memory."""
     params = sum(p.numel() for p in model.parameters())
@@ -160,17 +162,19 @@ CHANNELS_LAST_GN_WARNING = (
     "GroupNorm is slow on NHWC; see BENCHMARKS.md): add --compile, or drop --channels-last")
 
 
-def load_initial_weights(model: nn.Module, settings) -> None:
+def load_initial_weights(model: nn.Module, settings: RunSettings) -> None:
     """--weights into the built ``model``, before the data is read: weights that do not fit
     are refused without waiting for it."""
     if settings.weights:
         load_weights(model, settings.weights)
 
 
-def prepare_model(model, device, gpu_count, settings):
+def prepare_model(model: nn.Module, device: torch.device, gpu_count: int,
+                  settings: RunSettings) -> PreparedModel:
     """Ready ``model`` for the run its RunSettings describe (its --weights loaded already by
-    ``load_initial_weights``): micro-batches (--ghost-batch) on request, moved to ``device``, wrapped in DistributedDataParallel under torchrun or
-    DataParallel over several --gpu-id GPUs, torch.compile on request. Returns a PreparedModel."""
+    ``load_initial_weights``): micro-batches (--ghost-batch) on request, moved to ``device``,
+    wrapped in DistributedDataParallel under torchrun or DataParallel over several --gpu-id
+    GPUs, torch.compile on request. Returns a PreparedModel."""
     choice, ghost_batch = settings.device, settings.model.ghost_batch
     if ghost_batch and use_micro_batches(model, ghost_batch) == 0:
         raise UsageError(f"--ghost-batch needs batch statistics; {settings.model.arch} has no "
@@ -222,7 +226,7 @@ def check_writable(folder: str) -> None:
                 break
 
 
-def fresh_folder(settings) -> bool:
+def fresh_folder(settings: RunSettings) -> bool:
     """Whether the run starts its folder afresh: not a --resume, or one into another folder
     (-c) than its checkpoint's."""
     if not settings.resume:
@@ -231,86 +235,73 @@ def fresh_folder(settings) -> bool:
     return os.path.abspath(settings.run_folder) != resumed
 
 
-def check_run_folder(settings) -> None:
+def check_run_folder(settings: RunSettings) -> None:
     """Before any long work: the run folder can be written, no other run holds it, and a fresh
     run does not land on a run already there unless --replace (utils.run_folder)."""
     check_writable(settings.run_folder)
     check_folder(settings.run_folder, fresh_folder(settings), settings.replace)
 
 
-def check_resume(settings, checkpoint, num_classes):
+def check_resume(settings: RunSettings, checkpoint: Optional[Checkpoint],
+                 num_classes: int) -> None:
     """Whether the resumed ``checkpoint`` fits this run: its class count, and epochs left to
     train (unless evaluating)."""
     if checkpoint is None:
         return
-    saved = checkpoint.get("num_classes")
+    saved = checkpoint.num_classes
     if saved is not None and saved != num_classes:
         raise CheckpointError(f"the checkpoint's model has {saved} classes, this run's data "
                               f"has {num_classes}")
-    done = checkpoint.get("epoch", 0)
+    done = checkpoint.epoch
     if not settings.evaluate and done >= settings.epochs:
         raise UsageError(f"nothing to train: the checkpoint has done {done} epochs and --epochs "
                          f"is {settings.epochs}; raise --epochs to train on")
 
 
-def start_plan(settings, checkpoint, raw_model, recipe):
+def start_plan(settings: RunSettings, checkpoint: Optional[Checkpoint], raw_model: nn.Module,
+               recipe: Recipe) -> TrainPlan:
     """The TrainPlan of a run: from --start-epoch, or where ``checkpoint`` left off (its
-    weights, optimizer, schedule, EMA and RNG states are put back first)."""
-    start_epoch, best_acc, position = settings.start_epoch, 0.0, None
+    weights, optimizer, schedule, EMA and RNG states are put back first, then this run's LR,
+    momentum and weight decay: a --resume may give them anew)."""
+    start = StartPoint(epoch=settings.start_epoch)
     if checkpoint is not None:
         print(f"==> Resuming from checkpoint {settings.resume}")
-        start_epoch, best_acc = resume_from(checkpoint, raw_model, recipe, settings.recipe)
-        position = epoch_position(checkpoint.get("position"))
-    return TrainPlan(epochs=settings.epochs, start_epoch=start_epoch,
-                     iter_size=settings.recipe.iter_size, amp=settings.recipe.amp,
-                     seed=settings.seed, run_folder=settings.run_folder,
-                     show_progress=settings.show_progress, best_acc=best_acc,
-                     resumed=checkpoint is not None, keep_checkpoints=settings.keep_checkpoints,
-                     save_every=settings.save_every, position=position, tta=settings.tta,
-                     best_by=settings.best_by, fresh_folder=fresh_folder(settings),
-                     replace=settings.replace)
+        epoch, best_acc = checkpoint.restore(raw_model, recipe)
+        apply_hyperparameters(recipe.optimizer, recipe.scheduler, settings.recipe)
+        start = StartPoint(epoch, EpochPosition.from_dict(checkpoint.position,
+                                                          distributed.world_size()),
+                           best_acc, resumed=True)
+    return TrainPlan(epochs=settings.epochs, start=start,
+                     folder=FolderUse(settings.run_folder, fresh_folder(settings),
+                                      settings.replace),
+                     checkpoints=CheckpointPolicy(settings.keep_checkpoints, settings.save_every,
+                                                  settings.best_by),
+                     tta=settings.tta, show_progress=settings.show_progress)
 
 
-def epoch_position(saved):
-    """The EpochPosition of a recovery checkpoint's ``position`` (None for an epoch end). Saved
-    by another number of processes, its meters go to rank 0: the epoch's numbers stay right,
-    only not bitwise those of an unstopped run."""
-    if not saved:
-        return None
-    try:
-        meters = [tuple(float(v) for v in m) for m in saved["meters"]]
-        world = distributed.world_size()
-        if len(meters) != world:
-            total = tuple(map(sum, zip(*meters)))
-            meters = [total] + [(0.0,) * len(total)] * (world - 1)
-        return EpochPosition(int(saved["batch"]), tuple(meters), float(saved["lr"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"the checkpoint's position in its epoch is malformed: "
-                              f"{type(e).__name__}: {e}") from e
-
-
-def run_record(settings, num_classes, checkpoint=None):
-    """What a checkpoint records about its run: the arch, the class count, the recorded flags,
-    the run record of run.json (utils.record: a resumed run adds its session to the
-    checkpoint's); and, from the ``checkpoint`` resumed, its log rows (to rebuild a lost
-    log.txt)."""
-    previous = (checkpoint or {}).get("run")
-    first_epoch = int((checkpoint or {}).get("epoch", 0)) + 1
+def run_record(settings: RunSettings, num_classes: int,
+               checkpoint: Optional[Checkpoint] = None) -> dict:
+    """What a checkpoint records about its run (Checkpoint fields): the arch, the class count,
+    the recorded flags, the run record of run.json (utils.records.record: a resumed run adds its
+    session to the checkpoint's); and, from the ``checkpoint`` resumed, its log rows (to rebuild
+    a lost log.txt)."""
+    previous = checkpoint.run if checkpoint is not None else None
+    first_epoch = (checkpoint.epoch if checkpoint is not None else 0) + 1
     changed = {name: {"from": old, "to": new, "from_epoch": first_epoch}
                for name, (old, new) in settings.changed.items()}
     record = {"arch": settings.model.arch, "num_classes": num_classes, "args": settings.recorded,
               "run": new_record(settings.command[0], settings.command[1:], settings.flags,
-                                settings.recorded, previous if isinstance(previous, dict) else None,
-                                changed)}
-    if checkpoint and isinstance(checkpoint.get("log"), dict):
-        record["log"] = checkpoint["log"]
+                                settings.recorded, previous, changed)}
+    if checkpoint is not None and checkpoint.log is not None:
+        record["log"] = checkpoint.log
     return record
 
 
 LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
 
 
-def train_and_log(model, loaders, recipe, plan, record):
+def train_and_log(model: PreparedModel, loaders, recipe: Recipe, plan: TrainPlan,
+                  record: dict) -> float:
     """Write run.json, open log.txt (a resumed log cut back to the checkpoint's epochs, or
     rebuilt from the rows ``record`` carries from the checkpoint; with an EMA a sixth column),
     run the engine's epoch loop, then draw log.eps / log.png and write the result into run.json.
@@ -319,14 +310,14 @@ def train_and_log(model, loaders, recipe, plan, record):
     saved_log = record.pop("log", None)
     log = None
     # Rank 0 writes the folder, and holds it while it does (utils.run_folder).
-    folder = (RunFolder(plan.run_folder, plan.fresh_folder, plan.replace,
-                        record["run"]["sessions"][-1]["command"])
+    folder = (RunFolder(plan.folder, record["run"]["sessions"][-1]["command"])
               if distributed.is_main() else contextlib.nullcontext())
     with folder:
         if distributed.is_main():
-            write_record(plan.run_folder, record["run"])
-            log = Logger(os.path.join(plan.run_folder, "log.txt"), resume=plan.resumed,
-                         keep_rows=plan.start_epoch if plan.resumed else None, saved=saved_log)
+            write_record(plan.folder.path, record["run"])
+            log = Logger(os.path.join(plan.folder.path, "log.txt"), resume=plan.start.resumed,
+                         keep_rows=plan.start.epoch if plan.start.resumed else None,
+                         saved=saved_log)
             log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []) +
                           (["TTA Valid Acc."] if plan.tta else []))
         try:
@@ -337,14 +328,15 @@ def train_and_log(model, loaders, recipe, plan, record):
         if log is not None:
             save_curves(log.fpath)
             accuracies = log.numbers["Valid Acc."]
-            finish_record(plan.run_folder, record["run"], best_acc=best_acc,
+            finish_record(plan.folder.path, record["run"], best_acc=best_acc,
                           final_acc=accuracies[-1] if accuracies else None,
                           epochs=len(accuracies))
     print(f"Best acc: {best_acc:.2f}")
     return best_acc
 
 
-def report_evaluation(model, loader, recipe, plan, classes, num_classes):
+def report_evaluation(model: PreparedModel, loader, recipe: Recipe, plan: TrainPlan,
+                      classes: list, num_classes: int) -> tuple:
     """Print loss and top-1/top-5 of the weights (and of their EMA when the run keeps one), and
     write per_class_accuracy.txt and confusion_matrix.png into the run folder. ``classes``
     names the data's classes; a model with more outputs gets its extra ones numbered."""
@@ -355,28 +347,28 @@ def report_evaluation(model, loader, recipe, plan, classes, num_classes):
     print("\nEvaluation only")
     classes = list(classes) + [str(i) for i in range(len(classes), num_classes)]
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)
-    loss, top1, top5 = evaluate(model.call, loader, recipe.eval_criterion, plan.amp,
+    loss, top1, top5 = evaluate(model.call, loader, recipe.eval_criterion, recipe.amp,
                                 plan.show_progress, confusion)
     print(f" Test Loss:  {loss:.8f}, Test Acc:  {top1:.2f}, Top-5:  {top5:.2f}")
     if plan.tta:
         tta_loss, tta_top1, tta_top5 = evaluate(model.call, loader, recipe.eval_criterion,
-                                                plan.amp, False, tta=True)
+                                                recipe.amp, False, tta=True)
         print(f" TTA  Loss:  {tta_loss:.8f}, TTA  Acc:  {tta_top1:.2f}, Top-5:  {tta_top5:.2f}")
     if recipe.ema is not None and recipe.ema.updates > 0:
         ema_loss, ema_top1, ema_top5 = evaluate(recipe.ema.module, loader, recipe.eval_criterion,
-                                                plan.amp, False)
+                                                recipe.amp, False)
         print(f" EMA  Loss:  {ema_loss:.8f}, EMA  Acc:  {ema_top1:.2f}, Top-5:  {ema_top5:.2f}")
     if distributed.is_main():
         try:
-            text, picture = write_class_report(confusion, classes, plan.run_folder)
+            text, picture = write_class_report(confusion, classes, plan.folder.path)
             print(f" Per-class accuracy: {text}\n Confusion matrix:   {picture}")
         except OSError as e:
-            print(f"warning: could not write the per-class report to {plan.run_folder}: "
+            print(f"warning: could not write the per-class report to {plan.folder.path}: "
                   f"{e.strerror or e}", file=sys.stderr)
     return loss, top1, top5
 
 
-def _say(line):
+def _say(line: str) -> None:
     """One line on stderr, from one process: under torchrun every process meets the same
     expected failure, and rank 0 speaks for them."""
     if distributed.is_main():
@@ -390,7 +382,7 @@ EXIT_CODES = {UsageError: 2, FolderError: 2, DataError: 1, CheckpointError: 1, N
               LogError: 1}
 
 
-def run_main(main, argv=None):
+def run_main(main: Callable, argv: Optional[list] = None) -> object:
     """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero."""
     finished, result = False, None
     try:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from models.norms import BATCH_NORMS, BCN_SPEED, GN_NARROW_RULES, GROUP_NORMS, NORMS
 
 from ..data.policies import AUTOAUGMENT_POLICIES
+from ..train.optim import OPTIMIZERS
 
 __all__ = ["RECORDED", "PER_RUN", "GROUPS", "UsageError", "Range", "Flag", "SHARED_FLAGS",
            "COMPILE_MODES", "COMPILE_FLAG", "INT_MAX", "POLICY_FLAGS", "check_rules",
@@ -233,7 +234,7 @@ RECIPE = _flags(
      dict(kind=float, default=0.0, metavar="E", range=NON_NEGATIVE)),
     (["--optimizer"], "sgd (momentum), adamw (decoupled weight decay) or lars (layer-wise "
                       "rates for large batches) (default: sgd)",
-     dict(default="sgd", choices=("sgd", "adamw", "lars"))),
+     dict(default="sgd", choices=OPTIMIZERS)),
     (["--nesterov"], "Nesterov momentum (sgd)", dict(kind="switch")),
     (["--no-wd-norm"], "no weight decay on norm weights and biases (all 1-D parameters)",
      dict(kind="switch")),

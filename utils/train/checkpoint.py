@@ -1,16 +1,25 @@
-"""Checkpoints: saving (atomically: utils.atomic), reading (ours or the reference's), and loading weights strictly.
+"""Checkpoints: the typed ``Checkpoint``, saving it (atomically: utils.atomic), reading one (ours
+or the reference's) and loading weights strictly.
 
-Format (the reference's, plus fields of ours): a dict with ``epoch`` (epochs done), ``state_dict``
-(unwrapped: no ``module.`` prefix), ``acc``, ``best_acc``, ``optimizer``; ours adds ``arch``,
-``args`` (the run's flags), ``scheduler`` and ``rng`` so a resume is exact.
+On disk a checkpoint is the reference's dict: ``epoch`` (epochs done), ``state_dict`` (the
+reference's carries DataParallel's ``module.`` prefix; ours is unwrapped), ``acc``, ``best_acc``,
+``optimizer``. Ours adds what an exact resume and a rebuilt model need: ``scheduler``,
+``scaler``, ``rng``, ``arch``, ``num_classes``, ``args`` (the run's recorded flags),
+``ema_state_dict``, ``log`` (the log's rows), ``run`` (its run record) and, for a recovery
+checkpoint taken mid-epoch, ``position``. ``FIELDS`` is that schema; every field read back is
+checked against it (and ``FIELD_CHECKS``) before use. A file holding a bare state_dict is a
+checkpoint of weights alone.
 """
+import dataclasses
 import errno
 import math
 import os
 import re
 import shutil
+from typing import Optional, Union
 
 import torch
+import torch.nn as nn
 
 from ..atomic import atomic_copy, atomic_save
 from ..messages import first_line
@@ -26,17 +35,18 @@ class CheckpointError(Exception):
 EPOCH_COPY = re.compile(r"checkpoint_epoch_(\d+)\.pth\.tar$")
 
 
-def save_checkpoint(state, is_best, folder, filename="checkpoint.pth.tar", keep=0):
-    """Save ``state`` as folder/filename and, when ``is_best``, as folder/model_best.pth.tar.
-    With ``keep`` N > 0 also as checkpoint_epoch_E.pth.tar (E = state's epoch), and the copies
-    of epochs before the last N are removed."""
+def save_checkpoint(checkpoint: "Checkpoint", is_best: bool, folder: str,
+                    filename: str = "checkpoint.pth.tar", keep: int = 0) -> str:
+    """Save ``checkpoint`` as folder/filename and, when ``is_best``, as folder/model_best.pth.tar.
+    With ``keep`` N > 0 also as checkpoint_epoch_E.pth.tar (E = its epoch), and the copies of
+    epochs before the last N are removed. Returns the path written."""
     path = os.path.join(folder, filename)
     try:
-        atomic_save(state, path)
+        atomic_save(checkpoint.to_dict(), path)
         if is_best:
             atomic_copy(path, os.path.join(folder, "model_best.pth.tar"))
         if keep:
-            epoch = state["epoch"]
+            epoch = checkpoint.epoch
             atomic_copy(path, os.path.join(folder, f"checkpoint_epoch_{epoch}.pth.tar"))
             for name in os.listdir(folder):
                 match = EPOCH_COPY.match(name)
@@ -51,14 +61,14 @@ def save_checkpoint(state, is_best, folder, filename="checkpoint.pth.tar", keep=
     return path
 
 
-def _nearly_full(folder, margin=64 * 2 ** 20):
+def _nearly_full(folder: str, margin: int = 64 * 2 ** 20) -> bool:
     try:
         return shutil.disk_usage(folder).free < margin
     except OSError:
         return False
 
 
-def resolve_checkpoint_path(path):
+def resolve_checkpoint_path(path: str) -> str:
     """A checkpoint file, or a run folder holding checkpoint.pth.tar."""
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.pth.tar")
@@ -67,17 +77,16 @@ def resolve_checkpoint_path(path):
     return path
 
 
-def read_checkpoint(path):
-    """Load a checkpoint file onto the CPU (tensors, numbers, strings and containers only) and
-    check it is one (check_checkpoint)."""
+def read_checkpoint(path: str) -> "Checkpoint":
+    """The Checkpoint of a file (or a run folder's checkpoint.pth.tar), loaded onto the CPU
+    (tensors, numbers, strings and containers only) and checked (check_checkpoint)."""
     path = resolve_checkpoint_path(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not a "
                               f"PyTorch file): {type(e).__name__}: {first_line(e)}") from e
-    check_checkpoint(checkpoint, path)
-    return checkpoint
+    return Checkpoint.from_dict(saved, path)
 
 
 # The fields a checkpoint may hold (the reference's and ours) and the types they must have
@@ -89,7 +98,7 @@ FIELDS = {"epoch": int, "acc": (int, float, torch.Tensor), "best_acc": (int, flo
           "position": dict}
 
 
-def check_checkpoint(checkpoint, path):
+def check_checkpoint(checkpoint: object, path: str) -> None:
     """A dict holding named tensors (under ``state_dict``, or a bare state_dict) whose other
     fields have their types; anything else is a CheckpointError naming what is wrong."""
     if not isinstance(checkpoint, dict):
@@ -173,10 +182,12 @@ FIELD_CHECKS = {
     "log": _check_log, "position": _check_position, "run": _check_run}
 
 
-def unwrap_state_dict(obj):
+def unwrap_state_dict(obj: Union["Checkpoint", dict]) -> dict:
     """The weights of a checkpoint (a bare state_dict, or a dict holding one under
-    ``state_dict``), without the ``module.`` prefix DataParallel adds or torch.compile's
+    ``state_dict``, or a Checkpoint), without the ``module.`` prefix DataParallel adds or torch.compile's
     ``_orig_mod.``."""
+    if isinstance(obj, Checkpoint):
+        obj = obj.state_dict
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
         raise CheckpointError(f"expected a state_dict, found {type(state).__name__}")
@@ -192,8 +203,10 @@ def unwrap_state_dict(obj):
     return out
 
 
-def load_weights(model, source):
-    """Load weights into ``model`` (unwrapped) from a checkpoint path or a loaded dict, strictly:
+def load_weights(model: nn.Module, source: Union[str, os.PathLike, "Checkpoint", dict]
+                 ) -> Union["Checkpoint", dict]:
+    """Load weights into ``model`` (unwrapped) from a checkpoint path, a Checkpoint or a
+    state_dict (or a dict holding one), strictly:
     any missing key, unexpected key or shape mismatch raises CheckpointError naming them."""
     checkpoint = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else source
     state = unwrap_state_dict(checkpoint)
@@ -215,42 +228,100 @@ def load_weights(model, source):
     return checkpoint
 
 
-def training_state(epochs_done, model, optimizer, scheduler, scaler, acc, best_acc, run_info,
-                   ema=None):
-    """The checkpoint dict after ``epochs_done`` epochs: the reference's keys plus what an exact
-    resume needs (schedule, AMP scaler, RNG states, the EMA of the weights under
-    ``ema_state_dict``) and ``run_info`` (arch, args, num_classes)."""
-    state = {"epoch": epochs_done, "state_dict": model.state_dict(), "acc": float(acc),
-             "best_acc": float(best_acc), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict() if scaler is not None else None,
-             "rng": rng_state(), **run_info}
-    if ema is not None:
-        state["ema_state_dict"] = ema.state_dict()
-    return state
+# What a Checkpoint captures of a run beside its weights and training state: the fields the
+# caller names (utils.settings.run.run_record and the engine's log rows and position).
+ABOUT_THE_RUN = ("arch", "num_classes", "args", "log", "run", "position")
+# Written even when empty (None), as every checkpoint of this project always has been.
+ALWAYS_WRITTEN = ("epoch", "state_dict", "acc", "best_acc", "optimizer", "scheduler", "scaler",
+                  "rng")
 
 
-def restore_training_state(checkpoint, optimizer, scheduler, scaler=None, ema=None):
-    """Put optimizer, schedule, scaler, EMA and RNG states back (weights are ``load_weights``'s
-    job). Reference checkpoints carry no schedule: the schedule is then advanced to their epoch.
-    Returns (start_epoch, best_acc)."""
-    epoch = int(checkpoint.get("epoch", 0))
-    parts = [("optimizer", optimizer.load_state_dict, checkpoint.get("optimizer")),
-             ("schedule", scheduler.load_state_dict, checkpoint.get("scheduler")),
-             ("EMA", ema.load_state_dict if ema is not None else None,
-              checkpoint.get("ema_state_dict")),
-             ("AMP scaler", scaler.load_state_dict if scaler is not None else None,
-              checkpoint.get("scaler")),
-             ("random generator", set_rng_state, checkpoint.get("rng"))]
-    for name, load, state in parts:
-        if load is None or not state:
-            continue
-        try:
-            load(state)
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
-            raise CheckpointError(f"the checkpoint's {name} state does not fit this run: "
-                                  f"{type(e).__name__}: {first_line(e)}") from e
-    if not checkpoint.get("scheduler"):
-        scheduler.last_epoch = epoch
-    best = checkpoint.get("best_acc", 0.0)
-    return epoch, float(best)
+@dataclasses.dataclass
+class Checkpoint:
+    """A checkpoint's fields, typed (``FIELDS`` is their on-disk schema, the module docstring
+    says what each holds). None is a field the checkpoint does not have: the reference's have
+    only epoch, state_dict, acc, best_acc and optimizer; a bare state_dict only its weights.
+    Fields this project does not know are kept in ``extra``, so they survive a round trip."""
+    epoch: int = 0
+    state_dict: dict = dataclasses.field(default_factory=dict)
+    acc: Optional[float] = None
+    best_acc: Optional[float] = None
+    optimizer: Optional[dict] = None
+    scheduler: Optional[dict] = None
+    scaler: Optional[dict] = None
+    rng: Optional[dict] = None
+    arch: Optional[str] = None
+    num_classes: Optional[int] = None
+    args: Optional[dict] = None
+    ema_state_dict: Optional[dict] = None
+    log: Optional[dict] = None
+    run: Optional[dict] = None
+    position: Optional[dict] = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, saved: object, path: str = "the checkpoint") -> "Checkpoint":
+        """The Checkpoint of a loaded file's object, checked field by field first
+        (check_checkpoint; ``path`` names it in the error). Accuracies saved as 0-dim tensors
+        (the reference's) become floats."""
+        check_checkpoint(saved, path)
+        if "state_dict" not in saved:  # a bare state_dict
+            return cls(state_dict=saved)
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        fields = {k: v for k, v in saved.items() if k in known}
+        for name in ("acc", "best_acc"):
+            if fields.get(name) is not None:
+                fields[name] = float(_number(fields[name]))
+        return cls(**fields, extra={k: v for k, v in saved.items() if k not in known})
+
+    def to_dict(self) -> dict:
+        """The dict torch.save writes: the reference's keys first, then ours; a field that is
+        None is left out unless every checkpoint of this project has written it."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name != "extra" and (value is not None or field.name in ALWAYS_WRITTEN):
+                out[field.name] = value
+        return {**out, **self.extra}
+
+    @classmethod
+    def capture(cls, epochs_done: int, model: nn.Module, recipe, acc: float, best_acc: float,
+                about: dict) -> "Checkpoint":
+        """The checkpoint of a run after ``epochs_done`` epochs: ``model``'s weights (the bare
+        module), the optimizer, schedule, AMP scaler and EMA of ``recipe`` (a Recipe), the RNG
+        states, the accuracies, and ``about`` the run (ABOUT_THE_RUN's fields)."""
+        stray = set(about) - set(ABOUT_THE_RUN)
+        if stray:
+            raise ValueError(f"a checkpoint records no {sorted(stray)}")
+        return cls(state_dict=model.state_dict(), epoch=epochs_done, acc=float(acc),
+                   best_acc=float(best_acc), optimizer=recipe.optimizer.state_dict(),
+                   scheduler=recipe.scheduler.state_dict(),
+                   scaler=recipe.scaler.state_dict() if recipe.scaler is not None else None,
+                   rng=rng_state(),
+                   ema_state_dict=recipe.ema.state_dict() if recipe.ema is not None else None,
+                   **about)
+
+    def restore(self, model: nn.Module, recipe) -> tuple:
+        """Put the weights into ``model`` (strictly: load_weights) and the optimizer, schedule,
+        AMP scaler, EMA and RNG states into ``recipe``'s parts and this process. Reference
+        checkpoints carry no schedule: the schedule is then advanced to their epoch. Returns
+        (start_epoch, best_acc)."""
+        load_weights(model, self)
+        ema, scaler = recipe.ema, recipe.scaler
+        parts = [("optimizer", recipe.optimizer.load_state_dict, self.optimizer),
+                 ("schedule", recipe.scheduler.load_state_dict, self.scheduler),
+                 ("EMA", ema.load_state_dict if ema is not None else None, self.ema_state_dict),
+                 ("AMP scaler", scaler.load_state_dict if scaler is not None else None,
+                  self.scaler),
+                 ("random generator", set_rng_state, self.rng)]
+        for name, load, state in parts:
+            if load is None or not state:
+                continue
+            try:
+                load(state)
+            except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+                raise CheckpointError(f"the checkpoint's {name} state does not fit this run: "
+                                      f"{type(e).__name__}: {first_line(e)}") from e
+        if not self.scheduler:
+            recipe.scheduler.last_epoch = self.epoch
+        return self.epoch, self.best_acc or 0.0

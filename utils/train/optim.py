@@ -1,8 +1,14 @@
 """Optimisers: SGD (optionally Nesterov), AdamW, and LARS for large batches, with the option of
 no weight decay on norm weights and biases."""
-import torch
+from typing import Callable, Iterable, Optional, Union
 
-__all__ = ["LARS", "parameter_groups", "create_optimizer"]
+import torch
+import torch.nn as nn
+
+__all__ = ["LARS", "parameter_groups", "create_optimizer", "OPTIMIZERS", "ADAMW_BETAS"]
+
+OPTIMIZERS = ("sgd", "adamw", "lars")
+ADAMW_BETAS = (0.9, 0.999)  # torch's defaults, the AdamW paper's
 
 
 class LARS(torch.optim.Optimizer):
@@ -17,12 +23,14 @@ class LARS(torch.optim.Optimizer):
     Tensors of a group with ``lars=False`` (norm weights and biases, by the usual practice) take
     the plain momentum-SGD step, local_lr = 1."""
 
-    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, eta=0.001, lars=True):
+    def __init__(self, params: Union[Iterable[torch.Tensor], Iterable[dict]], lr: float,
+                 momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001,
+                 lars: bool = True):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars=lars)
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[torch.Tensor]:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -46,7 +54,7 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model, weight_decay, no_wd_norm=False):
+def parameter_groups(model: nn.Module, weight_decay: float, no_wd_norm: bool = False) -> list[dict]:
     """One group with ``weight_decay`` for every parameter, or with ``no_wd_norm`` two groups:
     conv/linear weights decay; 1-D tensors (norm weights and biases, conv/linear biases) do not."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -56,14 +64,15 @@ def parameter_groups(model, weight_decay, no_wd_norm=False):
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
-def create_optimizer(model, name, *, lr, momentum, weight_decay, nesterov=False,
-                     no_wd_norm=False, betas=(0.9, 0.999)):
-    """``name``: sgd | adamw | lars."""
+def create_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float,
+                     weight_decay: float, nesterov: bool = False,
+                     no_wd_norm: bool = False) -> torch.optim.Optimizer:
+    """``name``: one of OPTIMIZERS (AdamW with ADAMW_BETAS; it has no momentum)."""
     groups = parameter_groups(model, weight_decay, no_wd_norm)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return torch.optim.AdamW(groups, lr=lr, betas=ADAMW_BETAS)
     if name == "lars":
         if no_wd_norm:  # the undecayed norm weights and biases take the plain step too
             groups[1]["lars"] = False

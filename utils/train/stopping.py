@@ -20,6 +20,7 @@ import time
 from typing import Callable, Optional
 
 from .. import distributed
+from .meters import Meters
 
 __all__ = ["TrainingInterrupted", "ImmediateStop", "StopSignal", "StepControl", "SIGNAL_EXIT_CODES"]
 
@@ -149,9 +150,10 @@ class StepControl:
         self.interval = save_every_minutes * 60.0
         self.last_save = time.monotonic()
 
-    def after_step(self, epoch: int, next_batch: int, meters: Callable, check: Callable) -> None:
-        """``meters()`` reads this process's meters and ``check()`` raises for a non-finite
-        epoch; both sync the host, so they run only when a checkpoint is written."""
+    def after_step(self, epoch: int, next_batch: int, meters: Meters, check: Callable) -> None:
+        """``meters``: this process's Meters of the epoch so far; ``check()`` raises for a
+        non-finite epoch. Reading either syncs the host, so they are read only when a
+        checkpoint is written."""
         due = bool(self.interval) and time.monotonic() - self.last_save >= self.interval
         code = distributed.max_over_processes(
             2 * StopSignal.NAMES.index(self.stop.received) + int(due))
@@ -159,7 +161,7 @@ class StepControl:
             return
         check()  # a non-finite epoch is never saved
         with self.stop.critical():
-            self.save(epoch, next_batch, meters())
+            self.save(epoch, next_batch, meters)
         self.last_save = time.monotonic()
         signame = StopSignal.NAMES[code // 2]
         if signame:
