@@ -6,11 +6,16 @@ With ``se_reduction`` r > 0 a block is a Squeeze-and-Excitation block (Hu et al.
 residual branch's output is rescaled per channel by sigmoid(W2 relu(W1 avgpool(out))) with a
 C -> C/r -> C bottleneck (torchvision.ops.SqueezeExcitation, module ``se``) before the addition.
 """
+from typing import Any, Optional
+
+import torch
 import torch.nn as nn
 from torchvision.ops import SqueezeExcitation
 
+from .layers import ConvLayer, NormLayer
 
-def squeeze_excitation(channels, reduction):
+
+def squeeze_excitation(channels: int, reduction: int) -> nn.Module:
     """An SE module for ``channels`` with reduction r (at least one squeezed channel), or
     nn.Identity for r = 0."""
     if not reduction:
@@ -21,8 +26,10 @@ def squeeze_excitation(channels, reduction):
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, conv_layer=nn.Conv2d,
-                 norm_layer=nn.BatchNorm2d, groups=1, base_width=64, se_reduction=0):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = nn.BatchNorm2d, groups: int = 1, base_width: int = 64,
+                 se_reduction: int = 0):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64")
@@ -35,10 +42,10 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def last_residual_norm(self):
+    def last_residual_norm(self) -> nn.Module:
         return self.bn2
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
@@ -52,8 +59,10 @@ class Bottleneck(nn.Module):
     is ResNeXt 32x4d and groups=1, base_width=64 the plain ResNet bottleneck."""
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, conv_layer=nn.Conv2d,
-                 norm_layer=nn.BatchNorm2d, groups=1, base_width=64, se_reduction=0):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = nn.BatchNorm2d, groups: int = 1, base_width: int = 64,
+                 se_reduction: int = 0):
         super().__init__()
         width = int(planes * base_width / 64) * groups
         self.conv1 = conv_layer(inplanes, width, kernel_size=1, bias=False)
@@ -67,10 +76,10 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def last_residual_norm(self):
+    def last_residual_norm(self) -> nn.Module:
         return self.bn3
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
@@ -81,7 +90,7 @@ class Bottleneck(nn.Module):
 BLOCKS = {"basicblock": BasicBlock, "bottleneck": Bottleneck}
 
 
-def block_by_name(name):
+def block_by_name(name: str) -> type[nn.Module]:
     """'BasicBlock' or 'Bottleneck' (any case) -> the class."""
     try:
         return BLOCKS[name.lower()]
@@ -89,8 +98,9 @@ def block_by_name(name):
         raise ValueError(f"block_name must be BasicBlock or Bottleneck, got {name!r}") from None
 
 
-def make_stage(block, inplanes, planes, num_blocks, stride, conv_layer, norm_layer,
-               shortcut_norm=True, **block_kwargs):
+def make_stage(block: type[nn.Module], inplanes: int, planes: int, num_blocks: int, stride: int,
+               conv_layer: ConvLayer, norm_layer: NormLayer, shortcut_norm: bool = True,
+               **block_kwargs: Any) -> nn.Sequential:
     """``num_blocks`` blocks; the first changes stride/width through a 1x1 conv (+ norm) shortcut.
 
     Returns (stage, out_channels)."""

@@ -39,14 +39,14 @@ def _replace_ws(model, weight_of):
     return model
 
 
-def plain_convs(model):
+def plain_convs(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every WSConv2d a plain nn.Conv2d holding the same raw weight:
     the BN-free twin built with plain convs, into which a folded state_dict loads."""
     return _replace_ws(copy.deepcopy(model), lambda ws: ws.weight)
 
 
 @torch.no_grad()
-def fold_weight_standardization(model):
+def fold_weight_standardization(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every WSConv2d replaced by an nn.Conv2d holding its standardized
     weight (computed once, in float32 at least): the same function at inference, no WS cost."""
     return _replace_ws(copy.deepcopy(model),

@@ -9,12 +9,19 @@ Factory signatures, which every family relies on:
     conv_layer(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, bias=False)
     norm_layer(num_channels) -> nn.Module
 """
+from typing import Any, Callable
+
 import torch
 import torch.nn as nn
 
 from .norms import NORM_TYPES
 
-__all__ = ["WS_EPS", "standardize_weight", "WSConv2d", "init_weights", "zero_init_last_norms"]
+__all__ = ["WS_EPS", "ConvLayer", "NormLayer", "standardize_weight", "WSConv2d", "init_weights",
+           "zero_init_last_norms"]
+
+# What every family is built from, injected (torchvision's norm_layer idea, for conv too):
+ConvLayer = Callable[..., nn.Conv2d]  # nn.Conv2d's signature: nn.Conv2d, WSConv2d, a partial
+NormLayer = Callable[[int], nn.Module]  # channels -> a norm layer: batch_norm, group_norm, ...
 
 WS_EPS = 1e-5
 
@@ -48,7 +55,7 @@ class WSConv2d(nn.Conv2d):
     depthwise conv) is refused: the unbiased std of one number is undefined (NaN).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         fan_in = self.weight[0].numel()
         if fan_in < 2:

@@ -21,12 +21,14 @@ independent chunks of N images. BN takes each chunk's own statistics (Ghost BN);
 normalises each chunk with running estimates updated from it, the paper's micro-batch BCN.
 """
 import dataclasses
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["NORMS", "BATCH_NORMS", "GROUP_NORMS", "GN_NARROW_RULES", "BCN_SPEED", "batch_norm", "group_count", "group_norm", "layer_norm",
+__all__ = ["NORMS", "BATCH_NORMS", "GROUP_NORMS", "GN_NARROW_RULES", "BCN_SPEED", "batch_norm",
+           "group_count", "group_norm", "layer_norm",
            "instance_norm", "BatchChannelNorm2d", "GhostBatchNorm2d", "NormChoice",
            "use_micro_batches", "NORM_TYPES"]
 
@@ -175,7 +177,7 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     statistics once. Evaluation uses the running statistics as usual; the state_dict is a
     BatchNorm2d's."""
 
-    def __init__(self, num_features: int, ghost_batch: int, **kwargs):
+    def __init__(self, num_features: int, ghost_batch: int, **kwargs: Any):
         super().__init__(num_features, **kwargs)
         self.ghost_batch = ghost_batch
 
@@ -223,7 +225,7 @@ class NormChoice:
     bcn_speed: float = BCN_SPEED
     fit_width: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         group_count(2 * self.gn_groups, self.gn_groups, self.gn_narrow)  # checks both

@@ -14,7 +14,7 @@ class's own arguments, less the injected ones and those the variant fixes), so t
 refuse a flag an architecture does not take instead of dropping it silently.
 """
 import inspect
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch.nn as nn
 
@@ -50,7 +50,7 @@ def layer_pair(options: dict, fit_width: bool = False, norm: Optional[str] = Non
 
 
 def twins(network: type, name: str, fixed: Optional[dict] = None, fit_width: bool = False,
-          **defaults) -> tuple:
+          **defaults: Any) -> tuple:
     """(``name``, ``l_<name>``) constructors of ``network``. ``fixed``: arguments this variant
     sets and does not offer (e.g. a depth in the name); ``defaults``: new defaults for offered
     arguments; ``fit_width``: the GroupNorm rule for irregular widths (models.norms)."""
@@ -66,7 +66,7 @@ def twins(network: type, name: str, fixed: Optional[dict] = None, fit_width: boo
 
 def variant(network: Callable, name: str, pair_options: list, fixed: Optional[dict] = None,
             fit_width: bool = False, norm: Optional[str] = None, ws: Optional[bool] = None,
-            doc: str = "", **defaults) -> Callable:
+            doc: str = "", **defaults: Any) -> Callable:
     """A constructor ``name`` of ``network`` offering its own arguments (less ``fixed``, with
     new ``defaults``) and ``pair_options``; ``norm`` / ``ws`` fixed by the variant, if given.
     A network without ``norm_layer`` (VGG, AlexNet) gets only a conv."""
@@ -91,7 +91,8 @@ def variant(network: Callable, name: str, pair_options: list, fixed: Optional[di
             options["norm_layer"] = norm_layer
         return network(**fixed, **options, conv_layer=conv_layer)
 
-    # The pair this constructor builds when its options leave it open (utils.flags shows it).
+    # The pair this constructor builds when its options leave it open (utils.settings.flags
+    # shows it).
     constructor.pair = (norm or ("bn" if takes_norm else None), bool(ws))
     constructor.__signature__ = signature
     constructor.__name__ = constructor.__qualname__ = name

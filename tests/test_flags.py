@@ -1,4 +1,4 @@
-"""utils.flags: every flag is in a group that says whether checkpoints record it; a resumed run
+"""utils.settings.flags: every flag is in a group that says whether checkpoints record it; a resumed run
 takes back exactly the recorded flags; impossible values are refused before any data."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""utils.run: the device is chosen before anything asks CUDA; models are built from the flags."""
+"""utils.settings.run: the device is chosen before anything asks CUDA; models are built from the flags."""
 import os
 import subprocess
 import sys

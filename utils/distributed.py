@@ -3,9 +3,11 @@ so the engine calls them unconditionally."""
 import gc
 import os
 import sys
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["world_size", "rank", "is_main", "max_over_processes", "gather_objects",
@@ -13,26 +15,26 @@ __all__ = ["world_size", "rank", "is_main", "max_over_processes", "gather_object
            "broadcast_seed", "wrap", "unwrap", "cleanup", "shard"]
 
 
-def initialized():
+def initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def world_size():
+def world_size() -> int:
     return dist.get_world_size() if initialized() else 1
 
 
-def rank():
+def rank() -> int:
     return dist.get_rank() if initialized() else 0
 
 
-def is_main():
+def is_main() -> bool:
     return rank() == 0
 
 
 _signal_group = None  # a CPU (gloo) group for agreeing on a stop without a GPU sync
 
 
-def max_over_processes(value):
+def max_over_processes(value: int) -> int:
     """The largest of every process's integer ``value``. Over gloo on the CPU: no GPU sync, a
     few tens of microseconds, so it can run every step (the engine agrees on stopping with it)."""
     if not initialized():
@@ -49,7 +51,7 @@ def _cpu_group():
     return _signal_group
 
 
-def gather_objects(value):
+def gather_objects(value: Any) -> list:
     """[every process's ``value``] in rank order, on every process (over the CPU group)."""
     if not initialized():
         return [value]
@@ -58,14 +60,14 @@ def gather_objects(value):
     return out
 
 
-def all_reduce_sum(tensor):
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes, in place; returns it."""
     if initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
-def init_from_env():
+def init_from_env() -> Optional[torch.device]:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...):
     NCCL with one GPU per process, gloo on the CPU. Returns this process's device, or None when
     not launched by torchrun. Non-main processes print nothing."""
@@ -84,7 +86,7 @@ def init_from_env():
     return device
 
 
-def broadcast_seed(seed):
+def broadcast_seed(seed: int) -> int:
     """The main process's seed on every process (each would otherwise draw its own)."""
     if not initialized():
         return seed
@@ -93,20 +95,20 @@ def broadcast_seed(seed):
     return box[0]
 
 
-def wrap(model, device):
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``model`` when in a process group."""
     if not initialized():
         return model
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def unwrap(model):
+def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (evaluation needs no gradient sync,
     and a process whose shard of the last batch is empty must not be left out of a collective)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def cleanup(synchronize=True):
+def cleanup(synchronize: bool = True) -> bool:
     """Leave the process group. After a clean finish all processes meet first: a process that
     tears gloo down while another is still in a collective aborts it. Returns whether there was
     a group to leave."""
@@ -123,6 +125,6 @@ def cleanup(synchronize=True):
     return True
 
 
-def shard():
+def shard() -> dict[str, int]:
     """This process's place among all, as EpochBatches takes it."""
     return {"rank": rank(), "world": world_size()}

@@ -5,7 +5,8 @@ __all__ = ["topk_correct", "confusion_counts"]
 
 
 @torch.no_grad()
-def topk_correct(output, target, topk=(1,)):
+def topk_correct(output: torch.Tensor, target: torch.Tensor,
+                 topk: tuple[int, ...] = (1,)) -> list[torch.Tensor]:
     """Number of samples whose target is among the k highest scores, for each k (clipped to the
     number of classes). A target given as probabilities (B, K) counts its most likely class."""
     if target.dim() == 2:
@@ -16,7 +17,7 @@ def topk_correct(output, target, topk=(1,)):
     return [hits[:, :min(k, maxk)].any(dim=1).sum() for k in topk]
 
 
-def confusion_counts(output, target, num_classes):
+def confusion_counts(output: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(K, K) int64 counts: row = true class, column = predicted class (top-1)."""
     pred = output.argmax(dim=1)
     return torch.bincount(target * num_classes + pred,

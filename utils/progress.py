@@ -6,6 +6,7 @@ GPU stalls the queue of kernels the CPU has run ahead with. So the bar is redraw
 ``interval`` seconds, not after every batch as the reference did: the eye sees no difference."""
 import sys
 import time
+from typing import Optional, TextIO
 
 from progress.bar import Bar
 
@@ -33,7 +34,7 @@ def format_time(seconds: float) -> str:
 
 class Progress:
     def __init__(self, title: str, total: int, enabled: bool = True, lines: int = 10,
-                 stream=None, interval: float = 0.1, first: int = 0):
+                 stream: Optional[TextIO] = None, interval: float = 0.1, first: int = 0):
         """``lines``: how many plain lines per pass when the output is not a terminal;
         ``interval``: the least number of seconds between two redraws of the bar; ``first``:
         the batches already done when this pass starts (a run resumed mid-epoch), which the

@@ -21,6 +21,7 @@ global generators, seeded once by ``seed_everything``; their state travels in ev
 """
 import contextlib
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,24 +32,24 @@ __all__ = ["ORDER", "AUGMENT", "REGULARISE", "POLICY", "mixed_seed", "stream_gen
 ORDER, AUGMENT, REGULARISE, POLICY = 0, 1, 2, 3
 
 
-def mixed_seed(*values):
+def mixed_seed(*values: int) -> int:
     """A 63-bit seed mixed from several integers (numpy's SeedSequence hashing)."""
     state = np.random.SeedSequence([int(v) for v in values]).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def stream_generator(seed, epoch, stream):
+def stream_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """A CPU generator of one stream of one epoch; the same on every device and process."""
     return torch.Generator().manual_seed(mixed_seed(seed, epoch, stream))
 
 
-def batch_generator(seed, epoch, batch, rank=0):
+def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> torch.Generator:
     """The CPU generator of one batch's regularisers on one process."""
     return torch.Generator().manual_seed(mixed_seed(seed, epoch, REGULARISE, batch, rank))
 
 
 @contextlib.contextmanager
-def image_rng(seed: int, epoch: int, index: int):
+def image_rng(seed: int, epoch: int, index: int) -> Iterator[None]:
     """The global CPU torch generator seeded for image ``index`` of ``epoch`` and restored
     afterwards, so a per-image torchvision transform draws the same whichever process, worker
     or batch applies it. Only the CPU generator: the transforms draw from it alone, and
@@ -63,14 +64,14 @@ def image_rng(seed: int, epoch: int, index: int):
         generator.set_state(state)
 
 
-def seed_everything(seed):
+def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's global generators (init, dropout, Shake-Shake)."""
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
 
 
-def rng_state():
+def rng_state() -> dict:
     """The python, numpy, torch (and CUDA) generator states, in types a weights-only load reads."""
     py = random.getstate()
     np_state = np.random.get_state()
@@ -83,7 +84,7 @@ def rng_state():
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state: dict) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     np_state = state["numpy"]

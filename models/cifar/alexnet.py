@@ -5,13 +5,14 @@ default initialisation of its convs and linear layer."""
 import torch
 import torch.nn as nn
 
+from ..layers import ConvLayer
 from ..twins import WS_OPTION, variant
 
 __all__ = ["AlexNet", "alexnet"]
 
 
 class AlexNet(nn.Module):
-    def __init__(self, num_classes: int = 10, conv_layer: type = nn.Conv2d):
+    def __init__(self, num_classes: int = 10, conv_layer: ConvLayer = nn.Conv2d):
         super().__init__()
         layers = []
         in_channels = 3

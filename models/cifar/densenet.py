@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import init_weights
+from ..layers import ConvLayer, NormLayer, init_weights
 from ..norms import batch_norm
 from ..twins import twins
 
@@ -13,7 +13,8 @@ __all__ = ["DenseNet", "densenet"]
 
 
 class DenseBottleneck(nn.Module):
-    def __init__(self, inplanes, growthRate, dropRate, conv_layer, norm_layer, expansion=4):
+    def __init__(self, inplanes: int, growthRate: int, dropRate: float, conv_layer: ConvLayer,
+                 norm_layer: NormLayer, expansion: int = 4):
         super().__init__()
         planes = expansion * growthRate
         self.bn1 = norm_layer(inplanes)
@@ -23,26 +24,27 @@ class DenseBottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropRate)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.dropout(self.conv2(self.relu(self.bn2(out))))
         return torch.cat((x, out), 1)
 
 
 class Transition(nn.Module):
-    def __init__(self, inplanes, outplanes, conv_layer, norm_layer):
+    def __init__(self, inplanes: int, outplanes: int, conv_layer: ConvLayer, norm_layer: NormLayer):
         super().__init__()
         self.bn1 = norm_layer(inplanes)
         self.conv1 = conv_layer(inplanes, outplanes, kernel_size=1, bias=False)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(self.conv1(self.relu(self.bn1(x))), 2)
 
 
 class DenseNet(nn.Module):
-    def __init__(self, depth=100, num_classes=10, growthRate=12, compressionRate=2, dropRate=0.0,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm):
+    def __init__(self, depth: int = 100, num_classes: int = 10, growthRate: int = 12,
+                 compressionRate: float = 2, dropRate: float = 0.0,
+                 conv_layer: ConvLayer = nn.Conv2d, norm_layer: NormLayer = batch_norm):
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"densenet (BC) needs depth = 6n+4 (40, 100, 190, ...), got {depth}")
@@ -66,7 +68,7 @@ class DenseNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.trans1(self.dense1(self.conv1(x)))
         x = self.trans2(self.dense2(x))
         x = self.relu(self.bn(self.dense3(x)))

@@ -1,10 +1,13 @@
 """Pre-activation ResNet for CIFAR (He et al., 2016, "Identity Mappings in Deep Residual
 Networks"): norm -> ReLU -> conv inside each block, one final norm before pooling, and shortcut
 convs without a norm. Same depth rules and stage widths as the CIFAR ResNet."""
+from typing import Optional
+
+import torch
 import torch.nn as nn
 
 from ..blocks import block_by_name, make_stage
-from ..layers import init_weights
+from ..layers import ConvLayer, NormLayer, init_weights
 from ..norms import batch_norm
 from ..twins import twins
 from .resnet import stage_depth
@@ -15,8 +18,9 @@ __all__ = ["PreResNet", "PreActBasicBlock", "PreActBottleneck", "preresnet", "l_
 class PreActBasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, conv_layer=nn.Conv2d,
-                 norm_layer=batch_norm):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = batch_norm):
         super().__init__()
         self.bn1 = norm_layer(inplanes)
         self.conv1 = conv_layer(inplanes, planes, kernel_size=3, stride=stride, padding=1,
@@ -26,7 +30,7 @@ class PreActBasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The reference projects the raw input, not the pre-activated one, onto the shortcut.
         identity = x if self.downsample is None else self.downsample(x)
         out = self.conv1(self.relu(self.bn1(x)))
@@ -37,8 +41,9 @@ class PreActBasicBlock(nn.Module):
 class PreActBottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, conv_layer=nn.Conv2d,
-                 norm_layer=batch_norm):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = batch_norm):
         super().__init__()
         self.bn1 = norm_layer(inplanes)
         self.conv1 = conv_layer(inplanes, planes, kernel_size=1, bias=False)
@@ -50,7 +55,7 @@ class PreActBottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
@@ -62,8 +67,8 @@ PREACT_BLOCKS = {"BasicBlock": PreActBasicBlock, "Bottleneck": PreActBottleneck}
 
 
 class PreResNet(nn.Module):
-    def __init__(self, depth=20, num_classes=10, block_name="BasicBlock", conv_layer=nn.Conv2d,
-                 norm_layer=batch_norm):
+    def __init__(self, depth: int = 20, num_classes: int = 10, block_name: str = "BasicBlock",
+                 conv_layer: ConvLayer = nn.Conv2d, norm_layer: NormLayer = batch_norm):
         super().__init__()
         block = PREACT_BLOCKS[block_by_name(block_name).__name__]
         n = stage_depth(depth, block, family="preresnet")
@@ -81,7 +86,7 @@ class PreResNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
         x = self.relu(self.bn(x))
         return self.fc(self.avgpool(x).flatten(1))

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..blocks import block_by_name
-from ..layers import init_weights, zero_init_last_norms
+from ..layers import ConvLayer, NormLayer, init_weights, zero_init_last_norms
 from ..norms import batch_norm
 from ..twins import twins
 from .preresnet import PreActBasicBlock, PreActBottleneck
@@ -22,14 +22,15 @@ __all__ = ["PyramidNet", "pyramidnet", "l_pyramidnet"]
 class PyramidBasicBlock(PreActBasicBlock):
     """The pre-activation block without its first ReLU and with a norm after its last conv."""
 
-    def __init__(self, inplanes, planes, stride, conv_layer, norm_layer):
+    def __init__(self, inplanes: int, planes: int, stride: int, conv_layer: ConvLayer,
+                 norm_layer: NormLayer):
         super().__init__(inplanes, planes, stride, None, conv_layer, norm_layer)
         self.bn3 = norm_layer(planes)
 
-    def last_residual_norm(self):
+    def last_residual_norm(self) -> nn.Module:
         return self.bn3
 
-    def residual(self, x):
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.bn1(x))
         return self.bn3(self.conv2(self.relu(self.bn2(out))))
 
@@ -37,14 +38,15 @@ class PyramidBasicBlock(PreActBasicBlock):
 class PyramidBottleneck(PreActBottleneck):
     """The pre-activation bottleneck without its first ReLU and with a norm after its last conv."""
 
-    def __init__(self, inplanes, planes, stride, conv_layer, norm_layer):
+    def __init__(self, inplanes: int, planes: int, stride: int, conv_layer: ConvLayer,
+                 norm_layer: NormLayer):
         super().__init__(inplanes, planes, stride, None, conv_layer, norm_layer)
         self.bn4 = norm_layer(planes * self.expansion)
 
-    def last_residual_norm(self):
+    def last_residual_norm(self) -> nn.Module:
         return self.bn4
 
-    def residual(self, x):
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.bn1(x))
         out = self.conv2(self.relu(self.bn2(out)))
         return self.bn4(self.conv3(self.relu(self.bn3(out))))
@@ -54,12 +56,13 @@ class PyramidUnit(nn.Module):
     """A block plus its parameter-free shortcut: x (pooled when strided), zero-padded to the
     block's width."""
 
-    def __init__(self, block, inplanes, planes, stride, conv_layer, norm_layer):
+    def __init__(self, block: type[nn.Module], inplanes: int, planes: int, stride: int,
+                 conv_layer: ConvLayer, norm_layer: NormLayer):
         super().__init__()
         self.block = block(inplanes, planes, stride, conv_layer, norm_layer)
         self.pool = nn.AvgPool2d(2, stride=2, ceil_mode=True) if stride != 1 else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block.residual(x)
         shortcut = self.pool(x)
         extra = out.shape[1] - shortcut.shape[1]
@@ -70,9 +73,10 @@ class PyramidUnit(nn.Module):
 
 
 class PyramidNet(nn.Module):
-    def __init__(self, depth=110, alpha=48, num_classes=10, block_name="BasicBlock",
-                 in_channels=3, conv_layer=nn.Conv2d, norm_layer=batch_norm,
-                 zero_init_residual=False):
+    def __init__(self, depth: int = 110, alpha: int = 48, num_classes: int = 10,
+                 block_name: str = "BasicBlock", in_channels: int = 3,
+                 conv_layer: ConvLayer = nn.Conv2d, norm_layer: NormLayer = batch_norm,
+                 zero_init_residual: bool = False):
         super().__init__()
         kind = block_by_name(block_name)
         block = PyramidBasicBlock if kind.expansion == 1 else PyramidBottleneck
@@ -97,7 +101,7 @@ class PyramidNet(nn.Module):
         if zero_init_residual:
             zero_init_last_norms(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn1(self.conv1(x))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.avgpool(self.relu(self.bn_final(x))).flatten(1))

@@ -1,16 +1,17 @@
 """ResNet for CIFAR (He et al., 2016, section 4.2): a 3x3 16-channel stem and three stages of
 16/32/64 planes on 32/16/8 pixels. Depth 6n+2 with BasicBlock, 9n+2 with Bottleneck."""
+import torch
 import torch.nn as nn
 
 from ..blocks import block_by_name, make_stage
-from ..layers import init_weights, zero_init_last_norms
+from ..layers import ConvLayer, NormLayer, init_weights, zero_init_last_norms
 from ..norms import batch_norm
 from ..twins import twins
 
 __all__ = ["CifarResNet", "resnet", "stage_depth", "l_resnet", "se_resnet", "l_se_resnet"]
 
 
-def stage_depth(depth, block, family="resnet"):
+def stage_depth(depth: int, block: type[nn.Module], family: str = "resnet") -> int:
     """Blocks per stage for a 3-stage CIFAR net of ``depth`` layers (2 layers/block for
     BasicBlock, 3 for Bottleneck, plus the stem conv and the classifier)."""
     per_block = 2 if block.expansion == 1 else 3
@@ -21,8 +22,9 @@ def stage_depth(depth, block, family="resnet"):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth=20, num_classes=10, block_name="BasicBlock", conv_layer=nn.Conv2d,
-                 norm_layer=batch_norm, zero_init_residual=False, se_reduction=0):
+    def __init__(self, depth: int = 20, num_classes: int = 10, block_name: str = "BasicBlock",
+                 conv_layer: ConvLayer = nn.Conv2d, norm_layer: NormLayer = batch_norm,
+                 zero_init_residual: bool = False, se_reduction: int = 0):
         super().__init__()
         block = block_by_name(block_name)
         n = stage_depth(depth, block)
@@ -40,7 +42,7 @@ class CifarResNet(nn.Module):
         if zero_init_residual:
             zero_init_last_norms(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.avgpool(x).flatten(1))

@@ -1,10 +1,12 @@
 """ResNeXt for CIFAR (Xie et al., 2017, section 5.3): a 64-channel 3x3 stem and three stages of
 grouped bottlenecks with outputs 64w, 128w, 256w (w = widen_factor) on 32/16/8 pixels.
-Depth 9n+2 (29 = 3 blocks per stage). Module names are the reference's (stage_1.stage_1_bottleneck_0...)."""
+Depth 9n+2 (29 = 3 blocks per stage). Module names are the reference's
+(stage_1.stage_1_bottleneck_0...)."""
+import torch
 import torch.nn as nn
 
 from ..blocks import squeeze_excitation
-from ..layers import init_weights, zero_init_last_norms
+from ..layers import ConvLayer, NormLayer, init_weights, zero_init_last_norms
 from ..norms import batch_norm
 from ..twins import twins
 
@@ -17,8 +19,9 @@ class ResNeXtBottleneck(nn.Module):
     shortcut when the width or stride changes. Inner width D = cardinality * out / widen_factor
     (8x64d at widen_factor 4: 512 channels in stage 1)."""
 
-    def __init__(self, in_channels, out_channels, stride, cardinality, widen_factor,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm, se_reduction=0):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, cardinality: int,
+                 widen_factor: int, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = batch_norm, se_reduction: int = 0):
         super().__init__()
         width = cardinality * out_channels // widen_factor
         self.conv_reduce = conv_layer(in_channels, width, kernel_size=1, bias=False)
@@ -36,10 +39,10 @@ class ResNeXtBottleneck(nn.Module):
             self.shortcut.add_module("shortcut_bn", norm_layer(out_channels))
         self.relu = nn.ReLU(inplace=True)
 
-    def last_residual_norm(self):
+    def last_residual_norm(self) -> nn.Module:
         return self.bn_expand
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn_reduce(self.conv_reduce(x)))
         out = self.relu(self.bn(self.conv_conv(out)))
         out = self.se(self.bn_expand(self.conv_expand(out)))
@@ -47,9 +50,10 @@ class ResNeXtBottleneck(nn.Module):
 
 
 class CifarResNeXt(nn.Module):
-    def __init__(self, cardinality=8, depth=29, num_classes=10, widen_factor=4, dropRate=0.0,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False,
-                 se_reduction=0):
+    def __init__(self, cardinality: int = 8, depth: int = 29, num_classes: int = 10,
+                 widen_factor: int = 4, dropRate: float = 0.0, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = batch_norm, zero_init_residual: bool = False,
+                 se_reduction: int = 0):
         super().__init__()
         if depth < 11 or (depth - 2) % 9:
             raise ValueError(f"resnext needs depth = 9n+2 (11, 20, 29, ...), got {depth}")
@@ -75,7 +79,7 @@ class CifarResNeXt(nn.Module):
         if zero_init_residual:
             zero_init_last_norms(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn_1(self.conv_1_3x3(x)))
         x = self.stage_3(self.stage_2(self.stage_1(x)))
         return self.classifier(self.dropout(self.avgpool(x).flatten(1)))

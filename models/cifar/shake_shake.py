@@ -9,12 +9,14 @@ ReLU -> conv3x3 -> norm -> ReLU -> conv3x3 -> norm. Where the width doubles, the
 paper's: ReLU, then two 1x1 convs (d/2 channels each) on the input average-pooled with stride 2,
 the second shifted by one pixel, concatenated and normalised.
 """
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..blocks import BasicBlock
-from ..layers import init_weights, zero_init_last_norms
+from ..layers import ConvLayer, NormLayer, init_weights, zero_init_last_norms
 from ..norms import batch_norm
 from ..twins import twins
 from .resnet import stage_depth
@@ -26,17 +28,18 @@ class Shake(torch.autograd.Function):
     """a * x1 + (1 - a) * x2 forward; gradients b * g and (1 - b) * g backward."""
 
     @staticmethod
-    def forward(ctx, x1, x2, alpha, beta):
+    def forward(ctx: Any, x1: torch.Tensor, x2: torch.Tensor, alpha: torch.Tensor,
+                beta: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(beta)
         return x1 * alpha + x2 * (1 - alpha)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         (beta,) = ctx.saved_tensors
         return grad * beta, grad * (1 - beta), None, None
 
 
-def shake(x1, x2, training):
+def shake(x1: torch.Tensor, x2: torch.Tensor, training: bool) -> torch.Tensor:
     """The S-S-I combination of two branch outputs (B, C, H, W)."""
     if not training:
         return 0.5 * (x1 + x2)
@@ -47,7 +50,8 @@ def shake(x1, x2, training):
 
 
 class Branch(nn.Sequential):
-    def __init__(self, in_channels, out_channels, stride, conv_layer, norm_layer):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, conv_layer: ConvLayer,
+                 norm_layer: NormLayer):
         super().__init__(
             nn.ReLU(inplace=False),
             conv_layer(in_channels, out_channels, kernel_size=3, stride=stride, padding=1,
@@ -58,7 +62,8 @@ class Branch(nn.Sequential):
 
 
 class ShiftedShortcut(nn.Module):
-    def __init__(self, in_channels, out_channels, stride, conv_layer, norm_layer):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, conv_layer: ConvLayer,
+                 norm_layer: NormLayer):
         super().__init__()
         self.stride = stride
         self.conv1 = conv_layer(in_channels, out_channels // 2, kernel_size=1, bias=False)
@@ -66,7 +71,7 @@ class ShiftedShortcut(nn.Module):
                                 bias=False)
         self.norm = norm_layer(out_channels)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(x)
         y1 = self.conv1(F.avg_pool2d(x, 1, self.stride))
         shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
@@ -75,7 +80,8 @@ class ShiftedShortcut(nn.Module):
 
 
 class ShakeBlock(nn.Module):
-    def __init__(self, in_channels, out_channels, stride, conv_layer, norm_layer):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, conv_layer: ConvLayer,
+                 norm_layer: NormLayer):
         super().__init__()
         self.branch1 = Branch(in_channels, out_channels, stride, conv_layer, norm_layer)
         self.branch2 = Branch(in_channels, out_channels, stride, conv_layer, norm_layer)
@@ -83,16 +89,17 @@ class ShakeBlock(nn.Module):
                          ShiftedShortcut(in_channels, out_channels, stride, conv_layer,
                                          norm_layer))
 
-    def last_residual_norm(self):
+    def last_residual_norm(self) -> nn.Module:
         return self.branch1[-1], self.branch2[-1]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + shake(self.branch1(x), self.branch2(x), self.training)
 
 
 class ShakeShakeNet(nn.Module):
-    def __init__(self, depth=26, base_channels=96, num_classes=10, in_channels=3,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False):
+    def __init__(self, depth: int = 26, base_channels: int = 96, num_classes: int = 10,
+                 in_channels: int = 3, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = batch_norm, zero_init_residual: bool = False):
         super().__init__()
         n = stage_depth(depth, BasicBlock, family="shake_shake")
         if base_channels < 2:
@@ -117,7 +124,7 @@ class ShakeShakeNet(nn.Module):
         if zero_init_residual:
             zero_init_last_norms(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The stem is conv -> norm with no ReLU, as in Gastaldi's and hysts' networks: each
         # branch and shortcut starts with its own ReLU.
         x = self.bn1(self.conv1(x))

@@ -1,13 +1,14 @@
 """VGG for 32x32 inputs, as in pytorch-classification: 3x3 convs, five max-pools, one linear."""
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from ..layers import init_weights
+from ..layers import ConvLayer, NormLayer, init_weights
 from ..twins import PAIR_OPTIONS, WS_OPTION, variant
 
-__all__ = ["VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
+__all__ = ["VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+           "vgg19_bn"]
 
 # Output channels of each 3x3 conv; "M" is a 2x2 max-pool.
 CONFIGS = {
@@ -20,8 +21,8 @@ CONFIGS = {
 
 
 class VGG(nn.Module):
-    def __init__(self, depth: int = 16, num_classes: int = 10, conv_layer: type = nn.Conv2d,
-                 norm_layer: Optional[Callable] = None):
+    def __init__(self, depth: int = 16, num_classes: int = 10, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: Optional[NormLayer] = None):
         super().__init__()
         if depth not in CONFIGS:
             raise ValueError(f"VGG depth must be one of {sorted(CONFIGS)}, got {depth}")

@@ -1,8 +1,9 @@
 """Wide ResNet for CIFAR (Zagoruyko & Komodakis, 2016): pre-activation blocks, stages of
 16k/32k/64k channels (k = widen_factor), depth 6n+4, dropout between the two convs of a block."""
+import torch
 import torch.nn as nn
 
-from ..layers import init_weights
+from ..layers import ConvLayer, NormLayer, init_weights
 from ..norms import batch_norm
 from ..twins import twins
 
@@ -10,8 +11,8 @@ __all__ = ["WideResNet", "WideBasicBlock", "wrn", "l_wrn"]
 
 
 class WideBasicBlock(nn.Module):
-    def __init__(self, in_planes, out_planes, stride, dropRate=0.0, conv_layer=nn.Conv2d,
-                 norm_layer=batch_norm):
+    def __init__(self, in_planes: int, out_planes: int, stride: int, dropRate: float = 0.0,
+                 conv_layer: ConvLayer = nn.Conv2d, norm_layer: NormLayer = batch_norm):
         super().__init__()
         self.bn1 = norm_layer(in_planes)
         self.conv1 = conv_layer(in_planes, out_planes, kernel_size=3, stride=stride, padding=1,
@@ -24,7 +25,7 @@ class WideBasicBlock(nn.Module):
         self.convShortcut = None if self.equal_in_out else conv_layer(
             in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.relu(self.bn1(x))
         out = self.conv1(preact)
         out = self.conv2(self.dropout(self.relu(self.bn2(out))))
@@ -33,21 +34,22 @@ class WideBasicBlock(nn.Module):
 
 
 class NetworkBlock(nn.Module):
-    def __init__(self, num_blocks, in_planes, out_planes, stride, dropRate, conv_layer,
-                 norm_layer):
+    def __init__(self, num_blocks: int, in_planes: int, out_planes: int, stride: int,
+                 dropRate: float, conv_layer: ConvLayer, norm_layer: NormLayer):
         super().__init__()
         self.layer = nn.Sequential(*[
             WideBasicBlock(in_planes if i == 0 else out_planes, out_planes,
                            stride if i == 0 else 1, dropRate, conv_layer, norm_layer)
             for i in range(num_blocks)])
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
 
 
 class WideResNet(nn.Module):
-    def __init__(self, depth=28, num_classes=10, widen_factor=10, dropRate=0.0,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm):
+    def __init__(self, depth: int = 28, num_classes: int = 10, widen_factor: int = 10,
+                 dropRate: float = 0.0, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = batch_norm):
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"wrn needs depth = 6n+4 (10, 16, 22, 28, 40, ...), got {depth}")
@@ -64,7 +66,7 @@ class WideResNet(nn.Module):
         init_weights(self)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         x = self.relu(self.bn1(x))
         return self.fc(self.avgpool(x).flatten(1))

@@ -2,10 +2,11 @@
 with max-pool, four stages of 64/128/256/512 planes. ResNeXt is the same network with grouped
 bottlenecks (``cardinality`` groups of ``baseWidth`` channels per 64 planes), and SE-ResNet(X)t
 adds ``se_reduction``, so there is one class."""
+import torch
 import torch.nn as nn
 
 from ..blocks import BasicBlock, Bottleneck, make_stage
-from ..layers import init_weights, zero_init_last_norms
+from ..layers import ConvLayer, NormLayer, init_weights, zero_init_last_norms
 from ..norms import batch_norm
 from ..twins import twins
 
@@ -17,9 +18,10 @@ STAGE_BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
 
 
 class ResNet(nn.Module):
-    def __init__(self, depth=50, num_classes=1000, cardinality=1, baseWidth=64,
-                 conv_layer=nn.Conv2d, norm_layer=batch_norm, zero_init_residual=False,
-                 se_reduction=0):
+    def __init__(self, depth: int = 50, num_classes: int = 1000, cardinality: int = 1,
+                 baseWidth: int = 64, conv_layer: ConvLayer = nn.Conv2d,
+                 norm_layer: NormLayer = batch_norm, zero_init_residual: bool = False,
+                 se_reduction: int = 0):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ImageNet ResNet depth must be one of {sorted(STAGE_BLOCKS)}, "
@@ -42,7 +44,7 @@ class ResNet(nn.Module):
         if zero_init_residual:
             zero_init_last_norms(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))

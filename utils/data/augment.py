@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 
 from .transfer import to_device
 
@@ -26,7 +27,7 @@ __all__ = ["one_hot", "cutout", "random_erasing", "mixup", "cutmix", "ricap", "d
            "DualCutoutLoss", "Regularisers", "BatchAugment"]
 
 
-def one_hot(y, num_classes):
+def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return y if y.dim() == 2 else F.one_hot(y, num_classes).to(torch.float32)
 
 
@@ -52,7 +53,8 @@ def _beta(alpha, generator):
 
 
 def _boxes_mask(top, left, height, width, h, w):
-    """(B, 1, h, w) bool mask, True inside each image's box [top, top+height) x [left, left+width)."""
+    """(B, 1, h, w) bool mask, True inside each image's box [top, top+height) x
+    [left, left+width)."""
     rows = torch.arange(h, device=top.device)
     cols = torch.arange(w, device=top.device)
     in_rows = (rows >= top[:, None]) & (rows < (top + height)[:, None])
@@ -60,7 +62,7 @@ def _boxes_mask(top, left, height, width, h, w):
     return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def cutout(x, size, generator, p=1.0):
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator, p: float = 1.0) -> torch.Tensor:
     """Cutout (DeVries & Taylor, 2017): with probability ``p`` per image, a ``size`` x ``size``
     square centred on a uniformly drawn pixel (clipped at the border) is set to 0, the dataset
     mean after normalisation."""
@@ -74,7 +76,9 @@ def cutout(x, size, generator, p=1.0):
     return x.masked_fill(mask, 0.0)
 
 
-def random_erasing(x, generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3)):
+def random_erasing(x: torch.Tensor, generator: torch.Generator, p: float = 0.5,
+                   scale: tuple[float, float] = (0.02, 0.4),
+                   ratio: tuple[float, float] = (0.3, 1 / 0.3)) -> torch.Tensor:
     """Random Erasing (Zhong et al., 2017): with probability ``p`` per image, a rectangle of
     area fraction s ~ U(scale) and aspect ratio r (log-uniform in ``ratio``), h = sqrt(s*H*W*r),
     w = sqrt(s*H*W/r) clipped to the image, at a uniform position, is filled with N(0, 1) noise
@@ -98,7 +102,8 @@ def _permutation(b, generator, device):
     return to_device(torch.randperm(b, generator=generator), device)
 
 
-def mixup(x, y, alpha, generator):
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """mixup (Zhang et al., 2018): lam ~ Beta(alpha, alpha) once per batch,
     x' = lam x + (1 - lam) x[perm], y' = lam y + (1 - lam) y[perm]. Returns (x', y', perm, lam)."""
     lam = _beta(alpha, generator)
@@ -106,7 +111,8 @@ def mixup(x, y, alpha, generator):
     return x * lam + x[perm] * (1 - lam), y * lam + y[perm] * (1 - lam), perm, lam
 
 
-def cutmix(x, y, alpha, generator):
+def cutmix(x: torch.Tensor, y: torch.Tensor, alpha: float,
+           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """CutMix (Yun et al., 2019): lam ~ Beta(alpha, alpha); one box of side (H, W) x sqrt(1 - lam)
     centred uniformly (clipped) is pasted from x[perm]; the targets mix by the box's actual
     area: lam' = 1 - box area / (H W). Returns (x', y', perm, lam')."""
@@ -123,7 +129,8 @@ def cutmix(x, y, alpha, generator):
     return x, y * lam + y[perm] * (1 - lam), perm, lam
 
 
-def ricap(x, y, beta, generator):
+def ricap(x: Tensor, y: Tensor, beta: float,
+          generator: torch.Generator) -> tuple[Tensor, Tensor, list[Tensor], list[float]]:
     """RICAP (Takahashi et al., 2018): the image is cut at a point (w0, h0) with
     w0 = round(W Beta(beta, beta)), h0 = round(H Beta(beta, beta)) into four areas, each filled by
     a random crop of its size from a differently permuted batch; targets are weighted by area.
@@ -148,7 +155,8 @@ def ricap(x, y, beta, generator):
     return out, target, perms, weights
 
 
-def dual_cutout(x, y, size, generator):
+def dual_cutout(x: torch.Tensor, y: torch.Tensor, size: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual-Cutout, as hysts/pytorch_image_classification trains it: two independent cutouts of
     every image, stacked as [view 1; view 2], with the targets repeated to match (the loss is
     ``DualCutoutLoss``)."""
@@ -159,12 +167,12 @@ class DualCutoutLoss(nn.Module):
     """For a batch built by ``dual_cutout``: the mean of the two views' cross-entropies plus
     ``alpha`` x the mean squared difference of their softmax outputs."""
 
-    def __init__(self, alpha, label_smoothing=0.0):
+    def __init__(self, alpha: float, label_smoothing: float = 0.0):
         super().__init__()
         self.alpha = alpha
         self.cross_entropy = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
-    def forward(self, output, target):
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         out1, out2 = output.float().chunk(2)
         y = target.chunk(2)[0]
         ce = 0.5 * (self.cross_entropy(out1, y) + self.cross_entropy(out2, y))
@@ -183,7 +191,7 @@ class Regularisers:
     ricap: float = 0.0
     dual_cutout: float = 0.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         mixing = [n for n, v in (("mixup", self.mixup), ("cutmix", self.cutmix),
                                  ("ricap", self.ricap), ("dual-cutout", self.dual_cutout)) if v]
         if len(mixing) > 1:
@@ -192,7 +200,7 @@ class Regularisers:
             raise ValueError("--dual-cutout needs --cutout SIZE for the size of its squares")
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return any(dataclasses.astuple(self))
 
 
@@ -200,11 +208,12 @@ class BatchAugment:
     """Applies ``regularisers`` in order: cutout, random erasing, then the one mixing method.
     ``enabled`` is False when nothing was asked for."""
 
-    def __init__(self, num_classes, regularisers=Regularisers()):
+    def __init__(self, num_classes: int, regularisers: Regularisers = Regularisers()):
         self.num_classes, self.regs = num_classes, regularisers
         self.enabled = regularisers.enabled
 
-    def __call__(self, x, y, generator):
+    def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(the regularised batch, its targets: one-hot mixtures after a mixing method)."""
         regs = self.regs
         if regs.dual_cutout:
             return dual_cutout(x, y, regs.cutout, generator)

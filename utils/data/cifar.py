@@ -5,15 +5,17 @@ from typing import Optional
 import torch
 import torchvision.transforms as T
 
+from .choice import DataChoice
 from .datasets import DATASETS, ArrayDataset, dataset_stats
-from .loaders import ArrayImages, BatchFormat, CropFlip, DeviceLoader, EpochBatches, ImageView
-from .loaders import Loaders, StreamLoader, Workers
+from .loaders import (ArrayImages, BatchFormat, CropFlip, DeviceLoader, EpochBatches, ImageView,
+                      Loaders, StreamLoader, Workers)
 
 __all__ = ["cifar_loaders"]
 
 
-def cifar_loaders(train_set: ArrayDataset, test_set: ArrayDataset, data, device: torch.device,
-                  seed: int, channels_last: bool, shard: Optional[dict] = None) -> Loaders:
+def cifar_loaders(train_set: ArrayDataset, test_set: ArrayDataset, data: DataChoice,
+                  device: torch.device, seed: int, channels_last: bool,
+                  shard: Optional[dict] = None) -> Loaders:
     """Training batches drawn per image from (seed, epoch); test batches in order. Crops of 32
     with 4 pixels of padding, mirror images where the dataset allows, then ``data.policy``
     (AutoAugment, RandAugment, TrivialAugment), batched on the device or torchvision's per

@@ -11,6 +11,7 @@ import shutil
 import socket
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ __all__ = ["DataError", "ArrayDataset", "load_dataset", "dataset_stats", "ImageF
            "class_folders", "read_rgb",
            "find_image_folder", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
+Samples = list[tuple[str, int]]  # (image path, label) of every image of a tree
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the reference's
@@ -57,10 +59,10 @@ DATASETS = {
 class ArrayDataset:
     """Images as one uint8 tensor (N, C, H, W) with int64 labels; small enough to hold whole."""
 
-    def __init__(self, images, labels, classes):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str]):
         self.images, self.labels, self.classes = images, labels, classes
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.labels)
 
 
@@ -72,7 +74,7 @@ def _read_pickle(path):
                         f"{type(e).__name__}: {e}") from e
 
 
-def cifar_shaped(images):
+def cifar_shaped(images: torch.Tensor) -> torch.Tensor:
     """(N, H, W) or (N, C, H, W) uint8 -> (N, 3, 32, 32): grey repeated, smaller images
     zero-padded equally on each side."""
     if images.ndim == 3:
@@ -211,7 +213,7 @@ def class_folders(root: str) -> list:
     return found
 
 
-def list_image_folder(root, classes=None):
+def list_image_folder(root: str, classes: Optional[list[str]] = None) -> tuple[list[str], Samples]:
     """(classes, [(path, label)]) of root/<class>/<image>, classes sorted as torchvision does.
     With ``classes`` (the training split's), each folder takes the label of its name there, so
     a split lacking a class keeps every other label right; a class unknown there is an error."""
@@ -237,7 +239,8 @@ def list_image_folder(root, classes=None):
                 if name.lower().endswith(IMG_EXTENSIONS):
                     samples.append((os.path.join(dirpath, name), label))
     if not samples:
-        raise DataError(f"{root} has class folders but no image files ({', '.join(IMG_EXTENSIONS)})")
+        raise DataError(f"{root} has class folders but no image files "
+                        f"({', '.join(IMG_EXTENSIONS)})")
     return list(classes), samples
 
 
@@ -295,7 +298,8 @@ def _has_raw_files(root, spec):
     return os.path.isdir(folder)
 
 
-def load_dataset(root, name="cifar10", download=True):
+def load_dataset(root: str, name: str = "cifar10",
+                 download: bool = True) -> "tuple[ArrayDataset, ArrayDataset]":
     """(train, test) ArrayDatasets, (N, 3, 32, 32) uint8, of dataset ``name`` under ``root``,
     which may hold
         torchvision's raw files: root/cifar-10-batches-py, root/cifar-100-python,
@@ -335,7 +339,7 @@ def load_dataset(root, name="cifar10", download=True):
     return read(official, spec)
 
 
-def dataset_stats(name, train):
+def dataset_stats(name: str, train: "ArrayDataset") -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel (mean, std) for normalisation: the reference's constants for CIFAR, computed
     from the training images for the others."""
     if DATASETS[name]["format"] == "cifar":
@@ -348,19 +352,19 @@ class ImageFiles(torch.utils.data.Dataset):
     """An ImageFolder tree read file by file (ImageNet): item i is (RGB PIL image, label).
     ``classes``: the training split's, to label this split's folders by name."""
 
-    def __init__(self, root, classes=None):
+    def __init__(self, root: str, classes: Optional[list[str]] = None):
         self.root = root
         self.classes, self.samples = list_image_folder(root, classes)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
         path, label = self.samples[i]
         return read_rgb(path), label
 
 
-def find_image_folder(root, split):
+def find_image_folder(root: str, split: str) -> str:
     path = os.path.join(root, split)
     if not os.path.isdir(path):
         raise DataError(f"{path} not found: --data must hold train/ and val/ ImageFolder trees "

@@ -21,8 +21,8 @@ import torchvision.transforms.v2.functional as TF
 from ..seeding import image_rng
 from .datasets import ImageFiles
 from .decode import decode_batch, read_bytes
-from .loaders import Batch, BatchFormat, EpochBatches, EpochLoader, Normalize, TaggedBatches
-from .loaders import Workers, data_loader, stop_workers, worker_error
+from .loaders import (Batch, BatchFormat, EpochBatches, EpochLoader, Normalize, TaggedBatches,
+                      Workers, data_loader, stop_workers, worker_error)
 from .policies import AugmentPolicy, apply_policy
 from .transfer import to_device
 from .views import RESIZE, SIZE, centre_box, crop_and_flip
@@ -46,7 +46,8 @@ class EncodedImages(torch.utils.data.Dataset):
 
 
 def _collate(items):
-    return [d for d, _, _ in items], torch.tensor([y for _, y, _ in items]), [i for _, _, i in items]
+    datas, labels, indices = zip(*items)
+    return list(datas), torch.tensor(labels), list(indices)
 
 
 class DeviceDecodeLoader(EpochLoader):

@@ -26,7 +26,8 @@ __all__ = ["inverse_affine", "affine", "grayscale", "smoothed", "blend", "identi
            "equalize_tables", "apply_tables"]
 
 
-def inverse_affine(angle, translate, shear, center):
+def inverse_affine(angle: torch.Tensor, translate: torch.Tensor, shear: torch.Tensor,
+                   center: torch.Tensor) -> torch.Tensor:
     """(B, 2, 3) float32 matrices mapping output pixels to input pixels, as
     torchvision.transforms.functional._get_inverse_affine_matrix builds them at scale 1:
     M^-1 = C RSS^-1 C^-1 T^-1 with RSS = R(angle) SHy(shear_y) SHx(shear_x), computed in float64.
@@ -45,7 +46,7 @@ def inverse_affine(angle, translate, shear, center):
     return torch.stack([m0, m1, m2, m3, m4, m5], 1).view(-1, 2, 3).float()
 
 
-def affine(images, matrices):
+def affine(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     """Each image resampled through its inverse matrix (B, 2, 3): nearest neighbour, zeros
     outside, at output pixel centres (x - W/2 + 1/2, y - H/2 + 1/2) as torchvision's tensor
     affine and rotate sample them."""
@@ -65,14 +66,14 @@ def affine(images, matrices):
     return out.round().to(torch.uint8)
 
 
-def grayscale(images):
+def grayscale(images: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) uint8 luma 0.2989 R + 0.587 G + 0.114 B, truncated (torchvision's
     rgb_to_grayscale)."""
     r, g, b = images.unbind(1)
     return (0.2989 * r + 0.587 * g + 0.114 * b).to(torch.uint8)[:, None]
 
 
-def smoothed(images):
+def smoothed(images: torch.Tensor) -> torch.Tensor:
     """The image convolved with [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 per channel and rounded,
     its one-pixel border kept (adjust_sharpness's degenerate image). Computed in integers as
     round(S / 13), S = 5 x centre + the 8 neighbours: S / 13 is never within 1/26 of a half, so
@@ -88,7 +89,7 @@ def smoothed(images):
     return out
 
 
-def blend(images, degenerate, factor):
+def blend(images: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """clamp(f x + (1 - f) d, 0, 255) truncated to uint8 with f = ``factor`` (B,) float64:
     torchvision's _blend, whose f and 1 - f are float64 numbers rounded to float32."""
     f = factor.view(-1, 1, 1, 1)
@@ -96,30 +97,30 @@ def blend(images, degenerate, factor):
     return out.clamp(0, 255).to(torch.uint8)
 
 
-def identity_tables(images):
+def identity_tables(images: torch.Tensor) -> torch.Tensor:
     """(B, C, 256) uint8 tables that map every value to itself."""
     b, c = images.shape[:2]
     return torch.arange(256, device=images.device, dtype=torch.uint8).expand(b, c, 256)
 
 
-def posterize_tables(images, bits):
+def posterize_tables(images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """v & ~(2^(8 - bits) - 1): keep the top ``bits`` (B,) bits of every value."""
     keep = (256 - 2 ** (8 - bits.long().clamp(0, 8))).to(torch.uint8).view(-1, 1, 1)
     return identity_tables(images) & keep
 
 
-def solarize_tables(images, threshold):
+def solarize_tables(images: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     """255 - v where v >= ``threshold`` (B,), else v."""
     values = identity_tables(images)
     return torch.where(values >= threshold.view(-1, 1, 1).to(images.device), 255 - values,
                        values)
 
 
-def invert_tables(images):
+def invert_tables(images: torch.Tensor) -> torch.Tensor:
     return 255 - identity_tables(images)
 
 
-def autocontrast_tables(images):
+def autocontrast_tables(images: torch.Tensor) -> torch.Tensor:
     """Each channel stretched from its [min, max] to [0, 255]: (v - min) 255 / (max - min) in
     float32, clamped and truncated; a constant channel is left as it is."""
     low = images.amin(dim=(2, 3)).float()[..., None]
@@ -131,7 +132,7 @@ def autocontrast_tables(images):
     return ((values - low) * scale).clamp(0, 255).to(torch.uint8)
 
 
-def equalize_tables(images):
+def equalize_tables(images: torch.Tensor) -> torch.Tensor:
     """Each channel's histogram equalisation as PIL's ImageOps.equalize defines it (and
     torchvision's tensor equalize follows): step = floor((pixels - count of the highest value
     present) / 255); value v maps to floor((pixels below v + floor(step / 2)) / step), clamped
@@ -152,7 +153,7 @@ def equalize_tables(images):
     return table.to(torch.uint8).view(b, c, 256)
 
 
-def apply_tables(images, tables):
+def apply_tables(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """Every value v of channel (i, c) replaced by tables[i, c, v]."""
     b, c, h, w = images.shape
     out = tables.gather(2, images.reshape(b, c, h * w).long())

@@ -14,9 +14,12 @@ Every path takes the same crop box and mirror of an image: the draws come from (
 image) by the same torchvision calls. The training loader keeps its workers between epochs; each
 worker holds at most two batches ahead (``loader_memory`` says how much that is).
 """
+from typing import Optional
+
 import torch
 import torchvision.transforms as T
 
+from .choice import DataChoice
 from .datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_image_folder
 from .decode import decode_file, read_bytes, require_torchcodec
 from .device_decode import DeviceDecodeLoader
@@ -38,7 +41,7 @@ class DecodedFiles(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
         return decode_file(read_bytes(path), path), label
 
@@ -51,7 +54,9 @@ def loader_memory(workers: int, train_batch: int, test_batch: int) -> int:
     return max(workers, 1) * PREFETCH * per_image * (train_batch + test_batch)
 
 
-def imagenet_loaders(data, device, seed, channels_last, classes=None, shard=None):
+def imagenet_loaders(data: DataChoice, device: torch.device, seed: int, channels_last: bool,
+                     classes: Optional[list[str]] = None,
+                     shard: Optional[dict] = None) -> tuple[list[str], Loaders]:
     """(classes, Loaders) of ``data`` (a DataChoice) on ``device``, labelled by ``classes``
     (train/'s folders, read when not given); ``shard``: this process's rank and world."""
     if data.decode != "pil":

@@ -14,7 +14,7 @@ import atexit
 import dataclasses
 import signal
 import weakref
-from typing import Callable, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -344,7 +344,7 @@ def _stop_all_workers():
 
 
 def data_loader(dataset: torch.utils.data.Dataset, workers: Workers,
-                **options) -> torch.utils.data.DataLoader:
+                **options: Any) -> torch.utils.data.DataLoader:
     """torch's DataLoader of ``dataset`` in ``workers``, whose workers ignore stop signals
     (ignore_stop_signals) and whose own draws leave the global RNG alone (own_generator),
     remembered so that its workers are shut down before exit. ``options``: DataLoader's."""

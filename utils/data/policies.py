@@ -19,6 +19,7 @@ uniform ops at bin M; one uniform op at a uniform bin; signed magnitudes negated
 probability 1/2. The interpolation is torchvision's default, nearest, with black fill.
 """
 import dataclasses
+from typing import Optional, Sequence, Union
 
 import torch
 import torchvision.transforms as T
@@ -44,10 +45,10 @@ class PolicyDraws:
     ops: torch.Tensor         # (N, K) int64
     magnitudes: torch.Tensor  # (N, K) float64
 
-    def rows(self, index):
+    def rows(self, index: torch.Tensor) -> "PolicyDraws":
         return PolicyDraws(self.ops[index], self.magnitudes[index])
 
-    def to(self, device):
+    def to(self, device: Union[str, torch.device]) -> "PolicyDraws":
         return PolicyDraws(to_device(self.ops, device), to_device(self.magnitudes, device))
 
 
@@ -59,7 +60,7 @@ class AugmentPolicy:
     num_ops: int = 2
     magnitude: int = 9
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in ("none", "autoaugment", "randaugment", "trivialaugment"):
             raise ValueError(f"unknown augmentation policy {self.kind!r}")
         if self.autoaugment not in AUTOAUGMENT_POLICIES:
@@ -72,10 +73,10 @@ class AugmentPolicy:
                              f"{MAGNITUDE_BINS} magnitude bins), got {self.magnitude}")
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return self.kind != "none"
 
-    def torchvision_transform(self):
+    def torchvision_transform(self) -> Optional[torch.nn.Module]:
         """torchvision's transform of this policy (None when off), for PIL images or uint8
         tensors."""
         if self.kind == "autoaugment":
@@ -101,12 +102,12 @@ class AugmentPolicy:
                                   for m, _ in space.values()])
         return list(space), ops, signed, magnitudes
 
-    def epoch_draws(self, n, seed, epoch, size):
+    def epoch_draws(self, n: int, seed: int, epoch: int, size: Sequence[int]) -> PolicyDraws:
         """The draws of ``n`` images for ``epoch``, from the run's POLICY stream: row i is
         image i's, whatever batch it lands in."""
         return self.draw(n, stream_generator(seed, epoch, POLICY), size)
 
-    def draw(self, n, generator, size):
+    def draw(self, n: int, generator: torch.Generator, size: Sequence[int]) -> PolicyDraws:
         """PolicyDraws for ``n`` images of ``size`` (H, W) from ``generator``."""
         transform = self.torchvision_transform()
         names, ops, signed, magnitudes = self._space(transform, size)
@@ -181,7 +182,7 @@ def _tables(images, op, m):
     return image_ops.apply_tables(images, tables)
 
 
-def apply_policy(images, draws):
+def apply_policy(images: torch.Tensor, draws: PolicyDraws) -> torch.Tensor:
     """A uint8 batch (B, 3, H, W) with image i put through its row of ``draws`` (PolicyDraws of
     B rows on the batch's device), op by op. Each image has one op per slot, and each kind of
     op leaves the images of the other kinds unchanged, so a slot is three batched passes."""

@@ -51,7 +51,7 @@ class _DataOnlyUnpickler(pickle.Unpickler):
                 f"arrays") from None
 
 
-def read_cifar_pickle(path):
+def read_cifar_pickle(path: str) -> dict:
     """A CIFAR python batch file (data_batch_1, test_batch, batches.meta, train, meta, ...) as a
     dict with str keys. The official files were pickled by Python 2 (bytes keys, latin-1 text);
     re-encodings are often Python 3's. Never runs code from the file (_DataOnlyUnpickler)."""
@@ -65,7 +65,7 @@ def read_cifar_pickle(path):
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path):
+def read_idx(path: str) -> np.ndarray:
     """An IDX file (http://yann.lecun.com/exdb/mnist/) as a numpy array: 2 zero bytes, a type
     byte, a dimension count, big-endian uint32 sizes, then the values in C order."""
     opener = gzip.open if path.endswith(".gz") else open
@@ -125,7 +125,7 @@ def _matrix(payload, order):
     return name, values.reshape(tuple(int(d) for d in dims), order="F").copy()
 
 
-def read_mat(path):
+def read_mat(path: str) -> dict[str, np.ndarray]:
     """The numeric arrays of a MATLAB 5 (.mat v5-v7, not v7.3/HDF5) file, by name."""
     with open(path, "rb") as f:
         data = f.read()

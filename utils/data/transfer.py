@@ -6,12 +6,14 @@ once). Once per batch, that wait keeps the host from queueing the next step whil
 this one, which is what a small network's step time is made of. Copied from pinned memory
 with ``non_blocking=True`` the copy is queued like a kernel instead; the pinned block is not
 reused until the copy has run (PyTorch's caching host allocator records it)."""
+from typing import Union
+
 import torch
 
 __all__ = ["to_device"]
 
 
-def to_device(tensor, device):
+def to_device(tensor: torch.Tensor, device: Union[str, torch.device]) -> torch.Tensor:
     """``tensor`` (on the host) on ``device``, without a host sync on CUDA."""
     device = torch.device(device)
     if device.type != "cuda":

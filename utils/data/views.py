@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 
-__all__ = ["SIZE", "RESIZE", "SCALE", "RATIO", "crop_and_flip", "centre_box", "resized_box", "TrainView",
-           "ValView"]
+__all__ = ["SIZE", "RESIZE", "SCALE", "RATIO", "crop_and_flip", "centre_box", "resized_box",
+           "TrainView", "ValView"]
 
 SIZE = 224  # the side of every view, training and evaluation
 RESIZE = 256  # evaluation: the shorter side Resize() gives before CenterCrop(SIZE)

@@ -5,9 +5,11 @@ numbers as %.6f. ``Logger`` writes a log (``resume=True`` appends to an existing
 log for its curves (``read_log``, ``LoggerMonitor``, ``save_curves``) never opens it for writing,
 so the logs of a finished or read-only run can be plotted.
 """
+import argparse
 import math
 import os
 import sys
+from typing import Callable, Optional, Sequence
 
 import matplotlib
 
@@ -17,11 +19,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..progress import plural  # noqa: E402
 
-__all__ = ["LogError", "picture_formats", "check_output", "draw_figure", "Logger", "LoggerMonitor", "savefig",
-           "read_log", "plot_columns", "axis_label", "save_curves"]
+__all__ = ["LogError", "picture_formats", "check_output", "draw_figure", "Logger", "LoggerMonitor",
+           "savefig", "read_log", "plot_columns", "axis_label", "save_curves"]
 
 
-def savefig(fname, dpi=None):
+def savefig(fname: str, dpi: Optional[int] = None) -> None:
     plt.savefig(fname, dpi=150 if dpi is None else dpi, bbox_inches="tight")
 
 
@@ -37,7 +39,7 @@ def picture_formats() -> list:
     return formats
 
 
-def check_output(parser, path):
+def check_output(parser: argparse.ArgumentParser, path: str) -> Optional[int]:
     """For a script writing a figure to ``path``: an unknown picture format is a usage error
     (``parser.error``, exit 2); a missing folder prints one line and returns 1; else None."""
     extension = os.path.splitext(path)[1].lstrip(".").lower()
@@ -52,7 +54,7 @@ def check_output(parser, path):
     return None
 
 
-def draw_figure(draw, path):
+def draw_figure(draw: Callable[[], None], path: str) -> int:
     """Run ``draw()``, which reads logs and saves a figure at ``path``; a log that cannot be
     read or a figure that cannot be written costs one line on stderr. Returns the exit code."""
     try:
@@ -67,7 +69,7 @@ def draw_figure(draw, path):
     return 0
 
 
-def read_log(fpath):
+def read_log(fpath: str) -> tuple[list[str], dict[str, list[float]]]:
     """(names, {name: [values]}) of a log.txt; LogError for an empty, binary or garbled one."""
     try:
         with open(fpath, encoding="utf-8") as f:
@@ -97,8 +99,8 @@ def read_log(fpath):
 
 
 class Logger:
-    def __init__(self, fpath: str, resume: bool = False, keep_rows: int = None,
-                 saved: dict = None):
+    def __init__(self, fpath: str, resume: bool = False, keep_rows: Optional[int] = None,
+                 saved: Optional[dict] = None):
         """Open ``fpath`` for a new log, or with ``resume`` for appending. ``keep_rows`` cuts a
         resumed log to that many data rows first, so epochs that ran after the checkpoint being
         resumed (a crash between log and checkpoint) are not logged twice. ``saved`` (the
@@ -136,7 +138,7 @@ class Logger:
     def _row_count(self):
         return len(self.numbers[self.names[0]]) if self.names else 0
 
-    def rows(self):
+    def rows(self) -> dict:
         """{"names", "rows"}: the log so far, as a checkpoint keeps it."""
         return {"names": list(self.names),
                 "rows": [[self.numbers[n][i] for n in self.names]
@@ -154,7 +156,7 @@ class Logger:
     def _line(fields):
         return "".join(f"{field}\t" for field in fields) + "\n"
 
-    def set_names(self, names):
+    def set_names(self, names: Sequence[str]) -> None:
         if self.names:  # resumed: the header is already there
             if list(names) != self.names:
                 raise ValueError(f"log {self.fpath} has columns {self.names}, not {list(names)}")
@@ -164,7 +166,7 @@ class Logger:
         self.file.write(self._line(self.names))
         self.file.flush()
 
-    def append(self, numbers):
+    def append(self, numbers: Sequence[float]) -> None:
         if len(numbers) != len(self.names):
             raise ValueError(f"expected {len(self.names)} numbers, got {len(numbers)}")
         written = [f"{float(num):.6f}" for num in numbers]
@@ -173,7 +175,7 @@ class Logger:
         self.file.write(self._line(written))
         self.file.flush()
 
-    def close(self):
+    def close(self) -> None:
         self.file.close()
 
 
@@ -185,7 +187,8 @@ def plot_columns(numbers: dict, names: list, title: str = "") -> None:
         plt.plot(range(1, len(values) + 1), values, label=f"{title}({name})" if title else name)
     plt.xlabel("Epoch")
     plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
-    plt.legend(loc="best", framealpha=1)  # EPS has no transparency
+    if names:  # a log without these columns leaves the axes empty, and nothing to explain
+        plt.legend(loc="best", framealpha=1)  # EPS has no transparency
     plt.grid(True)
 
 
@@ -198,14 +201,14 @@ def axis_label(names: list) -> str:
 class LoggerMonitor:
     """Several logs on one figure: ``paths`` maps a label to a log.txt (read, never written)."""
 
-    def __init__(self, paths):
+    def __init__(self, paths: dict[str, str]):
         self.logs = []
         for title, path in paths.items():
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"no log at {path}")
             self.logs.append((title, path) + read_log(path))
 
-    def plot(self, names=None):
+    def plot(self, names: Optional[Sequence[str]] = None) -> None:
         plt.figure()
         for title, path, columns, numbers in self.logs:
             missing = [n for n in (names or []) if n not in columns]

@@ -2,7 +2,7 @@
 once it ends, how it did. Written when training starts and rewritten (atomically) when it ends;
 every checkpoint holds the record as it was when training started, under ``run``.
 
-    flags     every flag's value; recorded: the flags a checkpoint records (utils.flags)
+    flags     every flag's value; recorded: the flags a checkpoint records (utils.settings.flags)
     sessions  one per start (the first run, then each --resume), each with
               command (the script and its command line), started (ISO time), host,
               versions (python, torch, torchvision, CUDA, cuDNN; None without them),
@@ -18,7 +18,7 @@ import json
 import os
 import platform
 import socket
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torchvision
@@ -31,7 +31,7 @@ __all__ = ["session", "new_record", "write_record", "finish_record", "git_commit
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def git_commit(repo=REPO):
+def git_commit(repo: str = REPO) -> Optional[str]:
     """The commit HEAD names in ``repo``'s .git (a branch ref, packed or loose, or a detached
     hash), read from the files: no git program needed. None outside a checkout."""
     git = os.path.join(repo, ".git")
@@ -54,7 +54,7 @@ def git_commit(repo=REPO):
     return None
 
 
-def session(script, argv):
+def session(script: str, argv: Sequence[str]) -> dict:
     """This start of a run: its command line and where, when and with what it runs."""
     cuda = torch.cuda.is_available()
     return {
@@ -87,7 +87,7 @@ def new_record(script: str, argv: list, flags: dict, recorded: dict,
             "result": None}
 
 
-def write_record(folder, record):
+def write_record(folder: str, record: dict) -> None:
     """run.json in ``folder``, atomically (a kill never leaves half a file)."""
     text = json.dumps(record, indent=2, default=str) + "\n"
     atomic_write(os.path.join(folder, "run.json"), lambda f: f.write(text.encode()))

@@ -2,15 +2,18 @@
 (per_class_accuracy.txt) and the confusion matrix as a picture (confusion_matrix.png), from the
 counts of ``utils.eval.confusion_counts``."""
 import os
+from typing import Sequence
 
 import matplotlib.pyplot as plt
+import torch
 
 from .logger import savefig  # also selects matplotlib's file-only backend
 
 __all__ = ["write_class_report"]
 
 
-def write_class_report(confusion, classes, folder):
+def write_class_report(confusion: torch.Tensor, classes: Sequence[str],
+                       folder: str) -> tuple[str, str]:
     """Write the per-class accuracy table and the confusion matrix (cells: counts, coloured by
     their share of the row, the true class); returns their paths. A class absent from the
     evaluation set has accuracy 'n/a'."""

@@ -173,6 +173,6 @@ class RunFolder:
     def __enter__(self) -> "RunFolder":
         return self.claim()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         self.release()
         return False

@@ -11,12 +11,12 @@ import glob
 import json
 import os
 import statistics
-from typing import Optional
+from typing import Iterable, Optional, Sequence
 
 from .logger import LogError, read_log
 
-__all__ = ["Run", "read_run", "read_record", "distinct_folders", "group_by_flags", "group_by_globs", "Stats", "stats",
-           "final_and_best", "mean_curve"]
+__all__ = ["Run", "read_run", "read_record", "distinct_folders", "group_by_flags", "group_by_globs",
+           "Stats", "stats", "final_and_best", "mean_curve"]
 
 COLUMN = "Valid Acc."
 IGNORED = ("manualSeed",)  # what differs between the runs of one group
@@ -82,7 +82,7 @@ def distinct_folders(folders: list) -> list:
     return out
 
 
-def group_by_flags(runs):
+def group_by_flags(runs: list[Run]) -> dict[str, list[Run]]:
     """{label: [runs]}: runs with equal recorded flags (seed aside) together, labelled by the
     flags that differ between groups ("all" when none do)."""
     for run in runs:
@@ -98,7 +98,7 @@ def group_by_flags(runs):
     return groups
 
 
-def group_by_globs(patterns):
+def group_by_globs(patterns: Sequence[str]) -> dict[str, list[Run]]:
     """{label: [runs]} of ``LABEL=GLOB`` patterns, each run folder a match of its glob."""
     groups = {}
     for pattern in patterns:
@@ -122,18 +122,18 @@ class Stats:
     median: float
 
 
-def stats(values):
+def stats(values: Iterable[float]) -> Stats:
     values = list(values)
     return Stats(len(values), statistics.fmean(values),
                  statistics.stdev(values) if len(values) > 1 else None, statistics.median(values))
 
 
-def final_and_best(runs):
+def final_and_best(runs: Sequence[Run]) -> tuple[Stats, Stats]:
     """(Stats of the final accuracies, Stats of the best accuracies) of ``runs``."""
     return stats(run.accuracies[-1] for run in runs), stats(max(run.accuracies) for run in runs)
 
 
-def mean_curve(runs):
+def mean_curve(runs: Sequence[Run]) -> tuple[list[float], list[float], list[float]]:
     """(mean, low, high) per epoch over ``runs``, as long as the shortest of them."""
     length = min(len(run.accuracies) for run in runs)
     columns = [[run.accuracies[e] for run in runs] for e in range(length)]

@@ -29,12 +29,13 @@ from models import model_options
 from models.twins import PAIR_NAMES
 
 from ..data.augment import Regularisers
+from ..data.choice import DataChoice
 from ..data.policies import AugmentPolicy
 from ..train.recipe import RecipeSettings
 from ..train.schedule import Schedule
 from .resume import Resumed, check_going_back, merge_resumed
-from .table import (COMPILE_FLAG, COMPILE_MODES, GROUPS, PER_RUN, POLICY_FLAGS, RECORDED,
-                    Flag, UsageError, check, check_pair, check_rules)
+from .table import (COMPILE_FLAG, COMPILE_MODES, GROUPS, PER_RUN, POLICY_FLAGS, RECORDED, Flag,
+                    UsageError, check, check_pair, check_rules)
 
 __all__ = ["UsageError", "RECORDED", "PER_RUN", "COMPILE_MODES", "COMPILE_FLAG", "ScriptSpec",
            "ScriptFlags", "ParsedFlags", "ModelChoice", "DeviceChoice", "DataChoice",
@@ -222,21 +223,6 @@ class DeviceChoice:
     gpu_id_given: bool
     channels_last: bool
     compile: Optional[str] = None  # torch.compile's mode; None: eager
-
-
-@dataclasses.dataclass(frozen=True)
-class DataChoice:
-    """Where the data is, how it is batched and which augmentation policy its training images
-    take; None for a flag the script does not have."""
-    root: str
-    dataset: Optional[str]
-    download: bool
-    loader: Optional[str]
-    decode: Optional[str]
-    workers: int
-    train_batch: int
-    test_batch: int
-    policy: AugmentPolicy = AugmentPolicy()
 
 
 @dataclasses.dataclass(frozen=True)

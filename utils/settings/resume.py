@@ -9,7 +9,7 @@ checkpoint's optimizer, schedule, EMA, weights or draws hold its old value.
 """
 import dataclasses
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from ..train.checkpoint import CheckpointError
 from ..train.schedule import Schedule
@@ -78,7 +78,7 @@ def check_recorded_types(flags: dict, recorded: set, saved: dict, path: str) -> 
                                   f"which {flag.names[-1]} cannot take")
 
 
-def parsable(flag: Flag, value) -> bool:
+def parsable(flag: Flag, value: Any) -> bool:
     """Whether ``value`` is one ``flag`` parses to."""
     if flag.kind in ("switch", "bool"):
         return isinstance(value, bool) or (value is None and flag.default is None)

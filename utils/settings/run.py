@@ -1,7 +1,7 @@
 """The stages of a run that both scripts share, between the flags (utils.settings.flags) and the
-engine (utils.train.engine): the device, the model, the plan a resumed run continues, training with its log
-and curves, evaluation with its report, and one clear line and exit code for every expected
-failure.
+engine (utils.train.engine): the device, the model, the plan a resumed run continues, training
+with its log and curves, evaluation with its report, and one clear line and exit code for every
+expected failure.
 
 Order matters for the first stage: ``select_device`` sets CUDA_VISIBLE_DEVICES from --gpu-id
 before any CUDA call of the run (flags are parsed and checked without CUDA), so --gpu-id always
@@ -22,18 +22,19 @@ from models.norms import use_micro_batches
 from .. import distributed
 from ..cpu_memory import keep_freed_memory
 from ..data.errors import DataError
-from .flags import DeviceChoice, ModelChoice, RunSettings, ScriptFlags, UsageError
-from .resume import Resumed
+from ..data.loaders import EpochLoader, Loaders
 from ..records.logger import LogError, Logger, save_curves
 from ..records.record import finish_record, new_record, write_record
-from ..records.run_folder import FolderError, FolderUse, RunFolder, check_folder
 from ..records.report import write_class_report
+from ..records.run_folder import FolderError, FolderUse, RunFolder, check_folder
 from ..train.checkpoint import (Checkpoint, CheckpointError, load_weights, read_checkpoint,
                                 resolve_checkpoint_path)
 from ..train.engine import (CheckpointPolicy, EpochPosition, NonFiniteLoss, PreparedModel,
                             StartPoint, TrainPlan, all_finite, evaluate, fit)
 from ..train.recipe import Recipe, apply_hyperparameters
 from ..train.stopping import SIGNAL_EXIT_CODES, ImmediateStop, TrainingInterrupted
+from .flags import DeviceChoice, ModelChoice, RunSettings, ScriptFlags, UsageError
+from .resume import Resumed
 
 __all__ = ["read_settings", "select_device", "choose_seed", "build_model", "check_fits",
            "load_initial_weights", "prepare_model", "check_writable", "check_run_folder",
@@ -237,7 +238,7 @@ def fresh_folder(settings: RunSettings) -> bool:
 
 def check_run_folder(settings: RunSettings) -> None:
     """Before any long work: the run folder can be written, no other run holds it, and a fresh
-    run does not land on a run already there unless --replace (utils.run_folder)."""
+    run does not land on a run already there unless --replace (utils.records.run_folder)."""
     check_writable(settings.run_folder)
     check_folder(settings.run_folder, fresh_folder(settings), settings.replace)
 
@@ -300,7 +301,7 @@ def run_record(settings: RunSettings, num_classes: int,
 LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
 
 
-def train_and_log(model: PreparedModel, loaders, recipe: Recipe, plan: TrainPlan,
+def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
                   record: dict) -> float:
     """Write run.json, open log.txt (a resumed log cut back to the checkpoint's epochs, or
     rebuilt from the rows ``record`` carries from the checkpoint; with an EMA a sixth column),
@@ -309,7 +310,7 @@ def train_and_log(model: PreparedModel, loaders, recipe: Recipe, plan: TrainPlan
     record = dict(record)
     saved_log = record.pop("log", None)
     log = None
-    # Rank 0 writes the folder, and holds it while it does (utils.run_folder).
+    # Rank 0 writes the folder, and holds it while it does (utils.records.run_folder).
     folder = (RunFolder(plan.folder, record["run"]["sessions"][-1]["command"])
               if distributed.is_main() else contextlib.nullcontext())
     with folder:
@@ -335,7 +336,7 @@ def train_and_log(model: PreparedModel, loaders, recipe: Recipe, plan: TrainPlan
     return best_acc
 
 
-def report_evaluation(model: PreparedModel, loader, recipe: Recipe, plan: TrainPlan,
+def report_evaluation(model: PreparedModel, loader: EpochLoader, recipe: Recipe, plan: TrainPlan,
                       classes: list, num_classes: int) -> tuple:
     """Print loss and top-1/top-5 of the weights (and of their EMA when the run keeps one), and
     write per_class_accuracy.txt and confusion_matrix.png into the run folder. ``classes``

@@ -24,6 +24,7 @@ import torch.nn as nn
 from ..atomic import atomic_copy, atomic_save
 from ..messages import first_line
 from ..seeding import rng_state, set_rng_state
+from .recipe import Recipe
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 
@@ -184,8 +185,8 @@ FIELD_CHECKS = {
 
 def unwrap_state_dict(obj: Union["Checkpoint", dict]) -> dict:
     """The weights of a checkpoint (a bare state_dict, or a dict holding one under
-    ``state_dict``, or a Checkpoint), without the ``module.`` prefix DataParallel adds or torch.compile's
-    ``_orig_mod.``."""
+    ``state_dict``, or a Checkpoint), without the ``module.`` prefix DataParallel adds or
+    torch.compile's ``_orig_mod.``."""
     if isinstance(obj, Checkpoint):
         obj = obj.state_dict
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
@@ -285,8 +286,8 @@ class Checkpoint:
         return {**out, **self.extra}
 
     @classmethod
-    def capture(cls, epochs_done: int, model: nn.Module, recipe, acc: float, best_acc: float,
-                about: dict) -> "Checkpoint":
+    def capture(cls, epochs_done: int, model: nn.Module, recipe: Recipe, acc: float,
+                best_acc: float, about: dict) -> "Checkpoint":
         """The checkpoint of a run after ``epochs_done`` epochs: ``model``'s weights (the bare
         module), the optimizer, schedule, AMP scaler and EMA of ``recipe`` (a Recipe), the RNG
         states, the accuracies, and ``about`` the run (ABOUT_THE_RUN's fields)."""
@@ -301,7 +302,7 @@ class Checkpoint:
                    ema_state_dict=recipe.ema.state_dict() if recipe.ema is not None else None,
                    **about)
 
-    def restore(self, model: nn.Module, recipe) -> tuple:
+    def restore(self, model: nn.Module, recipe: Recipe) -> tuple:
         """Put the weights into ``model`` (strictly: load_weights) and the optimizer, schedule,
         AMP scaler, EMA and RNG states into ``recipe``'s parts and this process. Reference
         checkpoints carry no schedule: the schedule is then advanced to their epoch. Returns

@@ -1,22 +1,24 @@
 """The training engine both scripts share: one training epoch with gradient accumulation, an
 exact evaluation, and the epoch loop that logs and checkpoints.
 
-One step: uint8 batch on the device -> crop/flip -> normalise (the loader) -> batch regularisers
-(cutout, mixup, ...: utils.data.augment) -> model under autocast -> loss scaled by this micro-batch's
-share of the step -> backward (``micro_step``) -> after the step's last micro-batch: clipping,
-optimizer step, per-iteration LR schedule, EMA update (``optimizer_step``) -> meters -> progress
-line. How each of these runs is the recipe's (utils.train.recipe.Recipe); the plan (``TrainPlan``)
-says only which epochs run, where they are saved and from where a resume continues.
+One step: uint8 batch on the device -> crop/flip -> normalise (the loader) -> batch
+regularisers (cutout, mixup, ...: utils.data.augment) -> model under autocast -> loss scaled by
+this micro-batch's share of the step -> backward (``micro_step``) -> after the step's last
+micro-batch: clipping, optimizer step, per-iteration LR schedule, EMA update
+(``optimizer_step``) -> meters -> progress line. How each of these runs is the recipe's
+(utils.train.recipe.Recipe); the plan (``TrainPlan``) says only which epochs run, where they are
+saved and from where a resume continues.
 """
 import contextlib
 import dataclasses
 import math
 import time
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
 from .. import distributed
+from ..data.loaders import EpochLoader, Loaders
 from ..eval import confusion_counts
 from ..progress import Progress, format_rate
 from ..records.logger import Logger
@@ -195,8 +197,8 @@ def optimizer_step(raw_model: torch.nn.Module, recipe: Recipe) -> None:
         recipe.ema.update_parameters(raw_model)
 
 
-def train_one_epoch(model: torch.nn.Module, loader, recipe: Recipe, plan: TrainPlan, epoch: int,
-                    control: Optional[StepControl] = None) -> tuple:
+def train_one_epoch(model: torch.nn.Module, loader: EpochLoader, recipe: Recipe, plan: TrainPlan,
+                    epoch: int, control: Optional[StepControl] = None) -> tuple:
     """Train ``model`` (the module to call) one epoch of ``loader`` with ``recipe``; returns
     (loss, top1 %, top5 %) averaged over all processes' images. ``control`` acts between steps:
     recovery checkpoints, signals. In the plan's first epoch of a run resumed mid-epoch it
@@ -246,9 +248,9 @@ def train_one_epoch(model: torch.nn.Module, loader, recipe: Recipe, plan: TrainP
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, criterion: torch.nn.Module, amp: str = "none",
-             show_progress: bool = True, confusion: Optional[torch.Tensor] = None,
-             tta: bool = False) -> tuple:
+def evaluate(model: torch.nn.Module, loader: EpochLoader, criterion: torch.nn.Module,
+             amp: str = "none", show_progress: bool = True,
+             confusion: Optional[torch.Tensor] = None, tta: bool = False) -> tuple:
     """Loss and top-1/top-5 accuracy (%) over the whole evaluation set, under autocast to
     ``amp`` (the recipe's): each process evaluates its shard and the sums are reduced, so the
     numbers are exact for any number of processes. ``confusion``, a (K, K) int64 tensor on the
@@ -283,8 +285,8 @@ def evaluate(model: torch.nn.Module, loader, criterion: torch.nn.Module, amp: st
     return meters.reduced().averages()
 
 
-def fit(model: PreparedModel, loaders, recipe: Recipe, plan: TrainPlan, log: Optional[Logger],
-        record: dict) -> float:
+def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
+        log: Optional[Logger], record: dict) -> float:
     """The epoch loop: train ``model`` on ``loaders.train``, evaluate on ``loaders.test``, step
     the recipe's schedule, append a row to ``log`` (None on the processes that do not log),
     save checkpoint.pth.tar (and model_best.pth.tar) in the plan's folder, recording ``record``

@@ -8,6 +8,7 @@ cosine is smooth rather than a staircase of epochs.
 import dataclasses
 import functools
 import math
+from typing import Sequence
 
 import torch
 
@@ -25,7 +26,7 @@ class Schedule:
     warmup_epochs: float = 0.0
 
     @property
-    def per_iteration(self):
+    def per_iteration(self) -> bool:
         """Whether the LR changes every optimizer step (cosine, warmup), not once an epoch."""
         return self.name != "step" or self.warmup_epochs > 0
 
@@ -34,7 +35,7 @@ class IterationLR(torch.optim.lr_scheduler.LambdaLR):
     """A LambdaLR the engine steps after every optimizer step (not every epoch)."""
     per_iteration = True
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict) -> None:
         """Resume at the saved step, with this run's plan (a resume may change --epochs, which
         moves the cosine): the optimizer's LR is set from the plan, not left as saved."""
         super().load_state_dict(state_dict)
@@ -44,8 +45,9 @@ class IterationLR(torch.optim.lr_scheduler.LambdaLR):
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
-def lr_factor(step, *, steps_per_epoch, epochs, scheduler, milestones=(), gamma=0.1,
-              warmup_epochs=0.0):
+def lr_factor(step: int, *, steps_per_epoch: int, epochs: int, scheduler: str,
+              milestones: Sequence[int] = (), gamma: float = 0.1,
+              warmup_epochs: float = 0.0) -> float:
     """The multiplier of the base LR for optimizer step ``step`` (0-based).
 
     warmup (first W = round(warmup_epochs x steps_per_epoch) steps): (step + 1) / W
@@ -62,7 +64,8 @@ def lr_factor(step, *, steps_per_epoch, epochs, scheduler, milestones=(), gamma=
     return gamma ** sum(step >= m * steps_per_epoch for m in milestones)
 
 
-def make_scheduler(optimizer, schedule, steps_per_epoch):
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
     """The torch scheduler of a ``Schedule``: MultiStepLR stepped per epoch for the reference's
     plain step schedule, else an IterationLR stepped after every optimizer step."""
     if not schedule.per_iteration:

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from .. import distributed
 from .meters import Meters
@@ -108,7 +108,7 @@ class StopSignal:
                 raise ImmediateStop(name)
 
     @contextlib.contextmanager
-    def critical(self):
+    def critical(self) -> Iterator[None]:
         """A section no second signal interrupts (a checkpoint write): it acts after it."""
         self._critical += 1
         try:
@@ -121,7 +121,7 @@ class StopSignal:
     def agreed(self) -> Optional[str]:
         return self.NAMES[distributed.max_over_processes(self.NAMES.index(self.received))]
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         if self._wakeup is not None:
