@@ -285,3 +285,14 @@ def test_tta_adds_a_column_and_can_pick_model_best(official, tmp_path, capsys):
     cifar.main(["-e", "--resume", run, "--data", official, "--no-progress"])
     tta = float(re.search(r"TTA  Acc:\s+([\d.]+)", capsys.readouterr().out).group(1))
     assert tta == pytest.approx(rows[-1][5], abs=0.006)
+
+
+def test_accuracies_are_printed_rounded_to_two_decimals(tmp_path, capsys):
+    """Three test images: an accuracy of 1/3 would print as 33.333333333333336 unrounded."""
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=16, n_test=3)
+    cifar.main(["-a", "l_resnet", "--depth", "8", "--data", data, "--epochs", "1",
+                "-c", str(tmp_path / "run")] + FAST)
+    out = capsys.readouterr().out
+    best = re.findall(r"^Best acc: (\S+)$", out, re.M)
+    assert len(best) == 1 and re.fullmatch(r"\d+\.\d\d", best[0]), best
+    assert float(best[0]) in (0.0, 33.33, 66.67, 100.0)

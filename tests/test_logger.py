@@ -81,3 +81,79 @@ def test_plot_reads_a_read_only_log_without_opening_it_for_writing(tmp_path, cap
         builtins.open = real_open
     assert (run / "log.txt").stat().st_mtime_ns == before
     assert os.path.getsize(run / "log.png") > 0
+
+
+# --- The pictures as drawn: labels, ticks and titles a reader needs ---------------------------
+
+def figure_at_save(monkeypatch, module):
+    """The figure ``module``'s savefig would write, caught at that moment (one per call)."""
+    import matplotlib.pyplot as plt
+    figures = []
+    monkeypatch.setattr(module, "savefig", lambda *args, **kwargs: figures.append(plt.gcf()))
+    return figures
+
+
+def three_epoch_run(folder, names=("Train Loss", "Valid Loss", "Train Acc.", "Valid Acc.")):
+    os.makedirs(folder)
+    log = Logger(os.path.join(folder, "log.txt"))
+    log.set_names(list(names))
+    for epoch in range(3):
+        log.append([1.0 - epoch / 10, 1.1 - epoch / 10, 40.0 + epoch, 35.0 + epoch][:len(names)])
+    log.close()
+    return folder
+
+
+def whole_numbers(axis):
+    ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+    return ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_plot_labels_both_axes_and_ticks_whole_epochs(tmp_path, monkeypatch):
+    figures = figure_at_save(monkeypatch, plot)
+    runs = [three_epoch_run(str(tmp_path / name)) for name in ("bn", "gnws")]
+    assert plot.main(runs + ["-o", str(tmp_path / "c.png")]) == 0
+    (axis,) = figures[0].axes
+    assert axis.get_xlabel() == "Epoch" and axis.get_ylabel() == "Valid Acc. (%)"
+    assert whole_numbers(axis), axis.get_xticks()
+    assert [t.get_text() for t in axis.get_legend().get_texts()] == ["bn(Valid Acc.)",
+                                                                      "gnws(Valid Acc.)"]
+    assert plot.main(runs + ["-o", str(tmp_path / "l.png"), "--names", "Train Loss"]) == 0
+    assert figures[1].axes[0].get_ylabel() == "Train Loss"  # no percent sign on a loss
+
+
+def test_a_runs_curves_are_titled_with_its_folder_and_length(tmp_path, monkeypatch):
+    import utils.records.logger as logger
+    figures = figure_at_save(monkeypatch, logger)
+    run = three_epoch_run(str(tmp_path / "l_resnet-20"))
+    save_curves(os.path.join(run, "log.txt"))
+    assert len(figures) == 2  # log.eps and log.png, of one figure
+    figure = figures[0]
+    assert figure.get_suptitle() == "l_resnet-20: 3 epochs"
+    loss, accuracy = figure.axes
+    assert (loss.get_ylabel(), accuracy.get_ylabel()) == ("Loss", "Accuracy (%)")
+    assert loss.get_xlabel() == accuracy.get_xlabel() == "Epoch"
+    assert whole_numbers(loss) and whole_numbers(accuracy)
+
+
+def test_the_confusion_matrix_says_what_its_cells_and_colours_are(tmp_path, monkeypatch):
+    import torch
+
+    import utils.records.report as report
+    figures = figure_at_save(monkeypatch, report)
+    report.write_class_report(torch.tensor([[3, 1], [0, 2]]), ["cat", "dog"], str(tmp_path))
+    image_axis, bar_axis = figures[0].axes
+    title = image_axis.get_title()
+    assert "images per (true, predicted) class" in title and "normalised" not in title
+    assert bar_axis.get_ylabel() == "share of the true class's images"
+    cells = sorted(t.get_text() for t in image_axis.texts)
+    assert cells == ["1", "2", "3"]  # counts, not shares
+
+
+def test_plot_help_lists_every_format_it_writes(capsys):
+    from utils.records.logger import picture_formats
+    try:
+        plot.main(["--help"])
+    except SystemExit:
+        pass
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(fmt in text for fmt in picture_formats()) and len(picture_formats()) > 3
