@@ -67,9 +67,7 @@ def model_settings(model_flags):
     them: cifar.py's command line for its own architectures, imagenet.py's for the rest."""
     arch = model_flags[model_flags.index("-a") + 1] if "-a" in model_flags else "l_resnet50"
     flags = script_flags_for(arch)
-    data = ["--data", "."] if flags.spec.image_size == 224 else []
-    settings, _ = read_settings(flags, ["-a", arch] + data + model_flags)
-    return flags.archs, settings.model, flags.spec.image_size
+    return flags.archs, flags.model_choice(["-a", arch] + model_flags), flags.spec.image_size
 
 
 def bn_twin(archs, choice):
@@ -457,22 +455,30 @@ def add_timing(parser, warmup=3, windows=5, steps=5):
     parser.add_argument("--steps", type=count(1), default=steps, help="steps per timed window")
 
 
+def add_device(parser, channels_last=True):
+    """--device (a CUDA GPU where there is one) and, where it applies, --channels-last."""
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="the device to time on")
+    if channels_last:
+        parser.add_argument("--channels-last", action="store_true",
+                            help="NHWC model and batches")
+
+
 def parser():
     top = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     commands = top.add_subparsers(dest="command", required=True)
-    default_device = "cuda" if torch.cuda.is_available() else "cpu"
 
     step = commands.add_parser(
-        "step", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="training step throughput, with ratios",
+        "step", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="training step throughput, with ratios",
         description="Any other flag is a model flag of cifar.py or imagenet.py (-a, --depth, "
                     "--cardinality, --gn-groups, ...), read by that script's own parser.")
     step.add_argument("--batch", type=count(1), default=128, help="images per step")
     step.add_argument("--image-size", type=count(8),
                       help="images of this side (none given: 32 for CIFAR models, else 224)")
-    step.add_argument("--device", default=default_device, help="the device to time on")
+    add_device(step)
     step.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                       help="autocast precision")
-    step.add_argument("--channels-last", action="store_true", help="NHWC model and batches")
     step.add_argument("--compile", **COMPILE_FLAG,
                       help="torch.compile's mode, as the scripts' --compile takes it")
     step.add_argument("--no-baseline", action="store_true",
@@ -485,15 +491,15 @@ def parser():
                                    help="images/s a loader delivers, without a model")
     pipeline.add_argument("pipeline", choices=["cifar", "imagenet"])
     pipeline.add_argument("--batch", type=count(1), default=128, help="images per batch")
-    pipeline.add_argument("--device", default=default_device)
-    pipeline.add_argument("--channels-last", action="store_true")
+    add_device(pipeline)
     pipeline.add_argument("--images", type=count(1), default=5000,
                           help="cifar: images in the dataset; imagenet without --data: JPEGs "
                                "to make from --npz")
     pipeline.add_argument("--data", help="imagenet: imagenet.py's --data (train/ and val/ "
                                          "image folders)")
     pipeline.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
-    pipeline.add_argument("--workers", type=count(0, 256), default=8, help="imagenet: loader workers")
+    pipeline.add_argument("--workers", type=count(0, 256), default=8,
+                          help="imagenet: loader workers")
     pipeline.add_argument("--device-decode", action="store_true",
                           help="imagenet: also time --decode device (decoding on --device)")
     pipeline.add_argument("--windows", type=count(1), default=5, help="timed passes over the data")
@@ -501,10 +507,11 @@ def parser():
                           help="cifar: also each of " + ", ".join(list(BENCH_POLICIES)[1:]))
 
     fold = commands.add_parser(
-        "fold", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="inference with WS vs with WS folded",
+        "fold", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="inference with WS vs with WS folded",
         description="Any other flag is a model flag of cifar.py or imagenet.py (-a, --depth, ...).")
     fold.add_argument("--batch", type=count(1), default=128, help="images per forward")
-    fold.add_argument("--device", default=default_device)
+    add_device(fold, channels_last=False)
     add_timing(fold, warmup=2, windows=5, steps=5)
 
     overhead = commands.add_parser("overhead", allow_abbrev=False,
@@ -513,7 +520,7 @@ def parser():
     overhead.add_argument("--npz", default=SHARED_NPZ, help="the CIFAR-10 JPEG archive")
     overhead.add_argument("--train", type=count(1), default=5000, help="training images")
     overhead.add_argument("--test", type=count(1), default=1000, help="images evaluated per epoch")
-    overhead.add_argument("--epochs", type=count(1), default=2)
+    overhead.add_argument("--epochs", type=count(1), default=2, help="epochs per round")
     overhead.add_argument("--batch", type=count(1), default=128, help="training batch")
     overhead.add_argument("--repeats", type=count(1), default=3, help="rounds")
     add_timing(overhead)

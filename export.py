@@ -18,6 +18,7 @@ import torch
 
 from models.deploy import fold_weight_standardization
 from utils.settings import run
+from utils.settings.resume import Resumed
 from utils.settings.scripts import script_flags_for
 from utils.messages import first_line
 from utils.settings.flags import UsageError
@@ -35,9 +36,8 @@ def load_run(path, use_ema=False):
         raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "
                               f"this project is needed to rebuild its model)")
     flags = script_flags_for(arch)
-    extra = ["--data", "."] if flags.spec.image_size == 224 else []
-    settings, checkpoint = run.read_settings(flags, ["--resume", path, "-e"] + extra)
-    model = run.build_model(flags.archs, settings.model, checkpoint.num_classes)
+    choice = flags.model_choice([], Resumed.of(path, checkpoint))
+    model = run.build_model(flags.archs, choice, checkpoint.num_classes)
     size = flags.spec.image_size
     if use_ema:
         saved = checkpoint.ema_state_dict

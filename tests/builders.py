@@ -169,3 +169,18 @@ def make_svhn(root, n_train=40, n_test=20, seed=0):
         y = (np.arange(n) % 10 + 1).astype(np.float64).reshape(n, 1)
         write_mat(os.path.join(root, f"{name}_32x32.mat"), {"X": x, "y": y}, compress)
     return root
+
+
+def help_of_each_option(text):
+    """{option string: its help text} of an argparse --help, whitespace folded."""
+    blocks, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            names, _, rest = line.strip().partition("  ")
+            current = names.split(",")[0].split()[0]
+            blocks[current] = rest
+        elif current and line.startswith("      "):
+            blocks[current] += " " + line.strip()
+        else:
+            current = None
+    return {name: " ".join(help_text.split()) for name, help_text in blocks.items()}

@@ -3,7 +3,10 @@ import os
 import re
 import tempfile
 
+import pytest
+
 import bench
+from builders import help_of_each_option
 
 
 def test_model_bench_prints_throughput_and_ratios(capsys):
@@ -84,3 +87,14 @@ def test_fold_bench_prints_both_forwards_and_their_ratio(capsys):
     assert re.search(r"l_resnet with WS +[\d.]+ img/s best", out)
     assert re.search(r"l_resnet with WS folded +[\d.]+ img/s best", out)
     assert re.search(r"^ratio: folded is [\d.]+x the speed of WS", out, re.M)
+
+
+@pytest.mark.parametrize("command", ["step", "pipeline", "overhead", "fold"])
+def test_every_bench_option_shows_its_default(command, capsys):
+    with pytest.raises(SystemExit):
+        bench.main([command, "--help"])
+    options = help_of_each_option(capsys.readouterr().out)
+    assert len(options) > 3
+    for option, text in options.items():
+        if option != "-h":
+            assert "(default: " in text, (command, option, text)

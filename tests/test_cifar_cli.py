@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import cifar
-from builders import REPO, make_cifar_pickles, make_image_folder, read_log_rows, tiny_run
+from builders import (REPO, make_cifar_pickles, make_image_folder, one_line_failure,
+                      read_log_rows, tiny_run)
 from utils.settings.flags import UsageError
 
 HEADER = "Learning Rate\tTrain Loss\tValid Loss\tTrain Acc.\tValid Acc.\t"
@@ -296,3 +297,21 @@ def test_accuracies_are_printed_rounded_to_two_decimals(tmp_path, capsys):
     best = re.findall(r"^Best acc: (\S+)$", out, re.M)
     assert len(best) == 1 and re.fullmatch(r"\d+\.\d\d", best[0]), best
     assert float(best[0]) in (0.0, 33.33, 66.67, 100.0)
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["-a", "l_resnet", "--depth", "8", "--ghost-batch", "2"], 2,
+     "--ghost-batch needs batch statistics"),
+    (["-a", "resnet", "--depth", "8", "--weights", "WEIGHTS"], 1, "does not fit the model")],
+    ids=["ghost-batch", "weights"])
+def test_a_model_refusal_comes_before_the_data_is_looked_for(argv, code, message, tmp_path,
+                                                             capsys):
+    """No data at --data: the model's line comes first, before "Preparing dataset", and the
+    failed start leaves no run folder."""
+    weights = tmp_path / "w.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, weights)
+    argv = [str(weights) if a == "WEIGHTS" else a for a in argv]
+    got, line = one_line_failure(cifar.main, argv + ["--data", str(tmp_path / "none"), "-c",
+                                                     str(tmp_path / "run")], capsys)
+    assert got == code and message in line, line
+    assert not os.path.exists(tmp_path / "run")

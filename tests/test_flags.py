@@ -1,15 +1,17 @@
-"""utils.settings.flags: every flag is in a group that says whether checkpoints record it; a resumed run
-takes back exactly the recorded flags; impossible values are refused before any data."""
+"""utils.settings.flags: every flag is in a group that says whether checkpoints record it; a
+resumed run takes back exactly the recorded flags; impossible values are refused before any
+data."""
 import pytest
 import torch
 
 import cifar
 import imagenet
-from builders import TINY_MODEL, make_cifar_pickles, tiny_run
+from builders import TINY_MODEL, help_of_each_option, make_cifar_pickles, tiny_run
 from models import imagenet as imagenet_models
 from utils.data.policies import AugmentPolicy
 from utils.settings.flags import PER_RUN, RECORDED, UsageError, check_arch
 from utils.settings.run import read_settings
+from utils.settings.scripts import script_flags_for
 
 SCRIPTS = {"cifar": (cifar.cifar_flags, []), "imagenet": (imagenet.imagenet_flags, ["--data", "."])}
 
@@ -130,3 +132,38 @@ def test_loader_workers_default_to_the_cores_each_process_has(monkeypatch):
     assert read_settings(imagenet.imagenet_flags(), ["--data", "."])[0].data.workers == 32
     assert read_settings(cifar.cifar_flags(), [])[0].data.workers == 4
     assert read_settings(imagenet.imagenet_flags(), ["--data", ".", "-j", "7"])[0].data.workers == 7
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("cifar", ["-a", "resnet", "--depth", "20", "--norm", "gn", "--ws", "--gn-groups", "8"]),
+    ("imagenet", ["-a", "l_resnet50", "--ghost-batch", "0"]),
+    ("imagenet", ["-a", "resnet50", "--norm", "bcn", "--ghost-batch", "2"])])
+def test_the_model_flags_alone_give_the_runs_model_choice(script, argv):
+    """bench.py and export.py build a network from model flags with no --data to invent."""
+    flags = script_flags_for(argv[1])
+    run_argv = argv + (["--data", "somewhere"] if script == "imagenet" else [])
+    assert flags.model_choice(argv) == read_settings(flags, run_argv)[0].model
+
+
+def test_model_flags_alone_are_checked_as_a_runs_are():
+    flags = script_flags_for("l_resnet50")
+    with pytest.raises(UsageError, match="--norm and --ws do not apply"):
+        flags.model_choice(["-a", "l_resnet50", "--norm", "bn"])
+    with pytest.raises(UsageError, match="unknown architecture 'resnet5'"):
+        flags.model_choice(["-a", "resnet5"])
+    with pytest.raises(UsageError, match="--ghost-batch needs batch statistics"):
+        flags.model_choice(["-a", "resnet50", "--norm", "gn", "--ghost-batch", "2"])
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_lists_the_architectures_and_the_defaults(script):
+    make, _ = SCRIPTS[script]
+    flags = make()
+    options = help_of_each_option(flags.parser.format_help())
+    arch = options["-a"]
+    assert all(name in arch for name in flags.archs), arch  # every -a choice, by name
+    for name in ("--depth", "--cardinality", "--widen-factor", "--gamma", "--momentum",
+                 "--lr", "--epochs", "--schedule"):
+        assert "(default: " in options[name], (name, options[name])
+    if script == "cifar":
+        assert "(default: cifar10)" in options["-d"]

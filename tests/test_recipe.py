@@ -1,4 +1,5 @@
-"""utils.train.recipe.make_recipe: what each recipe flag turns on, and the reference's recipe by default."""
+"""utils.train.recipe.make_recipe: what each recipe flag turns on, and the reference's recipe by
+default."""
 import pytest
 import torch
 import torch.nn as nn

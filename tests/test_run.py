@@ -1,4 +1,5 @@
-"""utils.settings.run: the device is chosen before anything asks CUDA; models are built from the flags."""
+"""utils.settings.run: the device is chosen before anything asks CUDA; models are built from
+the flags."""
 import os
 import subprocess
 import sys

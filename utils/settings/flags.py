@@ -23,7 +23,7 @@ import difflib
 import os
 import re
 import sys
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from models import model_options
 from models.twins import PAIR_NAMES
@@ -131,10 +131,45 @@ class ScriptFlags:
         argv = sys.argv[1:] if argv is None else list(argv)
         values = vars(self.parser.parse_args(argv))
         self.check_classified(values)
-        written = {token.split("=", 1)[0] for token in argv if token.startswith("-")}
-        explicit = frozenset(name for name, flag in self.flags.items()
-                             if written & _spellings(flag))
-        return ParsedFlags(values, explicit, tuple(argv))
+        return ParsedFlags(values, _written(self.flags, argv), tuple(argv))
+
+    def model_choice(self, argv: Sequence[str], resumed: Optional[Resumed] = None) -> "ModelChoice":
+        """The ModelChoice of model flags alone, for the tools that build a network without
+        training it (bench.py, export.py): ``argv`` holds -a and the model group's flags, and
+        with ``resumed`` a checkpoint's recorded model flags fill in what argv does not write.
+        They are checked as a run checks them; no other flag is read or required (a run's
+        --data, say)."""
+        model = {name: flag for name, flag in self.flags.items() if flag.group == "model"}
+        parser = argparse.ArgumentParser(prog=self.script, allow_abbrev=False)
+        for flag in model.values():
+            parser.add_argument(*flag.names, **self._argparse(flag))
+        values = vars(parser.parse_args(list(argv)))
+        explicit = _written(model, argv)
+        if resumed is not None:
+            merge_resumed(model, set(model), values, explicit, resumed)
+        for name, flag in model.items():
+            problem = flag.problem(values[name])
+            if problem:
+                raise UsageError(problem)
+        return self._model_choice(values, explicit)
+
+    def _model_choice(self, values: dict, explicit: frozenset) -> "ModelChoice":
+        """The checked ModelChoice of every model flag's value in ``values`` (in place, an open
+        pair takes the architecture's)."""
+        check_arch(values["arch"], sorted(self.archs))
+        constructor = self.archs[values["arch"]]
+        resolve_pair(constructor, values)
+        model = {name: flag for name, flag in self.flags.items() if flag.group == "model"}
+        choice = ModelChoice(
+            values["arch"], {flag.option: values[name] for name, flag in model.items()
+                             if flag.option},
+            {flag.option: flag.long for flag in model.values() if flag.option},
+            frozenset(flag.option for name, flag in model.items()
+                      if flag.option and name in explicit),
+            values["ghost_batch"], values["sync_bn"])
+        check_model_flags(constructor, choice)
+        check_pair(values, explicit)
+        return choice
 
     def settings(self, parsed: ParsedFlags, resumed: Optional[Resumed] = None) -> "RunSettings":
         """The RunSettings of a parsed command line and, for --resume, the checkpoint's
@@ -156,25 +191,14 @@ class ScriptFlags:
         if resumed is not None:
             check_going_back(resumed.path, values)
         warn_schedule(values)
-        check_arch(values["arch"], sorted(self.archs))
-        constructor = self.archs[values["arch"]]
-        resolve_pair(constructor, values)
-        settings = self._settings(values, explicit, parsed.argv, changed)
-        check_model_flags(constructor, settings.model)
-        check_pair(values, explicit)
-        return settings
+        return self._settings(values, explicit, parsed.argv, changed)
 
     def _settings(self, values: dict, explicit: frozenset, argv: tuple,
                   changed: dict) -> "RunSettings":
-        options = {flag.option: values[name] for name, flag in self.flags.items()
-                   if flag.option}
-        flag_names = {flag.option: flag.long for flag in self.flags.values() if flag.option}
-        given = frozenset(flag.option for name, flag in self.flags.items()
-                          if flag.option and name in explicit)
+        model = self._model_choice(values, explicit)
         recipe = _recipe_settings(values)
         return RunSettings(
-            model=ModelChoice(values["arch"], options, flag_names, given, values["ghost_batch"],
-                              values["sync_bn"]),
+            model=model,
             data=DataChoice(root=values["data"], dataset=values.get("dataset"),
                             download=not values.get("no_download", True),
                             loader=values.get("loader"), decode=values.get("decode"),
@@ -191,6 +215,12 @@ class ScriptFlags:
             tta=values["tta"] == "flip", best_by=values["best_by"], replace=values["replace"],
             recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
             flags=dict(values), command=(self.script,) + tuple(argv), changed=changed)
+
+
+def _written(flags: dict, argv: Sequence[str]) -> frozenset:
+    """The names of the ``flags`` (by name) that ``argv`` writes."""
+    written = {token.split("=", 1)[0] for token in argv if token.startswith("-")}
+    return frozenset(name for name, flag in flags.items() if written & _spellings(flag))
 
 
 def _spellings(flag: Flag) -> set:

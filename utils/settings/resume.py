@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Any, Optional
 
-from ..train.checkpoint import CheckpointError
+from ..train.checkpoint import Checkpoint, CheckpointError
 from ..train.schedule import Schedule
 from .table import POLICY_FLAGS, Flag, UsageError
 
@@ -37,6 +37,11 @@ class Resumed:
     args: dict
     arch: Optional[str] = None
     keeps_ema: bool = False
+
+    @classmethod
+    def of(cls, path: str, checkpoint: Checkpoint) -> "Resumed":
+        """What the merge needs of ``checkpoint``, read from ``path``."""
+        return cls(path, checkpoint.args or {}, checkpoint.arch, bool(checkpoint.ema_state_dict))
 
 
 def merge_resumed(flags: dict, recorded: set, values: dict, explicit: set,

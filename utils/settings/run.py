@@ -53,8 +53,7 @@ def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> tuple:
     if parsed.values["resume"]:
         path = resolve_checkpoint_path(parsed.values["resume"])
         checkpoint = read_checkpoint(path)
-        resumed = Resumed(path, checkpoint.args or {}, checkpoint.arch,
-                          bool(checkpoint.ema_state_dict))
+        resumed = Resumed.of(path, checkpoint)
     return flags.settings(parsed, resumed), checkpoint
 
 
