@@ -93,6 +93,25 @@ def test_a_signal_between_micro_batches_resumes_at_the_exact_step(data, tmp_path
     assert_same_run(straight, stopped)
 
 
+def test_a_signal_in_the_last_step_of_an_epoch_resumes_with_its_evaluation(data, tmp_path,
+                                                                          monkeypatch, capsys):
+    """The place saved after an epoch's last step is the epoch's end: a resume evaluates the
+    epoch, logs and saves it, as the run that never stopped did."""
+    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    args = RECIPE + ["--data", data, "--epochs", "2"]
+    cifar.main(args + ["-c", straight])
+    with monkeypatch.context() as patch:
+        stop_at_micro_batch(patch, 18)  # epoch 2's last micro-batch, in its last step
+        with pytest.raises(TrainingInterrupted, match="continues with the evaluation of epoch 2"):
+            cifar.main(args + ["-c", stopped])
+    saved = torch.load(os.path.join(stopped, "checkpoint.pth.tar"), weights_only=True)
+    assert saved["epoch"] == 1 and saved["position"]["batch"] == 9
+    capsys.readouterr()
+    cifar.main(["--resume", stopped, "--data", data])
+    assert "resumed after its last batch" in capsys.readouterr().out
+    assert_same_run(straight, stopped)
+
+
 def test_sigkill_after_a_timed_recovery_checkpoint_loses_nothing_but_the_steps_since(data,
                                                                                     tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")

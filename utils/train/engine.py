@@ -240,7 +240,7 @@ def train_one_epoch(model: torch.nn.Module, loader: EpochLoader, recipe: Recipe,
         if progress.due(i + 1):
             progress.update(i + 1, data_time, time.time() - end, *meters.averages())
         if last_of_step and control is not None:
-            control.after_step(epoch, i + 1, meters, watch.check)
+            control.after_step(epoch, i + 1, meters, watch.check, len(sizes))
         end = time.time()
     progress.finish()
     watch.check()
@@ -285,6 +285,13 @@ def evaluate(model: torch.nn.Module, loader: EpochLoader, criterion: torch.nn.Mo
     return meters.reduced().averages()
 
 
+def resumed_at(batch: int, epoch_batches: int) -> str:
+    """How an epoch line says where a resumed epoch starts."""
+    if batch >= epoch_batches:
+        return " (resumed after its last batch: evaluation)"
+    return f" (resumed at batch {batch + 1})"
+
+
 def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
         log: Optional[Logger], record: dict) -> float:
     """The epoch loop: train ``model`` on ``loaders.train``, evaluate on ``loaders.test``, step
@@ -322,7 +329,8 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
             save_checkpoint(capture(epoch, best_acc, position=position.as_dict()), False,
                             folder)
 
-    if start.position is not None and not start.position.batch < len(loaders.train):
+    # A position at the epoch's end is a run stopped after its last step: it evaluates next.
+    if start.position is not None and not start.position.batch <= len(loaders.train):
         raise CheckpointError(f"the checkpoint's position in its epoch is malformed: batch "
                               f"{start.position.batch + 1} of an epoch of {len(loaders.train)} "
                               f"batches")
@@ -333,7 +341,7 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
             lr = start.position.lr if resuming else recipe.optimizer.param_groups[0]["lr"]
             if main:
                 print(f"\nEpoch: [{epoch + 1} | {plan.epochs}] LR: {lr:f}" + (
-                    f" (resumed at batch {start.position.batch + 1})" if resuming else ""),
+                    resumed_at(start.position.batch, len(loaders.train)) if resuming else ""),
                     flush=True)
             loaders.train.set_epoch(epoch, start.position.batch if resuming else 0)
             began = time.perf_counter()
@@ -344,7 +352,8 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
             test_loss, test_acc, _ = evaluate(model.call, loaders.test, recipe.eval_criterion,
                                               recipe.amp, show)
             if main:
-                rate = format_rate(sum(loaders.train.batch_sizes()) / train_time)
+                ran = loaders.train.batch_sizes()[start.position.batch if resuming else 0:]
+                rate = format_rate(sum(ran) / train_time)
                 print(f"    Epoch time: train {train_time:.2f} s ({rate} img/s"
                       f"), test {time.perf_counter() - began - train_time:.2f} s", flush=True)
             row = dict(zip(COLUMNS, [lr, train_loss, test_loss, train_acc, test_acc]))

@@ -30,11 +30,19 @@ SIGNAL_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 
 class TrainingInterrupted(Exception):
-    def __init__(self, signame: str, resume_epoch: int, batch: int = 0):
+    def __init__(self, signame: str, resume_epoch: int, batch: int = 0,
+                 epoch_batches: Optional[int] = None):
         """``resume_epoch``, ``batch``: the 0-based epoch and micro-batch where a --resume of the
-        checkpoint just written continues."""
-        where = (f"at epoch {resume_epoch + 1}, batch {batch + 1} (its place in the epoch was "
-                 f"saved)" if batch else f"with epoch {resume_epoch + 1}")
+        checkpoint just written continues; ``epoch_batches``: the epoch's micro-batches (a
+        ``batch`` past its last one: the epoch's training is done, its evaluation is not)."""
+        if not batch:
+            where = f"with epoch {resume_epoch + 1}"
+        elif epoch_batches is not None and batch >= epoch_batches:
+            where = (f"with the evaluation of epoch {resume_epoch + 1} (its training was "
+                     f"saved)")
+        else:
+            where = (f"at epoch {resume_epoch + 1}, batch {batch + 1} (its place in the epoch "
+                     f"was saved)")
         super().__init__(f"stopped by {signame} after the step in flight; --resume continues "
                          f"{where}")
         self.signame = signame
@@ -150,10 +158,12 @@ class StepControl:
         self.interval = save_every_minutes * 60.0
         self.last_save = time.monotonic()
 
-    def after_step(self, epoch: int, next_batch: int, meters: Meters, check: Callable) -> None:
+    def after_step(self, epoch: int, next_batch: int, meters: Meters, check: Callable,
+                   epoch_batches: Optional[int] = None) -> None:
         """``meters``: this process's Meters of the epoch so far; ``check()`` raises for a
         non-finite epoch. Reading either syncs the host, so they are read only when a
-        checkpoint is written."""
+        checkpoint is written. ``epoch_batches``: the epoch's micro-batches (``next_batch``
+        equals it after the epoch's last step)."""
         due = bool(self.interval) and time.monotonic() - self.last_save >= self.interval
         code = distributed.max_over_processes(
             2 * StopSignal.NAMES.index(self.stop.received) + int(due))
@@ -165,4 +175,4 @@ class StepControl:
         self.last_save = time.monotonic()
         signame = StopSignal.NAMES[code // 2]
         if signame:
-            raise TrainingInterrupted(signame, epoch, next_batch)
+            raise TrainingInterrupted(signame, epoch, next_batch, epoch_batches)
