@@ -53,7 +53,7 @@ def _collate(items):
 class DeviceDecodeLoader(EpochLoader):
     """Batches of an ImageFiles tree, decoded, cropped (the training views where ``train``, the
     val view otherwise; then ``policy`` in training) and normalised to ``fmt`` on ``device``;
-    ``workers`` read the files (persistent ones for training only)."""
+    ``workers`` read the files (imagenet_loaders keeps them between epochs for training only)."""
 
     def __init__(self, files: ImageFiles, batches: EpochBatches,
                  device: Union[str, torch.device], fmt: BatchFormat, train: bool,
@@ -61,7 +61,6 @@ class DeviceDecodeLoader(EpochLoader):
         self.batches, self.device, self.train = batches, torch.device(device), train
         self.policy = policy
         self.paths = [path for path, _ in files.samples]
-        workers = Workers(workers.count, workers.prefetch, persistent=train)
         self.loader = data_loader(EncodedImages(files), workers, collate_fn=_collate,
                                   batch_sampler=TaggedBatches(batches))
         self.normalize = Normalize(fmt, device)

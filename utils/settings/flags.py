@@ -84,6 +84,8 @@ class ScriptFlags:
     def __init__(self, spec: ScriptSpec, shared: tuple):
         self.spec, self.script, self.archs = spec, spec.script, spec.archs
         self.flags = {flag.name: flag for flag in shared + tuple(spec.own_flags)}
+        self.model_flags = {name: flag for name, flag in self.flags.items()
+                            if flag.group == "model"}
         self.parser = argparse.ArgumentParser(prog=spec.script, description=spec.description,
                                               allow_abbrev=False)
         groups = {name: self.parser.add_argument_group(title) for name, _, title in GROUPS}
@@ -133,13 +135,14 @@ class ScriptFlags:
         self.check_classified(values)
         return ParsedFlags(values, _written(self.flags, argv), tuple(argv))
 
-    def model_choice(self, argv: Sequence[str], resumed: Optional[Resumed] = None) -> "ModelChoice":
+    def model_choice(self, argv: Sequence[str],
+                     resumed: Optional[Resumed] = None) -> "ModelChoice":
         """The ModelChoice of model flags alone, for the tools that build a network without
         training it (bench.py, export.py): ``argv`` holds -a and the model group's flags, and
         with ``resumed`` a checkpoint's recorded model flags fill in what argv does not write.
         They are checked as a run checks them; no other flag is read or required (a run's
         --data, say)."""
-        model = {name: flag for name, flag in self.flags.items() if flag.group == "model"}
+        model = self.model_flags
         parser = argparse.ArgumentParser(prog=self.script, allow_abbrev=False)
         for flag in model.values():
             parser.add_argument(*flag.names, **self._argparse(flag))
@@ -147,10 +150,7 @@ class ScriptFlags:
         explicit = _written(model, argv)
         if resumed is not None:
             merge_resumed(model, set(model), values, explicit, resumed)
-        for name, flag in model.items():
-            problem = flag.problem(values[name])
-            if problem:
-                raise UsageError(problem)
+        _check_values(model, values)
         return self._model_choice(values, explicit)
 
     def _model_choice(self, values: dict, explicit: frozenset) -> "ModelChoice":
@@ -159,7 +159,7 @@ class ScriptFlags:
         check_arch(values["arch"], sorted(self.archs))
         constructor = self.archs[values["arch"]]
         resolve_pair(constructor, values)
-        model = {name: flag for name, flag in self.flags.items() if flag.group == "model"}
+        model = self.model_flags
         choice = ModelChoice(
             values["arch"], {flag.option: values[name] for name, flag in model.items()
                              if flag.option},
@@ -181,10 +181,7 @@ class ScriptFlags:
             changed = merge_resumed(self.flags, self.dests(RECORDED), values, explicit, resumed)
         if values["workers"] is None:
             values["workers"] = default_workers(self.spec.workers)
-        for name, flag in self.flags.items():
-            problem = flag.problem(values[name])
-            if problem:
-                raise UsageError(problem)
+        _check_values(self.flags, values)
         check_rules(values, self.spec.image_size, resumed is not None)
         if values["checkpoint"] is None:
             values["checkpoint"] = default_run_folder(self.script, values["arch"])
@@ -215,6 +212,14 @@ class ScriptFlags:
             tta=values["tta"] == "flip", best_by=values["best_by"], replace=values["replace"],
             recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
             flags=dict(values), command=(self.script,) + tuple(argv), changed=changed)
+
+
+def _check_values(flags: dict, values: dict) -> None:
+    """Each of ``flags`` (by name) refuses a value outside its type's range: a UsageError."""
+    for name, flag in flags.items():
+        problem = flag.problem(values[name])
+        if problem:
+            raise UsageError(problem)
 
 
 def _written(flags: dict, argv: Sequence[str]) -> frozenset:
