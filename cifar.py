@@ -7,27 +7,34 @@
 """
 import models
 from utils import distributed
+from utils.cli import run_main
 from utils.data.cifar import cifar_loaders
 from utils.data.datasets import DATASETS, load_dataset
+from utils.scripts import cifar_flags
 from utils.seeding import seed_everything
-from utils.settings import run
-from utils.settings.scripts import cifar_flags
+from utils.session import stages
+from utils.session.build import build_model, load_initial_weights, prepare_model
+from utils.session.device import choose_seed, select_device
+from utils.session.report import report_evaluation
 from utils.train.recipe import make_recipe
 
 
 def main(argv=None):
     # Flags (a resumed run takes its checkpoint's recorded ones), then the device: nothing asks
-    # CUDA anything before --gpu-id has chosen the GPU. Bad model flags fail before the data.
-    settings, checkpoint = run.read_settings(cifar_flags(), argv)
-    device, gpu_count = run.select_device(settings.device, settings.recipe.amp)
-    settings = settings.with_seed(run.choose_seed(settings.seed, settings.data.train_batch))
+    # CUDA anything before --gpu-id has chosen the GPU.
+    settings, checkpoint = stages.read_settings(cifar_flags(), argv)
+    device, gpu_count = select_device(settings.device, settings.recipe.amp)
+    settings = settings.with_seed(choose_seed(settings.seed, settings.data.train_batch))
     seed_everything(settings.seed)
+
+    # The model as it trains, and its --weights: bad model flags fail before the data
     num_classes = DATASETS[settings.data.dataset]["num_classes"]
-    run.check_resume(settings, checkpoint, num_classes)
-    network = run.build_model(models.cifar.MODELS, settings.model, num_classes, device)
-    run.load_initial_weights(network, settings)
+    stages.check_resume(settings, checkpoint, num_classes)
+    print(f"==> creating model '{settings.model.arch}'")
+    network = build_model(models.cifar.MODELS, settings.model, num_classes, device)
+    initial = load_initial_weights(network, settings.weights, num_classes)
     if not settings.evaluate:
-        run.check_run_folder(settings)
+        stages.check_run_folder(settings)
 
     # Data, on the training device
     print(f"==> Preparing dataset {settings.data.dataset}")
@@ -35,21 +42,23 @@ def main(argv=None):
                                        download=settings.data.download)
     loaders = cifar_loaders(train_set, test_set, settings.data, device, settings.seed,
                             settings.device.channels_last, distributed.shard())
+    stages.say_held_out(settings.data.val_split, loaders)
 
-    # Model, recipe (loss, optimizer, schedule, regularisers, EMA), and where a resume continues
-    print(f"==> creating model '{settings.model.arch}'")
-    model = run.prepare_model(network, device, gpu_count, settings)
+    # Model on the device, recipe (loss, optimizer, schedule, regularisers, EMA), and where a
+    # resume continues
+    model = prepare_model(network, device, gpu_count, settings.device)
     recipe = make_recipe(model.raw, settings.recipe, num_classes, len(loaders.train),
                          settings.seed)
-    plan = run.start_plan(settings, checkpoint, model.raw, recipe)
+    plan = stages.start_plan(settings, checkpoint, model.raw, recipe)
 
     # Evaluate; or train, evaluating every epoch: log.txt, checkpoints, then the curves
     if settings.evaluate:
-        return run.report_evaluation(model, loaders.test, recipe, plan, train_set.classes,
-                                     num_classes)
-    record = run.run_record(settings, num_classes, checkpoint)
-    return run.train_and_log(model, loaders, recipe, plan, record)
+        return report_evaluation(model, loaders.test_split, recipe, plan, train_set.classes,
+                                 num_classes)
+    fields = stages.checkpoint_fields(settings, stages.RunData(num_classes, train_set.classes, initial),
+                                      checkpoint)
+    return stages.train_and_log(model, loaders, recipe, plan, fields)
 
 
 if __name__ == "__main__":
-    run.run_main(main)
+    run_main(main)

@@ -8,36 +8,50 @@ plain convolutions (models/deploy.py), written by torch.export, or as a state_di
 
 The model is rebuilt from the flags the checkpoint records. A .pt2 loads with
 torch.export.load(path).module(); a state_dict loads into models.deploy.plain_convs(the l_*
-model), the same network with plain convolutions.
+model), the same network with plain convolutions. What the model is travels with it as JSON
+(architecture, class count, class names in output order, input shape): inside the .pt2 as its
+extra file metadata.json (torch.export.load(path, extra_files={"metadata.json": ""})), and
+beside a state_dict as OUTPUT.json. A checkpoint from before class names were recorded gives
+"classes": null.
 """
 import argparse
+import json
 import os
 import sys
+from typing import NamedTuple
 
 import torch
 
 from models.deploy import fold_weight_standardization
-from utils.settings import run
-from utils.settings.resume import Resumed
-from utils.settings.scripts import script_flags_for
+from utils.cli import run_main
 from utils.messages import first_line
-from utils.settings.flags import UsageError
+from utils.scripts import script_flags_for
+from utils.session.build import build_model
+from utils.session.stages import resumed_of
+from utils.settings.flag import UsageError
 from utils.train.checkpoint import (CheckpointError, load_weights, read_checkpoint,
                                     resolve_checkpoint_path)
 
 FORMATS = {"exported": ".pt2", "state_dict": ".pth"}
 
 
+class ExportedRun(NamedTuple):
+    """A run's model in eval mode (its weights, or its EMA's), and what it is (metadata)."""
+    model: torch.nn.Module
+    size: int
+    metadata: dict
+
+
 def load_run(path, use_ema=False):
-    """(the run's model in eval mode with its weights, or its EMA's; its input size)."""
+    """The ExportedRun of a run folder or checkpoint file."""
     checkpoint = read_checkpoint(path)
     arch = checkpoint.arch or (checkpoint.args or {}).get("arch")
     if arch is None or checkpoint.num_classes is None:
         raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "
                               f"this project is needed to rebuild its model)")
     flags = script_flags_for(arch)
-    choice = flags.model_choice([], Resumed.of(path, checkpoint))
-    model = run.build_model(flags.archs, choice, checkpoint.num_classes)
+    choice = flags.model_settings([], resumed_of(path, checkpoint))
+    model = build_model(flags.archs, choice, checkpoint.num_classes)
     size = flags.spec.image_size
     if use_ema:
         saved = checkpoint.ema_state_dict
@@ -48,12 +62,15 @@ def load_run(path, use_ema=False):
                              if k.startswith("module.")})
     else:
         load_weights(model, checkpoint)
-    return model.eval(), size
+    metadata = {"arch": arch, "num_classes": checkpoint.num_classes,
+                "classes": checkpoint.classes, "input": [3, size, size], "ema": use_ema}
+    return ExportedRun(model.eval(), size, metadata)
 
 
-def check_output(output, resume, replace):
+def check_output(output, resume, replace, sidecar=False):
     """-o must name a new file in an existing folder: never a checkpoint (the one exported or
-    any other: a run's files are its own), and an existing file only with --replace."""
+    any other: a run's files are its own), and an existing file (or, with ``sidecar``, an
+    existing OUTPUT.json beside it) only with --replace."""
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise UsageError(f"cannot write {output}: no folder {folder}")
@@ -61,8 +78,9 @@ def check_output(output, resume, replace):
     if os.path.abspath(output) == source or output.endswith(".pth.tar"):
         raise UsageError(f"-o {output} would write over a checkpoint (a .pth.tar of a run); "
                          f"name another file")
-    if os.path.exists(output) and not replace:
-        raise UsageError(f"-o {output} exists; add --replace to write over it")
+    for path in [output] + ([output + ".json"] if sidecar else []):
+        if os.path.exists(path) and not replace:
+            raise UsageError(f"-o {output}: {path} exists; add --replace to write over it")
 
 
 def main(argv=None):
@@ -77,16 +95,24 @@ def main(argv=None):
     parser.add_argument("--replace", action="store_true",
                         help="write over an existing file at -o (never over a checkpoint)")
     args = parser.parse_args(argv)
-    check_output(args.output, args.resume, args.replace)
-    model, size = load_run(args.resume, args.ema)
+    check_output(args.output, args.resume, args.replace,
+                 sidecar=args.format == "state_dict")
+    model, size, metadata = load_run(args.resume, args.ema)
     folded = fold_weight_standardization(model)
+    described = json.dumps(metadata, indent=2) + "\n"
     if args.format == "state_dict":
-        content, save = folded.state_dict(), torch.save
+        def save(content, path):
+            torch.save(content, path)
+            with open(path + ".json", "w") as f:
+                f.write(described)
+        content = folded.state_dict()
     else:
         example = torch.randn(2, 3, size, size)
         content = torch.export.export(folded, (example,),
                                       dynamic_shapes=({0: torch.export.Dim("batch")},))
-        save = torch.export.save
+
+        def save(content, path):
+            torch.export.save(content, path, extra_files={"metadata.json": described})
     try:
         save(content, args.output)
     except (OSError, RuntimeError) as e:  # torch's writers report some failures as RuntimeError
@@ -98,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run.run_main(main))
+    sys.exit(run_main(main))

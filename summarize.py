@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Results over seeds: a table of each group's final and best Valid Acc. (mean +- std, median, n)
-and its mean curve with a min-max band.
+"""Results over seeds: a table of each group's final and best Valid Acc. (mean +- std, median, n;
+for runs with --val-split, whose Valid Acc. is the held-out split's, also the test split's score
+of the final and the best weights) and its mean curve with a min-max band.
 
     python summarize.py checkpoints/cifar10/*-seed*                    # grouped by their flags
     python summarize.py --group BN='checkpoints/cifar10/resnet-20-seed*' \\
@@ -13,8 +14,8 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from utils.records.logger import check_output, draw_figure, picture_formats, savefig
-from utils.records.summary import (distinct_folders, final_and_best, group_by_flags, group_by_globs,
-                           mean_curve, read_run)
+from utils.records.summary import (distinct_folders, final_and_best, group_by_flags,
+                                   group_by_globs, mean_curve, read_run, stats)
 
 
 def table(groups):
@@ -22,11 +23,19 @@ def table(groups):
     width = max(len("group"), *(len(label) for label in groups))
     lines = [f"{'group':<{width}}  {'n':>3}  {'final Valid Acc. mean +- std':>28}  {'median':>7}"
              f"  {'best Valid Acc. mean +- std':>27}  {'median':>7}"]
+    tested = all(run.test for runs in groups.values() for run in runs)
+    if tested:  # --val-split runs: the test split, scored once at the end of each
+        lines[0] += f"  {'test (final) mean +- std':>24}  {'test (best) mean +- std':>23}"
     for label, runs in groups.items():
         final, best = final_and_best(runs)
-        lines.append(f"{label:<{width}}  {final.n:>3}  {final.mean:>18.2f} +- {spread(final)}"
-                     f"  {final.median:>7.2f}  {best.mean:>17.2f} +- {spread(best)}"
-                     f"  {best.median:>7.2f}")
+        line = (f"{label:<{width}}  {final.n:>3}  {final.mean:>18.2f} +- {spread(final)}"
+                f"  {final.median:>7.2f}  {best.mean:>17.2f} +- {spread(best)}"
+                f"  {best.median:>7.2f}")
+        if tested:
+            for name, size in (("final", 14), ("best", 13)):
+                test = stats(run.test.get(name, float("nan")) for run in runs)
+                line += f"  {test.mean:>{size}.2f} +- {spread(test)}"
+        lines.append(line)
     if any(len(runs) == 1 for runs in groups.values()):
         lines.append("(n/a: the sample std of a single run is undefined)")
     for runs in groups.values():

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["NORMS", "BATCH_NORMS", "GROUP_NORMS", "GN_NARROW_RULES", "BCN_SPEED", "batch_norm",
+__all__ = ["NORMS", "BATCH_NORMS", "GROUP_NORMS", "GN_NARROW_RULES", "NORM_DEFAULTS", "batch_norm",
            "group_count", "group_norm", "layer_norm",
            "instance_norm", "BatchChannelNorm2d", "GhostBatchNorm2d", "NormChoice",
            "use_micro_batches", "NORM_TYPES"]
@@ -36,14 +36,53 @@ NORMS = ("bn", "gn", "ln", "in", "bcn")
 BATCH_NORMS = ("bn", "bcn")  # the norms with batch statistics
 GROUP_NORMS = ("gn", "bcn")  # the norms that take --gn-groups
 GN_NARROW_RULES = ("pairs", "channels")
-BCN_SPEED = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class NormChoice:
+    """Which normalisation a network is built with (--norm and its options): ``norm`` one of
+    NORMS; ``gn_groups`` and ``gn_narrow`` the group count and rule of gn and of bcn's channel
+    part (``group_count``); ``bcn_speed`` the speed of bcn's micro-batch estimates;
+    ``fit_width`` for networks of irregular widths (PyramidNet).
+
+    Its field defaults are the project's norm defaults, written nowhere else: the pair options of
+    every constructor (models.twins), the flags' defaults and help (utils.settings.table) and the
+    layers' own defaults read them from here (``NORM_DEFAULTS``)."""
+    norm: str = "bn"
+    gn_groups: int = 32
+    gn_narrow: str = "pairs"
+    bcn_speed: float = 0.01
+    fit_width: bool = False
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        group_count(2 * self.gn_groups, self.gn_groups, self.gn_narrow)  # checks both
+
+    def layer(self, num_channels: int) -> nn.Module:
+        """The norm layer of ``num_channels`` channels: the ``norm_layer`` of a family."""
+        if self.norm == "bn":
+            return batch_norm(num_channels)
+        if self.norm == "ln":
+            return layer_norm(num_channels)
+        if self.norm == "in":
+            return instance_norm(num_channels)
+        groups = group_count(num_channels, self.gn_groups, self.gn_narrow, self.fit_width)
+        if self.norm == "gn":
+            return nn.GroupNorm(groups, num_channels)
+        return BatchChannelNorm2d(num_channels, groups, self.bcn_speed)
+
+
+# The options of a norm pair and their defaults, from NormChoice's fields.
+NORM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NormChoice)
+                 if f.name != "fit_width"}
 
 
 def batch_norm(num_channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(num_channels)
 
 
-def group_count(num_channels: int, num_groups: int = 32, narrow: str = "pairs",
+def group_count(num_channels: int, num_groups: int, narrow: str = NormChoice.gn_narrow,
                 fit_width: bool = False) -> int:
     """The number of groups GroupNorm(``num_groups``) gets on a layer of ``num_channels``.
 
@@ -80,8 +119,8 @@ def group_count(num_channels: int, num_groups: int = 32, narrow: str = "pairs",
     return groups
 
 
-def group_norm(num_channels: int, num_groups: int = 32, fit_width: bool = False,
-               narrow: str = "pairs") -> nn.GroupNorm:
+def group_norm(num_channels: int, num_groups: int, fit_width: bool = False,
+               narrow: str = NormChoice.gn_narrow) -> nn.GroupNorm:
     """GroupNorm with the groups of ``group_count``: per sample, each group of channels is
     normalised over its channels and pixels, y = (x - mean) / sqrt(var + 1e-5) * w + b with a
     per-channel affine (w, b)."""
@@ -121,7 +160,8 @@ class BatchChannelNorm2d(nn.Module):
         y = w_g (x' - mean_g) / sqrt(var_g + eps) + b_g
     """
 
-    def __init__(self, num_channels: int, num_groups: int = 32, speed: float = BCN_SPEED,
+    def __init__(self, num_channels: int, num_groups: int = NormChoice.gn_groups,
+                 speed: float = NormChoice.bcn_speed,
                  eps: float = 1e-5):
         super().__init__()
         if not 0.0 < speed <= 1.0:
@@ -211,34 +251,3 @@ def use_micro_batches(model: nn.Module, size: int) -> int:
 
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, BatchChannelNorm2d)
-
-
-@dataclasses.dataclass(frozen=True)
-class NormChoice:
-    """Which normalisation a network is built with (--norm and its options): ``norm`` one of
-    NORMS; ``gn_groups`` and ``gn_narrow`` the group count and rule of gn and of bcn's channel
-    part (``group_count``); ``bcn_speed`` the speed of bcn's micro-batch estimates;
-    ``fit_width`` for networks of irregular widths (PyramidNet)."""
-    norm: str = "bn"
-    gn_groups: int = 32
-    gn_narrow: str = "pairs"
-    bcn_speed: float = BCN_SPEED
-    fit_width: bool = False
-
-    def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        group_count(2 * self.gn_groups, self.gn_groups, self.gn_narrow)  # checks both
-
-    def layer(self, num_channels: int) -> nn.Module:
-        """The norm layer of ``num_channels`` channels: the ``norm_layer`` of a family."""
-        if self.norm == "bn":
-            return batch_norm(num_channels)
-        if self.norm == "ln":
-            return layer_norm(num_channels)
-        if self.norm == "in":
-            return instance_norm(num_channels)
-        groups = group_count(num_channels, self.gn_groups, self.gn_narrow, self.fit_width)
-        if self.norm == "gn":
-            return nn.GroupNorm(groups, num_channels)
-        return BatchChannelNorm2d(num_channels, groups, self.bcn_speed)

@@ -14,14 +14,15 @@ class's own arguments, less the injected ones and those the variant fixes), so t
 refuse a flag an architecture does not take instead of dropping it silently.
 """
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch.nn as nn
 
 from .layers import WSConv2d
-from .norms import BCN_SPEED, NormChoice
+from .norms import NORM_DEFAULTS, NormChoice
 
-__all__ = ["twins", "variant", "PAIR_OPTIONS", "GN_OPTIONS", "WS_OPTION", "layer_pair"]
+__all__ = ["Pair", "Twins", "twins", "variant", "PAIR_OPTIONS", "GN_OPTIONS", "WS_OPTION",
+           "layer_pair"]
 
 INJECTED = ("self", "conv_layer", "norm_layer")
 
@@ -30,27 +31,41 @@ def _option(name, default):
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
 
 
-# The options that choose a pair, with their defaults (the BatchNorm network's).
+# The options that choose a pair, with their defaults: NormChoice's (the BatchNorm network's),
+# and no WS.
 WS_OPTION = [_option("ws", False)]
-GN_OPTIONS = [_option("gn_groups", 32), _option("gn_narrow", "pairs")]
-PAIR_OPTIONS = [_option("norm", "bn")] + WS_OPTION + GN_OPTIONS + [_option("bcn_speed", BCN_SPEED)]
+GN_OPTIONS = [_option(name, NORM_DEFAULTS[name]) for name in ("gn_groups", "gn_narrow")]
+PAIR_OPTIONS = ([_option("norm", NORM_DEFAULTS["norm"])] + WS_OPTION + GN_OPTIONS
+                + [_option("bcn_speed", NORM_DEFAULTS["bcn_speed"])])
 PAIR_NAMES = tuple(p.name for p in PAIR_OPTIONS)
 
 
+class Pair(NamedTuple):
+    """The (conv, norm) pair a family is built with: the conv class and the norm factory."""
+    conv_layer: Callable
+    norm_layer: Callable
+
+
+class Twins(NamedTuple):
+    """A family's two named constructors: the pair chosen by options, and l_<name> (GN+WS)."""
+    plain: Callable
+    gn_ws: Callable
+
+
 def layer_pair(options: dict, fit_width: bool = False, norm: Optional[str] = None,
-               ws: Optional[bool] = None) -> tuple:
+               ws: Optional[bool] = None) -> Pair:
     """(conv_layer, norm_layer) of the pair options in ``options`` (removed from it);
     ``norm`` / ``ws`` given here are the variant's own and override."""
     picked = {name: options.pop(name) for name in PAIR_NAMES if name in options}
-    norm = norm if norm is not None else picked.get("norm", "bn")
-    ws = ws if ws is not None else picked.get("ws", False)
-    choice = NormChoice(norm, picked.get("gn_groups", 32), picked.get("gn_narrow", "pairs"),
-                        picked.get("bcn_speed", BCN_SPEED), fit_width)
-    return (WSConv2d if ws else nn.Conv2d), choice.layer
+    ws = ws if ws is not None else picked.pop("ws", False)
+    picked.pop("ws", None)
+    if norm is not None:
+        picked["norm"] = norm
+    return Pair(WSConv2d if ws else nn.Conv2d, NormChoice(**picked, fit_width=fit_width).layer)
 
 
 def twins(network: type, name: str, fixed: Optional[dict] = None, fit_width: bool = False,
-          **defaults: Any) -> tuple:
+          **defaults: Any) -> Twins:
     """(``name``, ``l_<name>``) constructors of ``network``. ``fixed``: arguments this variant
     sets and does not offer (e.g. a depth in the name); ``defaults``: new defaults for offered
     arguments; ``fit_width``: the GroupNorm rule for irregular widths (models.norms)."""
@@ -61,7 +76,7 @@ def twins(network: type, name: str, fixed: Optional[dict] = None, fit_width: boo
                     norm="gn", ws=True,
                     doc=f"l_{name}: {network.__name__} with WSConv2d and GroupNorm(gn_groups) "
                         f"(GN+WS).", **defaults)
-    return plain, gn_ws
+    return Twins(plain, gn_ws)
 
 
 def variant(network: Callable, name: str, pair_options: list, fixed: Optional[dict] = None,

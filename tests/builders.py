@@ -26,7 +26,7 @@ def one_line_failure(main, argv, capsys):
     line on stderr besides warnings, and no traceback. Returns (exit code, the line)."""
     import pytest
 
-    from utils.settings.run import run_main
+    from utils.cli import run_main
     with pytest.raises(SystemExit) as exit_info:
         run_main(main, argv)
     err = capsys.readouterr().err

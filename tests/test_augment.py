@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.data.augment import (BatchAugment, DualCutoutLoss, Regularisers, cutmix, cutout,
+from utils.settings.values import Regularisers
+from utils.data.augment import (BatchAugment, DualCutoutLoss, cutmix, cutout,
                                 dual_cutout, mixup, one_hot, random_erasing, ricap)
 
 

@@ -20,7 +20,7 @@ import imagenet
 import plot
 from builders import (REPO, TINY_MODEL, make_cifar_pickles, make_idx_dataset, make_image_folder,
                       make_svhn, one_line_failure, read_log_rows, tiny_run, write_idx, write_mat)
-from utils.settings.run import read_settings
+from utils.session.stages import read_settings
 
 TINY = TINY_MODEL + tiny_run(seed=2, train_batch=8, test_batch=8)
 IMAGENET = ["-a", "l_resnet18", "-j", "0", "--epochs", "1"] + tiny_run(seed=2, train_batch=2,

@@ -5,12 +5,13 @@ import tempfile
 
 import pytest
 
-import bench
+from benchmarks.cli import main as bench_main
+from benchmarks.fixtures import synthetic_imagenet
 from builders import help_of_each_option
 
 
 def test_model_bench_prints_throughput_and_ratios(capsys):
-    bench.main(["step", "-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
+    bench_main(["step", "-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
                 "--amp", "bf16", "--warmup", "1", "--windows", "2", "--steps", "1"])
     out = capsys.readouterr().out
     assert re.search(r"l_resnet amp=bf16 .* img/s best .* img/s median", out)
@@ -20,7 +21,7 @@ def test_model_bench_prints_throughput_and_ratios(capsys):
 
 
 def test_pipeline_bench_prints_delivered_rate(capsys):
-    bench.main(["pipeline", "cifar", "--device", "cpu", "--images", "256", "--batch", "64",
+    bench_main(["pipeline", "cifar", "--device", "cpu", "--images", "256", "--batch", "64",
                 "--windows", "2"])
     out = capsys.readouterr().out
     assert re.search(r"DeviceLoader CIFAR 256 images, policy none: \d+ img/s best", out)
@@ -28,7 +29,7 @@ def test_pipeline_bench_prints_delivered_rate(capsys):
 
 
 def test_pipeline_bench_times_each_policy_against_none(capsys):
-    bench.main(["pipeline", "cifar", "--device", "cpu", "--images", "64", "--batch", "32",
+    bench_main(["pipeline", "cifar", "--device", "cpu", "--images", "64", "--batch", "32",
                 "--windows", "1", "--policies"])
     out = capsys.readouterr().out
     for policy in ("--autoaugment cifar10", "--randaugment 2 9", "--trivialaugment"):
@@ -44,7 +45,7 @@ def test_imagenet_pipeline_bench_times_every_path_beside_the_reference(capsys, t
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    bench.main(["pipeline", "imagenet", "--data", root, "--device-decode", "--device", "cpu",
+    bench_main(["pipeline", "imagenet", "--data", root, "--device-decode", "--device", "cpu",
                 "--batch", "4", "--workers", "0", "--windows", "1"])
     out = capsys.readouterr().out
     rates = dict(re.findall(r"^(\S+): ([\d.]+) img/s median$", out, re.MULTILINE))
@@ -57,18 +58,18 @@ def test_imagenet_pipeline_bench_times_every_path_beside_the_reference(capsys, t
 
 
 def test_imagenet_pipeline_bench_makes_its_jpegs_from_real_cifar(capsys, cifar_npz, tmp_path):
-    folder = bench.synthetic_imagenet(cifar_npz, str(tmp_path / "jpegs"), 8)
+    folder = synthetic_imagenet(cifar_npz, str(tmp_path / "jpegs"), 8)
     from PIL import Image
     files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(folder, "train"))
              for f in names]
     assert len(files) == 8 and Image.open(files[0]).size == (500, 375)
-    bench.main(["pipeline", "imagenet", "--npz", cifar_npz, "--images", "8", "--device", "cpu",
+    bench_main(["pipeline", "imagenet", "--npz", cifar_npz, "--images", "8", "--device", "cpu",
                 "--batch", "4", "--workers", "0", "--windows", "1"])
     assert re.search(r"^default: [\d.]+ img/s median$", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_overhead_bench_prints_each_round_and_the_ratio_of_minima(capsys, cifar_npz):
-    bench.main(["overhead", "--npz", cifar_npz, "--train", "256", "--test", "64", "--epochs",
+    bench_main(["overhead", "--npz", cifar_npz, "--train", "256", "--test", "64", "--epochs",
                 "1", "--batch", "64", "--windows", "1", "--steps", "1", "--warmup", "1",
                 "--repeats", "2"])
     out = capsys.readouterr().out
@@ -81,7 +82,7 @@ def test_overhead_bench_prints_each_round_and_the_ratio_of_minima(capsys, cifar_
 
 
 def test_fold_bench_prints_both_forwards_and_their_ratio(capsys):
-    bench.main(["fold", "-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
+    bench_main(["fold", "-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
                 "--warmup", "1", "--windows", "2", "--steps", "1"])
     out = capsys.readouterr().out
     assert re.search(r"l_resnet with WS +[\d.]+ img/s best", out)
@@ -92,7 +93,7 @@ def test_fold_bench_prints_both_forwards_and_their_ratio(capsys):
 @pytest.mark.parametrize("command", ["step", "pipeline", "overhead", "fold"])
 def test_every_bench_option_shows_its_default(command, capsys):
     with pytest.raises(SystemExit):
-        bench.main([command, "--help"])
+        bench_main([command, "--help"])
     options = help_of_each_option(capsys.readouterr().out)
     assert len(options) > 3
     for option, text in options.items():

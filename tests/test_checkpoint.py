@@ -10,8 +10,8 @@ import models
 from utils.train.checkpoint import (ALWAYS_WRITTEN, Checkpoint, CheckpointError, read_checkpoint,
                                     save_checkpoint)
 from utils.seeding import rng_state
-from utils.train.recipe import RecipeSettings, make_recipe
-from utils.train.schedule import Schedule
+from utils.settings.values import RecipeSettings, Schedule
+from utils.train.recipe import make_recipe
 
 
 def same(a, b):

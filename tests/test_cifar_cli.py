@@ -13,7 +13,7 @@ import torch
 import cifar
 from builders import (REPO, make_cifar_pickles, make_image_folder, one_line_failure,
                       read_log_rows, tiny_run)
-from utils.settings.flags import UsageError
+from utils.settings.flag import UsageError
 
 HEADER = "Learning Rate\tTrain Loss\tValid Loss\tTrain Acc.\tValid Acc.\t"
 FAST = tiny_run(seed=3)
@@ -177,7 +177,8 @@ def test_no_data_and_no_network_is_one_clear_line(tmp_path):
 
 
 def test_md5_mismatch_still_loads_but_garbage_is_an_error(tmp_path):
-    from utils.data.datasets import DataError, load_dataset
+    from utils.data.datasets import load_dataset
+    from utils.data.errors import DataError
     root = make_cifar_pickles(str(tmp_path), n_train=10, n_test=5)
     train, test = load_dataset(root, download=False)
     assert train.images.shape == (10, 3, 32, 32) and len(test) == 5
@@ -302,7 +303,7 @@ def test_accuracies_are_printed_rounded_to_two_decimals(tmp_path, capsys):
 @pytest.mark.parametrize("argv, code, message", [
     (["-a", "l_resnet", "--depth", "8", "--ghost-batch", "2"], 2,
      "--ghost-batch needs batch statistics"),
-    (["-a", "resnet", "--depth", "8", "--weights", "WEIGHTS"], 1, "does not fit the model")],
+    (["-a", "resnet", "--depth", "8", "--weights", "WEIGHTS"], 2, "does not fit the model")],
     ids=["ghost-batch", "weights"])
 def test_a_model_refusal_comes_before_the_data_is_looked_for(argv, code, message, tmp_path,
                                                              capsys):

@@ -23,13 +23,12 @@ from test_device_decode import batches_of, imagenet_py_loaders, smooth_tree  # n
 from test_models import CIFAR_SMALL
 from utils.data.datasets import CIFAR_MEAN, CIFAR_STD
 from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
-from utils.data.policies import AugmentPolicy
-from utils.data.augment import Regularisers
-from utils.train.engine import (StepControl, StopSignal, TrainPlan, autocast, evaluate,
-                                train_one_epoch)
-from utils.train.recipe import RecipeSettings, make_recipe
-from utils.train.schedule import Schedule
-from utils.settings.run import read_settings
+from utils.session.stages import read_settings
+from utils.settings.values import AugmentPolicy, RecipeSettings, Regularisers, Schedule
+from utils.train.engine import evaluate, train_one_epoch
+from utils.train.plan import TrainPlan
+from utils.train.recipe import autocast, make_recipe
+from utils.train.stopping import StepControl, StopSignal
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (none on this machine)")
@@ -55,9 +54,9 @@ def test_sync_bn_under_one_process_equals_plain_batch_norm(tmp_path):
 def test_the_batched_policy_on_cuda_gives_torchvisions_pixels_there(policy):
     """The device path's ops on the GPU against torchvision's per-image ops on the GPU."""
     from test_policies import POLICIES, photo_like, torchvision_pixels
-    from utils.data.policies import apply_policy
+    from utils.data.policies import apply_policy, draw
     images = photo_like(64, seed=1).cuda()
-    draws = POLICIES[policy].draw(64, torch.Generator().manual_seed(3), (32, 32)).to("cuda")
+    draws = draw(POLICIES[policy], 64, torch.Generator().manual_seed(3), (32, 32)).to("cuda")
     out = apply_policy(images, draws)
     assert out.is_cuda and torch.equal(out, torchvision_pixels(images, draws))
 
@@ -258,8 +257,9 @@ def test_gpu_id_selects_the_gpu_it_names():
     """--gpu-id N makes physical GPU N the run's cuda:0 (by UUID, so alike cards still differ)."""
     last = torch.cuda.device_count() - 1
     expected = str(torch.cuda.get_device_properties(last).uuid)
-    code = ("import torch; from utils import run; from utils.settings.flags import DeviceChoice; "
-            f"device, _ = run.select_device(DeviceChoice('{last}', True, 'none', False, None)); "
+    code = ("import torch; from utils.session.device import select_device; "
+            "from utils.settings.values import DeviceSettings; "
+            f"device, _ = select_device(DeviceSettings('{last}', True, False, None)); "
             "print(torch.cuda.get_device_properties(device).uuid)")
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,

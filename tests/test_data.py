@@ -9,7 +9,8 @@ import torch
 import cifar
 from builders import (make_cifar_pickles, make_idx_dataset, make_image_folder, make_svhn,
                       read_log_rows, write_mat)
-from utils.data.datasets import DataError, dataset_stats, load_dataset
+from utils.data.datasets import dataset_stats, load_dataset
+from utils.data.errors import DataError
 from utils.data.raw_formats import read_idx, read_mat
 
 

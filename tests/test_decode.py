@@ -12,7 +12,7 @@ from PIL import Image
 import imagenet
 import utils.data.decode as decode
 from builders import make_image_folder, one_line_failure
-from utils.data.datasets import DataError
+from utils.data.errors import DataError
 from utils.data.decode import decode_batch, decode_file, read_bytes
 
 

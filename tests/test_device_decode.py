@@ -9,11 +9,12 @@ from PIL import Image
 
 import imagenet
 from builders import read_log_rows
-from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
+from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from utils.data.image_files import ImageFiles
 from utils.data.device_decode import DeviceDecodeLoader
 from utils.data.loaders import BatchFormat, EpochBatches, Workers
-from utils.data.policies import AugmentPolicy
-from utils.settings.run import read_settings
+from utils.settings.values import AugmentPolicy
+from utils.session.stages import read_settings
 
 
 @pytest.fixture(scope="module")

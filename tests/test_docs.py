@@ -1,17 +1,21 @@
-"""The documented commands are true: every training line of README.md and TRAINING.md parses
-with today's flags, every ImageNet line trains the paper's recipe, and every bench.py command of
-BENCHMARKS.md is in bench.py's current form."""
+"""The documents are true: every training line of README.md and TRAINING.md parses with today's
+flags, every ImageNet line trains the paper's recipe, every bench.py command of BENCHMARKS.md is
+in bench.py's current form, and the README's flag section names every flag of the table and
+exactly the flags a resume may give anew."""
 import os
 import re
 import shlex
 
 import pytest
 
-import bench
 import cifar
 import imagenet
+from benchmarks.cli import parser as bench_parser
+from benchmarks.step import model_settings as bench_model_settings
 from builders import REPO
-from utils.settings.run import read_settings
+from utils.scripts import cifar_flags, imagenet_flags
+from utils.session.stages import read_settings
+from utils.settings.resume import applied_on_resume
 
 
 def commands(document, script):
@@ -81,12 +85,35 @@ def bench_commands():
 
 @pytest.mark.parametrize("argv", bench_commands(), ids=lambda v: " ".join(v)[:60])
 def test_every_bench_command_of_benchmarks_md_is_in_todays_form(argv):
-    args, model_flags = bench.parser().parse_known_args(argv)
+    args, model_flags = bench_parser().parse_known_args(argv)
     if args.command in ("step", "fold"):
-        bench.model_settings(model_flags)  # the scripts' own parsers take the model flags
+        bench_model_settings(model_flags)  # the scripts' own parsers take the model flags
     else:
         assert model_flags == [], model_flags
 
 
 def test_the_bench_commands_are_found():
     assert len(bench_commands()) >= 15
+
+
+def flags_section():
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    start = text.index("## Flags")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+@pytest.mark.parametrize("make", [cifar_flags, imagenet_flags], ids=["cifar.py", "imagenet.py"])
+def test_every_flag_of_the_table_is_in_the_readmes_flags_section(make):
+    section = flags_section()
+    missing = [flag.long for flag in make().flags.values()
+               if not any(re.search(rf"`{re.escape(n)}[ `/]", section) for n in flag.names)]
+    assert not missing, missing
+
+
+def test_the_flags_a_resume_applies_are_the_readmes():
+    sentence = flags_section().split("Recorded flags a `--resume` may give anew", 1)[1]
+    sentence = sentence.split("Any other recorded flag", 1)[0]
+    flags = cifar_flags().flags
+    assert set(re.findall(r"`(--[a-z-]+)`", sentence)) == {
+        flags[name].long for name in applied_on_resume(flags)}

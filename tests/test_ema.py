@@ -4,7 +4,8 @@ import torch.nn as nn
 
 from builders import engine_recipe
 from utils.train.ema import create_ema
-from utils.train.engine import TrainPlan, train_one_epoch
+from utils.train.engine import train_one_epoch
+from utils.train.plan import TrainPlan
 
 
 class ListLoader:

@@ -8,7 +8,8 @@ import models
 from builders import engine_recipe, random_images
 from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
 from utils.train.checkpoint import Checkpoint
-from utils.train.engine import NonFiniteLoss, TrainPlan, check_finite, train_one_epoch
+from utils.train.engine import NonFiniteLoss, check_finite, train_one_epoch
+from utils.train.plan import TrainPlan
 
 
 PLAN = TrainPlan(epochs=1, show_progress=False)

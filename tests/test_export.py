@@ -1,5 +1,6 @@
 """Deployment: WS folded into plain convolutions gives the WS model's outputs; export.py writes
 it with torch.export or as a state_dict that loads into the plain-conv twin."""
+import json
 import os
 
 import pytest
@@ -12,6 +13,7 @@ import models
 from builders import TINY_MODEL, make_cifar_pickles, one_line_failure, tiny_run
 from models.deploy import fold_weight_standardization, plain_convs
 from models.layers import WSConv2d
+from utils.cli import run_main
 from utils.train.checkpoint import load_weights
 
 
@@ -109,3 +111,35 @@ def test_export_folds_ws_for_every_pair_that_has_it(tmp_path, norm):
     with torch.no_grad():
         torch.testing.assert_close(program(x), model.eval()(x), atol=1e-5, rtol=0)
     assert not any(isinstance(m, WSConv2d) for m in program.modules())
+
+
+def test_an_export_says_what_the_model_is_and_names_its_classes(trained, tmp_path):
+    run, _ = trained
+    path = str(tmp_path / "m.pt2")
+    assert export.main(["--resume", run, "-o", path]) == 0
+    files = {"metadata.json": ""}
+    torch.export.load(path, extra_files=files)
+    metadata = json.loads(files["metadata.json"])
+    saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert metadata["classes"] == saved["classes"] and len(metadata["classes"]) == 10
+    assert metadata["input"] == [3, 32, 32] and metadata["arch"] == "l_resnet"
+    weights = str(tmp_path / "m.pth")
+    assert export.main(["--resume", run, "-o", weights, "--format", "state_dict"]) == 0
+    with open(weights + ".json") as f:
+        assert json.load(f) == metadata
+    with pytest.raises(SystemExit) as exit_info:  # the file beside it is not replaced unasked
+        run_main(export.main, ["--resume", run, "-o", weights, "--format",
+                                      "state_dict"])
+    assert exit_info.value.code == 2
+
+
+def test_a_checkpoint_from_before_class_names_exports_them_as_unknown(trained, tmp_path):
+    run, _ = trained
+    saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    del saved["classes"]
+    old = str(tmp_path / "old.pth.tar")
+    torch.save(saved, old)
+    weights = str(tmp_path / "m.pth")
+    assert export.main(["--resume", old, "-o", weights, "--format", "state_dict"]) == 0
+    with open(weights + ".json") as f:
+        assert json.load(f)["classes"] is None

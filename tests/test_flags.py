@@ -8,10 +8,11 @@ import cifar
 import imagenet
 from builders import TINY_MODEL, help_of_each_option, make_cifar_pickles, tiny_run
 from models import imagenet as imagenet_models
-from utils.data.policies import AugmentPolicy
-from utils.settings.flags import PER_RUN, RECORDED, UsageError, check_arch
-from utils.settings.run import read_settings
-from utils.settings.scripts import script_flags_for
+from utils.settings.values import AugmentPolicy
+from utils.settings.flags import check_arch
+from utils.settings.flag import PER_RUN, RECORDED, UsageError
+from utils.session.stages import read_settings
+from utils.scripts import script_flags_for
 
 SCRIPTS = {"cifar": (cifar.cifar_flags, []), "imagenet": (imagenet.imagenet_flags, ["--data", "."])}
 
@@ -138,21 +139,21 @@ def test_loader_workers_default_to_the_cores_each_process_has(monkeypatch):
     ("cifar", ["-a", "resnet", "--depth", "20", "--norm", "gn", "--ws", "--gn-groups", "8"]),
     ("imagenet", ["-a", "l_resnet50", "--ghost-batch", "0"]),
     ("imagenet", ["-a", "resnet50", "--norm", "bcn", "--ghost-batch", "2"])])
-def test_the_model_flags_alone_give_the_runs_model_choice(script, argv):
+def test_the_model_flags_alone_give_the_runs_model_settings(script, argv):
     """bench.py and export.py build a network from model flags with no --data to invent."""
     flags = script_flags_for(argv[1])
     run_argv = argv + (["--data", "somewhere"] if script == "imagenet" else [])
-    assert flags.model_choice(argv) == read_settings(flags, run_argv)[0].model
+    assert flags.model_settings(argv) == read_settings(flags, run_argv)[0].model
 
 
 def test_model_flags_alone_are_checked_as_a_runs_are():
     flags = script_flags_for("l_resnet50")
     with pytest.raises(UsageError, match="--norm and --ws do not apply"):
-        flags.model_choice(["-a", "l_resnet50", "--norm", "bn"])
+        flags.model_settings(["-a", "l_resnet50", "--norm", "bn"])
     with pytest.raises(UsageError, match="unknown architecture 'resnet5'"):
-        flags.model_choice(["-a", "resnet5"])
+        flags.model_settings(["-a", "resnet5"])
     with pytest.raises(UsageError, match="--ghost-batch needs batch statistics"):
-        flags.model_choice(["-a", "resnet50", "--norm", "gn", "--ghost-batch", "2"])
+        flags.model_settings(["-a", "resnet50", "--norm", "gn", "--ghost-batch", "2"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

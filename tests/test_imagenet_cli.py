@@ -6,8 +6,7 @@ import torch
 
 import imagenet
 from builders import make_image_folder, read_log_rows
-from utils.settings.flags import UsageError
-from utils.train.checkpoint import CheckpointError
+from utils.settings.flag import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def test_weights_from_a_checkpoint_and_pretrained_errors(tree, tmp_path):
                    "--weights", os.path.join(run, "checkpoint.pth.tar"),
                    "-c", str(tmp_path / "evaluated")])  # its per-class report goes there
     assert os.path.isfile(tmp_path / "evaluated" / "per_class_accuracy.txt")
-    with pytest.raises(CheckpointError, match="missing keys: .*running_mean"):
+    with pytest.raises(UsageError, match="missing keys: .*running_mean"):
         # GN keys into torchvision's BN resnet18: refused, with the keys named.
         imagenet.main(["-a", "resnet18", "--data", tree, "-e", "-j", "0", "--no-progress",
                        "--weights", os.path.join(run, "checkpoint.pth.tar")])
@@ -75,7 +74,7 @@ def test_weights_that_do_not_fit_are_refused_before_the_images_are_listed(tree, 
     imagenet.main(["-a", "l_resnet18", "--data", tree, "--epochs", "1", "-j", "0",
                    "--train-batch", "6", "-c", run, "--no-progress"])
     capsys.readouterr()
-    with pytest.raises(CheckpointError, match="does not fit the model"):
+    with pytest.raises(UsageError, match="does not fit the model"):
         imagenet.main(["-a", "resnet18", "--data", tree, "--epochs", "1", "-j", "0",
                        "--weights", os.path.join(run, "checkpoint.pth.tar"),
                        "-c", str(tmp_path / "other")])

@@ -1,4 +1,4 @@
-"""Specification of imagenet.py's input paths (utils/data/imagenet.py, views.py, seeding.py):
+"""Specification of imagenet.py's input paths (utils/data/folder_loaders.py, views.py, seeding.py):
 the draws are what they were, --decode pil is the reference's pipeline pixel for pixel, the
 default tensor path stays within the difference the README states, and the loaders' defaults."""
 import contextlib
@@ -17,7 +17,7 @@ import utils.data.loaders
 from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from utils.data.views import centre_box
 from utils.seeding import AUGMENT, image_rng, mixed_seed
-from utils.settings.run import read_settings
+from utils.session.stages import read_settings
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The shape of the library, as the README's layout section draws it: every public function of
-models/ and utils/ annotated, no function in utils/ with more than 7 parameters, scripts that
-import only the library, and an import graph without circles."""
+models/ and utils/ annotated, no function in utils/ with more than 7 parameters and no module
+over 400 lines, settings below what uses them, scripts that import only the library, and an
+import graph without circles."""
 import ast
 import os
 
@@ -56,6 +57,25 @@ def test_no_function_in_utils_takes_more_than_seven_parameters():
                for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
                and len(parameters(fn)) > 7]
     assert not crowded, "\n".join(crowded)
+
+
+def test_no_module_of_utils_is_over_400_lines():
+    long = [f"{path}: {len(open(os.path.join(REPO, path)).read().splitlines())} lines"
+            for path, _ in library_files() if path.startswith("utils")
+            and len(open(os.path.join(REPO, path)).read().splitlines()) > 400]
+    assert not long, "\n".join(long)
+
+
+def test_the_settings_import_nothing_from_what_uses_them():
+    """utils/settings/ holds values and their parsing: the layers that act on the values (the
+    engine, the data, the records, the session's stages) import it, never the other way."""
+    above = ("utils.train", "utils.data", "utils.records", "utils.session", "utils.cli",
+             "utils.scripts")
+    reached = [f"{path}: {target}" for path, tree in library_files()
+               if path.startswith(os.path.join("utils", "settings"))
+               for target in imported_modules(tree, path[:-3].replace(os.sep, "."))
+               if target.startswith(above)]
+    assert not reached, "\n".join(reached)
 
 
 def imported_modules(tree, module):

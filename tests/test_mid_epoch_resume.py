@@ -13,8 +13,7 @@ import torch
 
 import cifar
 from builders import REPO, make_cifar_pickles
-from utils.train import engine
-from utils.train.engine import TrainingInterrupted
+from utils.train.stopping import StopSignal, TrainingInterrupted
 
 # Dropout (the global RNG), per-iteration cosine with warmup, cutout (per-batch draws), an EMA and
 # gradient accumulation: every piece of state a resume must carry.
@@ -54,7 +53,7 @@ def assert_same_run(straight, resumed):
 def stop_at_micro_batch(monkeypatch, k):
     """A SIGTERM that arrives during the k-th training micro-batch (1-based)."""
     signals, calls = [], []
-    real_enter, real_forward = engine.StopSignal.__enter__, torch.nn.CrossEntropyLoss.forward
+    real_enter, real_forward = StopSignal.__enter__, torch.nn.CrossEntropyLoss.forward
 
     def enter(self):
         signals.append(self)
@@ -66,7 +65,7 @@ def stop_at_micro_batch(monkeypatch, k):
             if len(calls) == k:
                 signals[-1].received = "SIGTERM"
         return real_forward(self, output, target)
-    monkeypatch.setattr(engine.StopSignal, "__enter__", enter)
+    monkeypatch.setattr(StopSignal, "__enter__", enter)
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", forward)
 
 

@@ -15,8 +15,9 @@ import cifar
 from builders import random_images
 from utils.data.datasets import ArrayDataset
 from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
-from utils.data.policies import OPS, AugmentPolicy, PolicyDraws, apply_policy
-from utils.settings.run import read_settings
+from utils.data.policies import OPS, PolicyDraws, apply_policy, draw, torchvision_transform
+from utils.settings.values import AugmentPolicy
+from utils.session.stages import read_settings
 
 POLICIES = {"autoaugment-cifar10": AugmentPolicy("autoaugment", autoaugment="cifar10"),
             "autoaugment-imagenet": AugmentPolicy("autoaugment", autoaugment="imagenet"),
@@ -73,20 +74,20 @@ def test_each_batched_op_gives_torchvisions_pixels(name):
 @pytest.mark.parametrize("policy", POLICIES.values(), ids=POLICIES.keys())
 def test_a_policys_draws_give_torchvisions_pixels_image_by_image(policy):
     images = photo_like(64, seed=1)
-    draws = policy.draw(64, torch.Generator().manual_seed(3), (32, 32))
+    draws = draw(policy, 64, torch.Generator().manual_seed(3), (32, 32))
     assert torch.equal(apply_policy(images, draws), torchvision_pixels(images, draws))
 
 
 def test_channels_last_batches_give_the_same_pixels():
     images = photo_like(16, seed=2)
-    draws = POLICIES["trivialaugment"].draw(16, torch.Generator().manual_seed(0), (32, 32))
+    draws = draw(POLICIES["trivialaugment"], 16, torch.Generator().manual_seed(0), (32, 32))
     last = images.to(memory_format=torch.channels_last)
     assert torch.equal(apply_policy(last, draws), apply_policy(images, draws))
 
 
 def space(policy):
     """torchvision's (op name -> (magnitude bins, signed)) for this policy at 32x32."""
-    transform = policy.torchvision_transform()
+    transform = torchvision_transform(policy)
     if policy.kind == "trivialaugment":
         return transform._augmentation_space(31)
     return transform._augmentation_space(10 if policy.kind == "autoaugment" else 31, (32, 32))
@@ -94,7 +95,7 @@ def space(policy):
 
 @pytest.mark.parametrize("policy", POLICIES.values(), ids=POLICIES.keys())
 def test_every_draw_is_one_torchvision_can_make(policy):
-    draws = policy.draw(4000, torch.Generator().manual_seed(0), (32, 32))
+    draws = draw(policy, 4000, torch.Generator().manual_seed(0), (32, 32))
     ops = space(policy)
     for op, m in zip(draws.ops.flatten().tolist(), draws.magnitudes.flatten().tolist()):
         name = OPS[op]
@@ -115,7 +116,7 @@ def shares(draws, slot):
 
 def test_random_and_trivial_augment_choose_ops_uniformly_with_either_sign():
     for policy in (POLICIES["randaugment-2-9"], POLICIES["trivialaugment"]):
-        draws = policy.draw(40000, torch.Generator().manual_seed(1), (32, 32))
+        draws = draw(policy, 40000, torch.Generator().manual_seed(1), (32, 32))
         names = list(space(policy))
         for slot in range(draws.ops.shape[1]):
             share = shares(draws, slot)
@@ -128,8 +129,8 @@ def test_random_and_trivial_augment_choose_ops_uniformly_with_either_sign():
 
 def test_autoaugment_applies_each_op_with_its_probability():
     policy = POLICIES["autoaugment-cifar10"]
-    draws = policy.draw(60000, torch.Generator().manual_seed(2), (32, 32))
-    table = policy.torchvision_transform().policies
+    draws = draw(policy, 60000, torch.Generator().manual_seed(2), (32, 32))
+    table = torchvision_transform(policy).policies
     # Expected share of each op in each slot: a uniform sub-policy, then its op with prob. p.
     for slot in range(2):
         expected = torch.zeros(len(OPS), dtype=torch.float64)

@@ -6,10 +6,10 @@ import torch.nn as nn
 
 import cifar
 from utils.data.augment import DualCutoutLoss
-from utils.settings.flags import UsageError
+from utils.settings.flag import UsageError
 from utils.train.recipe import make_recipe
 from utils.train.schedule import IterationLR
-from utils.settings.run import read_settings
+from utils.session.stages import read_settings
 
 
 def recipe_for(flags, batches_per_epoch=10):

@@ -9,19 +9,20 @@ import torch
 import cifar
 from builders import TINY_MODEL, make_cifar_pickles, tiny_run
 from utils.records.record import git_commit
+from utils.session import stages
 
 
 def test_run_json_at_the_start_and_its_result_at_the_end(tmp_path, monkeypatch):
     data = make_cifar_pickles(str(tmp_path / "d"), n_train=16, n_test=8)
     run = str(tmp_path / "run")
     seen = {}
-    real_fit = cifar.run.fit
+    real_fit = stages.fit
 
     def fit_after_looking(*args):  # run.json as it stands while training
         with open(os.path.join(run, "run.json")) as f:
             seen.update(json.load(f))
         return real_fit(*args)
-    monkeypatch.setattr(cifar.run, "fit", fit_after_looking)
+    monkeypatch.setattr(stages, "fit", fit_after_looking)
     argv = TINY_MODEL + tiny_run(seed=5, train_batch=8) + ["--data", data, "--epochs", "2", "-c",
                                                            run, "--lr", "0.05"]
     cifar.main(argv)

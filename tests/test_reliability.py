@@ -14,7 +14,7 @@ import cifar
 import imagenet
 from builders import (REPO, TINY_MODEL, make_cifar_pickles, make_image_folder, one_line_failure,
                       read_log_rows, tiny_run)
-from utils.settings.run import run_main
+from utils.cli import run_main
 from utils.atomic import atomic_save
 from utils.train.checkpoint import Checkpoint, save_checkpoint
 
@@ -62,7 +62,7 @@ SLOW_SAVE = textwrap.dedent("""
     torch.save = slow_save
     sys.path.insert(0, os.environ["REPO"])
     import cifar
-    from utils.settings.run import run_main
+    from utils.cli import run_main
     run_main(cifar.main, sys.argv[1:])
 """)
 

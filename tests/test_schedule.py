@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from utils.train.schedule import IterationLR, Schedule, lr_factor, make_scheduler
+from utils.settings.values import Schedule
+from utils.train.schedule import IterationLR, lr_factor, make_scheduler
 
 
 def run_schedule(steps_per_epoch, epochs, **settings):

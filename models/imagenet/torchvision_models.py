@@ -8,7 +8,7 @@ import torch.nn as nn
 import torchvision
 
 from ..convert import convert_pair
-from ..norms import BCN_SPEED, NormChoice
+from ..norms import NormChoice
 from ..twins import PAIR_OPTIONS
 
 __all__ = ["torchvision_constructor", "torchvision_options", "TORCHVISION_MODELS", "with_pair"]
@@ -18,13 +18,12 @@ NUM_CLASSES = inspect.Parameter("num_classes", inspect.Parameter.POSITIONAL_OR_K
                                 default=1000)
 
 
-def with_pair(model: nn.Module, name: str, norm: str = "bn", ws: bool = False,
-              gn_groups: int = 32, gn_narrow: str = "pairs",
-              bcn_speed: float = BCN_SPEED) -> nn.Module:
-    """``model`` with its BatchNorm2d replaced by ``norm`` and, with ``ws``, WS on every conv
-    that feeds a norm (models.convert); unchanged for bn without WS."""
-    if norm != "bn" or ws:
-        convert_pair(model, NormChoice(norm, gn_groups, gn_narrow, bcn_speed), ws, name)
+def with_pair(model: nn.Module, name: str, ws: bool = False, **norm: object) -> nn.Module:
+    """``model`` with its BatchNorm2d replaced by the norm of NormChoice(**``norm``) and, with
+    ``ws``, WS on every conv that feeds a norm (models.convert); unchanged for bn without WS."""
+    choice = NormChoice(**norm)
+    if choice.norm != "bn" or ws:
+        convert_pair(model, choice, ws, name)
     return model
 
 

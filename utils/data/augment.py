@@ -12,7 +12,6 @@ torchvision.transforms.v2 ships MixUp, CutMix and RandomErasing, but they draw f
 RNG, pair each image with its neighbour (a roll of the batch) and erase one rectangle shared by
 the whole batch; we need seeded, per-image draws and no host round trip per image.
 """
-import dataclasses
 import math
 
 import numpy as np
@@ -21,10 +20,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..settings.values import Regularisers
 from .transfer import to_device
 
 __all__ = ["one_hot", "cutout", "random_erasing", "mixup", "cutmix", "ricap", "dual_cutout",
-           "DualCutoutLoss", "Regularisers", "BatchAugment"]
+           "DualCutoutLoss", "BatchAugment"]
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -177,31 +177,6 @@ class DualCutoutLoss(nn.Module):
         y = target.chunk(2)[0]
         ce = 0.5 * (self.cross_entropy(out1, y) + self.cross_entropy(out2, y))
         return ce + self.alpha * F.mse_loss(out1.softmax(1), out2.softmax(1))
-
-
-@dataclasses.dataclass(frozen=True)
-class Regularisers:
-    """The batch regularisers a run asked for (0 = off): Cutout square size, Random Erasing
-    probability, and at most one mixing method (mixup / CutMix alpha, RICAP beta, Dual-Cutout
-    alpha, which also needs a cutout size). An impossible combination is a ValueError."""
-    cutout: int = 0
-    random_erasing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    ricap: float = 0.0
-    dual_cutout: float = 0.0
-
-    def __post_init__(self) -> None:
-        mixing = [n for n, v in (("mixup", self.mixup), ("cutmix", self.cutmix),
-                                 ("ricap", self.ricap), ("dual-cutout", self.dual_cutout)) if v]
-        if len(mixing) > 1:
-            raise ValueError(f"choose one of {', '.join('--' + m for m in mixing)}")
-        if self.dual_cutout and not self.cutout:
-            raise ValueError("--dual-cutout needs --cutout SIZE for the size of its squares")
-
-    @property
-    def enabled(self) -> bool:
-        return any(dataclasses.astuple(self))
 
 
 class BatchAugment:

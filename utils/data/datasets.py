@@ -22,7 +22,7 @@ from .decode import decode_file, pil_rgb, read_bytes
 from .errors import DataError
 from .raw_formats import FormatError, read_cifar_pickle, read_idx, read_mat
 
-__all__ = ["DataError", "ArrayDataset", "load_dataset", "dataset_stats", "ImageFiles",
+__all__ = ["ArrayDataset", "load_dataset", "dataset_stats",
            "class_folders", "read_rgb",
            "find_image_folder", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -64,6 +64,10 @@ class ArrayDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "ArrayDataset":
+        """The images at ``index`` (a held-out split's, or the rest)."""
+        return ArrayDataset(self.images[index], self.labels[index], self.classes)
 
 
 def _read_pickle(path):
@@ -346,22 +350,6 @@ def dataset_stats(name: str, train: "ArrayDataset") -> tuple[tuple[float, ...], 
         return CIFAR_MEAN, CIFAR_STD
     x = train.images.double() / 255.0
     return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """An ImageFolder tree read file by file (ImageNet): item i is (RGB PIL image, label).
-    ``classes``: the training split's, to label this split's folders by name."""
-
-    def __init__(self, root: str, classes: Optional[list[str]] = None):
-        self.root = root
-        self.classes, self.samples = list_image_folder(root, classes)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
-        path, label = self.samples[i]
-        return read_rgb(path), label
 
 
 def find_image_folder(root: str, split: str) -> str:

@@ -19,30 +19,21 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from ..seeding import image_rng
-from .datasets import ImageFiles
+from ..settings.values import AugmentPolicy
+from .image_files import FileItems, ImageFiles
 from .decode import decode_batch, read_bytes
 from .loaders import (Batch, BatchFormat, EpochBatches, EpochLoader, Normalize, TaggedBatches,
                       Workers, data_loader, stop_workers, worker_error)
-from .policies import AugmentPolicy, apply_policy
+from .policies import apply_policy, epoch_draws
 from .transfer import to_device
 from .views import RESIZE, SIZE, centre_box, crop_and_flip
 
-__all__ = ["EncodedImages", "DeviceDecodeLoader"]
+__all__ = ["encoded_item", "DeviceDecodeLoader"]
 
 
-class EncodedImages(torch.utils.data.Dataset):
-    """Item (epoch, i) of an ImageFiles tree: (the file's bytes as a uint8 tensor, label, i)."""
-
-    def __init__(self, files: ImageFiles):
-        self.samples = files.samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-        _, i = key
-        path, label = self.samples[i]
-        return read_bytes(path), label, i
+def encoded_item(path: str, label: int, i: int) -> tuple[torch.Tensor, int, int]:
+    """A FileItems item: (the file's bytes as a uint8 tensor, label, i)."""
+    return read_bytes(path), label, i
 
 
 def _collate(items):
@@ -61,7 +52,7 @@ class DeviceDecodeLoader(EpochLoader):
         self.batches, self.device, self.train = batches, torch.device(device), train
         self.policy = policy
         self.paths = [path for path, _ in files.samples]
-        self.loader = data_loader(EncodedImages(files), workers, collate_fn=_collate,
+        self.loader = data_loader(FileItems(files, encoded_item), workers, collate_fn=_collate,
                                   batch_sampler=TaggedBatches(batches))
         self.normalize = Normalize(fmt, device)
 
@@ -82,8 +73,8 @@ class DeviceDecodeLoader(EpochLoader):
         policy = self.train and self.policy.enabled
         if policy:
             # Every image's ops for the epoch, indexed by image, as on cifar.py's DeviceLoader.
-            policy_draws = self.policy.epoch_draws(len(self.paths), self.batches.seed,
-                                                   self.batches.epoch, (SIZE, SIZE))
+            policy_draws = epoch_draws(self.policy, len(self.paths), self.batches.seed,
+                                       self.batches.epoch, (SIZE, SIZE))
         batches = iter(self.loader)
         try:
             for datas, y, indices in batches:

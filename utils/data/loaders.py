@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
+from ..settings.values import AugmentPolicy
 from .datasets import ArrayDataset
 from .errors import DataError
-from .policies import AugmentPolicy, PolicyDraws, apply_policy
+from .policies import PolicyDraws, apply_policy, epoch_draws
 from .transfer import to_device
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "BatchFormat", "Workers", "CropFlip",
@@ -72,9 +73,17 @@ class ImageView:
 
 
 class Loaders(NamedTuple):
-    """A run's two loaders: training batches (shuffled, augmented) and evaluation batches."""
+    """A run's loaders: training batches (shuffled, augmented), the evaluation batches of every
+    epoch, and, where those are a held-out split of the training images (--val-split), the test
+    split's, scored once at the end (``final``; None otherwise)."""
     train: "EpochLoader"
     test: "EpochLoader"
+    final: Optional["EpochLoader"] = None
+
+    @property
+    def test_split(self) -> "EpochLoader":
+        """The loader of the test split: ``final`` where there is a held-out split."""
+        return self.final if self.final is not None else self.test
 
 
 class EpochBatches:
@@ -219,8 +228,8 @@ class DeviceLoader(EpochLoader):
 
     def policy_draws(self) -> PolicyDraws:
         """This epoch's policy ops and magnitudes of every image, indexed by image."""
-        return self.policy.epoch_draws(len(self.labels), self.batches.seed, self.batches.epoch,
-                                       self.images.shape[2:]).to(self.device)
+        return epoch_draws(self.policy, len(self.labels), self.batches.seed,
+                           self.batches.epoch, self.images.shape[2:]).to(self.device)
 
     def __iter__(self) -> Iterator[Batch]:
         augment = self.augment

@@ -3,12 +3,13 @@ policies), RandAugment (Cubuk et al., 2020) and TrivialAugment Wide (Mueller & H
 with the ops, magnitude bins and sub-policies of torchvision's transforms.
 
 A policy is used in one of two ways:
-- ``torchvision_transform()``: torchvision's own transform, per image, for the DataLoader paths
-  (cifar.py --loader dataloader, imagenet.py's PIL path), seeded per image like the crops.
-- ``draw`` + ``apply_policy``: on cifar.py's DeviceLoader. ``draw`` gives every image of an epoch
-  its ops and magnitudes at once, as (N, K) tensors indexed by image (K = ops applied in
-  sequence: 2 for AutoAugment's sub-policies, N for RandAugment, 1 for TrivialAugment); a
-  skipped AutoAugment op becomes Identity. ``apply_policy`` applies a batch's rows with the
+- ``torchvision_transform(policy)``: torchvision's own transform, per image, for the
+  DataLoader paths (cifar.py --loader dataloader, imagenet.py's PIL path), seeded per image like
+  the crops.
+- ``draw`` (``epoch_draws``) + ``apply_policy``: on cifar.py's DeviceLoader. ``draw`` gives
+  every image of an epoch its ops and magnitudes at once, as (N, K) tensors indexed by image
+  (K = ops applied in sequence: 2 for AutoAugment's sub-policies, N for RandAugment, 1 for
+  TrivialAugment); a skipped AutoAugment op becomes Identity. ``apply_policy`` applies a batch's rows with the
   batched ops of image_ops: per slot, one affine resample for the geometric ops, one blend, one
   table lookup.
 
@@ -25,17 +26,16 @@ import torch
 import torchvision.transforms as T
 
 from ..seeding import POLICY, stream_generator
+from ..settings.values import MAGNITUDE_BINS, AugmentPolicy
 from . import image_ops
 from .transfer import to_device
 
-__all__ = ["OPS", "AUTOAUGMENT_POLICIES", "AugmentPolicy", "PolicyDraws", "apply_policy"]
+__all__ = ["OPS", "PolicyDraws", "torchvision_transform", "draw", "epoch_draws", "apply_policy"]
 
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
        "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
        "Invert")
 OP = {name: k for k, name in enumerate(OPS)}
-AUTOAUGMENT_POLICIES = ("cifar10", "imagenet", "svhn")
-MAGNITUDE_BINS = 31  # RandAugment's and TrivialAugment's torchvision default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,88 +52,68 @@ class PolicyDraws:
         return PolicyDraws(to_device(self.ops, device), to_device(self.magnitudes, device))
 
 
-@dataclasses.dataclass(frozen=True)
-class AugmentPolicy:
-    """--autoaugment POLICY, --randaugment N M or --trivialaugment; ``kind`` "none" is off."""
-    kind: str = "none"
-    autoaugment: str = "imagenet"
-    num_ops: int = 2
-    magnitude: int = 9
+def torchvision_transform(policy: AugmentPolicy) -> Optional[torch.nn.Module]:
+    """torchvision's transform of ``policy`` (None when off), for PIL images or uint8 tensors."""
+    if policy.kind == "autoaugment":
+        return T.AutoAugment(T.AutoAugmentPolicy(policy.autoaugment))
+    if policy.kind == "randaugment":
+        return T.RandAugment(policy.num_ops, policy.magnitude, MAGNITUDE_BINS)
+    if policy.kind == "trivialaugment":
+        return T.TrivialAugmentWide(MAGNITUDE_BINS)
+    return None
 
-    def __post_init__(self) -> None:
-        if self.kind not in ("none", "autoaugment", "randaugment", "trivialaugment"):
-            raise ValueError(f"unknown augmentation policy {self.kind!r}")
-        if self.autoaugment not in AUTOAUGMENT_POLICIES:
-            raise ValueError(f"--autoaugment takes one of {', '.join(AUTOAUGMENT_POLICIES)}, "
-                             f"got {self.autoaugment!r}")
-        if self.num_ops < 1:
-            raise ValueError(f"--randaugment N must be at least 1, got {self.num_ops}")
-        if not 0 <= self.magnitude < MAGNITUDE_BINS:
-            raise ValueError(f"--randaugment M must be in 0..{MAGNITUDE_BINS - 1} (torchvision's "
-                             f"{MAGNITUDE_BINS} magnitude bins), got {self.magnitude}")
 
-    @property
-    def enabled(self) -> bool:
-        return self.kind != "none"
+def _space(policy: AugmentPolicy, transform, size):
+    """torchvision's ops of ``policy`` in its order, as (op indices (S,), signed (S,), magnitude
+    bins (S, bins) float64, zero for ops without a magnitude)."""
+    if policy.kind == "trivialaugment":
+        space = transform._augmentation_space(MAGNITUDE_BINS)
+    else:
+        bins = 10 if policy.kind == "autoaugment" else MAGNITUDE_BINS
+        space = transform._augmentation_space(bins, size)
+    bins = max(m.numel() for m, _ in space.values())
+    ops = torch.tensor([OP[name] for name in space])
+    signed = torch.tensor([s for _, s in space.values()])
+    magnitudes = torch.stack([m.double().expand(bins) if m.ndim == 0 else m.double()
+                              for m, _ in space.values()])
+    return list(space), ops, signed, magnitudes
 
-    def torchvision_transform(self) -> Optional[torch.nn.Module]:
-        """torchvision's transform of this policy (None when off), for PIL images or uint8
-        tensors."""
-        if self.kind == "autoaugment":
-            return T.AutoAugment(T.AutoAugmentPolicy(self.autoaugment))
-        if self.kind == "randaugment":
-            return T.RandAugment(self.num_ops, self.magnitude, MAGNITUDE_BINS)
-        if self.kind == "trivialaugment":
-            return T.TrivialAugmentWide(MAGNITUDE_BINS)
-        return None
 
-    def _space(self, transform, size):
-        """torchvision's ops of this policy in its order, as (op indices (S,), signed (S,),
-        magnitude bins (S, bins) float64, zero for ops without a magnitude)."""
-        if self.kind == "trivialaugment":
-            space = transform._augmentation_space(MAGNITUDE_BINS)
+def epoch_draws(policy: AugmentPolicy, n: int, seed: int, epoch: int,
+                size: Sequence[int]) -> PolicyDraws:
+    """The draws of ``n`` images for ``epoch``, from the run's POLICY stream: row i is image
+    i's, whatever batch it lands in."""
+    return draw(policy, n, stream_generator(seed, epoch, POLICY), size)
+
+
+def draw(policy: AugmentPolicy, n: int, generator: torch.Generator,
+         size: Sequence[int]) -> PolicyDraws:
+    """PolicyDraws of ``policy`` for ``n`` images of ``size`` (H, W) from ``generator``."""
+    transform = torchvision_transform(policy)
+    names, ops, signed, magnitudes = _space(policy, transform, size)
+    if policy.kind == "autoaugment":
+        table = transform.policies
+        index = {name: k for k, name in enumerate(names)}
+        sub_ops = torch.tensor([[index[op] for op, _, _ in sub] for sub in table])
+        sub_p = torch.tensor([[p for _, p, _ in sub] for sub in table], dtype=torch.float64)
+        sub_bin = torch.tensor([[b or 0 for _, _, b in sub] for sub in table])
+        choice = torch.randint(len(table), (n,), generator=generator)
+        applied = torch.rand(n, 2, generator=generator, dtype=torch.float64) <= sub_p[choice]
+        kinds, bins = sub_ops[choice], sub_bin[choice]
+        chosen = torch.where(applied, ops[kinds], OP["Identity"])
+    else:
+        k = policy.num_ops if policy.kind == "randaugment" else 1
+        kinds = torch.randint(len(names), (n, k), generator=generator)
+        if policy.kind == "randaugment":
+            bins = torch.full((n, k), policy.magnitude)
         else:
-            bins = 10 if self.kind == "autoaugment" else MAGNITUDE_BINS
-            space = transform._augmentation_space(bins, size)
-        bins = max(m.numel() for m, _ in space.values())
-        ops = torch.tensor([OP[name] for name in space])
-        signed = torch.tensor([s for _, s in space.values()])
-        magnitudes = torch.stack([m.double().expand(bins) if m.ndim == 0 else m.double()
-                                  for m, _ in space.values()])
-        return list(space), ops, signed, magnitudes
-
-    def epoch_draws(self, n: int, seed: int, epoch: int, size: Sequence[int]) -> PolicyDraws:
-        """The draws of ``n`` images for ``epoch``, from the run's POLICY stream: row i is
-        image i's, whatever batch it lands in."""
-        return self.draw(n, stream_generator(seed, epoch, POLICY), size)
-
-    def draw(self, n: int, generator: torch.Generator, size: Sequence[int]) -> PolicyDraws:
-        """PolicyDraws for ``n`` images of ``size`` (H, W) from ``generator``."""
-        transform = self.torchvision_transform()
-        names, ops, signed, magnitudes = self._space(transform, size)
-        if self.kind == "autoaugment":
-            table = transform.policies
-            index = {name: k for k, name in enumerate(names)}
-            sub_ops = torch.tensor([[index[op] for op, _, _ in sub] for sub in table])
-            sub_p = torch.tensor([[p for _, p, _ in sub] for sub in table], dtype=torch.float64)
-            sub_bin = torch.tensor([[b or 0 for _, _, b in sub] for sub in table])
-            choice = torch.randint(len(table), (n,), generator=generator)
-            applied = torch.rand(n, 2, generator=generator, dtype=torch.float64) <= sub_p[choice]
-            kinds, bins = sub_ops[choice], sub_bin[choice]
-            chosen = torch.where(applied, ops[kinds], OP["Identity"])
-        else:
-            k = self.num_ops if self.kind == "randaugment" else 1
-            kinds = torch.randint(len(names), (n, k), generator=generator)
-            if self.kind == "randaugment":
-                bins = torch.full((n, k), self.magnitude)
-            else:
-                bins = torch.randint(MAGNITUDE_BINS, (n, k), generator=generator)
-            chosen = ops[kinds]
-        negate = signed[kinds] & (torch.randint(2, kinds.shape, generator=generator) == 1)
-        magnitude = magnitudes[kinds, bins]
-        magnitude = torch.where(chosen == OP["Identity"], 0.0,
-                                torch.where(negate, -magnitude, magnitude))
-        return PolicyDraws(chosen, magnitude)
+            bins = torch.randint(MAGNITUDE_BINS, (n, k), generator=generator)
+        chosen = ops[kinds]
+    negate = signed[kinds] & (torch.randint(2, kinds.shape, generator=generator) == 1)
+    magnitude = magnitudes[kinds, bins]
+    magnitude = torch.where(chosen == OP["Identity"], 0.0,
+                            torch.where(negate, -magnitude, magnitude))
+    return PolicyDraws(chosen, magnitude)
 
 
 def _geometric(images, op, m):

@@ -14,28 +14,45 @@ A view returns (H, W, C) uint8 (a view of channels-last memory: the collate make
 into the batch), so batches collate as NHWC, and the device puts them in the model's layout
 (utils.data.loaders.Normalize).
 """
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 
-__all__ = ["SIZE", "RESIZE", "SCALE", "RATIO", "crop_and_flip", "centre_box", "resized_box",
-           "TrainView", "ValView"]
+__all__ = ["SIZE", "RESIZE", "SCALE", "RATIO", "Box", "Crop", "crop_and_flip", "centre_box",
+           "resized_box", "TrainView", "ValView"]
 
 SIZE = 224  # the side of every view, training and evaluation
 RESIZE = 256  # evaluation: the shorter side Resize() gives before CenterCrop(SIZE)
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults
 
 
-def crop_and_flip(image: torch.Tensor) -> tuple:
+class Box(NamedTuple):
+    """A box of an image, in pixels."""
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+class Crop(NamedTuple):
+    """A training view's box, and whether it is mirrored."""
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
+def crop_and_flip(image: torch.Tensor) -> Crop:
     """(top, left, height, width, flip) for ``image`` (C, H, W), drawn from the global CPU
     generator as RandomResizedCrop(224) then RandomHorizontalFlip draw them."""
     top, left, h, w = T.RandomResizedCrop.get_params(image, scale=SCALE, ratio=RATIO)
-    return top, left, h, w, bool(torch.rand(1) < 0.5)
+    return Crop(top, left, h, w, bool(torch.rand(1) < 0.5))
 
 
-def centre_box(height: int, width: int, resize: int = RESIZE, size: int = SIZE) -> tuple:
+def centre_box(height: int, width: int, resize: int = RESIZE, size: int = SIZE) -> Box:
     """(top, left, height, width) of the original image that Resize(``resize``) (of the shorter
     side) + CenterCrop(``size``) shows: torchvision's resized size and crop offsets, mapped back
     through each axis's scale and rounded to whole pixels."""
@@ -49,7 +66,7 @@ def centre_box(height: int, width: int, resize: int = RESIZE, size: int = SIZE) 
         first, last = (round(edge * original / scaled) for edge in (start, start + size))
         box.append((first, last - first))
     (top, box_h), (left, box_w) = box
-    return top, left, box_h, box_w
+    return Box(top, left, box_h, box_w)
 
 
 def _as_nhwc(image: torch.Tensor) -> torch.Tensor:

@@ -101,11 +101,15 @@ def with_session_time(record: dict, seconds: float) -> dict:
 
 
 def finish_record(folder: str, record: dict, *, best_acc: float, final_acc: float,
-                  epochs: int) -> dict:
-    """The record with its result (the wall time: the sum of its sessions'), rewritten in
+                  epochs: int, test: Optional[dict] = None) -> dict:
+    """The record with its result (the wall time: the sum of its sessions'; with a held-out
+    split, ``test``: the test split's scores of the final, EMA and best weights), rewritten in
     ``folder``; returns it."""
     total = sum(float(s.get("wall_seconds") or 0.0) for s in record["sessions"])
-    record = {**record, "result": {"best_acc": best_acc, "final_acc": final_acc,
-                                   "epochs": epochs, "wall_seconds": round(total, 3)}}
+    result = {"best_acc": best_acc, "final_acc": final_acc, "epochs": epochs,
+              "wall_seconds": round(total, 3)}
+    if test is not None:
+        result["test"] = test
+    record = {**record, "result": result}
     write_record(folder, record)
     return record

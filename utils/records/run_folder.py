@@ -20,7 +20,8 @@ import os
 import socket
 from typing import Optional, Sequence
 
-__all__ = ["RUN_FILES", "holds_run", "lock_holder", "check_folder", "RunFolder", "FolderError"]
+__all__ = ["RUN_FILES", "holds_run", "lock_holder", "check_writable", "check_folder", "RunFolder",
+           "FolderError"]
 
 LOCK = ".lock"
 # What a run writes into its folder (a fresh run over an old one replaces exactly these).
@@ -35,6 +36,32 @@ class FolderError(Exception):
 
 def _matches(folder, patterns):
     return sorted({p for pattern in patterns for p in glob.glob(os.path.join(folder, pattern))})
+
+
+def check_writable(folder: str) -> None:
+    """Prove a file can be written in the run folder, before any long work, and leave nothing
+    behind: a folder this check creates is removed again (the run makes it when it starts
+    writing), so a run that fails before training leaves no empty folder."""
+    created = []
+    try:
+        path = os.path.abspath(folder)
+        while not os.path.exists(path):
+            created.append(path)
+            path = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise FolderError(f"cannot write to the checkpoint folder {folder}: "
+                          f"{e.strerror or e}") from e
+    finally:
+        for path in created:  # deepest first
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
 
 
 def holds_run(folder: str) -> list:

@@ -15,8 +15,8 @@ from typing import Iterable, Optional, Sequence
 
 from .logger import LogError, read_log
 
-__all__ = ["Run", "read_run", "read_record", "distinct_folders", "group_by_flags", "group_by_globs",
-           "Stats", "stats", "final_and_best", "mean_curve"]
+__all__ = ["Run", "read_run", "read_record", "scored_test_split", "distinct_folders",
+           "group_by_flags", "group_by_globs", "Stats", "stats", "final_and_best", "mean_curve"]
 
 COLUMN = "Valid Acc."
 IGNORED = ("manualSeed",)  # what differs between the runs of one group
@@ -25,11 +25,14 @@ IGNORED = ("manualSeed",)  # what differs between the runs of one group
 @dataclasses.dataclass(frozen=True)
 class Run:
     """A run folder as summarize.py reads it: its Valid Acc. per epoch, the flags its run.json
-    records (empty without one) and the epochs it was asked to train (None: unknown)."""
+    records (empty without one), the epochs it was asked to train (None: unknown), and, for a
+    run that held out a validation split, the test split's top-1 of its final and best weights
+    ({"final": %, "best": %}; empty otherwise)."""
     folder: str
     accuracies: tuple
     recorded: dict
     planned_epochs: Optional[int] = None
+    test: dict = dataclasses.field(default_factory=dict)
 
     @property
     def unfinished(self) -> bool:
@@ -57,7 +60,26 @@ def read_record(path: str) -> dict:
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)
                                or epochs < 1):
         raise LogError(f"{path} has a malformed 'recorded': epochs is {epochs!r}")
-    return recorded
+    return record
+
+
+def scored_test_split(record: dict, path: str) -> dict:
+    """{"final" | "best" | "ema": top-1 %} of run.json's result.test (empty without one),
+    each a finite number from 0 to 100, else one LogError line naming the file."""
+    result = record.get("result")
+    test = result.get("test") if isinstance(result, dict) else None
+    if test is None:
+        return {}
+    if not isinstance(test, dict):
+        raise LogError(f"{path} has a malformed 'result': its test is {test!r}")
+    scores = {}
+    for name, score in test.items():
+        top1 = score.get("top1") if isinstance(score, dict) else None
+        if (not isinstance(top1, (int, float)) or isinstance(top1, bool)
+                or not 0 <= top1 <= 100):
+            raise LogError(f"{path} has a malformed 'result': test {name} is {score!r}")
+        scores[name] = float(top1)
+    return scores
 
 
 def read_run(folder: str) -> Run:
@@ -66,8 +88,10 @@ def read_run(folder: str) -> Run:
     if COLUMN not in names or not numbers[COLUMN]:
         raise LogError(f"{folder}/log.txt has no {COLUMN!r} rows")
     path = os.path.join(folder, "run.json")
-    recorded = read_record(path) if os.path.isfile(path) else {}
-    return Run(folder, tuple(numbers[COLUMN]), recorded, recorded.get("epochs"))
+    record = read_record(path) if os.path.isfile(path) else {}
+    recorded = record.get("recorded") or {}
+    return Run(folder, tuple(numbers[COLUMN]), recorded, recorded.get("epochs"),
+               scored_test_split(record, path))
 
 
 def distinct_folders(folders: list) -> list:

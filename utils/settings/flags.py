@@ -13,9 +13,11 @@ Every flag belongs to one group, and the group says whether a checkpoint records
                        --gpu-id, --channels-last, --compile
     output   per-run   the run folder (-c) and progress output
 
-A flag added to the parser outside the table is refused when the parser is used
-(``ScriptFlags.check_classified``). Nothing here touches CUDA or reads a file: the device is
-chosen after parsing (utils.settings.run.select_device), once ``--gpu-id`` can still steer it.
+Each flag's value goes where its table entry's ``into`` says: the typed settings of
+utils.settings.values are built from the table, not from a hand-kept list. A flag added to the
+parser outside the table is refused when the parser is used (``ScriptFlags.check_classified``).
+Nothing here touches CUDA or reads a file: the device is chosen after parsing
+(utils.session.device.select_device), once ``--gpu-id`` can still steer it.
 """
 import argparse
 import dataclasses
@@ -28,18 +30,14 @@ from typing import Callable, Optional, Sequence
 from models import model_options
 from models.twins import PAIR_NAMES
 
-from ..data.augment import Regularisers
-from ..data.choice import DataChoice
-from ..data.policies import AugmentPolicy
-from ..train.recipe import RecipeSettings
-from ..train.schedule import Schedule
 from .resume import Resumed, check_going_back, merge_resumed
-from .table import (COMPILE_FLAG, COMPILE_MODES, GROUPS, PER_RUN, POLICY_FLAGS, RECORDED, Flag,
-                    UsageError, check, check_pair, check_rules)
+from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
+from .table import POLICY_FLAGS, check, check_pair, check_rules
+from .values import (AugmentPolicy, DataSettings, DeviceSettings, ModelSettings, RecipeSettings,
+                     Regularisers, RunSettings, Schedule)
 
-__all__ = ["UsageError", "RECORDED", "PER_RUN", "COMPILE_MODES", "COMPILE_FLAG", "ScriptSpec",
-           "ScriptFlags", "ParsedFlags", "ModelChoice", "DeviceChoice", "DataChoice",
-           "RunSettings", "check_arch", "exact_float"]
+__all__ = ["ScriptSpec", "ScriptFlags", "ParsedFlags", "argparse_options", "check_values",
+           "check_arch", "exact_float", "default_run_folder", "default_workers", "augment_policy"]
 
 
 def exact_float(text: str) -> float:
@@ -52,6 +50,31 @@ def exact_float(text: str) -> float:
 
 
 exact_float.__name__ = "float"  # argparse's message: "invalid float value: 'x'"
+
+
+def argparse_options(flag: Flag, default: object = None) -> dict:
+    """argparse's keywords for ``flag`` with ``default`` (a tuple becomes argparse's list), for a
+    script's parser and for the tools that take the same flags (bench.py)."""
+    if isinstance(default, tuple):
+        default = list(default)
+    kwargs = dict(help=flag.help, dest=flag.name)
+    if flag.kind == "switch":
+        return {**kwargs, "action": "store_true"}
+    if flag.kind == "bool":
+        return {**kwargs, "action": argparse.BooleanOptionalAction, "default": None}
+    kwargs.update(default=default, type={float: exact_float, int: int}.get(flag.kind, str))
+    for name in ("choices", "nargs", "metavar", "const", "required"):
+        if getattr(flag, name) not in (None, False):
+            kwargs[name] = getattr(flag, name)
+    return kwargs
+
+
+def check_values(flags: dict, values: dict) -> None:
+    """Each of ``flags`` (by name) refuses a value outside its type's range: a UsageError."""
+    for name, flag in flags.items():
+        problem = flag.problem(values[name])
+        if problem:
+            raise UsageError(problem)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +94,10 @@ class ScriptSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ParsedFlags:
-    """A command line as argparse read it: every flag's value, the flags written on it, and
-    the command line itself."""
+    """A command line as argparse read it: every flag's value, the flags written on it
+    (``given``), and the command line itself."""
     values: dict
-    explicit: frozenset
+    given: frozenset
     argv: tuple
 
 
@@ -96,17 +119,9 @@ class ScriptFlags:
     def _argparse(self, flag: Flag) -> dict:
         """argparse's keywords for ``flag``, with this script's default."""
         default = self.spec.defaults.get(flag.script_default, flag.default)
-        if isinstance(default, tuple):
-            default = list(default)
-        kwargs = dict(help=flag.help, dest=flag.name)
-        if flag.kind == "switch":
-            return {**kwargs, "action": "store_true"}
-        if flag.kind == "bool":
-            return {**kwargs, "action": argparse.BooleanOptionalAction, "default": None}
-        kwargs.update(default=default, type={float: exact_float, int: int}.get(flag.kind, str))
-        for name in ("choices", "nargs", "metavar", "const", "required"):
-            if getattr(flag, name) not in (None, False):
-                kwargs[name] = getattr(flag, name)
+        kwargs = argparse_options(flag, default)
+        if flag.kind in ("switch", "bool"):
+            return kwargs
         if flag.name == "arch":
             kwargs["help"] = f"{flag.help} (default: %(default)s): {arch_list(self.archs)}"
         elif flag.name == "schedule":
@@ -135,9 +150,9 @@ class ScriptFlags:
         self.check_classified(values)
         return ParsedFlags(values, _written(self.flags, argv), tuple(argv))
 
-    def model_choice(self, argv: Sequence[str],
-                     resumed: Optional[Resumed] = None) -> "ModelChoice":
-        """The ModelChoice of model flags alone, for the tools that build a network without
+    def model_settings(self, argv: Sequence[str],
+                       resumed: Optional[Resumed] = None) -> ModelSettings:
+        """The ModelSettings of model flags alone, for the tools that build a network without
         training it (bench.py, export.py): ``argv`` holds -a and the model group's flags, and
         with ``resumed`` a checkpoint's recorded model flags fill in what argv does not write.
         They are checked as a run checks them; no other flag is read or required (a run's
@@ -147,79 +162,75 @@ class ScriptFlags:
         for flag in model.values():
             parser.add_argument(*flag.names, **self._argparse(flag))
         values = vars(parser.parse_args(list(argv)))
-        explicit = _written(model, argv)
+        given = _written(model, argv)
         if resumed is not None:
-            merge_resumed(model, set(model), values, explicit, resumed)
-        _check_values(model, values)
-        return self._model_choice(values, explicit)
+            merge_resumed(model, set(model), values, given, resumed)
+        check_values(model, values)
+        return self._model_settings(values, given)
 
-    def _model_choice(self, values: dict, explicit: frozenset) -> "ModelChoice":
-        """The checked ModelChoice of every model flag's value in ``values`` (in place, an open
-        pair takes the architecture's)."""
+    def _model_settings(self, values: dict, given: frozenset) -> ModelSettings:
+        """The checked ModelSettings of every model flag's value in ``values`` (in place, an
+        open pair takes the architecture's)."""
         check_arch(values["arch"], sorted(self.archs))
         constructor = self.archs[values["arch"]]
         resolve_pair(constructor, values)
         model = self.model_flags
-        choice = ModelChoice(
-            values["arch"], {flag.option: values[name] for name, flag in model.items()
-                             if flag.option},
-            {flag.option: flag.long for flag in model.values() if flag.option},
-            frozenset(flag.option for name, flag in model.items()
-                      if flag.option and name in explicit),
-            values["ghost_batch"], values["sync_bn"])
-        check_model_flags(constructor, choice)
-        check_pair(values, explicit)
-        return choice
+        settings = ModelSettings(
+            options=_gather(model, values, "options"),
+            flag_names={flag.option: flag.long for flag in model.values() if flag.option},
+            given=frozenset(flag.option for name, flag in model.items()
+                            if flag.option and name in given),
+            **_gather(model, values, "model"))
+        check_model_flags(constructor, settings)
+        check_pair(values, given)
+        return settings
 
-    def settings(self, parsed: ParsedFlags, resumed: Optional[Resumed] = None) -> "RunSettings":
+    def settings(self, parsed: ParsedFlags, resumed: Optional[Resumed] = None) -> RunSettings:
         """The RunSettings of a parsed command line and, for --resume, the checkpoint's
         recorded flags; impossible values and combinations are a UsageError, all before any
         data is read or CUDA is touched."""
-        values, explicit = dict(parsed.values), parsed.explicit
+        values, given = dict(parsed.values), parsed.given
         changed = {}
         if resumed is not None:
-            changed = merge_resumed(self.flags, self.dests(RECORDED), values, explicit, resumed)
+            changed = merge_resumed(self.flags, self.dests(RECORDED), values, given, resumed)
         if values["workers"] is None:
             values["workers"] = default_workers(self.spec.workers)
-        _check_values(self.flags, values)
+        check_values(self.flags, values)
         check_rules(values, self.spec.image_size, resumed is not None)
         if values["checkpoint"] is None:
             values["checkpoint"] = default_run_folder(self.script, values["arch"])
         if resumed is not None:
             check_going_back(resumed.path, values)
         warn_schedule(values)
-        return self._settings(values, explicit, parsed.argv, changed)
+        return self._settings(values, given, parsed.argv, changed)
 
-    def _settings(self, values: dict, explicit: frozenset, argv: tuple,
-                  changed: dict) -> "RunSettings":
-        model = self._model_choice(values, explicit)
-        recipe = _recipe_settings(values)
+    def _settings(self, values: dict, given: frozenset, argv: tuple,
+                  changed: dict) -> RunSettings:
+        """Every typed settings object of ``values``, each field from the flag whose ``into``
+        names it (utils.settings.table)."""
+        flags = self.flags
+        model = self._model_settings(values, given)  # first: it settles an open --norm / --ws
+
+        def gather(target):
+            return _gather(flags, values, target)
+
+        recipe = RecipeSettings(schedule=Schedule(**gather("schedule")),
+                                regularisers=check(Regularisers, gather("regularisers")),
+                                **gather("recipe"))
         return RunSettings(
             model=model,
-            data=DataChoice(root=values["data"], dataset=values.get("dataset"),
-                            download=not values.get("no_download", True),
-                            loader=values.get("loader"), decode=values.get("decode"),
-                            workers=values["workers"], train_batch=values["train_batch"],
-                            test_batch=values["test_batch"], policy=_augment_policy(values)),
+            data=DataSettings(policy=augment_policy(gather("policy")), **gather("data")),
             recipe=recipe,
-            device=DeviceChoice(values["gpu_id"], "gpu_id" in explicit, values["channels_last"],
-                                values["compile"]),
-            seed=values["manualSeed"], start_epoch=values["start_epoch"],
-            resume=values["resume"], evaluate=values["evaluate"], weights=values["weights"],
-            pretrained=values.get("pretrained", False), run_folder=values["checkpoint"],
-            show_progress=not values["no_progress"],
-            keep_checkpoints=values["keep_checkpoints"], save_every=values["save_every"],
-            tta=values["tta"] == "flip", best_by=values["best_by"], replace=values["replace"],
+            device=DeviceSettings(gpu_id_given="gpu_id" in given, **gather("device")),
             recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
-            flags=dict(values), command=(self.script,) + tuple(argv), changed=changed)
+            flags=dict(values), command=(self.script,) + tuple(argv), changed=changed,
+            **gather("run"))
 
 
-def _check_values(flags: dict, values: dict) -> None:
-    """Each of ``flags`` (by name) refuses a value outside its type's range: a UsageError."""
-    for name, flag in flags.items():
-        problem = flag.problem(values[name])
-        if problem:
-            raise UsageError(problem)
+def _gather(flags: dict, values: dict, target: str) -> dict:
+    """{field: value} of the ``flags`` (by name) whose value goes into ``target``."""
+    return {flag.field: flag.value(values[name]) for name, flag in flags.items()
+            if flag.target == target}
 
 
 def _written(flags: dict, argv: Sequence[str]) -> frozenset:
@@ -237,86 +248,9 @@ def _spellings(flag: Flag) -> set:
     return names
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelChoice:
-    """-a and its options: ``options`` maps a constructor keyword to its flag's value,
-    ``flag_names`` that keyword to the flag, ``given`` the keywords written on the command line
-    (an architecture that does not take one of them is refused, not silently built without it)."""
-    arch: str
-    options: dict
-    flag_names: dict
-    given: frozenset
-    ghost_batch: int = 0
-    sync_bn: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class DeviceChoice:
-    """--gpu-id (and whether it was written) and the speed flags of model preparation. (The
-    precision, --amp, is the recipe's: RecipeSettings.amp.)"""
-    gpu_id: str
-    gpu_id_given: bool
-    channels_last: bool
-    compile: Optional[str] = None  # torch.compile's mode; None: eager
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSettings:
-    """Everything a run was asked to do, as typed values; ``recorded`` is what its checkpoints
-    record (the recorded groups' flags), ``flags`` every flag's value and ``command`` the script
-    and its command line (for run.json); ``changed``: the recorded flags a --resume gave anew,
-    {name: [the checkpoint's value, this run's]}, which take effect from its first epoch."""
-    model: ModelChoice
-    data: DataChoice
-    recipe: RecipeSettings
-    device: DeviceChoice
-    seed: Optional[int]
-    start_epoch: int
-    resume: str
-    evaluate: bool
-    weights: str
-    pretrained: bool
-    run_folder: str
-    show_progress: bool
-    keep_checkpoints: int
-    save_every: float
-    tta: bool
-    best_by: str
-    replace: bool
-    recorded: dict
-    flags: dict
-    command: tuple
-    changed: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def epochs(self) -> int:
-        return self.recipe.schedule.epochs
-
-    def with_seed(self, seed: int) -> "RunSettings":
-        """The settings with the run's seed decided (recorded, so a resume draws the same)."""
-        return dataclasses.replace(self, seed=seed, recorded={**self.recorded, "manualSeed": seed},
-                                   flags={**self.flags, "manualSeed": seed})
-
-
-def _recipe_settings(values: dict) -> RecipeSettings:
-    """The RecipeSettings of the recipe flags, made once; an impossible combination of
-    regularisers is a UsageError."""
-    schedule = Schedule(name=values["scheduler"], epochs=values["epochs"],
-                        milestones=tuple(values["schedule"]), gamma=values["gamma"],
-                        warmup_epochs=values["warmup_epochs"])
-    regularisers = check(Regularisers, dict(
-        cutout=values["cutout"], random_erasing=values["random_erasing"], mixup=values["mixup"],
-        cutmix=values["cutmix"], ricap=values["ricap"], dual_cutout=values["dual_cutout"]))
-    return RecipeSettings(
-        optimizer=values["optimizer"], lr=values["lr"], momentum=values["momentum"],
-        weight_decay=values["weight_decay"], nesterov=values["nesterov"],
-        no_wd_norm=values["no_wd_norm"], schedule=schedule, iter_size=values["iter_size"],
-        label_smoothing=values["label_smoothing"], regularisers=regularisers, ema=values["ema"],
-        amp=values["amp"], clip_grad=values["clip_grad"])
-
-
-def _augment_policy(values: dict) -> AugmentPolicy:
-    """The AugmentPolicy of --autoaugment, --randaugment or --trivialaugment (at most one)."""
+def augment_policy(values: dict) -> AugmentPolicy:
+    """The AugmentPolicy of --autoaugment, --randaugment or --trivialaugment (at most one;
+    ``values`` by name)."""
     asked = ["--" + name for name in POLICY_FLAGS if values[name]]
     if len(asked) > 1:
         raise UsageError(f"choose one of {', '.join(asked)} (each is a whole augmentation "
@@ -381,7 +315,7 @@ def check_arch(arch: str, archs: list) -> None:
             f"; did you mean {', '.join(close)}?" if close else "; see --help for the list"))
 
 
-def check_model_flags(constructor: Callable, choice: ModelChoice) -> None:
+def check_model_flags(constructor: Callable, choice: ModelSettings) -> None:
     """Refuse a model flag written on the command line that the architecture does not take: it
     would otherwise be silently ignored. Flags left at their defaults are simply not used."""
     accepted = model_options(constructor)

@@ -1,32 +1,30 @@
 """Merging a resumed run's recorded flags into this run's: a step of its own, after the command
-line is parsed (utils.settings.flags) and the checkpoint read (utils.settings.run).
+line is parsed (utils.settings.flags) and the checkpoint read (utils.session.stages).
 
 A checkpoint's ``args`` holds the flags of the recorded groups. ``--resume`` takes them back
-unless they are written again, so a resumed run continues the run it resumes. A recorded flag
-written again with another value either takes effect from the resumed epoch (APPLIED_ON_RESUME:
-the run record's session names it) or is refused with one line saying what to do: the
-checkpoint's optimizer, schedule, EMA, weights or draws hold its old value.
+unless they are written again, so a resumed run continues the run it resumes. What happens to a
+recorded flag written again with another value is its table entry's ``on_resume``
+(utils.settings.table): "apply", it takes effect from the resumed epoch (the run record's
+session names it), or "refuse", one line (its ``refusal``) saying what to do, because the
+checkpoint's optimizer, schedule, EMA, weights or draws hold its old value. A checkpoint written
+before a flag existed gets the flag's ``before_flag`` value.
 """
 import dataclasses
 import os
 from typing import Any, Optional
 
-from ..train.checkpoint import Checkpoint, CheckpointError
-from ..train.schedule import Schedule
-from .table import POLICY_FLAGS, Flag, UsageError
+from .flag import NOT_RECORDED_BEFORE, Flag, UsageError
+from .table import POLICY_FLAGS
+from .values import Schedule
 
-__all__ = ["Resumed", "APPLIED_ON_RESUME", "BEFORE_THE_FLAG", "merge_resumed",
-           "check_going_back"]
+__all__ = ["Resumed", "MalformedRecord", "applied_on_resume", "before_the_flag",
+           "merge_resumed", "check_going_back"]
 
-# Recorded flags added after checkpoints were first written, with the value that rebuilds what
-# such a checkpoint trained (one without the flag in its args).
-BEFORE_THE_FLAG = {"gn_narrow": "channels"}
-# Recorded flags a --resume may give anew: they take effect from the resumed epoch.
-APPLIED_ON_RESUME = frozenset({"epochs", "lr", "momentum", "weight_decay", "warmup_epochs",
-                               "label_smoothing", "mixup", "cutmix", "ricap", "cutout",
-                               "dual_cutout", "random_erasing", "clip_grad", "best_by", "ema",
-                               "amp", *POLICY_FLAGS})
 START_ANEW = "train into a new run folder (-c) starting from its weights (--weights)"
+
+
+class MalformedRecord(Exception):
+    """A checkpoint's recorded flag holds a value its flag could not have parsed to."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +36,20 @@ class Resumed:
     arch: Optional[str] = None
     keeps_ema: bool = False
 
-    @classmethod
-    def of(cls, path: str, checkpoint: Checkpoint) -> "Resumed":
-        """What the merge needs of ``checkpoint``, read from ``path``."""
-        return cls(path, checkpoint.args or {}, checkpoint.arch, bool(checkpoint.ema_state_dict))
+
+def applied_on_resume(flags: dict) -> frozenset:
+    """The names of the ``flags`` (by name) a --resume may give anew (``on_resume`` "apply")."""
+    return frozenset(name for name, flag in flags.items() if flag.on_resume == "apply")
 
 
-def merge_resumed(flags: dict, recorded: set, values: dict, explicit: set,
+def before_the_flag(flags: dict) -> dict:
+    """{name: value} of the ``flags`` (by name) that rebuild a checkpoint written before
+    them."""
+    return {name: flag.before_flag for name, flag in flags.items()
+            if flag.before_flag is not NOT_RECORDED_BEFORE}
+
+
+def merge_resumed(flags: dict, recorded: set, values: dict, given: set,
                   resumed: Resumed) -> dict:
     """Put ``resumed``'s recorded flags into ``values`` (in place) where the command line did
     not write them; ``flags``: the script's Flags by name, ``recorded``: the names of the
@@ -53,22 +58,22 @@ def merge_resumed(flags: dict, recorded: set, values: dict, explicit: set,
     saved = resumed.args
     check_recorded_types(flags, recorded, saved, resumed.path)
     saved_arch = resumed.arch or saved.get("arch")
-    if saved_arch is not None and "arch" in explicit and saved_arch != values["arch"]:
+    if saved_arch is not None and "arch" in given and saved_arch != values["arch"]:
         raise UsageError(f"the checkpoint is of architecture {saved_arch!r}, but --arch is "
                          f"{values['arch']!r}")
-    check_continuable(values, explicit, saved, resumed.keeps_ema)
+    check_continuable(flags, values, given & recorded, saved, resumed.keeps_ema)
     # The policy flags are one choice: writing one replaces the checkpoint's, whichever.
-    replaced = set(POLICY_FLAGS) if explicit & set(POLICY_FLAGS) else set()
+    replaced = set(POLICY_FLAGS) if given & set(POLICY_FLAGS) else set()
     for name in recorded - replaced:
-        if name in saved and name not in explicit:
+        if name in saved and name not in given:
             values[name] = saved[name]
     if saved:
-        for name, value in BEFORE_THE_FLAG.items():
-            if name not in saved and name not in explicit:
+        for name, value in before_the_flag(flags).items():
+            if name not in saved and name not in given:
                 values[name] = value
-    if "checkpoint" not in explicit:  # -c with --resume: train on into another folder
+    if "checkpoint" not in given:  # -c with --resume: train on into another folder
         values["checkpoint"] = os.path.dirname(resumed.path)
-    return {name: [saved[name], values[name]] for name in sorted(explicit & set(saved))
+    return {name: [saved[name], values[name]] for name in sorted(given & set(saved))
             if name in recorded and saved[name] != values[name]}
 
 
@@ -79,7 +84,7 @@ def check_recorded_types(flags: dict, recorded: set, saved: dict, path: str) -> 
     for name in sorted(recorded & set(saved)):
         flag = flags[name]
         if not parsable(flag, saved[name]):
-            raise CheckpointError(f"{path} has a malformed 'args': {name} is {saved[name]!r}, "
+            raise MalformedRecord(f"{path} has a malformed 'args': {name} is {saved[name]!r}, "
                                   f"which {flag.names[-1]} cannot take")
 
 
@@ -98,23 +103,22 @@ def parsable(flag: Flag, value: Any) -> bool:
                (flag.choices is None or v in flag.choices) for v in values)
 
 
-def check_continuable(values: dict, explicit: set, saved: dict, keeps_ema: bool) -> None:
-    """Refuse a recorded flag written on a --resume command line whose change the checkpoint
-    cannot continue: another network (norm, WS), optimizer or kind of schedule, a change of
-    the log's columns (an EMA added or dropped, TTA), any other recorded flag outside
-    APPLIED_ON_RESUME."""
-    for name in ("norm", "ws"):
-        if name in explicit and saved.get(name) is not None and saved[name] != values[name]:
-            raise UsageError(f"{_flag(name)} {values[name]}: the checkpoint's network was built "
-                             f"with {_flag(name)} {saved[name]}, and its weights and statistics "
-                             f"are of that network; train another pair into a new run folder "
-                             f"(-c)")
-    for name, state in (("optimizer", "optimizer"), ("scheduler", "schedule")):
-        if name in explicit and name in saved and saved[name] != values[name]:
-            raise UsageError(f"--{name} {values[name]}: the checkpoint was trained with "
-                             f"{saved[name]}, and its {state} state cannot continue as another; "
-                             f"{START_ANEW}")
-    if "warmup_epochs" in explicit and "scheduler" in saved and "warmup_epochs" in saved:
+def check_continuable(flags: dict, values: dict, given: set, saved: dict,
+                      keeps_ema: bool) -> None:
+    """Refuse a recorded flag written (``given``) on a --resume command line whose change the
+    checkpoint cannot continue: one whose table entry says "refuse" (another network, optimizer,
+    kind of schedule, log columns, batch, seed, ...), in its refusal's words, a model flag
+    first; and the changes of an "apply" flag that the checkpoint's state cannot take: warmup
+    that would change whether the schedule steps per iteration, an EMA added or dropped."""
+    refused = sorted((name for name in given & set(saved) - applied_on_resume(flags)
+                      if saved[name] is not None and saved[name] != values[name]),
+                     key=lambda name: (flags[name].group != "model", name))
+    if refused:
+        flag = flags[refused[0]]
+        raise UsageError(flag.refusal.format(flag=flag.long, new=_shown(values[flag.name]),
+                                             old=_shown(saved[flag.name]),
+                                             start_anew=START_ANEW))
+    if "warmup_epochs" in given and "scheduler" in saved and "warmup_epochs" in saved:
         # The scheduler itself is the checkpoint's here (another one was refused above).
         before = Schedule(saved["scheduler"], warmup_epochs=saved["warmup_epochs"]).per_iteration
         now = Schedule(saved["scheduler"], warmup_epochs=values["warmup_epochs"]).per_iteration
@@ -122,25 +126,13 @@ def check_continuable(values: dict, explicit: set, saved: dict, keeps_ema: bool)
             raise UsageError(f"--warmup-epochs {values['warmup_epochs']}: the checkpoint's "
                              f"schedule steps per {'iteration' if before else 'epoch'}, this one "
                              f"would not; {START_ANEW}")
-    if "ema" in explicit and values["ema"] and not keeps_ema:
+    if "ema" in given and values["ema"] and not keeps_ema:
         raise UsageError(f"--ema {values['ema']}: the checkpoint keeps no average of the weights "
                          f"to continue; {START_ANEW}")
-    if "ema" in explicit and not values["ema"] and keeps_ema:
+    if "ema" in given and not values["ema"] and keeps_ema:
         raise UsageError("--ema 0: the checkpoint keeps an average of the weights and its log an "
                          "EMA Valid Acc. column, which the run would drop; resume without --ema, "
                          f"or {START_ANEW}")
-    if "tta" in explicit and saved.get("tta") not in (None, values["tta"]):
-        raise UsageError(f"--tta {values['tta']}: the checkpoint's log was written with --tta "
-                         f"{saved['tta']} and its columns would change; resume without --tta, "
-                         f"or {START_ANEW}")
-    refused = sorted(name for name in explicit & set(saved) - APPLIED_ON_RESUME
-                     if saved[name] != values[name])
-    if refused:
-        name = refused[0]
-        raise UsageError(f"{_flag(name)} {_shown(values[name])}: the checkpoint was trained "
-                         f"with {_flag(name)} {_shown(saved[name])}, and a resumed run continues "
-                         f"its recipe (its optimizer, schedule and draws hold the old value); "
-                         f"resume without {_flag(name)}, or {START_ANEW}")
 
 
 def check_going_back(path: str, values: dict) -> None:
@@ -156,10 +148,6 @@ def check_going_back(path: str, values: dict) -> None:
                      f"would replace its checkpoint.pth.tar and model_best.pth.tar and cut its "
                      f"log.txt back; add --replace to do that, or train on into another folder "
                      f"(-c NEW)")
-
-
-def _flag(name):
-    return "--" + name.replace("_", "-")
 
 
 def _shown(value):

@@ -4,7 +4,8 @@ or the reference's) and loading weights strictly.
 On disk a checkpoint is the reference's dict: ``epoch`` (epochs done), ``state_dict`` (the
 reference's carries DataParallel's ``module.`` prefix; ours is unwrapped), ``acc``, ``best_acc``,
 ``optimizer``. Ours adds what an exact resume and a rebuilt model need: ``scheduler``,
-``scaler``, ``rng``, ``arch``, ``num_classes``, ``args`` (the run's recorded flags),
+``scaler``, ``rng``, ``arch``, ``num_classes``, ``classes`` (the class names, in label order;
+checkpoints from before they were recorded have none), ``args`` (the run's recorded flags),
 ``ema_state_dict``, ``log`` (the log's rows), ``run`` (its run record) and, for a recovery
 checkpoint taken mid-epoch, ``position``. ``FIELDS`` is that schema; every field read back is
 checked against it (and ``FIELD_CHECKS``) before use. A file holding a bare state_dict is a
@@ -16,7 +17,7 @@ import math
 import os
 import re
 import shutil
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -31,6 +32,10 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
+
+
+class WeightsMismatch(CheckpointError):
+    """Weights whose keys or shapes are not the model's (``load_weights``)."""
 
 
 EPOCH_COPY = re.compile(r"checkpoint_epoch_(\d+)\.pth\.tar$")
@@ -95,7 +100,8 @@ def read_checkpoint(path: str) -> "Checkpoint":
 FIELDS = {"epoch": int, "acc": (int, float, torch.Tensor), "best_acc": (int, float, torch.Tensor),
           "optimizer": dict,
           "scheduler": (dict, type(None)), "scaler": (dict, type(None)), "rng": dict, "arch": str,
-          "num_classes": int, "args": dict, "ema_state_dict": dict, "log": dict, "run": dict,
+          "num_classes": int, "classes": list, "args": dict, "ema_state_dict": dict, "log": dict,
+          "run": dict,
           "position": dict}
 
 
@@ -124,6 +130,10 @@ def check_checkpoint(checkpoint: object, path: str) -> None:
             problem = check(checkpoint[field])
             if problem:
                 raise CheckpointError(f"{path} has a malformed {field!r}: {problem}")
+    names, count = checkpoint.get("classes"), checkpoint.get("num_classes")
+    if names is not None and count is not None and len(names) != count:
+        raise CheckpointError(f"{path} has a malformed 'classes': {len(names)} names for "
+                              f"{count} classes")
 
 
 def _number(value):
@@ -180,6 +190,7 @@ FIELD_CHECKS = {
     "acc": lambda v: None if _finite(v) else f"{v!r} is not a finite number",
     "best_acc": lambda v: None if _finite(v) else f"{v!r} is not a finite number",
     "num_classes": lambda v: None if v >= 1 else f"{v} classes",
+    "classes": lambda v: None if all(isinstance(c, str) for c in v) else "not a list of names",
     "log": _check_log, "position": _check_position, "run": _check_run}
 
 
@@ -224,17 +235,23 @@ def load_weights(model: nn.Module, source: Union[str, os.PathLike, "Checkpoint",
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8
                                                 else "")
                 problems.append(f"{title}: {shown}")
-        raise CheckpointError("checkpoint does not fit the model; " + "; ".join(problems))
+        raise WeightsMismatch("checkpoint does not fit the model; " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return checkpoint
 
 
 # What a Checkpoint captures of a run beside its weights and training state: the fields the
-# caller names (utils.settings.run.run_record and the engine's log rows and position).
-ABOUT_THE_RUN = ("arch", "num_classes", "args", "log", "run", "position")
+# caller names (utils.session.stages.checkpoint_fields and the engine's log rows and position).
+ABOUT_THE_RUN = ("arch", "num_classes", "classes", "args", "log", "run", "position")
 # Written even when empty (None), as every checkpoint of this project always has been.
 ALWAYS_WRITTEN = ("epoch", "state_dict", "acc", "best_acc", "optimizer", "scheduler", "scaler",
                   "rng")
+
+
+class Restored(NamedTuple):
+    """Where a restored checkpoint left off: the epochs it had done, and its best accuracy."""
+    epoch: int
+    best_acc: float
 
 
 @dataclasses.dataclass
@@ -253,6 +270,7 @@ class Checkpoint:
     rng: Optional[dict] = None
     arch: Optional[str] = None
     num_classes: Optional[int] = None
+    classes: Optional[list] = None
     args: Optional[dict] = None
     ema_state_dict: Optional[dict] = None
     log: Optional[dict] = None
@@ -302,11 +320,10 @@ class Checkpoint:
                    ema_state_dict=recipe.ema.state_dict() if recipe.ema is not None else None,
                    **about)
 
-    def restore(self, model: nn.Module, recipe: Recipe) -> tuple:
+    def restore(self, model: nn.Module, recipe: Recipe) -> "Restored":
         """Put the weights into ``model`` (strictly: load_weights) and the optimizer, schedule,
         AMP scaler, EMA and RNG states into ``recipe``'s parts and this process. Reference
-        checkpoints carry no schedule: the schedule is then advanced to their epoch. Returns
-        (start_epoch, best_acc)."""
+        checkpoints carry no schedule: the schedule is then advanced to their epoch."""
         load_weights(model, self)
         ema, scaler = recipe.ema, recipe.scaler
         parts = [("optimizer", recipe.optimizer.load_state_dict, self.optimizer),
@@ -325,4 +342,4 @@ class Checkpoint:
                                       f"{type(e).__name__}: {first_line(e)}") from e
         if not self.scheduler:
             recipe.scheduler.last_epoch = self.epoch
-        return self.epoch, self.best_acc or 0.0
+        return Restored(self.epoch, self.best_acc or 0.0)

@@ -23,86 +23,14 @@ from ..eval import confusion_counts
 from ..progress import Progress, format_rate
 from ..records.logger import Logger
 from ..records.record import with_session_time
-from ..records.run_folder import FolderUse
 from .checkpoint import Checkpoint, CheckpointError, save_checkpoint
-from .meters import Meters
+from .meters import Meters, Scores
+from .plan import EpochPosition, PreparedModel, TrainPlan
 from .recipe import Recipe, autocast
 from .stopping import StepControl, StopSignal, TrainingInterrupted
 
-__all__ = ["TrainPlan", "StartPoint", "CheckpointPolicy", "EpochPosition", "PreparedModel",
-           "NonFiniteLoss", "TrainingInterrupted", "StopSignal", "StepControl", "Meters",
-           "check_finite", "autocast", "micro_step", "optimizer_step", "train_one_epoch",
-           "evaluate", "fit"]
-
-
-@dataclasses.dataclass(frozen=True)
-class EpochPosition:
-    """Where in an epoch a recovery checkpoint was taken: the next micro-batch, each process's
-    Meters so far (one per rank) and the LR the epoch started with (its log row's)."""
-    batch: int
-    meters: tuple
-    lr: float
-
-    def as_dict(self) -> dict:
-        return {"batch": self.batch, "meters": [m.tolist() for m in self.meters], "lr": self.lr}
-
-    @classmethod
-    def from_dict(cls, saved: Optional[dict], world: int = 1) -> Optional["EpochPosition"]:
-        """The position a checkpoint saved (None: it was taken at an epoch's end), for a run of
-        ``world`` processes. Saved by another number of processes, its meters go to rank 0:
-        the epoch's numbers stay right, only not bitwise those of an unstopped run."""
-        if not saved:
-            return None
-        try:
-            meters = [Meters("cpu", m) for m in saved["meters"]]
-            if len(meters) != world:
-                meters = [Meters.total(meters)] + [Meters() for _ in range(world - 1)]
-            return cls(int(saved["batch"]), tuple(meters), float(saved["lr"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"the checkpoint's position in its epoch is malformed: "
-                                  f"{type(e).__name__}: {e}") from e
-
-
-@dataclasses.dataclass(frozen=True)
-class StartPoint:
-    """Where training starts: the 0-based epoch, the place in it of a run resumed mid-epoch,
-    the best validation accuracy so far, and whether the run continues a checkpoint (whose log
-    it then appends to)."""
-    epoch: int = 0
-    position: Optional[EpochPosition] = None
-    best_acc: float = 0.0
-    resumed: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointPolicy:
-    """Which checkpoints a run keeps: the last ``keep`` epochs' own copies besides
-    checkpoint.pth.tar (0: none), a recovery checkpoint every ``save_every`` minutes (0: none),
-    and model_best.pth.tar by the plain validation accuracy (``best_by`` "valid") or the flip
-    TTA one ("tta")."""
-    keep: int = 0
-    save_every: float = 0.0
-    best_by: str = "valid"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainPlan:
-    """The loop of a run: epochs [start.epoch, epochs), its folder (which gets the log and
-    checkpoints), the checkpoints it keeps, whether each epoch is also evaluated with flip
-    test-time augmentation (a log column), and whether progress lines are shown."""
-    epochs: int
-    start: StartPoint = StartPoint()
-    folder: Optional[FolderUse] = None
-    checkpoints: CheckpointPolicy = CheckpointPolicy()
-    tta: bool = False
-    show_progress: bool = True
-
-
-class PreparedModel(NamedTuple):
-    """The model as it is called (maybe DDP/DataParallel/compiled) and the bare module whose
-    state_dict is saved."""
-    call: torch.nn.Module
-    raw: torch.nn.Module
+__all__ = ["NonFiniteLoss", "StepOutput", "FitResult", "check_finite", "micro_step",
+           "optimizer_step", "train_one_epoch", "evaluate", "fit"]
 
 
 class NonFiniteLoss(Exception):
@@ -159,12 +87,18 @@ def _no_sync(model, skip):
     return model.no_sync() if skip and hasattr(model, "no_sync") else contextlib.nullcontext()
 
 
+class StepOutput(NamedTuple):
+    """A micro-batch's mean loss and the model's output."""
+    loss: torch.Tensor
+    output: torch.Tensor
+
+
 def micro_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe,
-               weight: float, last_of_step: bool) -> tuple:
+               weight: float, last_of_step: bool) -> "StepOutput":
     """Forward and backward of one micro-batch (already through the batch regularisers) under
     the recipe's autocast: the gradient of ``weight`` x its mean loss is added to the
     parameters' (scaled by the AMP scaler under fp16; under DDP the gradients are averaged over
-    the processes only at the ``last_of_step``). Returns (loss, output)."""
+    the processes only at the ``last_of_step``)."""
     device = x.device
     with _no_sync(model, not last_of_step):
         with autocast(device, recipe.amp):
@@ -172,7 +106,7 @@ def micro_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe:
             loss = recipe.criterion(output, y)
         scaled = loss * weight
         (recipe.scaler.scale(scaled) if recipe.scaler is not None else scaled).backward()
-    return loss, output
+    return StepOutput(loss, output)
 
 
 def optimizer_step(raw_model: torch.nn.Module, recipe: Recipe) -> None:
@@ -198,9 +132,9 @@ def optimizer_step(raw_model: torch.nn.Module, recipe: Recipe) -> None:
 
 
 def train_one_epoch(model: torch.nn.Module, loader: EpochLoader, recipe: Recipe, plan: TrainPlan,
-                    epoch: int, control: Optional[StepControl] = None) -> tuple:
+                    epoch: int, control: Optional[StepControl] = None) -> Scores:
     """Train ``model`` (the module to call) one epoch of ``loader`` with ``recipe``; returns
-    (loss, top1 %, top5 %) averaged over all processes' images. ``control`` acts between steps:
+    the Scores averaged over all processes' images. ``control`` acts between steps:
     recovery checkpoints, signals. In the plan's first epoch of a run resumed mid-epoch it
     starts at the saved batch with the saved meters (the loader's epoch plan already starts
     there).
@@ -250,7 +184,7 @@ def train_one_epoch(model: torch.nn.Module, loader: EpochLoader, recipe: Recipe,
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: EpochLoader, criterion: torch.nn.Module,
              amp: str = "none", show_progress: bool = True,
-             confusion: Optional[torch.Tensor] = None, tta: bool = False) -> tuple:
+             confusion: Optional[torch.Tensor] = None, tta: bool = False) -> Scores:
     """Loss and top-1/top-5 accuracy (%) over the whole evaluation set, under autocast to
     ``amp`` (the recipe's): each process evaluates its shard and the sums are reduced, so the
     numbers are exact for any number of processes. ``confusion``, a (K, K) int64 tensor on the
@@ -292,14 +226,21 @@ def resumed_at(batch: int, epoch_batches: int) -> str:
     return f" (resumed at batch {batch + 1})"
 
 
+class FitResult(NamedTuple):
+    """What ``fit`` computed: the best validation accuracy, and the run record (run.json's) as
+    the last checkpoint saved it, with this session's wall time."""
+    best_acc: float
+    run_record: Optional[dict]
+
+
 def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
-        log: Optional[Logger], record: dict) -> float:
+        log: Optional[Logger], record: dict) -> FitResult:
     """The epoch loop: train ``model`` on ``loaders.train``, evaluate on ``loaders.test``, step
     the recipe's schedule, append a row to ``log`` (None on the processes that do not log),
     save checkpoint.pth.tar (and model_best.pth.tar) in the plan's folder, recording ``record``
     (the Checkpoint fields that say what the run is: arch, num_classes, args, run; its run
     record's last session takes the wall time at each save). Only the main process prints the
-    epoch's times, logs and saves. Returns the best accuracy.
+    epoch's times, logs and saves. Returns a FitResult.
 
     With an EMA the averaged weights are evaluated too (an extra log column) and saved in the
     checkpoint, and with ``plan.tta`` the flip-TTA accuracy; the best model is chosen by the raw
@@ -311,23 +252,27 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
     start, policy, folder = plan.start, plan.checkpoints, plan.folder.path
     best_acc, lr = start.best_acc, None
     started = time.perf_counter()
+    run_record = record.get("run")
 
     def capture(epochs_done, acc, **fields):
-        """The Checkpoint of now: ``record`` with this session's wall time so far (kept in
-        ``record``, so the caller's run.json says what the last checkpoint says), the log's
-        rows and ``fields``."""
-        if record.get("run"):
-            record["run"] = with_session_time(record["run"], time.perf_counter() - started)
+        """The Checkpoint of now: ``record`` with this session's wall time so far (returned
+        too, so the caller's run.json says what the last checkpoint says), the log's rows and
+        ``fields``."""
+        nonlocal run_record
+        now = dict(record)
+        if run_record:
+            run_record = now["run"] = with_session_time(run_record,
+                                                        time.perf_counter() - started)
         return Checkpoint.capture(epochs_done, model.raw, recipe, acc, best_acc,
-                                  {**record, "log": log.rows(), **fields})
+                                  {**now, "log": log.rows(), **fields})
 
     def save_position(epoch, next_batch, meters):
         """A recovery checkpoint: the state after this step and the place in the epoch."""
         every = distributed.gather_objects(meters.tolist())
         if main:
             position = EpochPosition(next_batch, tuple(Meters("cpu", m) for m in every), lr)
-            save_checkpoint(capture(epoch, best_acc, position=position.as_dict()), False,
-                            folder)
+            save_checkpoint(capture(epoch, best_acc, position=position.as_dict()),
+                            is_best=False, folder=folder)
 
     # A position at the epoch's end is a run stopped after its last step: it evaluates next.
     if start.position is not None and not start.position.batch <= len(loaders.train):
@@ -359,10 +304,11 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
             row = dict(zip(COLUMNS, [lr, train_loss, test_loss, train_acc, test_acc]))
             if recipe.ema is not None:
                 row["EMA Valid Acc."] = evaluate(recipe.ema.module, loaders.test,
-                                                 recipe.eval_criterion, recipe.amp, False)[1]
+                                                 recipe.eval_criterion, recipe.amp,
+                                                 show_progress=False).top1
             if plan.tta:
                 row["TTA Valid Acc."] = evaluate(model.call, loaders.test, recipe.eval_criterion,
-                                                 recipe.amp, False, tta=True)[1]
+                                                 recipe.amp, show_progress=False, tta=True).top1
             check_finite(epoch, row, [model.raw] + ([recipe.ema.module] if recipe.ema is not None
                                                    else []))
             test_acc = row["TTA Valid Acc." if policy.best_by == "tta" else "Valid Acc."]
@@ -381,4 +327,4 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
             signame = stop.agreed()
             if signame:
                 raise TrainingInterrupted(signame, epoch + 1)
-    return best_acc
+    return FitResult(best_acc, run_record)

@@ -2,16 +2,23 @@
 top-5 accuracy come. The sums of the model's outputs stay on the device, so adding a batch never
 waits for it (the host reads them only when it prints, saves or ends the epoch); the counts of
 images, known on the host, stay there."""
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from .. import distributed
 from ..eval import topk_correct
 
-__all__ = ["Meters"]
+__all__ = ["Scores", "Meters"]
 
 Device = Union[torch.device, str]
+
+
+class Scores(NamedTuple):
+    """Mean loss and top-1 / top-5 accuracy (%) of a pass over images."""
+    loss: float
+    top1: float
+    top5: float
 
 
 class Meters:
@@ -44,10 +51,10 @@ class Meters:
         """The five numbers (a host sync): what a recovery checkpoint saves."""
         return self.sums.tolist() + [self.images, self.scored]
 
-    def averages(self) -> tuple:
-        """(mean loss, top-1 %, top-5 %) of what was added (a host sync)."""
+    def averages(self) -> "Scores":
+        """The Scores of what was added (a host sync)."""
         loss_sum, top1, top5, images, scored = self.tolist()
-        return loss_sum / images, 100 * top1 / scored, 100 * top5 / scored
+        return Scores(loss_sum / images, 100 * top1 / scored, 100 * top5 / scored)
 
     def reduced(self) -> "Meters":
         """The sums over every process (each adds its shard of every batch): one all-reduce."""

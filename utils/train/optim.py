@@ -5,9 +5,8 @@ from typing import Callable, Iterable, Optional, Union
 import torch
 import torch.nn as nn
 
-__all__ = ["LARS", "parameter_groups", "create_optimizer", "OPTIMIZERS", "ADAMW_BETAS"]
+__all__ = ["LARS", "parameter_groups", "create_optimizer", "ADAMW_BETAS"]
 
-OPTIMIZERS = ("sgd", "adamw", "lars")
 ADAMW_BETAS = (0.9, 0.999)  # torch's defaults, the AdamW paper's
 
 
@@ -67,7 +66,8 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_wd_norm: bool = F
 def create_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float,
                      weight_decay: float, nesterov: bool = False,
                      no_wd_norm: bool = False) -> torch.optim.Optimizer:
-    """``name``: one of OPTIMIZERS (AdamW with ADAMW_BETAS; it has no momentum)."""
+    """``name``: one of utils.settings.values.OPTIMIZERS (AdamW with ADAMW_BETAS; it has no
+    momentum)."""
     groups = parameter_groups(model, weight_decay, no_wd_norm)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)

@@ -1,8 +1,10 @@
-"""How a run trains, from its flags: the losses, optimizer, LR schedule, AMP scaler and autocast,
-gradient accumulation and clipping, batch regularisers and EMA, in one ``Recipe`` the engine's
-step needs nothing beside; and putting a checkpoint's training state back into one. Every
-default is the reference's recipe: cross-entropy, SGD with momentum and weight decay, the step
-schedule per epoch, no regulariser beyond the loader's crops and flips."""
+"""How a run trains, made from its RecipeSettings (utils.settings.values): the losses, optimizer,
+LR schedule, AMP scaler and autocast, gradient accumulation and clipping, batch regularisers and
+EMA, in one ``Recipe`` the engine's step needs nothing beside; and a resumed run's new LR,
+momentum and weight decay put into it (``apply_hyperparameters``; the checkpoint's own state is
+restored by utils.train.checkpoint). Every default is the reference's recipe: cross-entropy,
+SGD with momentum and weight decay, the step schedule per epoch, no regulariser beyond the
+loader's crops and flips."""
 import contextlib
 import dataclasses
 import math
@@ -12,37 +14,17 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from ..data.augment import BatchAugment, DualCutoutLoss, Regularisers
+from ..data.augment import BatchAugment, DualCutoutLoss
 from ..seeding import batch_generator
+from ..settings.values import RecipeSettings
 from .ema import WeightEMA, create_ema
 from .optim import create_optimizer
-from .schedule import Schedule, make_scheduler
+from .schedule import make_scheduler
 
-__all__ = ["RecipeSettings", "Recipe", "make_recipe", "autocast", "AMP_DTYPES",
+__all__ = ["Recipe", "make_recipe", "autocast", "AMP_DTYPES",
            "apply_hyperparameters"]
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclasses.dataclass(frozen=True)
-class RecipeSettings:
-    """What a recipe is made of, as values (the recipe flag group of the scripts). The defaults
-    are the reference's CIFAR recipe. ``amp`` and ``iter_size`` live here and nowhere else among
-    the settings: the Recipe made of them holds the scaler, the autocast dtype and the
-    accumulation."""
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    no_wd_norm: bool = False
-    schedule: Schedule = Schedule()
-    iter_size: int = 1
-    label_smoothing: float = 0.0
-    regularisers: Regularisers = Regularisers()
-    ema: float = 0.0
-    amp: str = "none"
-    clip_grad: float = 0.0
 
 
 def autocast(device: Union[torch.device, str], amp: str) -> ContextManager:

@@ -5,30 +5,15 @@ LR multiplied by ``gamma`` at each epoch of ``--schedule``. Cosine annealing and
 change the LR at every optimizer step instead (``IterationLR``), so a short warmup or the end of a
 cosine is smooth rather than a staircase of epochs.
 """
-import dataclasses
 import functools
 import math
 from typing import Sequence
 
 import torch
 
-__all__ = ["Schedule", "IterationLR", "lr_factor", "make_scheduler"]
+from ..settings.values import Schedule
 
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """The LR plan: ``name`` step (x ``gamma`` at each of ``milestones``, in epochs) or cosine
-    (to 0 at ``epochs``), after ``warmup_epochs`` of linear warmup (may be fractional)."""
-    name: str = "step"
-    epochs: int = 300
-    milestones: tuple = (150, 225)
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-
-    @property
-    def per_iteration(self) -> bool:
-        """Whether the LR changes every optimizer step (cosine, warmup), not once an epoch."""
-        return self.name != "step" or self.warmup_epochs > 0
+__all__ = ["IterationLR", "lr_factor", "make_scheduler"]
 
 
 class IterationLR(torch.optim.lr_scheduler.LambdaLR):

@@ -1,4 +1,4 @@
-"""utils.settings.run: the device is chosen before anything asks CUDA; models are built from
+"""utils.session (device, build): the device is chosen before anything asks CUDA; models are built from
 the flags."""
 import os
 import subprocess
@@ -10,9 +10,9 @@ import torch
 
 import cifar
 from builders import REPO
-from utils.settings.flags import UsageError
-from utils.settings.run import build_model, prepare_model
-from utils.settings.run import read_settings
+from utils.settings.flag import UsageError
+from utils.session.build import build_model, prepare_model
+from utils.session.stages import read_settings
 
 # Every CUDA query of the run records what CUDA_VISIBLE_DEVICES said at that moment; CUDA reads
 # it once, at its first query, so a query before --gpu-id set it would train on the wrong GPU.
@@ -30,7 +30,7 @@ WATCH_CUDA = textwrap.dedent("""
         setattr(torch.cuda, name, watch(name, answer))
     sys.path.insert(0, os.environ["REPO"])
     import cifar
-    from utils.settings.run import run_main
+    from utils.cli import run_main
     try:
         run_main(cifar.main, sys.argv[1:])
     finally:
@@ -74,7 +74,7 @@ def test_compile_hands_torch_compile_its_mode(monkeypatch, argv, mode):
     modes = []
     monkeypatch.setattr(torch, "compile", lambda model, mode: modes.append(mode) or model)
     model = build_model(cifar.models.cifar.MODELS, settings.model, 10)
-    prepare_model(model, torch.device("cpu"), 0, settings)
+    prepare_model(model, torch.device("cpu"), 0, settings.device)
     assert modes == ([mode] if mode else [])
 
 
@@ -83,3 +83,30 @@ def test_an_unknown_compile_mode_is_refused_by_argparse(capsys):
         read_settings(cifar.cifar_flags(), ["--compile", "fast"])
     assert exit_info.value.code == 2
     assert "argument --compile: invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_deterministic_chooses_deterministic_kernels_before_cuda_starts():
+    code = textwrap.dedent("""
+        import os, torch
+        from utils.session.device import select_device
+        from utils.settings.values import DeviceSettings
+        select_device(DeviceSettings("cpu", True, False, None, deterministic=True))
+        print(torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark, os.environ["CUBLAS_WORKSPACE_CONFIG"])
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert out.split() == ["True", "True", "False", ":4096:8"]
+
+
+def test_a_deterministic_run_says_so_in_run_json(tmp_path):
+    import json
+    from builders import TINY_MODEL, make_cifar_pickles, tiny_run
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=16, n_test=8)
+    run = str(tmp_path / "run")
+    subprocess.run([sys.executable, os.path.join(REPO, "cifar.py")] + TINY_MODEL + tiny_run(1) +
+                   ["--data", data, "--epochs", "1", "-c", run, "--deterministic"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=300)
+    with open(os.path.join(run, "run.json")) as f:
+        assert json.load(f)["flags"]["deterministic"] is True

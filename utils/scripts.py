@@ -1,54 +1,63 @@
-"""The command lines of the two training scripts: the table's shared flags with each script's
-defaults (the reference's, but imagenet.py's --schedule, the paper's 30 60), and the flags only
-one script has. bench.py and export.py read model flags and checkpoints through these too."""
+"""The command lines of the two training scripts: the table's shared flags
+(utils.settings.table) with each script's defaults (the reference's, but imagenet.py's
+--schedule, the paper's 30 60), and the flags only one script has, declared as the table's are.
+bench.py and export.py read model flags and checkpoints through these too. (Here, not in
+utils.settings, because the choices of these flags are the data's and the models': the datasets
+and decoders that exist, and the architectures.)"""
+import operator
+
 import models
 
-from ..data.datasets import DATASETS
-from ..data.imagenet import DECODE_PATHS
-from .flags import ScriptFlags, ScriptSpec
-from .table import SHARED_FLAGS, Flag, at_least
+from .data.datasets import DATASETS
+from .data.folder_loaders import DECODE_PATHS
+from .settings.flags import ScriptFlags, ScriptSpec
+from .settings.flag import Flag, at_least
+from .settings.table import SHARED_FLAGS
 
 __all__ = ["cifar_flags", "imagenet_flags", "CIFAR", "IMAGENET", "script_flags_for"]
 
 CIFAR_FLAGS = (
     Flag(("-d", "--dataset"), "dataset", "the dataset (default: %(default)s)",
-         default="cifar10", choices=tuple(sorted(DATASETS))),
+         default="cifar10", choices=tuple(sorted(DATASETS)), into="data.dataset"),
     Flag(("--data",), "data", "folder with torchvision's raw files of the dataset "
                               "(cifar-10-batches-py/, MNIST/raw/, train_32x32.mat, ...), or "
-                              "train/<class>/ and test/<class>/ image folders (default: ./data)",
-         default="./data", metavar="DIR"),
+                              "train/<class>/ and test/<class>/ image folders (default: "
+                              "%(default)s)",
+         default="./data", metavar="DIR", into="data.root"),
     Flag(("--no-download",), "data", "never download the dataset when --data holds none",
-         kind="switch"),
+         kind="switch", into="data.download", convert=operator.not_),
     Flag(("--loader",), "data", "device: whole dataset on the training device, batched "
                                 "augmentation (default); dataloader: per-image torchvision "
                                 "transforms in --workers processes",
-         default="device", choices=("device", "dataloader")),
+         default="device", choices=("device", "dataloader"), into="data.loader"),
     Flag(("--block-name",), "model", "ResNet/PreResNet block: BasicBlock (depth 6n+2) or "
                                      "Bottleneck (depth 9n+2)",
-         default="BasicBlock", option="block_name"),
-    Flag(("--growthRate",), "model", "DenseNet growth rate", kind=int, default=12,
-         option="growthRate", range=at_least(1)),
-    Flag(("--compressionRate",), "model", "DenseNet compression rate (theta)", kind=int,
-         default=2, option="compressionRate", range=at_least(1)),
-    Flag(("--alpha",), "model", "PyramidNet: total widening over all blocks (default: 48)",
-         kind=int, default=48, option="alpha", range=at_least(0)),
+         default="BasicBlock", into="options.block_name"),
+    Flag(("--growthRate",), "model", "DenseNet growth rate (default: %(default)s)", kind=int,
+         default=12, into="options.growthRate", range=at_least(1)),
+    Flag(("--compressionRate",), "model", "DenseNet compression rate (theta) (default: "
+                                          "%(default)s)",
+         kind=int, default=2, into="options.compressionRate", range=at_least(1)),
+    Flag(("--alpha",), "model", "PyramidNet: total widening over all blocks (default: "
+                                "%(default)s)",
+         kind=int, default=48, into="options.alpha", range=at_least(0)),
     Flag(("--base-channels",), "model", "Shake-Shake: width d of the first stage, as in 2x96d "
-                                        "(default: 96)",
-         kind=int, default=96, option="base_channels", range=at_least(1)),
+                                        "(default: %(default)s)",
+         kind=int, default=96, into="options.base_channels", range=at_least(1)),
 )
 
 IMAGENET_FLAGS = (
     Flag(("-d", "--data"), "data", "folder with train/ and val/ ImageFolder trees",
-         metavar="DIR", required=True),
+         metavar="DIR", required=True, into="data.root"),
     Flag(("--decode",), "data", "cpu: the -j workers decode (torchcodec) and crop on uint8 "
                                 "tensors (default); pil: the reference's PIL pipeline, pixel "
                                 "for pixel; device: workers read bytes, JPEGs are decoded "
                                 "(nvJPEG on CUDA), cropped and resized on the training device",
-         default="cpu", choices=DECODE_PATHS),
-    Flag(("--base-width",), "model", "ResNeXt width per group", kind=int, default=4,
-         option="baseWidth", range=at_least(1)),
+         default="cpu", choices=DECODE_PATHS, into="data.decode"),
+    Flag(("--base-width",), "model", "ResNeXt width per group (default: %(default)s)",
+         kind=int, default=4, into="options.baseWidth", range=at_least(1)),
     Flag(("--pretrained",), "run", "start from torchvision's ImageNet weights (torchvision "
-                                   "models)", kind="switch"),
+                                   "models; on another class count, all but the classifier)", kind="switch", into="run.pretrained"),
 )
 
 CIFAR = ScriptSpec("cifar.py", "CIFAR-10/100 training", models.cifar.MODELS, image_size=32,

@@ -1,0 +1,57 @@
+"""A script's ``main`` run as a command: one clear line on stderr and an exit code for every
+expected failure (a flag, a folder, the data, a checkpoint, a diverged loss, a signal)."""
+import os
+import sys
+from typing import Callable, Optional
+
+from . import distributed
+from .data.errors import DataError
+from .records.logger import LogError
+from .records.run_folder import FolderError
+from .settings.resume import MalformedRecord
+from .settings.flag import UsageError
+from .train.checkpoint import CheckpointError
+from .train.engine import NonFiniteLoss
+from .train.stopping import SIGNAL_EXIT_CODES, ImmediateStop, TrainingInterrupted
+
+__all__ = ["EXIT_CODES", "run_main"]
+
+EXIT_CODES = {UsageError: 2, FolderError: 2, DataError: 1, CheckpointError: 1,
+              MalformedRecord: 1, NonFiniteLoss: 1, LogError: 1}
+
+
+def _say(line: str) -> None:
+    """One line on stderr, from one process: under torchrun every process meets the same
+    expected failure, and rank 0 speaks for them."""
+    if distributed.is_main():
+        try:
+            print(line, file=sys.stderr)
+        except OSError:  # the terminal is gone (SIGHUP): nobody is there to read it
+            pass
+
+
+def run_main(main: Callable, argv: Optional[list] = None) -> object:
+    """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero."""
+    finished, result = False, None
+    try:
+        result = main(argv)
+        finished = True
+    except (TrainingInterrupted, ImmediateStop) as e:
+        _say(f"\n=> {e}")
+        sys.exit(SIGNAL_EXIT_CODES[e.signame])
+    except KeyboardInterrupt:  # a Ctrl-C outside training (while the data loads, say)
+        _say("\n=> interrupted")
+        sys.exit(130)
+    except tuple(EXIT_CODES) as e:
+        _say(f"error: {e}")
+        sys.exit(EXIT_CODES.get(type(e), 1))
+    finally:
+        left_group = distributed.cleanup(synchronize=finished)
+    if left_group:
+        # Everything is written; skip interpreter finalization, where torch's C++ threads of a
+        # torchrun process can still abort ("terminate called without an active exception")
+        # after a run that succeeded, and torchrun would report the run as failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return result

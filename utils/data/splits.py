@@ -1,0 +1,40 @@
+"""A held-out validation split (``--val-split FRACTION``): a class-balanced share of the training
+images that never reaches training, on which every epoch is evaluated and model_best chosen,
+while the test split is scored once, at the end.
+
+The split is a function of the labels and the fraction alone: each class gives
+round(FRACTION x its images) of them (at least one where the class has two or more, never all),
+drawn by a generator of a fixed seed, so runs of several --manualSeed values, several processes
+or a resumed run hold out the same images.
+"""
+from typing import NamedTuple, Sequence, Union
+
+import torch
+
+__all__ = ["SPLIT_SEED", "Split", "held_out_split"]
+
+SPLIT_SEED = 20190325  # fixed: the held-out images must not move with --manualSeed
+
+
+class Split(NamedTuple):
+    """Indices into the training images, ascending: those that train, those held out."""
+    train: torch.Tensor
+    held_out: torch.Tensor
+
+
+def held_out_split(labels: Union[torch.Tensor, Sequence[int]], fraction: float) -> Split:
+    """The class-balanced held-out share ``fraction`` (in (0, 1)) of images with ``labels``."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"a held-out share must be in (0, 1), got {fraction}")
+    labels = torch.as_tensor(labels)
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    held = []
+    for label in torch.unique(labels, sorted=True):
+        members = torch.nonzero(labels == label).flatten()
+        count = len(members)
+        take = min(max(round(fraction * count), 1), count - 1) if count > 1 else 0
+        held.append(members[torch.randperm(count, generator=generator)[:take]])
+    held_out = torch.sort(torch.cat(held)).values if held else torch.zeros(0, dtype=torch.long)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held_out] = False
+    return Split(torch.nonzero(keep).flatten(), held_out)

@@ -1,0 +1,195 @@
+"""The stages of a run between its device and its end: the flags read with a resumed
+checkpoint's merged in, the checks that come before any data is read, the plan a resumed run
+continues, and training with its log, checkpoints, curves and run record."""
+import contextlib
+import os
+from typing import NamedTuple, Optional
+
+import torch.nn as nn
+
+from .. import distributed
+from ..data.loaders import Loaders
+from ..records.logger import Logger, save_curves
+from ..records.record import finish_record, new_record, write_record
+from ..records.run_folder import FolderUse, RunFolder, check_folder, check_writable
+from ..settings.flag import UsageError
+from ..settings.flags import ScriptFlags
+from ..settings.resume import Resumed
+from ..settings.values import RunSettings
+from ..train.checkpoint import (Checkpoint, CheckpointError, read_checkpoint,
+                                resolve_checkpoint_path)
+from ..train.engine import fit
+from ..train.fine_tune import InitialWeights
+from ..train.plan import (CheckpointPolicy, EpochPosition, PreparedModel, StartPoint,
+                          TrainPlan)
+from ..train.recipe import Recipe, apply_hyperparameters
+from .report import score_test_split
+
+__all__ = ["ReadSettings", "read_settings", "resumed_of", "check_resume", "fresh_folder",
+           "check_run_folder", "say_held_out", "start_plan", "RunData", "checkpoint_fields", "LOG_COLUMNS", "train_and_log"]
+
+
+class ReadSettings(NamedTuple):
+    """A command line read: its RunSettings, and the Checkpoint of --resume (or None)."""
+    settings: RunSettings
+    checkpoint: Optional[Checkpoint]
+
+
+def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> ReadSettings:
+    """The settings of a command line: argv parsed, the resumed checkpoint read and its recorded
+    flags merged in (utils.settings.resume), every value and combination checked, all before any
+    data is read or CUDA is touched."""
+    parsed = flags.parse(argv)
+    checkpoint, resumed = None, None
+    if parsed.values["resume"]:
+        path = resolve_checkpoint_path(parsed.values["resume"])
+        checkpoint = read_checkpoint(path)
+        resumed = resumed_of(path, checkpoint)
+    return ReadSettings(flags.settings(parsed, resumed), checkpoint)
+
+
+def resumed_of(path: str, checkpoint: Checkpoint) -> Resumed:
+    """What merging the recorded flags needs of ``checkpoint``, read from ``path``."""
+    return Resumed(path, checkpoint.args or {}, checkpoint.arch, bool(checkpoint.ema_state_dict))
+
+
+def say_held_out(fraction: float, loaders: Loaders) -> None:
+    """One line for --val-split: how many training images are held out, and what is scored
+    when."""
+    if fraction and distributed.is_main():
+        held, test = sum(loaders.test.batch_sizes()), sum(loaders.final.batch_sizes())
+        print(f"    --val-split {fraction:g}: {held} training images held out (class-balanced, "
+              f"the same for every seed); every epoch is evaluated on them, the {test} test "
+              f"images once, at the end")
+
+
+def check_resume(settings: RunSettings, checkpoint: Optional[Checkpoint],
+                 num_classes: int) -> None:
+    """Whether the resumed ``checkpoint`` fits this run: its class count, and epochs left to
+    train (unless evaluating)."""
+    if checkpoint is None:
+        return
+    saved = checkpoint.num_classes
+    if saved is not None and saved != num_classes:
+        raise CheckpointError(f"the checkpoint's model has {saved} classes, this run's data "
+                              f"has {num_classes}")
+    done = checkpoint.epoch
+    if not settings.evaluate and done >= settings.epochs:
+        raise UsageError(f"nothing to train: the checkpoint has done {done} epochs and --epochs "
+                         f"is {settings.epochs}; raise --epochs to train on")
+
+
+def fresh_folder(settings: RunSettings) -> bool:
+    """Whether the run starts its folder afresh: not a --resume, or one into another folder
+    (-c) than its checkpoint's."""
+    if not settings.resume:
+        return True
+    resumed = os.path.dirname(os.path.abspath(resolve_checkpoint_path(settings.resume)))
+    return os.path.abspath(settings.run_folder) != resumed
+
+
+def check_run_folder(settings: RunSettings) -> None:
+    """Before any long work: the run folder can be written, no other run holds it, and a fresh
+    run does not land on a run already there unless --replace (utils.records.run_folder)."""
+    check_writable(settings.run_folder)
+    check_folder(settings.run_folder, fresh=fresh_folder(settings), replace=settings.replace)
+
+
+def start_plan(settings: RunSettings, checkpoint: Optional[Checkpoint], raw_model: nn.Module,
+               recipe: Recipe) -> TrainPlan:
+    """The TrainPlan of a run: from --start-epoch, or where ``checkpoint`` left off (its
+    weights, optimizer, schedule, EMA and RNG states are put back first, then this run's LR,
+    momentum and weight decay: a --resume may give them anew)."""
+    start = StartPoint(epoch=settings.start_epoch)
+    if checkpoint is not None:
+        print(f"==> Resuming from checkpoint {settings.resume}")
+        epoch, best_acc = checkpoint.restore(raw_model, recipe)
+        apply_hyperparameters(recipe.optimizer, recipe.scheduler, settings.recipe)
+        start = StartPoint(epoch, EpochPosition.from_dict(checkpoint.position,
+                                                          distributed.world_size()),
+                           best_acc, resumed=True)
+    return TrainPlan(epochs=settings.epochs, start=start,
+                     folder=FolderUse(settings.run_folder, fresh=fresh_folder(settings),
+                                      replace=settings.replace),
+                     checkpoints=CheckpointPolicy(settings.keep_checkpoints, settings.save_every,
+                                                  settings.best_by),
+                     tta=settings.tta, show_progress=settings.show_progress)
+
+
+class RunData(NamedTuple):
+    """What a run's data and starting point add to its record: the class count and names (in
+    label order; a dataset without names has its classes numbered), and the initial weights
+    (--weights, --pretrained) or None."""
+    num_classes: int
+    classes: list
+    initial: Optional[InitialWeights] = None
+
+    def names(self) -> list:
+        """A name per class: the data's, then numbers for any it does not name."""
+        return list(self.classes[:self.num_classes]) + [
+            str(i) for i in range(len(self.classes), self.num_classes)]
+
+
+def checkpoint_fields(settings: RunSettings, data: RunData,
+                      checkpoint: Optional[Checkpoint] = None) -> dict:
+    """What a checkpoint records about its run (Checkpoint fields): the arch, the class count
+    and names, the recorded flags, the run record of run.json (utils.records.record: a resumed
+    run adds its session to the checkpoint's; a fresh one names its initial weights); and, from
+    the ``checkpoint`` resumed, its log rows (to rebuild a lost log.txt)."""
+    previous = checkpoint.run if checkpoint is not None else None
+    first_epoch = (checkpoint.epoch if checkpoint is not None else 0) + 1
+    changed = {name: {"from": old, "to": new, "from_epoch": first_epoch}
+               for name, (old, new) in settings.changed.items()}
+    record = new_record(settings.command[0], settings.command[1:], settings.flags,
+                        settings.recorded, previous, changed)
+    record["classes"] = data.names()
+    if data.initial is not None:
+        record["initial_weights"] = data.initial.as_record()
+    elif previous and "initial_weights" in previous:  # what the resumed run started from
+        record["initial_weights"] = previous["initial_weights"]
+    fields = {"arch": settings.model.arch, "num_classes": data.num_classes,
+              "classes": data.names(), "args": settings.recorded, "run": record}
+    if checkpoint is not None and checkpoint.log is not None:
+        fields["log"] = checkpoint.log
+    return fields
+
+
+LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
+
+
+def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
+                  fields: dict) -> float:
+    """Write run.json, open log.txt (a resumed log cut back to the checkpoint's epochs, or
+    rebuilt from the rows ``fields`` carries from the checkpoint; with an EMA a sixth column),
+    run the engine's epoch loop, score the test split once where the epochs were evaluated on a
+    held-out split (--val-split), then draw log.eps / log.png and write the result into
+    run.json. Only the main process logs. Returns the best validation accuracy."""
+    fields = dict(fields)
+    saved_log = fields.pop("log", None)
+    log = None
+    # Rank 0 writes the folder, and holds it while it does (utils.records.run_folder).
+    folder = (RunFolder(plan.folder, fields["run"]["sessions"][-1]["command"])
+              if distributed.is_main() else contextlib.nullcontext())
+    with folder:
+        if distributed.is_main():
+            write_record(plan.folder.path, fields["run"])
+            log = Logger(os.path.join(plan.folder.path, "log.txt"), resume=plan.start.resumed,
+                         keep_rows=plan.start.epoch if plan.start.resumed else None,
+                         saved=saved_log)
+            log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []) +
+                          (["TTA Valid Acc."] if plan.tta else []))
+        try:
+            result = fit(model, loaders, recipe, plan, log, fields)
+        finally:
+            if log is not None:
+                log.close()
+        test = (score_test_split(model, loaders.final, recipe, plan.folder.path)
+                if loaders.final is not None else None)
+        if log is not None:
+            save_curves(log.fpath)
+            accuracies = log.numbers["Valid Acc."]
+            finish_record(plan.folder.path, result.run_record, best_acc=result.best_acc,
+                          final_acc=accuracies[-1] if accuracies else None,
+                          epochs=len(accuracies), test=test)
+    print(f"Best acc: {result.best_acc:.2f}")
+    return result.best_acc
