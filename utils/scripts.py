@@ -47,7 +47,8 @@ CIFAR_FLAGS = (
 )
 
 IMAGENET_FLAGS = (
-    Flag(("-d", "--data"), "data", "folder with train/ and val/ ImageFolder trees",
+    Flag(("-d", "--data"), "data", "folder with train/ and val/ ImageFolder trees (or "
+                                   "ImageNet's flat val/ with LOC_val_solution.csv beside it)",
          metavar="DIR", required=True, into="data.root"),
     Flag(("--decode",), "data", "cpu: the -j workers decode (torchcodec) and crop on uint8 "
                                 "tensors (default); pil: the reference's PIL pipeline, pixel "

@@ -21,7 +21,7 @@ import torchvision.transforms as T
 
 from ..settings.values import DataSettings
 from .datasets import IMAGENET_MEAN, IMAGENET_STD, find_image_folder
-from .image_files import FileItems, ImageFiles
+from .image_files import FileItems, ImageFiles, val_files
 from .decode import decode_file, read_bytes, require_torchcodec
 from .device_decode import DeviceDecodeLoader
 from .loaders import BatchFormat, EpochBatches, ImageView, Loaders, StreamLoader, Workers
@@ -58,7 +58,8 @@ def imagenet_loaders(data: DataSettings, device: torch.device, seed: int, channe
     if data.decode != "pil":
         require_torchcodec(f"--decode {data.decode}")
     train_set = ImageFiles(find_image_folder(data.root, "train"), classes)
-    val_set = ImageFiles(find_image_folder(data.root, "val"), train_set.classes)
+    find_image_folder(data.root, "val")
+    val_set = val_files(data.root, train_set.classes)
     final_set = None
     if data.val_split:
         split = held_out_split(train_set.labels, data.val_split)
