@@ -50,9 +50,11 @@ def load_run(path, use_ema=False):
         raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "
                               f"this project is needed to rebuild its model)")
     flags = script_flags_for(arch)
-    choice = flags.model_settings([], resumed_of(path, checkpoint))
+    resumed = resumed_of(path, checkpoint)
+    choice = flags.model_settings([], resumed)
     model = build_model(flags.archs, choice, checkpoint.num_classes)
-    size = flags.spec.image_size
+    views = flags.image_views(resumed) if "val_crop_size" in flags.flags else None
+    size = views.val_crop if views is not None else flags.spec.image_size
     if use_ema:
         saved = checkpoint.ema_state_dict
         if not saved:
@@ -64,6 +66,9 @@ def load_run(path, use_ema=False):
         load_weights(model, checkpoint)
     metadata = {"arch": arch, "num_classes": checkpoint.num_classes,
                 "classes": checkpoint.classes, "input": [3, size, size], "ema": use_ema}
+    if views is not None:  # imagenet.py's evaluation view and normalisation
+        metadata.update(resize=views.val_resize, interpolation=views.interpolation,
+                        mean=list(views.mean), std=list(views.std))
     return ExportedRun(model.eval(), size, metadata)
 
 

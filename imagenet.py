@@ -51,7 +51,7 @@ def main(argv=None):
                                   settings.device.channels_last, classes, distributed.shard())
     data = settings.data
     print(f"    Loaders: --decode {data.decode}, {data.workers} workers, at most "
-          f"{loader_memory(data.workers, data.train_batch, data.test_batch) / 2 ** 20:,.0f} MiB "
+          f"{loader_memory(data) / 2 ** 20:,.0f} MiB "
           f"of batches in flight")
     stages.say_held_out(data.val_split, loaders)
 

@@ -11,13 +11,14 @@ import torchvision
 import torchvision.transforms as T
 
 from utils.cpu_memory import keep_freed_memory
-from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ArrayDataset
+from utils.data.datasets import CIFAR_MEAN, CIFAR_STD, ArrayDataset
 from utils.data.image_files import FileItems, ImageFiles
 from utils.data.decode import decode_file, read_bytes
 from utils.data.folder_loaders import imagenet_loaders
 from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
 from utils.scripts import cifar_flags, imagenet_flags
 from utils.session.stages import read_settings
+from utils.settings.values import IMAGENET_MEAN, IMAGENET_STD
 
 from .fixtures import require_archive, synthetic_imagenet
 from .timing import sync

@@ -155,7 +155,8 @@ def test_imagenet_val_classes_take_train_labels_by_name(tmp_path, capsys):
                              ext="jpg")
     make_image_folder(root, splits=(("val", 1),), classes=("a", "c"), ext="jpg")
     settings, _ = read_settings(imagenet.imagenet_flags(), ["--data", root, "-j", "0"])
-    classes, (_, val) = imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 0, False)
+    classes, loaders = imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 0, False)
+    val = loaders.test
     # val/ lacks b: c keeps train/'s label 2 (not 1, its place among val/'s folders).
     assert classes == ["a", "b", "c"] and torch.cat([y for _, y in val]).tolist() == [0, 2]
     make_image_folder(root, splits=(("val", 1),), classes=("d",), ext="jpg")

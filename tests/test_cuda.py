@@ -219,7 +219,8 @@ def test_decode_device_on_cuda_matches_the_pil_path(smooth_tree):  # noqa: F811
     settings, _ = read_settings(imagenet.imagenet_flags(), 
         ["--data", smooth_tree, "--train-batch", "6", "--test-batch", "6", "--decode", "device",
          "-j", "0"])
-    _, (train, val) = imagenet.imagenet_loaders(settings.data, torch.device("cuda"), 5, False)
+    _, loaders = imagenet.imagenet_loaders(settings.data, torch.device("cuda"), 5, False)
+    train, val = loaders.train, loaders.test
     train.set_epoch(2)
     pil_train, pil_val = imagenet_py_loaders(smooth_tree, "pil", 6, epoch=2)
     for on_gpu, on_cpu in ((train, pil_train), (val, pil_val)):

@@ -9,9 +9,9 @@ from PIL import Image
 
 import imagenet
 from builders import read_log_rows
-from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from utils.settings.values import IMAGENET_MEAN, IMAGENET_STD
 from utils.data.image_files import ImageFiles
-from utils.data.device_decode import DeviceDecodeLoader
+from utils.data.device_decode import DeviceDecodeLoader, DeviceView
 from utils.data.loaders import BatchFormat, EpochBatches, Workers
 from utils.settings.values import AugmentPolicy
 from utils.session.stages import read_settings
@@ -44,7 +44,8 @@ def imagenet_py_loaders(root, decode, batch, epoch):
     settings, _ = read_settings(imagenet.imagenet_flags(), 
         ["--data", root, "--train-batch", str(batch), "--test-batch", str(batch), "--decode",
          decode, "-j", "0"])
-    _, (train, val) = imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 5, False)
+    _, loaders = imagenet.imagenet_loaders(settings.data, torch.device("cpu"), 5, False)
+    train, val = loaders.train, loaders.test
     train.set_epoch(epoch)
     return train, val
 
@@ -65,7 +66,7 @@ def test_train_crops_are_drawn_per_image_not_per_batch(smooth_tree):
         plan = EpochBatches(len(files), batch, shuffle=True, seed=5)
         plan.set_epoch(3)
         loader = DeviceDecodeLoader(files, plan, "cpu", BatchFormat(IMAGENET_MEAN, IMAGENET_STD),
-                                    train=True, workers=Workers(0))
+                                    DeviceView(train=True), workers=Workers(0))
         views.append(batches_of(loader))
     assert views[0].shape == (6, 3, 224, 224)  # the PNG among them decoded too
     torch.testing.assert_close(views[0], views[1])
@@ -81,7 +82,7 @@ def test_a_policy_is_drawn_per_image_on_the_decoded_crops(smooth_tree):
         plan = EpochBatches(len(files), batch, shuffle=True, seed=5)
         plan.set_epoch(3)
         loader = DeviceDecodeLoader(files, plan, "cpu", BatchFormat(IMAGENET_MEAN, IMAGENET_STD),
-                                    train=True, workers=Workers(0), policy=chosen)
+                                    DeviceView(train=True, policy=chosen), workers=Workers(0))
         views[batch, chosen.enabled] = batches_of(loader)
     torch.testing.assert_close(views[2, True], views[6, True])
     assert not torch.allclose(views[6, True], views[6, False])

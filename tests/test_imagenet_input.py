@@ -14,7 +14,7 @@ from PIL import Image
 
 import imagenet
 import utils.data.loaders
-from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from utils.settings.values import IMAGENET_MEAN, IMAGENET_STD
 from utils.data.views import centre_box
 from utils.seeding import AUGMENT, image_rng, mixed_seed
 from utils.session.stages import read_settings

@@ -17,16 +17,16 @@ from utils.scripts import cifar_flags, imagenet_flags
 from utils.session.build import build_model
 from utils.settings.flag import UsageError
 from utils.settings.resume import applied_on_resume, before_the_flag
-from utils.settings.values import (DataSettings, DeviceSettings, ModelSettings, RecipeSettings,
-                                   Regularisers, RunSettings, Schedule)
+from utils.settings.values import (DataSettings, DeviceSettings, ImageViews, ModelSettings,
+                                   RecipeSettings, Regularisers, RunSettings, Schedule)
 
 SCRIPTS = {"cifar.py": (cifar_flags, []), "imagenet.py": (imagenet_flags, ["--data", "d"])}
-TARGETS = {"model": ModelSettings, "data": DataSettings, "schedule": Schedule,
-           "regularisers": Regularisers, "recipe": RecipeSettings, "device": DeviceSettings,
-           "run": RunSettings}
+TARGETS = {"model": ModelSettings, "data": DataSettings, "views": ImageViews,
+           "schedule": Schedule, "regularisers": Regularisers, "recipe": RecipeSettings,
+           "device": DeviceSettings, "run": RunSettings}
 # Fields no single flag feeds: the settings objects nested in others, and what parsing derives.
-COMPOSED = {"options", "flag_names", "given", "policy", "schedule", "regularisers", "model",
-            "data", "recipe", "device", "gpu_id_given", "recorded", "flags", "command",
+COMPOSED = {"options", "flag_names", "given", "policy", "views", "schedule", "regularisers",
+            "model", "data", "recipe", "device", "gpu_id_given", "recorded", "flags", "command",
             "changed"}
 
 # For every flag: (the flags it needs beside it, the flag written with a value other than its
@@ -64,6 +64,12 @@ EXAMPLES = {
     "ghost_batch": ([], ["--ghost-batch", "2"]),
     "gn_groups": (["--norm", "gn"], ["--gn-groups", "8"]),
     "gn_narrow": (["--norm", "gn"], ["--gn-narrow", "channels"]),
+    "interpolation": ([], ["--interpolation", "bicubic"]),
+    "mean": ([], ["--mean", "0.5", "0.5", "0.5"]),
+    "std": ([], ["--std", "0.2", "0.2", "0.2"]),
+    "train_crop_size": ([], ["--train-crop-size", "160"]),
+    "val_crop_size": ([], ["--val-crop-size", "160"]),
+    "val_resize_size": ([], ["--val-resize-size", "300"]),
     "gpu_id": ([], ["--gpu-id", "cpu"]),
     "growthRate": (["-a", "densenet"], ["--growthRate", "24"]),
     "iter_size": ([], ["--iter-size", "2"]),

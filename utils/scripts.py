@@ -11,8 +11,9 @@ import models
 from .data.datasets import DATASETS
 from .data.folder_loaders import DECODE_PATHS
 from .settings.flags import ScriptFlags, ScriptSpec
-from .settings.flag import Flag, at_least
+from .settings.flag import Flag, Range, at_least
 from .settings.table import SHARED_FLAGS
+from .settings.values import INTERPOLATIONS, ImageViews
 
 __all__ = ["cifar_flags", "imagenet_flags", "CIFAR", "IMAGENET", "script_flags_for"]
 
@@ -55,6 +56,30 @@ IMAGENET_FLAGS = (
                                 "for pixel; device: workers read bytes, JPEGs are decoded "
                                 "(nvJPEG on CUDA), cropped and resized on the training device",
          default="cpu", choices=DECODE_PATHS, into="data.decode"),
+    Flag(("--train-crop-size",), "dataset", "side of the training crops (RandomResizedCrop) "
+                                            "(default: %(default)s)",
+         kind=int, default=ImageViews.train_crop, metavar="PX", range=at_least(1),
+         into="views.train_crop"),
+    Flag(("--val-resize-size",), "dataset", "evaluation: the shorter side the images are "
+                                            "resized to before the centre crop (default: "
+                                            "%(default)s)",
+         kind=int, default=ImageViews.val_resize, metavar="PX", range=at_least(1),
+         into="views.val_resize"),
+    Flag(("--val-crop-size",), "dataset", "evaluation: the side of the centre crop (default: "
+                                          "%(default)s)",
+         kind=int, default=ImageViews.val_crop, metavar="PX", range=at_least(1),
+         into="views.val_crop"),
+    Flag(("--interpolation",), "dataset", "the resampling filter of every crop and resize, "
+                                          "antialiased (default: %(default)s)",
+         default=ImageViews.interpolation, choices=INTERPOLATIONS, into="views.interpolation"),
+    Flag(("--mean",), "dataset", "per-channel mean of the normalisation (default: ImageNet's, "
+                                 "%(default)s)",
+         kind=float, nargs=3, default=ImageViews.mean, metavar=("R", "G", "B"),
+         into="views.mean", convert=tuple),
+    Flag(("--std",), "dataset", "per-channel standard deviation of the normalisation (default: "
+                                "ImageNet's, %(default)s)",
+         kind=float, nargs=3, default=ImageViews.std, metavar=("R", "G", "B"),
+         range=Range(above=0, words="positive"), into="views.std", convert=tuple),
     Flag(("--base-width",), "model", "ResNeXt width per group (default: %(default)s)",
          kind=int, default=4, into="options.baseWidth", range=at_least(1)),
     Flag(("--pretrained",), "run", "start from torchvision's ImageNet weights (torchvision "

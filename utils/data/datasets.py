@@ -24,11 +24,10 @@ from .raw_formats import FormatError, read_cifar_pickle, read_idx, read_mat
 
 __all__ = ["ArrayDataset", "load_dataset", "dataset_stats",
            "class_folders", "read_rgb",
-           "find_image_folder", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "find_image_folder", "DATASETS"]
 
 Samples = list[tuple[str, int]]  # (image path, label) of every image of a tree
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the reference's
 
 IDX_FILES = {"train": ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"],

@@ -13,22 +13,22 @@ Each image's crop and flip are drawn from (seed, epoch, image index) alone, by t
 torchvision calls as on the other paths, so every path takes the same boxes and mirrors; pixels
 differ slightly (another resampler).
 """
-from typing import Iterator, Union
+from typing import Iterator, NamedTuple, Union
 
 import torch
 import torchvision.transforms.v2.functional as TF
 
 from ..seeding import image_rng
-from ..settings.values import AugmentPolicy
+from ..settings.values import AugmentPolicy, ImageViews
 from .image_files import FileItems, ImageFiles
 from .decode import decode_batch, read_bytes
 from .loaders import (Batch, BatchFormat, EpochBatches, EpochLoader, Normalize, TaggedBatches,
                       Workers, data_loader, stop_workers, worker_error)
 from .policies import apply_policy, epoch_draws
 from .transfer import to_device
-from .views import RESIZE, SIZE, centre_box, crop_and_flip
+from .views import centre_box, crop_and_flip
 
-__all__ = ["encoded_item", "DeviceDecodeLoader"]
+__all__ = ["encoded_item", "DeviceView", "DeviceDecodeLoader"]
 
 
 def encoded_item(path: str, label: int, i: int) -> tuple[torch.Tensor, int, int]:
@@ -41,40 +41,57 @@ def _collate(items):
     return list(datas), torch.tensor(labels), list(indices)
 
 
+class DeviceView(NamedTuple):
+    """What a DeviceDecodeLoader cuts of each image: the training views (``train``: the
+    RandomResizedCrop and flip of ``views``, then ``policy``) or the evaluation view (the centre
+    crop of ``views``)."""
+    train: bool
+    views: ImageViews = ImageViews()
+    policy: AugmentPolicy = AugmentPolicy()
+
+
 class DeviceDecodeLoader(EpochLoader):
-    """Batches of an ImageFiles tree, decoded, cropped (the training views where ``train``, the
-    val view otherwise; then ``policy`` in training) and normalised to ``fmt`` on ``device``;
-    ``workers`` read the files (imagenet_loaders keeps them between epochs for training only)."""
+    """Batches of an ImageFiles tree, decoded, cropped as ``view`` says and normalised to
+    ``fmt`` on ``device``; ``workers`` read the files (imagenet_loaders keeps them between
+    epochs for training only)."""
 
     def __init__(self, files: ImageFiles, batches: EpochBatches,
-                 device: Union[str, torch.device], fmt: BatchFormat, train: bool,
-                 workers: Workers = Workers(), policy: AugmentPolicy = AugmentPolicy()):
-        self.batches, self.device, self.train = batches, torch.device(device), train
-        self.policy = policy
+                 device: Union[str, torch.device], fmt: BatchFormat, view: DeviceView,
+                 workers: Workers = Workers()):
+        self.batches, self.device, self.train = batches, torch.device(device), view.train
+        self.policy, self.views = view.policy, view.views
         self.paths = [path for path, _ in files.samples]
         self.loader = data_loader(FileItems(files, encoded_item), workers, collate_fn=_collate,
                                   batch_sampler=TaggedBatches(batches))
         self.normalize = Normalize(fmt, device)
 
     def view(self, image: torch.Tensor, index: int) -> torch.Tensor:
-        """The float32 (C, SIZE, SIZE) view of decoded ``image``, item ``index`` of the tree."""
+        """The float32 (C, S, S) view of decoded ``image``, item ``index`` of the tree (S: the
+        views' training or evaluation crop)."""
+        views = self.views
         image = image.float()
+        mode = TF.InterpolationMode(views.interpolation)
         if not self.train:
-            top, left, h, w = centre_box(image.shape[-2], image.shape[-1], RESIZE, SIZE)
-            return TF.resized_crop(image, top, left, h, w, [SIZE, SIZE], antialias=True)
+            size = views.val_crop
+            top, left, h, w = centre_box(image.shape[-2], image.shape[-1], views.val_resize, size)
+            return TF.resized_crop(image, top, left, h, w, [size, size], interpolation=mode,
+                                   antialias=True)
         # The draws of the other paths' RandomResizedCrop + RandomHorizontalFlip, in their order
         # and from the same seeded generator: every path crops and mirrors an image alike.
         with image_rng(self.batches.seed, self.batches.epoch, index):
             top, left, h, w, flip = crop_and_flip(image)
-        image = TF.resized_crop(image, top, left, h, w, [SIZE, SIZE], antialias=True)
+        size = views.train_crop
+        image = TF.resized_crop(image, top, left, h, w, [size, size], interpolation=mode,
+                                antialias=True)
         return image.flip(-1) if flip else image
 
     def __iter__(self) -> Iterator[Batch]:
         policy = self.train and self.policy.enabled
         if policy:
             # Every image's ops for the epoch, indexed by image, as on cifar.py's DeviceLoader.
+            side = self.views.train_crop
             policy_draws = epoch_draws(self.policy, len(self.paths), self.batches.seed,
-                                       self.batches.epoch, (SIZE, SIZE))
+                                       self.batches.epoch, (side, side))
         batches = iter(self.loader)
         try:
             for datas, y, indices in batches:

@@ -10,8 +10,10 @@
     --decode device  workers read bytes; decoding (nvJPEG on CUDA), crops and resizes happen on
                      the training device (utils.data.device_decode)
 
-Every path takes the same crop box and mirror of an image: the draws come from (seed, epoch,
-image) by the same torchvision calls. The training loader keeps its workers between epochs; each
+The sizes (224 / 256 / 224 above), the resampling filter and the normalisation are the run's
+ImageViews (--train-crop-size, --val-resize-size, --val-crop-size, --interpolation, --mean,
+--std). Every path takes the same crop box and mirror of an image: the draws come from (seed,
+epoch, image) by the same torchvision calls. The training loader keeps its workers between epochs; each
 worker holds at most two batches ahead (``loader_memory`` says how much that is).
 """
 from typing import Optional
@@ -20,14 +22,14 @@ import torch
 import torchvision.transforms as T
 
 from ..settings.values import DataSettings
-from .datasets import IMAGENET_MEAN, IMAGENET_STD, find_image_folder
+from .datasets import find_image_folder
 from .image_files import FileItems, ImageFiles, val_files
 from .decode import decode_file, read_bytes, require_torchcodec
-from .device_decode import DeviceDecodeLoader
+from .device_decode import DeviceDecodeLoader, DeviceView
 from .loaders import BatchFormat, EpochBatches, ImageView, Loaders, StreamLoader, Workers
 from .policies import torchvision_transform
 from .splits import held_out_split
-from .views import RESIZE, SIZE, TrainView, ValView
+from .views import TrainView, ValView
 
 __all__ = ["DECODE_PATHS", "decoded_item", "imagenet_loaders", "loader_memory", "PREFETCH"]
 
@@ -40,12 +42,13 @@ def decoded_item(path: str, label: int, i: int) -> tuple[torch.Tensor, int]:
     return decode_file(read_bytes(path), path), label
 
 
-def loader_memory(workers: int, train_batch: int, test_batch: int) -> int:
+def loader_memory(data: DataSettings) -> int:
     """Bytes of decoded batches the loaders can hold at once: each worker's prefetched batches
-    of uint8 224x224 RGB images, for the training loader and the evaluation one (whose workers
-    live while it evaluates)."""
-    per_image = 3 * SIZE * SIZE
-    return max(workers, 1) * PREFETCH * per_image * (train_batch + test_batch)
+    of uint8 RGB crops, for the training loader and the evaluation one (whose workers live
+    while it evaluates)."""
+    views = data.views
+    return max(data.workers, 1) * PREFETCH * 3 * (views.train_crop ** 2 * data.train_batch
+                                                  + views.val_crop ** 2 * data.test_batch)
 
 
 def imagenet_loaders(data: DataSettings, device: torch.device, seed: int, channels_last: bool,
@@ -68,7 +71,9 @@ def imagenet_loaders(data: DataSettings, device: torch.device, seed: int, channe
     shard = shard or {}
     train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
                                  **shard)
-    fmt = BatchFormat(IMAGENET_MEAN, IMAGENET_STD, channels_last)
+    views = data.views
+    fmt = BatchFormat(views.mean, views.std, channels_last)
+    mode = T.InterpolationMode(views.interpolation)
     train_workers = Workers(data.workers, PREFETCH, persistent=True)
     policy = torchvision_transform(data.policy)
 
@@ -76,26 +81,31 @@ def imagenet_loaders(data: DataSettings, device: torch.device, seed: int, channe
         batches = EpochBatches(len(files), data.test_batch, shuffle=False, **shard)
         workers = Workers(data.workers, PREFETCH, persistent=False)
         if data.decode == "device":
-            return DeviceDecodeLoader(files, batches, device, fmt, train=False, workers=workers)
+            return DeviceDecodeLoader(files, batches, device, fmt, DeviceView(False, views),
+                                      workers)
         if data.decode == "pil":
-            view = T.Compose([T.Resize(RESIZE), T.CenterCrop(SIZE), T.PILToTensor()])
+            view = T.Compose([T.Resize(views.val_resize, mode), T.CenterCrop(views.val_crop),
+                              T.PILToTensor()])
             return StreamLoader(files, ImageView(view, random=False), batches, device, fmt,
                                 workers)
+        view = ValView(views.val_crop, views.val_resize, views.interpolation)
         return StreamLoader(FileItems(files, decoded_item),
-                            ImageView(ValView(SIZE), random=False, hwc=True), batches, device,
-                            fmt, workers)
+                            ImageView(view, random=False, hwc=True), batches, device, fmt,
+                            workers)
 
     final = evaluation(final_set) if final_set is not None else None
     if data.decode == "device":
-        train = DeviceDecodeLoader(train_set, train_batches, device, fmt, train=True,
-                                   workers=train_workers, policy=data.policy)
+        train = DeviceDecodeLoader(train_set, train_batches, device, fmt,
+                                   DeviceView(True, views, data.policy), train_workers)
     elif data.decode == "pil":
-        view = T.Compose([T.RandomResizedCrop(SIZE), T.RandomHorizontalFlip()] +
-                         ([policy] if policy else []) + [T.PILToTensor()])
+        view = T.Compose([T.RandomResizedCrop(views.train_crop, interpolation=mode),
+                          T.RandomHorizontalFlip()] + ([policy] if policy else []) +
+                         [T.PILToTensor()])
         train = StreamLoader(train_set, ImageView(view, random=True), train_batches, device,
                              fmt, train_workers)
     else:
         train = StreamLoader(FileItems(train_set, decoded_item),
-                             ImageView(TrainView(SIZE, policy), random=True, hwc=True),
+                             ImageView(TrainView(views.train_crop, policy, views.interpolation),
+                                       random=True, hwc=True),
                              train_batches, device, fmt, train_workers)
     return train_set.classes, Loaders(train, evaluation(val_set), final)

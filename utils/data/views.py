@@ -75,13 +75,14 @@ def _as_nhwc(image: torch.Tensor) -> torch.Tensor:
     return image.unsqueeze(0).contiguous(memory_format=torch.channels_last)
 
 
-def resized_box(image: torch.Tensor, top: int, left: int, height: int, width: int,
-                size: int) -> torch.Tensor:
-    """The box of a (1, C, H, W) channels-last uint8 image resized to ``size`` x ``size`` with
-    the antialiased bilinear filter (torchvision's resized_crop, the same pixels), staying
-    channels-last: no layout conversion on the way in or out."""
-    box = image[:, :, top:top + height, left:left + width]
-    return F.interpolate(box, size=(size, size), mode="bilinear", antialias=True,
+def resized_box(image: torch.Tensor, box: Box, size: int,
+                interpolation: str = "bilinear") -> torch.Tensor:
+    """The ``box`` of a (1, C, H, W) channels-last uint8 image resized to ``size`` x ``size``
+    with the antialiased ``interpolation`` filter (torchvision's resized_crop, the same
+    pixels), staying channels-last: no layout conversion on the way in or out."""
+    top, left, height, width = box
+    crop = image[:, :, top:top + height, left:left + width]
+    return F.interpolate(crop, size=(size, size), mode=interpolation, antialias=True,
                          align_corners=False)
 
 
@@ -91,16 +92,18 @@ def _hwc(batch_of_one: torch.Tensor) -> torch.Tensor:
 
 
 class TrainView:
-    """RandomResizedCrop(``size``) + horizontal flip (+ ``policy``, a torchvision transform on
-    uint8 tensors) of a (C, H, W) uint8 image; call it under utils.seeding.image_rng."""
+    """RandomResizedCrop(``size``, ``interpolation``) + horizontal flip (+ ``policy``, a
+    torchvision transform on uint8 tensors) of a (C, H, W) uint8 image; call it under
+    utils.seeding.image_rng."""
     random = True
 
-    def __init__(self, size: int = SIZE, policy: Optional[object] = None):
-        self.size, self.policy = size, policy
+    def __init__(self, size: int = SIZE, policy: Optional[object] = None,
+                 interpolation: str = "bilinear"):
+        self.size, self.policy, self.interpolation = size, policy, interpolation
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         top, left, h, w, flip = crop_and_flip(image)
-        x = resized_box(_as_nhwc(image), top, left, h, w, self.size)
+        x = resized_box(_as_nhwc(image), Box(top, left, h, w), self.size, self.interpolation)
         if self.policy is not None:
             if flip:  # the policy sees the mirrored image, as after RandomHorizontalFlip
                 x = x.flip(-1)
@@ -111,13 +114,13 @@ class TrainView:
 
 
 class ValView:
-    """The centre crop of Resize(``resize``) + CenterCrop(``size``), as one resize of the box
-    it shows."""
+    """The centre crop of Resize(``resize``) + CenterCrop(``size``), as one resize (with
+    ``interpolation``) of the box it shows."""
     random = False
 
-    def __init__(self, size: int = SIZE, resize: int = RESIZE):
-        self.size, self.resize = size, resize
+    def __init__(self, size: int = SIZE, resize: int = RESIZE, interpolation: str = "bilinear"):
+        self.size, self.resize, self.interpolation = size, resize, interpolation
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        top, left, h, w = centre_box(image.shape[-2], image.shape[-1], self.resize, self.size)
-        return _hwc(resized_box(_as_nhwc(image), top, left, h, w, self.size))
+        box = centre_box(image.shape[-2], image.shape[-1], self.resize, self.size)
+        return _hwc(resized_box(_as_nhwc(image), box, self.size, self.interpolation))

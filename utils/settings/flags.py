@@ -33,8 +33,8 @@ from models.twins import PAIR_NAMES
 from .resume import Resumed, check_going_back, merge_resumed
 from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
 from .table import POLICY_FLAGS, check, check_pair, check_rules
-from .values import (AugmentPolicy, DataSettings, DeviceSettings, ModelSettings, RecipeSettings,
-                     Regularisers, RunSettings, Schedule)
+from .values import (AugmentPolicy, DataSettings, DeviceSettings, ImageViews, ModelSettings,
+                     RecipeSettings, Regularisers, RunSettings, Schedule)
 
 __all__ = ["ScriptSpec", "ScriptFlags", "ParsedFlags", "argparse_options", "check_values",
            "check_arch", "exact_float", "default_run_folder", "default_workers", "augment_policy"]
@@ -168,6 +168,20 @@ class ScriptFlags:
         check_values(model, values)
         return self._model_settings(values, given)
 
+    def image_views(self, resumed: Optional[Resumed] = None) -> ImageViews:
+        """The ImageViews a run's checkpoint records (imagenet.py's input size, filter and
+        normalisation; the defaults for a script without those flags or a checkpoint from
+        before them), checked as a run checks them: for export.py and predict.py."""
+        views = {name: flag for name, flag in self.flags.items() if flag.target == "views"}
+        parser = argparse.ArgumentParser(prog=self.script, allow_abbrev=False)
+        for flag in views.values():
+            parser.add_argument(*flag.names, **self._argparse(flag))
+        values = vars(parser.parse_args([]))
+        if resumed is not None:
+            merge_resumed(views, set(views), values, frozenset(), resumed)
+        check_values(views, values)
+        return check(ImageViews, _gather(views, values, "views"))
+
     def _model_settings(self, values: dict, given: frozenset) -> ModelSettings:
         """The checked ModelSettings of every model flag's value in ``values`` (in place, an
         open pair takes the architecture's)."""
@@ -196,7 +210,8 @@ class ScriptFlags:
         if values["workers"] is None:
             values["workers"] = default_workers(self.spec.workers)
         check_values(self.flags, values)
-        check_rules(values, self.spec.image_size, resumed is not None)
+        check_rules(values, values.get("train_crop_size") or self.spec.image_size,
+                    resumed is not None)
         if values["checkpoint"] is None:
             values["checkpoint"] = default_run_folder(self.script, values["arch"])
         if resumed is not None:
@@ -219,7 +234,8 @@ class ScriptFlags:
                                 **gather("recipe"))
         return RunSettings(
             model=model,
-            data=DataSettings(policy=augment_policy(gather("policy")), **gather("data")),
+            data=DataSettings(policy=augment_policy(gather("policy")),
+                              views=check(ImageViews, gather("views")), **gather("data")),
             recipe=recipe,
             device=DeviceSettings(gpu_id_given="gpu_id" in given, **gather("device")),
             recorded={k: values[k] for k in sorted(self.dests(RECORDED))},

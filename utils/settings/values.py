@@ -13,7 +13,8 @@ import dataclasses
 from typing import Optional
 
 __all__ = ["OPTIMIZERS", "AUTOAUGMENT_POLICIES", "MAGNITUDE_BINS", "AMP_MODES", "COMPILE_MODES",
-           "Schedule", "Regularisers", "AugmentPolicy", "RecipeSettings", "DataSettings",
+           "INTERPOLATIONS", "IMAGENET_MEAN", "IMAGENET_STD", "Schedule", "Regularisers",
+           "AugmentPolicy", "ImageViews", "RecipeSettings", "DataSettings",
            "ModelSettings", "DeviceSettings", "RunSettings"]
 
 OPTIMIZERS = ("sgd", "adamw", "lars")
@@ -23,6 +24,9 @@ AMP_MODES = ("none", "bf16", "fp16")
 # torch.compile's modes; reduce-overhead and max-autotune replay the step as CUDA graphs.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 POLICY_KINDS = ("none", "autoaugment", "randaugment", "trivialaugment")
+# imagenet.py's resampling filters: antialiased on every decode path.
+INTERPOLATIONS = ("bilinear", "bicubic")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,12 +118,35 @@ class RecipeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageViews:
+    """imagenet.py's input (torchvision's reference-script flags): RandomResizedCrop to
+    ``train_crop``; for evaluation Resize(``val_resize``) of the shorter side then
+    CenterCrop(``val_crop``); the resampling ``interpolation``; and the per-channel ``mean`` and
+    ``std`` of the normalisation. The defaults are ImageNet's 224 / 256 / 224, bilinear."""
+    train_crop: int = 224
+    val_resize: int = 256
+    val_crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.val_crop > self.val_resize:
+            raise ValueError(f"--val-crop-size {self.val_crop} is larger than --val-resize-size "
+                             f"{self.val_resize}: the centre crop must fit in the resized image")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"--interpolation takes one of {', '.join(INTERPOLATIONS)}, got "
+                             f"{self.interpolation!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class DataSettings:
     """Where the data is (``root``, and cifar.py's ``dataset`` and ``download``), how it is
     loaded (cifar.py's ``loader``, imagenet.py's ``decode``, ``workers`` processes) and batched
     (``train_batch``, ``test_batch``), the augmentation ``policy`` of its training images, and
     the share of them held out for validation (``val_split``, 0: none, the test split is
-    evaluated every epoch as in the reference); None for a flag the script does not have."""
+    evaluated every epoch as in the reference), and imagenet.py's input ``views``; None for a
+    flag the script does not have."""
     root: str
     workers: int
     train_batch: int
@@ -130,6 +157,7 @@ class DataSettings:
     decode: Optional[str] = None
     policy: AugmentPolicy = AugmentPolicy()
     val_split: float = 0.0
+    views: ImageViews = ImageViews()
 
 
 @dataclasses.dataclass(frozen=True)
