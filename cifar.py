@@ -55,8 +55,8 @@ def main(argv=None):
     if settings.evaluate:
         return report_evaluation(model, loaders.test_split, recipe, plan, train_set.classes,
                                  num_classes)
-    fields = stages.checkpoint_fields(settings, stages.RunData(num_classes, train_set.classes, initial),
-                                      checkpoint)
+    run_data = stages.RunData(num_classes, train_set.classes, initial, loaders.fmt)
+    fields = stages.checkpoint_fields(settings, run_data, checkpoint)
     return stages.train_and_log(model, loaders, recipe, plan, fields)
 
 

@@ -9,7 +9,8 @@ plain convolutions (models/deploy.py), written by torch.export, or as a state_di
 The model is rebuilt from the flags the checkpoint records. A .pt2 loads with
 torch.export.load(path).module(); a state_dict loads into models.deploy.plain_convs(the l_*
 model), the same network with plain convolutions. What the model is travels with it as JSON
-(architecture, class count, class names in output order, input shape): inside the .pt2 as its
+(architecture, class count, class names in output order, and the input it takes: size, resize,
+filter, mean and std; utils.session.trained.InputContract): inside the .pt2 as its
 extra file metadata.json (torch.export.load(path, extra_files={"metadata.json": ""})), and
 beside a state_dict as OUTPUT.json. A checkpoint from before class names were recorded gives
 "classes": null.
@@ -18,58 +19,17 @@ import argparse
 import json
 import os
 import sys
-from typing import NamedTuple
 
 import torch
 
 from models.deploy import fold_weight_standardization
 from utils.cli import run_main
 from utils.messages import first_line
-from utils.scripts import script_flags_for
-from utils.session.build import build_model
-from utils.session.stages import resumed_of
+from utils.session.trained import load_trained
 from utils.settings.flag import UsageError
-from utils.train.checkpoint import (CheckpointError, load_weights, read_checkpoint,
-                                    resolve_checkpoint_path)
+from utils.train.checkpoint import CheckpointError, resolve_checkpoint_path
 
 FORMATS = {"exported": ".pt2", "state_dict": ".pth"}
-
-
-class ExportedRun(NamedTuple):
-    """A run's model in eval mode (its weights, or its EMA's), and what it is (metadata)."""
-    model: torch.nn.Module
-    size: int
-    metadata: dict
-
-
-def load_run(path, use_ema=False):
-    """The ExportedRun of a run folder or checkpoint file."""
-    checkpoint = read_checkpoint(path)
-    arch = checkpoint.arch or (checkpoint.args or {}).get("arch")
-    if arch is None or checkpoint.num_classes is None:
-        raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "
-                              f"this project is needed to rebuild its model)")
-    flags = script_flags_for(arch)
-    resumed = resumed_of(path, checkpoint)
-    choice = flags.model_settings([], resumed)
-    model = build_model(flags.archs, choice, checkpoint.num_classes)
-    views = flags.image_views(resumed) if "val_crop_size" in flags.flags else None
-    size = views.val_crop if views is not None else flags.spec.image_size
-    if use_ema:
-        saved = checkpoint.ema_state_dict
-        if not saved:
-            raise CheckpointError(f"{path} keeps no EMA of the weights (trained without --ema)")
-        # AveragedModel's state: the averaged module's under "module.", and its step count.
-        load_weights(model, {k[len("module."):]: v for k, v in saved.items()
-                             if k.startswith("module.")})
-    else:
-        load_weights(model, checkpoint)
-    metadata = {"arch": arch, "num_classes": checkpoint.num_classes,
-                "classes": checkpoint.classes, "input": [3, size, size], "ema": use_ema}
-    if views is not None:  # imagenet.py's evaluation view and normalisation
-        metadata.update(resize=views.val_resize, interpolation=views.interpolation,
-                        mean=list(views.mean), std=list(views.std))
-    return ExportedRun(model.eval(), size, metadata)
 
 
 def check_output(output, resume, replace, sidecar=False):
@@ -102,8 +62,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_output(args.output, args.resume, args.replace,
                  sidecar=args.format == "state_dict")
-    model, size, metadata = load_run(args.resume, args.ema)
-    folded = fold_weight_standardization(model)
+    trained = load_trained(args.resume, args.ema)
+    size = trained.contract.size
+    metadata = {"arch": trained.arch, "num_classes": trained.num_classes, "ema": args.ema,
+                **trained.contract.as_metadata()}
+    folded = fold_weight_standardization(trained.model)
     described = json.dumps(metadata, indent=2) + "\n"
     if args.format == "state_dict":
         def save(content, path):

@@ -65,7 +65,8 @@ def main(argv=None):
     # Evaluate; or train, evaluating every epoch: log.txt, checkpoints, then the curves
     if settings.evaluate:
         return report_evaluation(model, loaders.test_split, recipe, plan, classes, num_classes)
-    fields = stages.checkpoint_fields(settings, stages.RunData(num_classes, classes, initial), checkpoint)
+    run_data = stages.RunData(num_classes, classes, initial, loaders.fmt)
+    fields = stages.checkpoint_fields(settings, run_data, checkpoint)
     return stages.train_and_log(model, loaders, recipe, plan, fields)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from builders import REPO
 
-SCRIPTS = ("cifar", "imagenet", "bench", "export", "plot", "summarize")
+SCRIPTS = ("cifar", "imagenet", "bench", "export", "predict", "plot", "summarize")
 
 
 def library_files():

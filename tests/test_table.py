@@ -1,7 +1,7 @@
 """utils.settings.table and utils.settings.flag: a flag is declared once. Its entry says where
 its value goes (``into``) and what a resume does with it (``on_resume``, ``before_flag``); every
 typed setting has exactly one flag that feeds it; and no entry point (the scripts, bench.py,
-export.py) accepts a flag and then ignores it."""
+export.py, predict.py) accepts a flag and then ignores it."""
 import dataclasses
 import os
 import subprocess
@@ -231,6 +231,7 @@ def test_bench_step_times_a_model_with_its_micro_batches_beside_the_same_without
     ("bench.py", ["pipeline", "cifar", "--depth", "8"]),
     ("bench.py", ["overhead", "--ghost-batch", "2"]),
     ("export.py", ["--resume", "nowhere", "-o", "x.pt2", "--depth", "8"]),
+    ("predict.py", ["--resume", "nowhere", "--depth", "8", "x.jpg"]),
 ])
 def test_a_tool_refuses_a_flag_it_does_not_use(tool, argv, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, tool)] + argv, cwd=tmp_path,

@@ -47,10 +47,11 @@ def cifar_loaders(train_set: ArrayDataset, test_set: ArrayDataset, data: DataSet
     if data.loader == "device":
         augment = CropFlip(pad=4, flip=flip, policy=data.policy)
         return Loaders(DeviceLoader(train_set, train_batches, device, fmt, augment),
-                       evaluation(test_set), final)
+                       evaluation(test_set), final, fmt)
     policy = torchvision_transform(data.policy)
     train_transform = T.Compose([T.RandomCrop(32, padding=4)] +
                                 ([T.RandomHorizontalFlip()] if flip else []) +
                                 ([policy] if policy else []) + [T.PILToTensor()])
     return Loaders(StreamLoader(ArrayImages(train_set), ImageView(train_transform), train_batches,
-                                device, fmt, Workers(data.workers)), evaluation(test_set), final)
+                                device, fmt, Workers(data.workers)), evaluation(test_set), final,
+                   fmt)

@@ -108,4 +108,4 @@ def imagenet_loaders(data: DataSettings, device: torch.device, seed: int, channe
                              ImageView(TrainView(views.train_crop, policy, views.interpolation),
                                        random=True, hwc=True),
                              train_batches, device, fmt, train_workers)
-    return train_set.classes, Loaders(train, evaluation(val_set), final)
+    return train_set.classes, Loaders(train, evaluation(val_set), final, fmt)

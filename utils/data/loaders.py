@@ -75,10 +75,12 @@ class ImageView:
 class Loaders(NamedTuple):
     """A run's loaders: training batches (shuffled, augmented), the evaluation batches of every
     epoch, and, where those are a held-out split of the training images (--val-split), the test
-    split's, scored once at the end (``final``; None otherwise)."""
+    split's, scored once at the end (``final``; None otherwise); ``fmt``, the BatchFormat (the
+    normalisation) every batch is made in."""
     train: "EpochLoader"
     test: "EpochLoader"
     final: Optional["EpochLoader"] = None
+    fmt: Optional[BatchFormat] = None
 
     @property
     def test_split(self) -> "EpochLoader":

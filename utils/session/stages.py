@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional
 import torch.nn as nn
 
 from .. import distributed
-from ..data.loaders import Loaders
+from ..data.loaders import BatchFormat, Loaders
 from ..records.logger import Logger, save_curves
 from ..records.record import finish_record, new_record, write_record
 from ..records.run_folder import FolderUse, RunFolder, check_folder, check_writable
@@ -119,10 +119,12 @@ def start_plan(settings: RunSettings, checkpoint: Optional[Checkpoint], raw_mode
 class RunData(NamedTuple):
     """What a run's data and starting point add to its record: the class count and names (in
     label order; a dataset without names has its classes numbered), and the initial weights
-    (--weights, --pretrained) or None."""
+    (--weights, --pretrained) or None, and the batches' format (its normalisation, which
+    predict.py repeats)."""
     num_classes: int
     classes: list
     initial: Optional[InitialWeights] = None
+    fmt: Optional[BatchFormat] = None
 
     def names(self) -> list:
         """A name per class: the data's, then numbers for any it does not name."""
@@ -149,6 +151,9 @@ def checkpoint_fields(settings: RunSettings, data: RunData,
         record["initial_weights"] = previous["initial_weights"]
     fields = {"arch": settings.model.arch, "num_classes": data.num_classes,
               "classes": data.names(), "args": settings.recorded, "run": record}
+    if data.fmt is not None:
+        fields["normalisation"] = {"mean": [float(v) for v in data.fmt.mean],
+                                   "std": [float(v) for v in data.fmt.std]}
     if checkpoint is not None and checkpoint.log is not None:
         fields["log"] = checkpoint.log
     return fields

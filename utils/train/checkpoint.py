@@ -5,7 +5,8 @@ On disk a checkpoint is the reference's dict: ``epoch`` (epochs done), ``state_d
 reference's carries DataParallel's ``module.`` prefix; ours is unwrapped), ``acc``, ``best_acc``,
 ``optimizer``. Ours adds what an exact resume and a rebuilt model need: ``scheduler``,
 ``scaler``, ``rng``, ``arch``, ``num_classes``, ``classes`` (the class names, in label order;
-checkpoints from before they were recorded have none), ``args`` (the run's recorded flags),
+checkpoints from before they were recorded have none), ``normalisation`` (the per-channel
+mean and std its batches were normalised with), ``args`` (the run's recorded flags),
 ``ema_state_dict``, ``log`` (the log's rows), ``run`` (its run record) and, for a recovery
 checkpoint taken mid-epoch, ``position``. ``FIELDS`` is that schema; every field read back is
 checked against it (and ``FIELD_CHECKS``) before use. A file holding a bare state_dict is a
@@ -100,7 +101,7 @@ def read_checkpoint(path: str) -> "Checkpoint":
 FIELDS = {"epoch": int, "acc": (int, float, torch.Tensor), "best_acc": (int, float, torch.Tensor),
           "optimizer": dict,
           "scheduler": (dict, type(None)), "scaler": (dict, type(None)), "rng": dict, "arch": str,
-          "num_classes": int, "classes": list, "args": dict, "ema_state_dict": dict, "log": dict,
+          "num_classes": int, "classes": list, "normalisation": dict, "args": dict, "ema_state_dict": dict, "log": dict,
           "run": dict,
           "position": dict}
 
@@ -175,6 +176,17 @@ def _check_position(position):
     return None
 
 
+def _check_normalisation(normalisation):
+    for name in ("mean", "std"):
+        values = normalisation.get(name)
+        if (not isinstance(values, list) or len(values) != 3
+                or not all(_finite(v) for v in values)):
+            return f"its {name} is not 3 finite numbers"
+    if not all(v > 0 for v in normalisation["std"]):
+        return "its std is not positive"
+    return None
+
+
 def _check_run(run):
     sessions = run.get("sessions", [])
     if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
@@ -191,6 +203,7 @@ FIELD_CHECKS = {
     "best_acc": lambda v: None if _finite(v) else f"{v!r} is not a finite number",
     "num_classes": lambda v: None if v >= 1 else f"{v} classes",
     "classes": lambda v: None if all(isinstance(c, str) for c in v) else "not a list of names",
+    "normalisation": lambda v: _check_normalisation(v),
     "log": _check_log, "position": _check_position, "run": _check_run}
 
 
@@ -242,7 +255,8 @@ def load_weights(model: nn.Module, source: Union[str, os.PathLike, "Checkpoint",
 
 # What a Checkpoint captures of a run beside its weights and training state: the fields the
 # caller names (utils.session.stages.checkpoint_fields and the engine's log rows and position).
-ABOUT_THE_RUN = ("arch", "num_classes", "classes", "args", "log", "run", "position")
+ABOUT_THE_RUN = ("arch", "num_classes", "classes", "normalisation", "args", "log", "run",
+                 "position")
 # Written even when empty (None), as every checkpoint of this project always has been.
 ALWAYS_WRITTEN = ("epoch", "state_dict", "acc", "best_acc", "optimizer", "scheduler", "scaler",
                   "rng")
@@ -271,6 +285,7 @@ class Checkpoint:
     arch: Optional[str] = None
     num_classes: Optional[int] = None
     classes: Optional[list] = None
+    normalisation: Optional[dict] = None
     args: Optional[dict] = None
     ema_state_dict: Optional[dict] = None
     log: Optional[dict] = None

@@ -1,0 +1,144 @@
+"""predict.py: a trained run (or its .pt2) on image files, through the run's own evaluation
+input; top-k by class name with probabilities; text, JSON and CSV; a broken file named on
+stderr while the others are predicted; old checkpoints print class indices."""
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import cifar
+import export
+import imagenet
+import predict
+from builders import REPO, make_image_folder
+
+CLASSES = ["ant", "bee", "cat"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    data = make_image_folder(str(root / "data"), classes=CLASSES)
+    folder = str(root / "run")
+    cifar.main(["-a", "l_resnet", "--depth", "8", "--data", data, "--epochs", "1",
+                "--train-batch", "4", "--test-batch", "4", "--no-progress", "-c", folder])
+    photos = make_image_folder(str(root / "photos"), splits=(("x", 2),), classes=("p",),
+                               size=(50, 40), ext="jpg", seed=3)
+    return folder, sorted(os.path.join(photos, "x", "p", f) for f in
+                          os.listdir(os.path.join(photos, "x", "p")))
+
+
+def predicted(argv, capsys):
+    assert predict.main(argv) == 0
+    return capsys.readouterr()
+
+
+def test_each_image_gets_its_top_k_classes_by_name(run, capsys):
+    folder, photos = run
+    out = predicted(["--resume", folder, "--topk", "3"] + photos, capsys).out
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    for line, path in zip(lines, photos):
+        assert line.startswith(path + ": ")
+        top = [item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", ")]
+        assert len(top) == 3
+        names = torch.load(os.path.join(folder, "checkpoint.pth.tar"),
+                           weights_only=True)["classes"]
+        assert all(name in names for name, _ in top)
+        probabilities = [float(p) for _, p in top]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert 0 < sum(probabilities) <= 1 + 1e-4
+
+
+def test_json_and_csv_say_the_same(run, capsys):
+    folder, photos = run
+    as_json = json.loads(predicted(["--resume", folder, "--format", "json", "--topk", "2"]
+                                   + photos, capsys).out)
+    rows = list(csv.DictReader(io.StringIO(predicted(
+        ["--resume", folder, "--format", "csv", "--topk", "2"] + photos, capsys).out)))
+    assert [item["path"] for item in as_json] == photos
+    assert len(rows) == 4 and rows[0]["rank"] == "1"
+    for item in as_json:
+        assert sum(p for _, p in item["top"]) <= 1 + 1e-6
+        first = next(r for r in rows if r["path"] == item["path"] and r["rank"] == "1")
+        assert first["class"] == item["top"][0][0]
+        assert float(first["probability"]) == pytest.approx(item["top"][0][1], abs=1e-6)
+
+
+def test_a_broken_file_is_named_and_the_others_are_still_predicted(run, tmp_path):
+    folder, photos = run
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "predict.py"), "--resume",
+                             folder, photos[0], str(broken), photos[1]], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1
+    assert [line for line in result.stderr.splitlines() if "error" in line] == [
+        line for line in result.stderr.splitlines() if str(broken) in line]
+    assert len(result.stdout.strip().splitlines()) == 2
+
+
+def test_an_exported_program_predicts_as_its_run_does(run, tmp_path, capsys):
+    folder, photos = run
+    path = str(tmp_path / "m.pt2")
+    assert export.main(["--resume", folder, "-o", path]) == 0
+    capsys.readouterr()
+    from_run = json.loads(predicted(["--resume", folder, "--format", "json"] + photos,
+                                    capsys).out)
+    from_program = json.loads(predicted(["--model", path, "--format", "json"] + photos,
+                                        capsys).out)
+    for a, b in zip(from_run, from_program):
+        assert [name for name, _ in a["top"]] == [name for name, _ in b["top"]]
+        assert [p for _, p in a["top"]] == pytest.approx([p for _, p in b["top"]], abs=1e-4)
+
+
+def test_a_checkpoint_from_before_class_names_prints_indices(run, tmp_path, capsys):
+    folder, photos = run
+    saved = torch.load(os.path.join(folder, "checkpoint.pth.tar"), weights_only=True)
+    del saved["classes"]
+    old = str(tmp_path / "old.pth.tar")
+    torch.save(saved, old)
+    result = predicted(["--resume", old, "--topk", "2", photos[0]], capsys)
+    assert "classes are unknown, printing their indices" in result.err
+    names = [item.rsplit(" ", 1)[0] for item in result.out.split(": ", 1)[1].split(", ")]
+    assert all(name.isdigit() for name in names)
+
+
+def test_a_64_px_imagenet_run_predicts_at_64_px(tmp_path, capsys):
+    from utils.session.trained import load_trained
+    tree = make_image_folder(str(tmp_path / "data"), splits=(("train", 2), ("val", 1)),
+                             size=(90, 70), ext="jpg")
+    folder = str(tmp_path / "run")
+    imagenet.main(["-a", "shufflenet_v2_x0_5", "--data", tree, "-j", "0", "--no-progress",
+                   "--epochs", "1", "--train-batch", "3", "--test-batch", "3", "-c", folder,
+                   "--train-crop-size", "64", "--val-resize-size", "72", "--val-crop-size",
+                   "64"])
+    contract = load_trained(folder).contract
+    image = os.path.join(tree, "val", "a", "0.jpg")
+    assert (contract.size, contract.resize) == (64, 72)
+    assert predict.view(image, contract).shape == (3, 64, 64)
+    capsys.readouterr()
+    assert predicted(["--resume", folder, image], capsys).out.startswith(image + ": ")
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit):
+        predict.main(["--help"])
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_a_flag_that_cannot_act_is_refused(run, capsys):
+    from builders import one_line_failure
+    folder, photos = run
+    code, line = one_line_failure(predict.main, ["--model", "m.pt2", "--ema", photos[0]], capsys)
+    assert code == 2 and "--ema applies to --resume" in line
+    code, line = one_line_failure(predict.main, ["--resume", folder, "--topk", "0", photos[0]],
+                                  capsys)
+    assert code == 2 and "--topk must be at least 1, got 0" in line
+    code, line = one_line_failure(predict.main, ["--resume", folder, "nothing-*.jpg"], capsys)
+    assert code == 2 and "nothing-*.jpg: no such file, folder or matching files" in line
