@@ -142,3 +142,20 @@ def test_pretrained_weights_fine_tune_onto_another_class_count(monkeypatch):
     assert torch.equal(network.conv1.weight, pretrained.conv1.weight)
     assert torch.equal(network.layer4[1].conv2.weight, pretrained.layer4[1].conv2.weight)
     assert network.fc.out_features == 3
+
+
+@pytest.mark.parametrize("arch", sorted(models.cifar.MODELS))
+def test_every_cifar_family_fine_tunes_only_its_classifier(arch):
+    """Every architecture cifar.py offers, 5 classes onto 3: exactly the classifier is fresh."""
+    from models import create_model
+    from test_models import CIFAR_SMALL
+    options = CIFAR_SMALL.get(arch, {"depth": 8} if "resnet" in arch else {})
+    torch.manual_seed(0)
+    source = create_model(models.cifar.MODELS, arch, num_classes=5, **options)
+    target = create_model(models.cifar.MODELS, arch, num_classes=3, **options)
+    fresh = {k: v.clone() for k, v in target.state_dict().items()}
+    loaded = load_initial_weights(target, source.state_dict(), 3)
+    state, before = target.state_dict(), source.state_dict()
+    head = {k for k in state if state[k].shape != before[k].shape}
+    assert head and set(loaded.fresh) == head
+    assert all(torch.equal(v, fresh[k] if k in head else before[k]) for k, v in state.items())
