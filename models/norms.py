@@ -42,8 +42,7 @@ GN_NARROW_RULES = ("pairs", "channels")
 class NormChoice:
     """Which normalisation a network is built with (--norm and its options): ``norm`` one of
     NORMS; ``gn_groups`` and ``gn_narrow`` the group count and rule of gn and of bcn's channel
-    part (``group_count``); ``bcn_speed`` the speed of bcn's micro-batch estimates;
-    ``fit_width`` for networks of irregular widths (PyramidNet).
+    part (``group_count``); ``bcn_speed`` the speed of bcn's micro-batch estimates.
 
     Its field defaults are the project's norm defaults, written nowhere else: the pair options of
     every constructor (models.twins), the flags' defaults and help (utils.settings.table) and the
@@ -52,7 +51,6 @@ class NormChoice:
     gn_groups: int = 32
     gn_narrow: str = "pairs"
     bcn_speed: float = 0.01
-    fit_width: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -67,64 +65,52 @@ class NormChoice:
             return layer_norm(num_channels)
         if self.norm == "in":
             return instance_norm(num_channels)
-        groups = group_count(num_channels, self.gn_groups, self.gn_narrow, self.fit_width)
+        groups = group_count(num_channels, self.gn_groups, self.gn_narrow)
         if self.norm == "gn":
             return nn.GroupNorm(groups, num_channels)
         return BatchChannelNorm2d(num_channels, groups, self.bcn_speed)
 
 
 # The options of a norm pair and their defaults, from NormChoice's fields.
-NORM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NormChoice)
-                 if f.name != "fit_width"}
+NORM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NormChoice)}
 
 
 def batch_norm(num_channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(num_channels)
 
 
-def group_count(num_channels: int, num_groups: int, narrow: str = NormChoice.gn_narrow,
-                fit_width: bool = False) -> int:
-    """The number of groups GroupNorm(``num_groups``) gets on a layer of ``num_channels``.
+def group_count(num_channels: int, num_groups: int, narrow: str = NormChoice.gn_narrow) -> int:
+    """The number of groups GroupNorm(``num_groups``) gets on a layer of ``num_channels``: one
+    rule for every network, so any width takes the default G.
 
-    pairs (the default rule): every group holds at least two channels. A layer with C >= 2G
-    channels gets G groups (C must be divisible by G); a narrower one gets the largest divisor
-    d of C with C / d >= 2, i.e. C / 2 groups of 2 channels for even C (the 16- and 32-channel
-    stages of a CIFAR ResNet at G = 32: 8 and 16 groups), so GN never silently becomes IN
-    (``--norm in`` is that). A single channel is one group. With G = 32 every ImageNet layer
-    (64 channels or more) is the reference's GroupNorm(32, C).
+    pairs (the default rule): the largest divisor d of C with d <= G and C / d >= 2, i.e. G
+    groups where G divides C and C >= 2G (every ImageNet layer of the reference: GroupNorm(32,
+    C)); on a width G does not divide, the largest divisor below G (80 channels at G = 32: 20
+    groups of 4; torchvision's mobile widths 40, 56, 58, 72, 88, 104, 120, 122: 20, 28, 29, 24,
+    22, 26, 30, 2); on a narrow layer C / 2 groups of 2 channels for even C (the 16- and
+    32-channel stages of a CIFAR ResNet at G = 32: 8 and 16 groups), so GN never silently
+    becomes IN (``--norm in`` is that). A prime width gets one group (LN there); a single
+    channel is one group. This is the usual practice for GN on such widths (the largest
+    divisor at most G).
 
-    channels (the rule of checkpoints from before --norm existed): min(G, C) groups, so a
-    layer narrower than G has one group per channel.
-
-    ``fit_width`` (networks of irregular widths, PyramidNet): the largest such divisor of C that
-    is at most G, instead of an error when G does not divide C.
+    channels (the rule of checkpoints from before --norm existed): the largest divisor of C at
+    most min(G, C), so a layer narrower than G has one group per channel.
     """
     if num_groups < 1:
         raise ValueError(f"GroupNorm needs at least one group, got {num_groups}")
     if narrow not in GN_NARROW_RULES:
         raise ValueError(f"gn_narrow must be one of {', '.join(GN_NARROW_RULES)}, got {narrow!r}")
     c = num_channels
-    if narrow == "channels":
-        groups = min(num_groups, c)
-        if fit_width:
-            groups = max(d for d in range(1, groups + 1) if c % d == 0)
-    elif c >= 2 * num_groups and not fit_width:
-        groups = num_groups
-    else:
-        groups = max([d for d in range(1, min(num_groups, c // 2) + 1) if c % d == 0] or [1])
-    if c % groups:
-        raise ValueError(
-            f"GroupNorm: {c} channels cannot be split into {groups} groups; "
-            f"choose a group count that divides every layer width (e.g. --gn-groups 16)")
-    return groups
+    most = min(num_groups, c) if narrow == "channels" else min(num_groups, c // 2)
+    return max([d for d in range(1, most + 1) if c % d == 0] or [1])
 
 
-def group_norm(num_channels: int, num_groups: int, fit_width: bool = False,
+def group_norm(num_channels: int, num_groups: int,
                narrow: str = NormChoice.gn_narrow) -> nn.GroupNorm:
     """GroupNorm with the groups of ``group_count``: per sample, each group of channels is
     normalised over its channels and pixels, y = (x - mean) / sqrt(var + 1e-5) * w + b with a
     per-channel affine (w, b)."""
-    return nn.GroupNorm(group_count(num_channels, num_groups, narrow, fit_width), num_channels)
+    return nn.GroupNorm(group_count(num_channels, num_groups, narrow), num_channels)
 
 
 def layer_norm(num_channels: int) -> nn.GroupNorm:

@@ -52,8 +52,7 @@ class Twins(NamedTuple):
     gn_ws: Callable
 
 
-def layer_pair(options: dict, fit_width: bool = False, norm: Optional[str] = None,
-               ws: Optional[bool] = None) -> Pair:
+def layer_pair(options: dict, norm: Optional[str] = None, ws: Optional[bool] = None) -> Pair:
     """(conv_layer, norm_layer) of the pair options in ``options`` (removed from it);
     ``norm`` / ``ws`` given here are the variant's own and override."""
     picked = {name: options.pop(name) for name in PAIR_NAMES if name in options}
@@ -61,18 +60,18 @@ def layer_pair(options: dict, fit_width: bool = False, norm: Optional[str] = Non
     picked.pop("ws", None)
     if norm is not None:
         picked["norm"] = norm
-    return Pair(WSConv2d if ws else nn.Conv2d, NormChoice(**picked, fit_width=fit_width).layer)
+    return Pair(WSConv2d if ws else nn.Conv2d, NormChoice(**picked).layer)
 
 
-def twins(network: type, name: str, fixed: Optional[dict] = None, fit_width: bool = False,
+def twins(network: type, name: str, fixed: Optional[dict] = None,
           **defaults: Any) -> Twins:
     """(``name``, ``l_<name>``) constructors of ``network``. ``fixed``: arguments this variant
     sets and does not offer (e.g. a depth in the name); ``defaults``: new defaults for offered
-    arguments; ``fit_width``: the GroupNorm rule for irregular widths (models.norms)."""
-    plain = variant(network, name, PAIR_OPTIONS, fixed=fixed, fit_width=fit_width,
+    arguments."""
+    plain = variant(network, name, PAIR_OPTIONS, fixed=fixed,
                     doc=f"{name}: {network.__name__} with --norm (default BatchNorm2d) and, "
                         f"with ws, WSConv2d.", **defaults)
-    gn_ws = variant(network, f"l_{name}", GN_OPTIONS, fixed=fixed, fit_width=fit_width,
+    gn_ws = variant(network, f"l_{name}", GN_OPTIONS, fixed=fixed,
                     norm="gn", ws=True,
                     doc=f"l_{name}: {network.__name__} with WSConv2d and GroupNorm(gn_groups) "
                         f"(GN+WS).", **defaults)
@@ -80,7 +79,7 @@ def twins(network: type, name: str, fixed: Optional[dict] = None, fit_width: boo
 
 
 def variant(network: Callable, name: str, pair_options: list, fixed: Optional[dict] = None,
-            fit_width: bool = False, norm: Optional[str] = None, ws: Optional[bool] = None,
+            norm: Optional[str] = None, ws: Optional[bool] = None,
             doc: str = "", **defaults: Any) -> Callable:
     """A constructor ``name`` of ``network`` offering its own arguments (less ``fixed``, with
     new ``defaults``) and ``pair_options``; ``norm`` / ``ws`` fixed by the variant, if given.
@@ -101,7 +100,7 @@ def variant(network: Callable, name: str, pair_options: list, fixed: Optional[di
         options = signature.bind(*args, **kwargs)
         options.apply_defaults()
         options = dict(options.arguments)
-        conv_layer, norm_layer = layer_pair(options, fit_width, norm, ws)
+        conv_layer, norm_layer = layer_pair(options, norm, ws)
         if takes_norm:
             options["norm_layer"] = norm_layer
         return network(**fixed, **options, conv_layer=conv_layer)

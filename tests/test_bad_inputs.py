@@ -258,8 +258,8 @@ def test_a_nan_validation_loss_leaves_checkpoint_and_log_untouched(good, trained
      "--bcn-speed applies to --norm bcn; this model's norm is gn"),
     (["-a", "resnet", "--depth", "8", "--norm", "bcn", "--bcn-speed", "0"],
      "--bcn-speed must be in (0, 1], got 0.0"),
-    (["-a", "resnet", "--depth", "8", "--norm", "gn", "--gn-groups", "5"],
-     "16 channels cannot be split into 5 groups"),
+    (["-a", "resnet", "--depth", "8", "--norm", "gn", "--gn-groups", "0"],
+     "--gn-groups must be at least 1, got 0"),
     (["-a", "shake_shake", "--depth", "8", "--base-channels", "1"],
      "shake_shake needs --base-channels >= 2"),
 ], ids=lambda v: v if isinstance(v, str) and not v.startswith("-") else None)

@@ -37,7 +37,7 @@ def test_ws_goes_on_every_conv_a_norm_follows_and_nowhere_else(arch):
     se_convs = {f"{n}.{c}" for n, m in model.named_modules() if isinstance(m, SqueezeExcitation)
                 for c in ("fc1", "fc2")}
     bns = sum(type(m) is nn.BatchNorm2d for m in model.modules())
-    done = convert_pair(model, NormChoice("gn", gn_groups=8), ws=True, name=arch)
+    done = convert_pair(model, NormChoice("gn"), ws=True, name=arch)  # the default groups
     assert len(done.ws_convs) == conv_then_norm_count(torchvision.models.get_model(
         arch, num_classes=10)) and len(done.norms) == bns
     # Squeeze-and-excitation convs feed an activation, not a norm: left plain.
@@ -117,3 +117,67 @@ def test_a_torchvision_model_keeps_its_own_layers_without_the_flags():
     model = imagenet.ARCHS["resnet18"](num_classes=10)
     assert sum(type(m) is nn.BatchNorm2d for m in model.modules()) == 20
     assert not any(isinstance(m, WSConv2d) for m in model.modules())
+
+
+# Too big for the CPU suite (their conversion is the same code as their family's).
+GIANTS = {"vit_h_14", "regnet_y_128gf", "regnet_y_32gf", "regnet_x_32gf", "regnet_y_16gf"}
+# torchvision's networks with no BatchNorm2d for --norm to replace and no conv a norm follows for
+# --ws: their norms are LayerNorms (transformers, ConvNeXt) or there are none (AlexNet, VGG
+# without _bn, SqueezeNet). README, "How GN+WS is built", lists them.
+WITHOUT_BATCH_NORM = ({"alexnet", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg13", "vgg16",
+                       "vgg19"} | {n for n in imagenet.TORCHVISION_MODELS
+                                  if n.startswith(("convnext", "swin", "vit"))})
+
+
+def built(arch, norm):
+    """torchvision's ``arch`` converted to ``norm`` + WS at the default --gn-groups: on the meta
+    device (shapes only), but for RegNets, whose initialisation reads values."""
+    constructor = imagenet.TORCHVISION_MODELS[arch]
+    if arch.startswith("regnet"):
+        return constructor(num_classes=10, norm=norm, ws=True)
+    with torch.device("meta"):
+        return constructor(num_classes=10, norm=norm, ws=True)
+
+
+@pytest.mark.parametrize("norm", ["gn", "bcn"])
+def test_every_torchvision_model_converts_at_the_default_groups(norm):
+    """What `imagenet.py -a ARCH --norm gn --ws` (and bcn) builds at the default --gn-groups 32:
+    every BatchNorm2d replaced, every width accepted; the networks without batch norms refused
+    in one line saying why."""
+    refused = {}
+    for arch in sorted(set(imagenet.TORCHVISION_MODELS) - GIANTS):
+        try:
+            model = built(arch, norm)
+        except ConversionError as e:
+            refused[arch] = str(e)
+            continue
+        kind = nn.GroupNorm if norm == "gn" else BatchChannelNorm2d
+        new = sum(isinstance(m, kind) for m in model.modules())
+        left = sum(type(m) is nn.BatchNorm2d for m in model.modules())
+        assert new and left == (new if norm == "bcn" else 0), arch  # bcn's batch part is a BN
+        assert any(isinstance(m, WSConv2d) for m in model.modules()), arch
+    assert set(refused) == WITHOUT_BATCH_NORM - GIANTS, sorted(refused)
+    for arch, line in refused.items():
+        assert line.startswith(arch) and ("no conv directly followed by a norm" in line
+                                          or "no BatchNorm2d layer" in line), line
+
+
+FAMILIES = ["resnet18", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
+            "mobilenet_v3_small", "efficientnet_b0", "mnasnet0_5", "regnet_y_400mf",
+            "shufflenet_v2_x0_5", "densenet121", "maxvit_t"]
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("norm", ["gn", "bcn"])
+def test_one_network_of_each_family_trains_a_step_converted_at_the_defaults(arch, norm):
+    torch.manual_seed(0)
+    model = imagenet.TORCHVISION_MODELS[arch](num_classes=10, norm=norm, ws=True).train()
+    size = 224 if arch == "maxvit_t" else 64  # MaxViT's windows need 224
+    x, y = torch.randn(2, 3, size, size), torch.tensor([1, 7])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))

@@ -55,8 +55,7 @@ def test_a_torchvision_model_trains_resumes_and_evaluates_with_every_pair(tree, 
     put in by the converter (models/convert.py)."""
     run = str(tmp_path / "run")
     common = ["--data", tree, "-j", "0", "--no-progress", "--test-batch", "6"]
-    options = (["--gn-groups", "4"] if norm in ("gn", "bcn") else []) + (
-        ["--ghost-batch", "1"] if norm == "bcn" and ws else [])
+    options = ["--ghost-batch", "1"] if norm == "bcn" and ws else []  # at the default groups
     imagenet.main(["-a", "shufflenet_v2_x0_5", "--norm", norm, "--ws" if ws else "--no-ws", "--epochs",
                    "1", "--train-batch", "3", "--manualSeed", "1", "-c", run] + options + common)
     saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)

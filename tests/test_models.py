@@ -70,10 +70,10 @@ def test_group_norm_rule_and_error():
     assert group_norm(32, 32).num_groups == 16  # not 32 groups of one channel (that is IN)
     assert group_norm(160, 32).num_groups == 32
     assert group_norm(16, 32, narrow="channels").num_groups == 16  # the rule before --norm
-    with pytest.raises(ValueError, match="80 channels cannot be split into 32 groups"):
-        group_norm(80, 32)
-    with pytest.raises(ValueError, match="cannot be split"):
-        cifar.l_wrn(depth=10, widen_factor=5, gn_groups=32)  # 16 ok (8 groups), 80 not
+    assert group_norm(80, 32).num_groups == 20  # a width 32 does not divide: 20 groups of 4
+    widths = {m.num_channels: m.num_groups for m in cifar.l_wrn(depth=10, widen_factor=5).modules()
+              if isinstance(m, nn.GroupNorm)}
+    assert widths == {16: 8, 80: 20, 160: 32, 320: 32}
 
 
 # Every l_* model, at a size that keeps CPU time small (the layer types are what matter).

@@ -18,16 +18,21 @@ from models.norms import (BatchChannelNorm2d, GhostBatchNorm2d, NormChoice, grou
     (7, 32, "pairs", 1), (1, 32, "pairs", 1),        # a prime width: one group (LN there)
     (16, 4, "pairs", 4), (96, 16, "pairs", 16),
     (16, 32, "channels", 16), (32, 32, "channels", 32), (64, 32, "channels", 32),
+    # widths G does not divide: the largest divisor at most G (torchvision's mobile networks)
+    (80, 32, "pairs", 20), (40, 32, "pairs", 20), (56, 32, "pairs", 28), (58, 32, "pairs", 29),
+    (72, 32, "pairs", 24), (88, 32, "pairs", 22), (104, 32, "pairs", 26),
+    (120, 32, "pairs", 30), (122, 32, "pairs", 2), (72, 16, "pairs", 12),
 ])
 def test_group_count_rule(channels, groups, rule, expected):
     assert group_count(channels, groups, rule) == expected
     assert channels % expected == 0
 
 
-def test_group_count_refuses_what_it_cannot_split():
-    with pytest.raises(ValueError, match="80 channels cannot be split into 32 groups"):
-        group_count(80, 32)
-    assert group_count(80, 32, fit_width=True) == 20  # PyramidNet's irregular widths
+def test_group_count_takes_every_width_and_refuses_no_groups():
+    for channels in range(1, 2049):
+        groups = group_count(channels, 32)
+        assert channels % groups == 0 and groups <= 32
+        assert channels // groups >= 2 or channels == 1
     with pytest.raises(ValueError, match="at least one group"):
         group_count(16, 0)
 

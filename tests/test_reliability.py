@@ -174,7 +174,7 @@ def damaged(tmp_path_factory, data):
 BAD_INPUTS = [
     (["-a", "resnet50"], "unknown architecture 'resnet50'; did you mean"),
     (["-a", "resnet", "--depth", "21"], "needs depth = 6n+2"),
-    (["-a", "l_wrn", "--depth", "10", "--widen-factor", "5"], "80 channels cannot be split into 32"),
+    (["-a", "l_wrn", "--depth", "11"], "wrn needs depth = 6n+4"),
     (["--train-batch", "0"], "--train-batch must be at least 1"),
     (["--iter-size", "0"], "--iter-size must be at least 1"),
     (["--epochs", "0"], "--epochs must be at least 1"),

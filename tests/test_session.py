@@ -59,8 +59,8 @@ def test_defaults_of_flags_an_architecture_does_not_take_are_left_unused():
 
 
 def test_an_impossible_model_is_a_usage_error_naming_the_architecture():
-    settings, _ = read_settings(cifar.cifar_flags(), ["-a", "l_wrn", "--depth", "10", "--widen-factor", "5"])
-    with pytest.raises(UsageError, match="l_wrn: GroupNorm: 80 channels cannot be split into 32"):
+    settings, _ = read_settings(cifar.cifar_flags(), ["-a", "l_wrn", "--depth", "11"])
+    with pytest.raises(UsageError, match="l_wrn: wrn needs depth = 6n\\+4"):
         build_model(cifar.models.cifar.MODELS, settings.model, 10)
 
 

@@ -108,5 +108,5 @@ class PyramidNet(nn.Module):
 
 
 # PyramidNet's widths grow by fractions of a channel: GroupNorm takes the largest group count
-# that divides each width (group_norm's fit_width).
-pyramidnet, l_pyramidnet = twins(PyramidNet, "pyramidnet", fit_width=True)
+# at most G that divides each width (models.norms.group_count, the rule of every network).
+pyramidnet, l_pyramidnet = twins(PyramidNet, "pyramidnet")

@@ -54,9 +54,9 @@ MODEL = _flags(
     (["--ws"], "Weight Standardization of every conv (WSConv2d) (default: the "
                "architecture's: on for l_* names, off otherwise)",
      dict(kind="bool", into="options.ws", refusal=NETWORK_REFUSAL)),
-    (["--gn-groups"], "groups G of --norm gn and of bcn's channel part: layers with C >= 2G "
-                      "channels get G groups (C must divide), narrower ones C/2 groups of 2 "
-                      "channels (default: %(default)s)",
+    (["--gn-groups"], "groups G of --norm gn and of bcn's channel part: a layer of C channels "
+                      "gets the largest divisor of C at most G that leaves two channels a "
+                      "group (G where G divides C) (default: %(default)s)",
      dict(kind=int, default=NORM_DEFAULTS["gn_groups"], into="options.gn_groups",
           range=at_least(1))),
     (["--gn-narrow"], "groups of a layer narrower than 2G channels: pairs (C/2 groups of 2) or "
