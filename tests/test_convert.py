@@ -181,3 +181,33 @@ def test_one_network_of_each_family_trains_a_step_converted_at_the_defaults(arch
     optimizer.step()
     assert torch.isfinite(loss)
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnext50_32x4d"])
+@pytest.mark.parametrize("pair", [("bn", False), ("gn", True), ("bcn", True)])
+def test_zero_init_residual_zeroes_each_branchs_last_norm_converted_or_not(arch, pair):
+    """torchvision's meaning: the last norm of every residual branch starts with weight 0, also
+    the fresh norm the converter puts there; every other norm starts at 1."""
+    from utils.scripts import imagenet_flags
+    from utils.session.build import build_model
+    from utils.session.stages import read_settings
+    norm, ws = pair
+    argv = ["-a", arch, "--norm", norm, "--ws" if ws else "--no-ws", "--zero-init-residual",
+            "--data", "d"]
+    settings = read_settings(imagenet_flags(), argv).settings
+    model = build_model(imagenet.ARCHS, settings.model, 10)
+    last = "bn3" if "resnext" in arch else "bn2"
+    blocks = [m for m in model.modules() if hasattr(m, last) and hasattr(m, "conv1")]
+    assert blocks
+    for block in blocks:
+        assert torch.all(getattr(block, last).weight == 0)
+        assert torch.all(block.bn1.weight == 1)
+    assert torch.all(model.bn1.weight == 1)
+
+
+def test_zero_init_residual_is_refused_where_there_is_no_residual_branch(capsys):
+    from builders import one_line_failure
+    import imagenet as script
+    code, line = one_line_failure(script.main, ["-a", "mobilenet_v2", "--zero-init-residual",
+                                                "--data", "nowhere"], capsys)
+    assert code == 2 and "--zero-init-residual does not apply to mobilenet_v2" in line

@@ -13,7 +13,8 @@ import torch.nn as nn
 import torchvision
 
 from models import create_model
-from models.imagenet.torchvision_models import torchvision_options, with_pair
+from models.imagenet.torchvision_models import (torchvision_options, with_pair,
+                                               zero_residual_ends)
 from models.norms import use_micro_batches
 from models.twins import PAIR_NAMES
 
@@ -120,6 +121,11 @@ def pretrained_model(registry: dict, choice: ModelSettings, num_classes: int) ->
     if pair.get("norm", "bn") != "bn":
         loaded = loaded._replace(fresh=loaded.fresh + (
             f"its {norms} BatchNorm layers, now --norm {pair['norm']} layers",))
+    if choice.options.get("zero_init_residual"):
+        if pair.get("norm", "bn") == "bn":
+            raise UsageError("--zero-init-residual with --pretrained would zero trained norm "
+                             "weights; it applies to the fresh norms of another --norm")
+        zero_residual_ends(network)
     return Pretrained(with_batch_options(network, choice), loaded)
 
 

@@ -72,7 +72,8 @@ MODEL = _flags(
                          "%(default)s)",
      dict(kind=int, default=16, into="options.se_reduction", range=at_least(1))),
     (["--zero-init-residual"], "zero the last norm of each residual branch (post-activation "
-                               "ResNet/ResNeXt, PyramidNet, Shake-Shake)",
+                               "ResNet/ResNeXt, PyramidNet, Shake-Shake; torchvision's ResNets, "
+                               "converted or not)",
      dict(kind="switch", into="options.zero_init_residual")),
     (["--ghost-batch"], "micro-batches of N images: BatchNorm statistics over each chunk of N "
                         "(Ghost BN); bcn's batch part normalises each with running estimates "
