@@ -14,12 +14,12 @@ its modules (a module's place in ``__init__`` says nothing about what it is appl
 Module names do not change, so state_dicts keep torchvision's keys (the WS conv's are a conv's).
 """
 import dataclasses
-from typing import Optional
+from typing import Optional, Union
 
 import torch.fx
 import torch.nn as nn
 
-from .layers import WSConv2d
+from .layers import WS_FORMS, WSConv2d
 from .norms import NormChoice
 
 __all__ = ["ConversionError", "Converted", "convert_pair", "ws_pairs"]
@@ -71,21 +71,24 @@ def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def _ws_conv(conv: nn.Conv2d) -> WSConv2d:
+def _ws_conv(conv: nn.Conv2d, form: str) -> WSConv2d:
     ws = WSConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                   conv.padding, conv.dilation, conv.groups, conv.bias is not None,
-                  conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype)
+                  conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
+                  form=form)
     ws.load_state_dict(conv.state_dict())
     return ws
 
 
-def convert_pair(model: nn.Module, norm: Optional[NormChoice], ws: bool,
+def convert_pair(model: nn.Module, norm: Optional[NormChoice], ws: Union[bool, str, None],
                  name: str = "the model") -> Converted:
     """Put the pair into ``model`` in place: its BatchNorm2d layers become ``norm``'s (None or
-    bn: left as they are), and with ``ws`` the convs directly followed by a norm become WSConv2d.
+    bn: left as they are), and with ``ws`` (True or a WS form of models.layers.WS_FORMS: "std",
+    "var"; False or None: none) the convs directly followed by a norm become WSConv2d.
     ConversionError when asked for a change the model has no place for, or it cannot be
     traced."""
     replaced, standardized = [], []
+    form = ws if isinstance(ws, str) else WS_FORMS[0]
     if ws:
         standardized = ws_pairs(model, name)
         if not standardized:
@@ -100,7 +103,7 @@ def convert_pair(model: nn.Module, norm: Optional[NormChoice], ws: bool,
             _replace(model, path, norm.layer(model.get_submodule(path).num_features))
     for path in standardized:
         try:
-            _replace(model, path, _ws_conv(model.get_submodule(path)))
+            _replace(model, path, _ws_conv(model.get_submodule(path), form))
         except ValueError as e:  # WSConv2d refuses a single weight per output channel
             raise ConversionError(f"{name}: {path}: {e}") from e
     return Converted(tuple(replaced), tuple(standardized))

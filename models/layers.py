@@ -9,6 +9,7 @@ Factory signatures, which every family relies on:
     conv_layer(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, bias=False)
     norm_layer(num_channels) -> nn.Module
 """
+import functools
 from typing import Any, Callable
 
 import torch
@@ -16,47 +17,64 @@ import torch.nn as nn
 
 from .norms import NORM_TYPES
 
-__all__ = ["WS_EPS", "ConvLayer", "NormLayer", "standardize_weight", "WSConv2d", "init_weights",
-           "zero_init_last_norms"]
+__all__ = ["WS_EPS", "WS_FORMS", "ConvLayer", "NormLayer", "standardize_weight", "WSConv2d",
+           "ws_conv", "init_weights", "zero_init_last_norms"]
 
 # What every family is built from, injected (torchvision's norm_layer idea, for conv too):
 ConvLayer = Callable[..., nn.Conv2d]  # nn.Conv2d's signature: nn.Conv2d, WSConv2d, a partial
 NormLayer = Callable[[int], nn.Module]  # channels -> a norm layer: batch_norm, group_norm, ...
 
 WS_EPS = 1e-5
+# The two forms of WS (``standardize_weight``); the first is the default.
+WS_FORMS = ("std", "var")
 
 
-def standardize_weight(weight: torch.Tensor, eps: float = WS_EPS) -> torch.Tensor:
-    """Weight Standardization (Qiao et al., 2019, arXiv:1903.10520), as in the reference code.
+def standardize_weight(weight: torch.Tensor, eps: float = WS_EPS,
+                       form: str = WS_FORMS[0]) -> torch.Tensor:
+    """Weight Standardization (Qiao et al., 2019, arXiv:1903.10520). For every output channel o,
+    over all its elements (in_channels/groups x kH x kW), with the unbiased statistics (divisor
+    n - 1), in one of two forms:
 
-    For every output channel o, over all its elements (in_channels/groups x kH x kW):
+        std  W_hat[o] = (W[o] - mean(W[o])) / (std(W[o]) + eps)
+             the Weight Standardization repository's code (and the reference's): eps added to
+             the std; the default
+        var  W_hat[o] = (W[o] - mean(W[o])) / sqrt(var(W[o]) + eps)
+             the Batch-Channel Normalization authors' ImageNet models (their
+             imagenet/models/layers.py): eps added to the variance
 
-        W_hat[o] = (W[o] - mean(W[o])) / (std(W[o]) + eps)
-
-    with the unbiased standard deviation (divisor n - 1) and eps added to the std, not to the
-    variance. The computation runs in float32 at least (float64 stays float64) and outside autocast,
-    so bf16/fp16 training never standardizes in low precision.
+    At small weights the two differ by several percent (eps is then not small beside the
+    variance). The computation runs in float32 at least (float64 stays float64) and outside
+    autocast, so bf16/fp16 training never standardizes in low precision.
     """
+    if form not in WS_FORMS:
+        raise ValueError(f"the WS form is one of {', '.join(WS_FORMS)}, got {form!r}")
     dtype = torch.promote_types(weight.dtype, torch.float32)
     with torch.autocast(device_type=weight.device.type, enabled=False):
         w = weight.to(dtype)
         flat = w.flatten(1)
         mean = flat.mean(dim=1)
-        std = flat.std(dim=1, correction=1)
         shape = (-1,) + (1,) * (w.dim() - 1)
-        return (w - mean.view(shape)) / (std.view(shape) + eps)
+        if form == "var":
+            scale = torch.sqrt(flat.var(dim=1, correction=1) + eps)
+        else:
+            scale = flat.std(dim=1, correction=1) + eps
+        return (w - mean.view(shape)) / scale.view(shape)
 
 
 class WSConv2d(nn.Conv2d):
-    """A Conv2d whose weight is standardized (see ``standardize_weight``) on every forward.
+    """A Conv2d whose weight is standardized (see ``standardize_weight``, in its ``form``) on
+    every forward.
 
     The stored parameter is the raw weight, so the state_dict equals a plain ``nn.Conv2d``'s and
     reference checkpoints load unchanged. A conv with one weight per output channel (a 1x1
     depthwise conv) is refused: the unbiased std of one number is undefined (NaN).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, form: str = WS_FORMS[0], **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if form not in WS_FORMS:
+            raise ValueError(f"the WS form is one of {', '.join(WS_FORMS)}, got {form!r}")
+        self.form = form
         fan_in = self.weight[0].numel()
         if fan_in < 2:
             raise ValueError(
@@ -65,7 +83,10 @@ class WSConv2d(nn.Conv2d):
                 f"groups {self.groups}) has {fan_in}, whose unbiased std is undefined")
 
     def standardized_weight(self) -> torch.Tensor:
-        return standardize_weight(self.weight)
+        return standardize_weight(self.weight, form=self.form)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", form={self.form}" if self.form != WS_FORMS[0] else "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.standardized_weight()
@@ -73,6 +94,11 @@ class WSConv2d(nn.Conv2d):
             # Outside autocast the conv runs in the input's dtype (fp32 model, or fp64 in tests).
             weight = weight.to(x.dtype)
         return self._conv_forward(x, weight, self.bias)
+
+
+def ws_conv(form: str = WS_FORMS[0]) -> ConvLayer:
+    """The conv_layer of WS in ``form``: WSConv2d itself for the default form."""
+    return WSConv2d if form == WS_FORMS[0] else functools.partial(WSConv2d, form=form)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import torch.nn as nn
 
-from .layers import WSConv2d
+from .layers import WS_FORMS, ws_conv
 from .norms import NORM_DEFAULTS, NormChoice
 
 __all__ = ["Pair", "Twins", "twins", "variant", "PAIR_OPTIONS", "GN_OPTIONS", "WS_OPTION",
@@ -33,7 +33,8 @@ def _option(name, default):
 
 # The options that choose a pair, with their defaults: NormChoice's (the BatchNorm network's),
 # and no WS.
-WS_OPTION = [_option("ws", False)]
+WS_FORM_OPTION = _option("ws_form", WS_FORMS[0])
+WS_OPTION = [_option("ws", False), WS_FORM_OPTION]
 GN_OPTIONS = [_option(name, NORM_DEFAULTS[name]) for name in ("gn_groups", "gn_narrow")]
 PAIR_OPTIONS = ([_option("norm", NORM_DEFAULTS["norm"])] + WS_OPTION + GN_OPTIONS
                 + [_option("bcn_speed", NORM_DEFAULTS["bcn_speed"])])
@@ -58,9 +59,10 @@ def layer_pair(options: dict, norm: Optional[str] = None, ws: Optional[bool] = N
     picked = {name: options.pop(name) for name in PAIR_NAMES if name in options}
     ws = ws if ws is not None else picked.pop("ws", False)
     picked.pop("ws", None)
+    form = picked.pop("ws_form", WS_FORMS[0])
     if norm is not None:
         picked["norm"] = norm
-    return Pair(WSConv2d if ws else nn.Conv2d, NormChoice(**picked).layer)
+    return Pair(ws_conv(form) if ws else nn.Conv2d, NormChoice(**picked).layer)
 
 
 def twins(network: type, name: str, fixed: Optional[dict] = None,
@@ -71,7 +73,7 @@ def twins(network: type, name: str, fixed: Optional[dict] = None,
     plain = variant(network, name, PAIR_OPTIONS, fixed=fixed,
                     doc=f"{name}: {network.__name__} with --norm (default BatchNorm2d) and, "
                         f"with ws, WSConv2d.", **defaults)
-    gn_ws = variant(network, f"l_{name}", GN_OPTIONS, fixed=fixed,
+    gn_ws = variant(network, f"l_{name}", GN_OPTIONS + [WS_FORM_OPTION], fixed=fixed,
                     norm="gn", ws=True,
                     doc=f"l_{name}: {network.__name__} with WSConv2d and GroupNorm(gn_groups) "
                         f"(GN+WS).", **defaults)

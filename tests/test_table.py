@@ -109,6 +109,7 @@ EXAMPLES = {
     "widen_factor": (["-a", "wrn"], ["--widen-factor", "2"]),
     "workers": ([], ["-j", "1"]),
     "ws": ([], ["--ws"]),
+    "ws_form": (["--ws"], ["--ws-form", "var"]),
     "zero_init_residual": (["-a", "resnet"], ["--zero-init-residual"]),
 }
 
@@ -184,7 +185,7 @@ def test_what_a_resume_does_with_a_flag_comes_from_its_entry():
     assert {"epochs", "lr", "momentum", "weight_decay", "ema", "amp", "autoaugment"} <= applied
     assert not {"train_batch", "iter_size", "schedule", "gamma", "manualSeed", "norm", "ws",
                 "optimizer", "scheduler", "tta"} & applied
-    assert before_the_flag(flags) == {"gn_narrow": "channels"}
+    assert before_the_flag(flags) == {"gn_narrow": "channels", "ws_form": "std"}
     # Only recorded flags say anything to a resume: a per-run flag is this run's own.
     per_run = {"workers", "test_batch", "gpu_id", "checkpoint", "resume", "data"}
     assert not per_run & applied

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torchvision
 
 from ..convert import convert_pair
+from ..layers import WS_FORMS
 from ..norms import NormChoice
 from ..twins import PAIR_OPTIONS
 
@@ -19,12 +20,14 @@ NUM_CLASSES = inspect.Parameter("num_classes", inspect.Parameter.POSITIONAL_OR_K
                                 default=1000)
 
 
-def with_pair(model: nn.Module, name: str, ws: bool = False, **norm: object) -> nn.Module:
+def with_pair(model: nn.Module, name: str, ws: bool = False, ws_form: str = WS_FORMS[0],
+              **norm: object) -> nn.Module:
     """``model`` with its BatchNorm2d replaced by the norm of NormChoice(**``norm``) and, with
-    ``ws``, WS on every conv that feeds a norm (models.convert); unchanged for bn without WS."""
+    ``ws``, WS in ``ws_form`` on every conv that feeds a norm (models.convert); unchanged for bn
+    without WS."""
     choice = NormChoice(**norm)
     if choice.norm != "bn" or ws:
-        convert_pair(model, choice, ws, name)
+        convert_pair(model, choice, ws_form if ws else None, name)
     return model
 
 

@@ -12,6 +12,7 @@ Adding a flag is one entry here plus the code that uses its value.
 import operator
 from typing import Any, Callable
 
+from models.layers import WS_FORMS
 from models.norms import BATCH_NORMS, GN_NARROW_RULES, GROUP_NORMS, NORM_DEFAULTS, NORMS
 
 from .flag import (FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Flag, Range, UsageError,
@@ -54,6 +55,11 @@ MODEL = _flags(
     (["--ws"], "Weight Standardization of every conv (WSConv2d) (default: the "
                "architecture's: on for l_* names, off otherwise)",
      dict(kind="bool", into="options.ws", refusal=NETWORK_REFUSAL)),
+    (["--ws-form"], "the form of --ws: std, (W - mean) / (std + 1e-5), the Weight "
+                    "Standardization code's; or var, (W - mean) / sqrt(var + 1e-5), the BCN "
+                    "authors' ImageNet models' (default: %(default)s)",
+     dict(default=WS_FORMS[0], choices=WS_FORMS, into="options.ws_form", before_flag=WS_FORMS[0],
+          refusal=NETWORK_REFUSAL)),
     (["--gn-groups"], "groups G of --norm gn and of bcn's channel part: a layer of C channels "
                       "gets the largest divisor of C at most G that leaves two channels a "
                       "group (G where G divides C) (default: %(default)s)",
@@ -292,6 +298,9 @@ def check_pair(values: dict, given: set) -> None:
     """Refuse a norm option written for a norm that has no use for it, and micro-batches or
     synchronised statistics for a norm without batch statistics."""
     norm = values["norm"]
+    if "ws_form" in given and not values["ws"]:
+        raise UsageError("--ws-form applies to --ws (Weight Standardization); this model has "
+                         "no WS")
     for name, norms in (("gn_groups", GROUP_NORMS), ("gn_narrow", GROUP_NORMS),
                         ("bcn_speed", ("bcn",))):
         if name in given and norm not in norms:
