@@ -37,6 +37,7 @@ EXAMPLES = {
     "amp": ([], ["--amp", "bf16"]),
     "arch": ([], ["-a", "l_resnet18"]),
     "autoaugment": ([], ["--autoaugment", "svhn"]),
+    "auto_resume": ([], ["--auto-resume"]),
     "base_channels": (["-a", "shake_shake"], ["--base-channels", "32"]),
     "base_width": (["-a", "resnext50"], ["--base-width", "8"]),
     "bcn_speed": (["--norm", "bcn"], ["--bcn-speed", "0.1"]),

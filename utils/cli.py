@@ -8,16 +8,18 @@ from . import distributed
 from .data.errors import DataError
 from .records.logger import LogError
 from .records.run_folder import FolderError
-from .settings.resume import MalformedRecord
+from .session.auto_resume import RunFinished
 from .settings.flag import UsageError
+from .settings.resume import MalformedRecord
+from .stop_signals import SIGNAL_EXIT_CODES
 from .train.checkpoint import CheckpointError
 from .train.engine import NonFiniteLoss
-from .train.stopping import SIGNAL_EXIT_CODES, ImmediateStop, TrainingInterrupted
+from .train.stopping import ImmediateStop, TrainingInterrupted
 
 __all__ = ["EXIT_CODES", "run_main"]
 
 EXIT_CODES = {UsageError: 2, FolderError: 2, DataError: 1, CheckpointError: 1,
-              MalformedRecord: 1, NonFiniteLoss: 1, LogError: 1}
+              MalformedRecord: 1, NonFiniteLoss: 1, LogError: 1, distributed.SlurmError: 2}
 
 
 def _say(line: str) -> None:
@@ -34,11 +36,15 @@ def run_main(main: Callable, argv: Optional[list] = None) -> object:
     """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero."""
     finished, result = False, None
     try:
+        distributed.adopt_slurm_environment()  # srun without torchrun: ranks from SLURM
         result = main(argv)
         finished = True
     except (TrainingInterrupted, ImmediateStop) as e:
         _say(f"\n=> {e}")
         sys.exit(SIGNAL_EXIT_CODES[e.signame])
+    except RunFinished as e:  # --auto-resume of a finished run: nothing to do, no error
+        if distributed.is_main():
+            print(f"==> {e}")
     except KeyboardInterrupt:  # a Ctrl-C outside training (while the data loads, say)
         _say("\n=> interrupted")
         sys.exit(130)

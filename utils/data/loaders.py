@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
 from ..settings.values import AugmentPolicy
+from ..stop_signals import STOP_SIGNALS
 from .datasets import ArrayDataset
 from .errors import DataError
 from .policies import PolicyDraws, apply_policy, epoch_draws
@@ -176,11 +177,12 @@ def own_generator() -> torch.Generator:
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """A DataLoader worker's init: SIGINT, SIGTERM and SIGHUP sent to the whole process group
-    (Ctrl-C, a scheduler's kill, a closed terminal) are the main process's to handle. It
-    finishes the step in flight and shuts the workers down; a worker killed first would end
-    the run in a traceback instead."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    """A DataLoader worker's init: the stop signals (utils.train.stopping: SIGINT, SIGTERM,
+    SIGHUP, SIGUSR1) sent to the whole process group (Ctrl-C, a scheduler's kill, a closed
+    terminal, SLURM's warning) are the main process's to handle. It finishes the step in flight
+    and shuts the workers down; a worker killed first would end the run in a traceback
+    instead."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
 

@@ -23,6 +23,7 @@ from ..train.fine_tune import InitialWeights
 from ..train.plan import (CheckpointPolicy, EpochPosition, PreparedModel, StartPoint,
                           TrainPlan)
 from ..train.recipe import Recipe, apply_hyperparameters
+from .auto_resume import auto_resume
 from .report import score_test_split
 
 __all__ = ["ReadSettings", "read_settings", "resumed_of", "check_resume", "fresh_folder",
@@ -36,14 +37,17 @@ class ReadSettings(NamedTuple):
 
 
 def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> ReadSettings:
-    """The settings of a command line: argv parsed, the resumed checkpoint read and its recorded
-    flags merged in (utils.settings.resume), every value and combination checked, all before any
-    data is read or CUDA is touched."""
+    """The settings of a command line: argv parsed, the resumed checkpoint read (found by
+    --auto-resume, utils.session.auto_resume) and its recorded flags merged in
+    (utils.settings.resume), every value and combination checked, all before any data is read or
+    CUDA is touched."""
     parsed = flags.parse(argv)
     checkpoint, resumed = None, None
+    if parsed.values["auto_resume"]:
+        parsed, checkpoint = auto_resume(flags, parsed)
     if parsed.values["resume"]:
         path = resolve_checkpoint_path(parsed.values["resume"])
-        checkpoint = read_checkpoint(path)
+        checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
         resumed = resumed_of(path, checkpoint)
     return ReadSettings(flags.settings(parsed, resumed), checkpoint)
 

@@ -218,6 +218,10 @@ RUN = _flags(
      dict(default="", metavar="PATH", into="run.resume")),
     (["-e", "--evaluate"], "evaluate model on validation set",
      dict(kind="switch", dest="evaluate", into="run.evaluate")),
+    (["--auto-resume"], "one command for the first launch and every restart: continue the run "
+                        "in the run folder (-c) from the newest place it saved, if it holds "
+                        "this run's checkpoint; start it otherwise; exit 0 if it is finished",
+     dict(kind="switch", into="run.auto_resume")),
     (["--weights"], "initialise the model from a checkpoint of this project or of the reference, "
                     "or a state_dict; on another class count the classifier is left fresh "
                     "(fine-tuning)",

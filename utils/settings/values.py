@@ -213,6 +213,7 @@ class RunSettings:
     command: tuple
     changed: dict = dataclasses.field(default_factory=dict)
     pretrained: bool = False
+    auto_resume: bool = False
 
     @property
     def epochs(self) -> int:

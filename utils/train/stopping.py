@@ -1,5 +1,7 @@
-"""Stopping a run on a signal without losing it: SIGTERM (a scheduler's warning), SIGINT (Ctrl-C)
-and SIGHUP (a closed terminal or ssh session).
+"""Stopping a run on a signal without losing it: SIGTERM (a scheduler's warning), SIGINT (Ctrl-C),
+SIGHUP (a closed terminal or ssh session) and SIGUSR1 (SLURM's warning before a time limit,
+``sbatch --signal=B:USR1@SECONDS``). Where a signal does not exist (SIGHUP and SIGUSR1 on
+Windows) it is simply not handled.
 
 The first signal is recorded, the step in flight finishes, a recovery checkpoint records the place
 in the epoch, and the run ends (``TrainingInterrupted``). A second signal ends it at once
@@ -20,13 +22,12 @@ import time
 from typing import Callable, Iterator, Optional
 
 from .. import distributed
+from ..stop_signals import STOP_SIGNAL_NAMES, STOP_SIGNALS
 from .meters import Meters
 
-__all__ = ["TrainingInterrupted", "ImmediateStop", "StopSignal", "StepControl", "SIGNAL_EXIT_CODES"]
+__all__ = ["TrainingInterrupted", "ImmediateStop", "StopSignal", "StepControl"]
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# Exit codes as a shell reports a process killed by the signal: 128 + its number.
-SIGNAL_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+SIGNALS = STOP_SIGNALS
 
 
 class TrainingInterrupted(Exception):
@@ -59,12 +60,12 @@ class ImmediateStop(BaseException):
 
 
 class StopSignal:
-    """Records SIGTERM, SIGINT and SIGHUP instead of dying mid-step, so the engine can stop
+    """Records SIGTERM, SIGINT, SIGHUP and SIGUSR1 instead of dying mid-step, so the engine can stop
     between steps; a second delivery raises ImmediateStop (deferred to the end of a
     ``critical()`` section). Under torchrun a signal reaches processes at different steps (or
     only one of them): ``agreed()`` is the signal any process got, the same on all, so they
     stop after the same step instead of one waiting forever in the next step's all-reduce."""
-    NAMES = (None, "SIGINT", "SIGTERM", "SIGHUP")
+    NAMES = (None,) + STOP_SIGNAL_NAMES
 
     def __init__(self):
         self.received: Optional[str] = None
@@ -104,7 +105,7 @@ class StopSignal:
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
-        if signum == signal.SIGHUP:
+        if name == "SIGHUP":
             _leave_the_terminal()
         self.deliveries += self._count_deliveries()
         if self.received is None:
