@@ -127,3 +127,32 @@ def test_srun_on_several_nodes_without_master_addr_says_what_to_set(tmp_path):
                             timeout=120, env=env)
     assert result.returncode == 2
     assert "set MASTER_ADDR to the first node's address" in result.stderr
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_torchrun_nodes_on_this_machine_train_as_one_process(data, tmp_path):
+    """--nnodes 2 with the c10d rendezvous on 127.0.0.1: two "machines" of one process each."""
+    run, single = str(tmp_path / "nodes"), str(tmp_path / "single")
+    args = ARGS + ["--data", data, "--epochs", "1", "--iter-size", "2"]
+    endpoint = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                               "--node_rank", str(rank), "--nproc_per_node", "1",
+                               "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint,
+                               "--rdzv_id", "two-nodes", os.path.join(REPO, "cifar.py")] +
+                              args + ["-c", run], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+             for rank in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-1500:] for _, err in outs]
+    cifar.main(args + ["-c", single])
+    a = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["state_dict"]
+    b = torch.load(os.path.join(single, "checkpoint.pth.tar"), weights_only=True)["state_dict"]
+    assert max((a[k] - b[k]).abs().max().item() for k in b) < 1e-5
+
