@@ -78,6 +78,8 @@ EXAMPLES = {
     "label_smoothing": ([], ["--label-smoothing", "0.1"]),
     "loader": ([], ["--loader", "dataloader"]),
     "lr": ([], ["--lr", "0.2"]),
+    "log_every": (["--tensorboard"], ["--log-every", "10"]),
+    "tensorboard": ([], ["--tensorboard"]),
     "manualSeed": ([], ["--manualSeed", "3"]),
     "mixup": ([], ["--mixup", "0.2"]),
     "momentum": ([], ["--momentum", "0.5"]),

@@ -2,6 +2,7 @@
 checkpoint's merged in, the checks that come before any data is read, the plan a resumed run
 continues, and training with its log, checkpoints, curves and run record."""
 import contextlib
+import math
 import os
 from typing import NamedTuple, Optional
 
@@ -9,6 +10,7 @@ import torch.nn as nn
 
 from .. import distributed
 from ..data.loaders import BatchFormat, Loaders
+from ..records.board import Board, require_tensorboard
 from ..records.logger import Logger, save_curves
 from ..records.record import finish_record, new_record, write_record
 from ..records.run_folder import FolderUse, RunFolder, check_folder, check_writable
@@ -93,8 +95,11 @@ def fresh_folder(settings: RunSettings) -> bool:
 
 
 def check_run_folder(settings: RunSettings) -> None:
-    """Before any long work: the run folder can be written, no other run holds it, and a fresh
-    run does not land on a run already there unless --replace (utils.records.run_folder)."""
+    """Before any long work: the run folder can be written, no other run holds it, a fresh
+    run does not land on a run already there unless --replace (utils.records.run_folder), and
+    --tensorboard has its package."""
+    if settings.tensorboard:
+        require_tensorboard()
     check_writable(settings.run_folder)
     check_folder(settings.run_folder, fresh=fresh_folder(settings), replace=settings.replace)
 
@@ -117,7 +122,8 @@ def start_plan(settings: RunSettings, checkpoint: Optional[Checkpoint], raw_mode
                                       replace=settings.replace),
                      checkpoints=CheckpointPolicy(settings.keep_checkpoints, settings.save_every,
                                                   settings.best_by),
-                     tta=settings.tta, show_progress=settings.show_progress)
+                     tta=settings.tta, show_progress=settings.show_progress,
+                     tensorboard=settings.tensorboard, log_every=settings.log_every)
 
 
 class RunData(NamedTuple):
@@ -163,6 +169,19 @@ def checkpoint_fields(settings: RunSettings, data: RunData,
     return fields
 
 
+def open_board(plan: TrainPlan, loaders: Loaders, recipe: Recipe,
+               fields: dict) -> Optional[Board]:
+    """The run's TensorBoard files (--tensorboard), continued at the optimizer step the run
+    starts from; None without --tensorboard."""
+    if not plan.tensorboard:
+        return None
+    steps = math.ceil(len(loaders.train) / recipe.iter_size)
+    position = plan.start.position
+    done = plan.start.epoch * steps + (math.ceil(position.batch / recipe.iter_size)
+                                       if position is not None else 0)
+    return Board(plan.folder.path, done + 1, fields["run"].get("flags"))
+
+
 LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
 
 
@@ -187,11 +206,14 @@ def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: 
                          saved=saved_log)
             log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []) +
                           (["TTA Valid Acc."] if plan.tta else []))
+        board = open_board(plan, loaders, recipe, fields) if log is not None else None
         try:
-            result = fit(model, loaders, recipe, plan, log, fields)
+            result = fit(model, loaders, recipe, plan, log, fields, board)
         finally:
             if log is not None:
                 log.close()
+            if board is not None:
+                board.close()
         test = (score_test_split(model, loaders.final, recipe, plan.folder.path)
                 if loaders.final is not None else None)
         if log is not None:

@@ -32,7 +32,7 @@ from models.twins import PAIR_NAMES
 
 from .resume import Resumed, check_going_back, merge_resumed
 from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
-from .table import POLICY_FLAGS, check, check_pair, check_rules
+from .table import POLICY_FLAGS, check, check_pair, check_rules, check_written
 from .values import (AugmentPolicy, DataSettings, DeviceSettings, ImageViews, ModelSettings,
                      RecipeSettings, Regularisers, RunSettings, Schedule)
 
@@ -212,6 +212,7 @@ class ScriptFlags:
         check_values(self.flags, values)
         check_rules(values, values.get("train_crop_size") or self.spec.image_size,
                     resumed is not None)
+        check_written(values, given)
         if values["checkpoint"] is None:
             values["checkpoint"] = default_run_folder(self.script, values["arch"])
         if resumed is not None:

@@ -19,7 +19,7 @@ from .flag import (FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Flag, Ran
                    at_least)
 from .values import AMP_MODES, AUTOAUGMENT_POLICIES, COMPILE_MODES, OPTIMIZERS
 
-__all__ = ["SHARED_FLAGS", "POLICY_FLAGS", "check_rules", "check_pair", "check"]
+__all__ = ["SHARED_FLAGS", "POLICY_FLAGS", "check_rules", "check_written", "check_pair", "check"]
 
 POLICY_FLAGS = ("autoaugment", "randaugment", "trivialaugment")
 
@@ -257,6 +257,13 @@ OUTPUT = _flags(
     (["--replace"], "start over in a run folder that holds a run (its run files are removed "
                     "first), or let --resume of an older epoch copy replace the newer "
                     "checkpoints and log rows", dict(kind="switch", into="run.replace")),
+    (["--tensorboard"], "also write TensorBoard event files into the run folder "
+                        "(RUN/tensorboard): each epoch's losses, accuracies, LR and img/s, the "
+                        "loss every --log-every steps, the flags; main process only",
+     dict(kind="switch", into="run.tensorboard")),
+    (["--log-every"], "--tensorboard: the loss every N optimizer steps (default: %(default)s; "
+                      "0: epochs only)",
+     dict(kind=int, default=50, metavar="N", range=NON_NEGATIVE_INT, into="run.log_every")),
     (["--keep-checkpoints"], "also keep the last N epochs' checkpoints as "
                              "checkpoint_epoch_E.pth.tar (default: %(default)s, only "
                              "checkpoint.pth.tar and model_best.pth.tar)",
@@ -296,6 +303,12 @@ def check_rules(values: dict, image_size: int, resumed: bool) -> None:
         raise UsageError("-e evaluates a trained model: give it with --resume RUN or "
                          "--weights PATH (or --pretrained), else it would score random "
                          "weights")
+
+
+def check_written(values: dict, given: set) -> None:
+    """Refuse a flag written on the command line that cannot act with the others."""
+    if "log_every" in given and not values["tensorboard"]:
+        raise UsageError("--log-every applies to --tensorboard (the steps' loss goes there)")
 
 
 def check_pair(values: dict, given: set) -> None:

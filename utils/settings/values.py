@@ -214,6 +214,8 @@ class RunSettings:
     changed: dict = dataclasses.field(default_factory=dict)
     pretrained: bool = False
     auto_resume: bool = False
+    tensorboard: bool = False
+    log_every: int = 50
 
     @property
     def epochs(self) -> int:

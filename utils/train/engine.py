@@ -21,6 +21,7 @@ from .. import distributed
 from ..data.loaders import EpochLoader, Loaders
 from ..eval import confusion_counts
 from ..progress import Progress, format_rate
+from ..records.board import Board
 from ..records.logger import Logger
 from ..records.record import with_session_time
 from .checkpoint import Checkpoint, CheckpointError, save_checkpoint
@@ -174,7 +175,7 @@ def train_one_epoch(model: torch.nn.Module, loader: EpochLoader, recipe: Recipe,
         if progress.due(i + 1):
             progress.update(i + 1, data_time, time.time() - end, *meters.averages())
         if last_of_step and control is not None:
-            control.after_step(epoch, i + 1, meters, watch.check, len(sizes))
+            control.after_step(epoch, i + 1, meters, watch.check, len(sizes), loss)
         end = time.time()
     progress.finish()
     watch.check()
@@ -234,13 +235,14 @@ class FitResult(NamedTuple):
 
 
 def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
-        log: Optional[Logger], record: dict) -> FitResult:
+        log: Optional[Logger], record: dict, board: Optional[Board] = None) -> FitResult:
     """The epoch loop: train ``model`` on ``loaders.train``, evaluate on ``loaders.test``, step
     the recipe's schedule, append a row to ``log`` (None on the processes that do not log),
     save checkpoint.pth.tar (and model_best.pth.tar) in the plan's folder, recording ``record``
     (the Checkpoint fields that say what the run is: arch, num_classes, args, run; its run
     record's last session takes the wall time at each save). Only the main process prints the
-    epoch's times, logs and saves. Returns a FitResult.
+    epoch's times, logs and saves, and writes ``board`` (TensorBoard, utils.records.board) when
+    given. Returns a FitResult.
 
     With an EMA the averaged weights are evaluated too (an extra log column) and saved in the
     checkpoint, and with ``plan.tta`` the flip-TTA accuracy; the best model is chosen by the raw
@@ -280,7 +282,14 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
                               f"{start.position.batch + 1} of an epoch of {len(loaders.train)} "
                               f"batches")
     with StopSignal() as stop:
-        control = StepControl(stop, policy.save_every, save_position)
+        steps = math.ceil(len(loaders.train) / recipe.iter_size)  # optimizer steps an epoch
+
+        def log_step(epoch, next_batch, loss):
+            step = epoch * steps + math.ceil(next_batch / recipe.iter_size)
+            if board is not None and plan.log_every and step % plan.log_every == 0:
+                board.step(step, loss.detach().item())
+
+        control = StepControl(stop, policy.save_every, save_position, log_step)
         for epoch in range(start.epoch, plan.epochs):
             resuming = epoch == start.epoch and start.position is not None
             lr = start.position.lr if resuming else recipe.optimizer.param_groups[0]["lr"]
@@ -290,15 +299,16 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
                     flush=True)
             loaders.train.set_epoch(epoch, start.position.batch if resuming else 0)
             began = time.perf_counter()
-            train_loss, train_acc, _ = train_one_epoch(
+            train_loss, train_acc, train_top5 = train_one_epoch(
                 model.call, loaders.train, recipe, dataclasses.replace(plan, show_progress=show),
                 epoch, control)
             train_time = time.perf_counter() - began  # the epoch's meters synced the device
-            test_loss, test_acc, _ = evaluate(model.call, loaders.test, recipe.eval_criterion,
-                                              recipe.amp, show)
+            test_loss, test_acc, test_top5 = evaluate(model.call, loaders.test,
+                                                      recipe.eval_criterion, recipe.amp, show)
             if main:
                 ran = loaders.train.batch_sizes()[start.position.batch if resuming else 0:]
-                rate = format_rate(sum(ran) / train_time)
+                images_per_second = sum(ran) / train_time
+                rate = format_rate(images_per_second)
                 print(f"    Epoch time: train {train_time:.2f} s ({rate} img/s"
                       f"), test {time.perf_counter() - began - train_time:.2f} s", flush=True)
             row = dict(zip(COLUMNS, [lr, train_loss, test_loss, train_acc, test_acc]))
@@ -321,6 +331,12 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
                 # cuts back to the checkpoint's epoch count (never a missing row). The checkpoint
                 # holds the rows too, so a lost log can be rebuilt.
                 log.append(list(row.values()))
+                if board is not None:
+                    board.epoch((epoch + 1) * steps, {
+                        "train_loss": train_loss, "train_acc": train_acc,
+                        "train_top5": train_top5, "valid_loss": test_loss,
+                        "valid_acc": row["Valid Acc."], "valid_top5": test_top5, "lr": lr,
+                        "images_per_second": images_per_second})
                 with stop.critical():
                     save_checkpoint(capture(epoch + 1, test_acc), is_best, folder,
                                     keep=policy.keep)

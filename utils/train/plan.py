@@ -68,13 +68,17 @@ class CheckpointPolicy:
 class TrainPlan:
     """The loop of a run: epochs [start.epoch, epochs), its folder (which gets the log and
     checkpoints), the checkpoints it keeps, whether each epoch is also evaluated with flip
-    test-time augmentation (a log column), and whether progress lines are shown."""
+    test-time augmentation (a log column), whether progress lines are shown, whether the run
+    writes TensorBoard files (``tensorboard``) and every how many optimizer steps the step's loss
+    goes there (``log_every``; 0: no per-step loss)."""
     epochs: int
     start: StartPoint = StartPoint()
     folder: Optional[FolderUse] = None
     checkpoints: CheckpointPolicy = CheckpointPolicy()
     tta: bool = False
     show_progress: bool = True
+    tensorboard: bool = False
+    log_every: int = 0
 
 
 class PreparedModel(NamedTuple):

@@ -154,17 +154,21 @@ class StepControl:
     ``save(epoch, next_batch, meters)``; after a signal the run then stops. Processes agree on
     both with one CPU all-reduce per step (none without torchrun)."""
 
-    def __init__(self, stop: StopSignal, save_every_minutes: float, save: Callable):
-        self.stop, self.save = stop, save
+    def __init__(self, stop: StopSignal, save_every_minutes: float, save: Callable,
+                 on_step: Optional[Callable] = None):
+        self.stop, self.save, self.on_step = stop, save, on_step
         self.interval = save_every_minutes * 60.0
         self.last_save = time.monotonic()
 
     def after_step(self, epoch: int, next_batch: int, meters: Meters, check: Callable,
-                   epoch_batches: Optional[int] = None) -> None:
+                   epoch_batches: Optional[int] = None, loss: Optional[object] = None) -> None:
         """``meters``: this process's Meters of the epoch so far; ``check()`` raises for a
         non-finite epoch. Reading either syncs the host, so they are read only when a
         checkpoint is written. ``epoch_batches``: the epoch's micro-batches (``next_batch``
-        equals it after the epoch's last step)."""
+        equals it after the epoch's last step); ``loss``: the step's last micro-batch's, for
+        ``on_step(epoch, next_batch, loss)`` (TensorBoard's per-step loss)."""
+        if self.on_step is not None and loss is not None:
+            self.on_step(epoch, next_batch, loss)
         due = bool(self.interval) and time.monotonic() - self.last_save >= self.interval
         code = distributed.max_over_processes(
             2 * StopSignal.NAMES.index(self.stop.received) + int(due))
