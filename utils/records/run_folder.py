@@ -1,11 +1,12 @@
 """A run folder has one owner: the run that writes it holds a lock on it, and nothing in it is
 replaced without a word.
 
-- While a run trains, it holds an exclusive ``flock`` on ``RUN/.lock`` (which says who holds
-  it, and goes when the run ends). A second run into the same folder is refused with one line
-  naming the holder. The kernel drops the lock when its process dies, however it dies, so a
-  killed run's lock file never blocks the next one (on a network file system, flock is as good
-  as its server's locking).
+- While a run trains, it holds an exclusive lock on ``RUN/.lock`` (utils.records.file_lock:
+  flock, or msvcrt.locking on Windows; the file says who holds it, and goes when the run
+  ends). A second run into the same folder is refused with one line naming the holder. The
+  operating system drops the lock when its process dies, however it dies, so a killed run's
+  lock file never blocks the next one (on a network file system, the lock is as good as its
+  server's locking).
 - A fresh run (no --resume) refuses a folder that already holds a run, unless --replace says to
   start it over (its run files are removed first, each named).
 - What a save killed half-way leaves (``*.tmp`` beside a checkpoint, run.json or log.txt) is
@@ -13,12 +14,13 @@ replaced without a word.
 """
 import dataclasses
 import datetime
-import fcntl
 import glob
 import json
 import os
 import socket
 from typing import Optional, Sequence
+
+from .file_lock import PROBE_MODE, is_locked, try_lock, unlock
 
 __all__ = ["RUN_FILES", "holds_run", "lock_holder", "check_writable", "check_folder", "RunFolder",
            "FolderError"]
@@ -74,16 +76,11 @@ def lock_holder(folder: str) -> Optional[str]:
     does (no lock file, or one left by a run that has ended)."""
     path = os.path.join(folder, LOCK)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, PROBE_MODE)
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _describe(path)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        return _describe(path) if is_locked(fd) else None
     finally:
         os.close(fd)
 
@@ -146,11 +143,9 @@ class RunFolder:
         path = os.path.join(self.folder, LOCK)
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not try_lock(fd):
                 os.close(fd)
-                raise _in_use(self.folder, _describe(path)) from None
+                raise _in_use(self.folder, _describe(path))
             try:  # the file locked must still be the folder's: a releasing run removes it
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -193,7 +188,7 @@ class RunFolder:
                 os.remove(os.path.join(self.folder, LOCK))
             except OSError:
                 pass
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            unlock(self.fd)
             os.close(self.fd)
             self.fd = None
 
