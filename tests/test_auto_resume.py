@@ -156,3 +156,39 @@ def test_two_torchrun_nodes_on_this_machine_train_as_one_process(data, tmp_path)
     b = torch.load(os.path.join(single, "checkpoint.pth.tar"), weights_only=True)["state_dict"]
     assert max((a[k] - b[k]).abs().max().item() for k in b) < 1e-5
 
+
+
+def test_torchrun_restarts_a_killed_worker_and_the_run_ends_as_if_never_stopped(data, tmp_path):
+    """torchrun --max-restarts 1 with --auto-resume: a worker SIGKILLed mid-run, torchrun
+    restarts the group with the same command (its processes meet under a store prefix of the
+    attempt: utils.distributed), and the run continues from its last epoch's checkpoint. Equal
+    to an uninterrupted 2-process run bitwise: a resume from an epoch's end is exact, every
+    draw being a function of seed, epoch and image."""
+    epochs = 4
+    args = ARGS + ["--data", data, "--epochs", str(epochs)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2"]
+    reference = str(tmp_path / "reference")
+    subprocess.run(launcher + [os.path.join(REPO, "cifar.py")] + args + ["-c", reference],
+                   cwd=REPO, check=True, capture_output=True, timeout=300, env=env)
+    run = str(tmp_path / "run")
+    proc = subprocess.Popen(launcher + ["--max-restarts", "1", os.path.join(REPO, "cifar.py")] +
+                            args + ["-c", run, "--auto-resume"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = os.path.join(run, "log.txt")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(log) and read_log_rows(log)[1]):
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "cifar.py"],
+                             capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    os.kill(int(workers[1]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "--auto-resume: continuing the run in" in out
+    a = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    b = torch.load(os.path.join(reference, "checkpoint.pth.tar"), weights_only=True)
+    assert a["epoch"] == epochs
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in b["state_dict"])
+    assert read_log_rows(log) == read_log_rows(os.path.join(reference, "log.txt"))

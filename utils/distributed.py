@@ -99,6 +99,19 @@ def adopt_slurm_environment(environ: Optional[dict] = None) -> bool:
     return True
 
 
+def _restarted_group_store() -> dict:
+    """init_process_group's store for a group torchrun restarted (--max-restarts, after a
+    worker died): the launcher's store under a prefix of this attempt, so no process reads the
+    addresses the dead attempt's processes left there. Nothing (env://) for the first attempt."""
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if not attempt:
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          is_master=False, wait_for_workers=False)
+    return dict(store=dist.PrefixStore(f"restart_{attempt}", store),
+                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+
+
 def init_from_env() -> Optional[torch.device]:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...):
     NCCL with one GPU per process, gloo on the CPU. Returns this process's device, or None when
@@ -106,13 +119,14 @@ def init_from_env() -> Optional[torch.device]:
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    options = _restarted_group_store()
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, **options)
     else:
         device = torch.device("cpu")
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", **options)
     if dist.get_rank() != 0:
         sys.stdout = open(os.devnull, "w")
     return device
