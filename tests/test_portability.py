@@ -38,19 +38,23 @@ def test_a_run_trains_and_its_lock_refuses_a_second_without_fcntl_and_sighup(tmp
     args = TINY_MODEL + tiny_run(seed=3, train_batch=4) + ["--data", data, "-c", run]
     first = subprocess.Popen(windows_like(args + ["--epochs", "1000"]), cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    log = os.path.join(run, "log.txt")
-    deadline = time.time() + 120
-    while time.time() < deadline and first.poll() is None and not (
-            os.path.exists(log) and read_log_rows(log)[1]):
-        time.sleep(0.05)
-    assert first.poll() is None, first.communicate()[1][-2000:]
-    second = subprocess.run(windows_like(args + ["--epochs", "1000", "--resume", run]), cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
-    assert second.returncode == 2 and "is in use by another run" in second.stderr, \
-        second.stderr[-2000:]
-    first.terminate()  # SIGTERM: still handled, the place saved
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 143 and "stopped by SIGTERM" in err, err[-2000:]
+    try:
+        log = os.path.join(run, "log.txt")
+        deadline = time.time() + 120
+        while time.time() < deadline and first.poll() is None and not (
+                os.path.exists(log) and read_log_rows(log)[1]):
+            time.sleep(0.05)
+        assert first.poll() is None, first.communicate()[1][-2000:]
+        second = subprocess.run(windows_like(args + ["--epochs", "1000", "--resume", run]),
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "is in use by another run" in second.stderr, \
+            second.stderr[-2000:]
+        first.terminate()  # SIGTERM: still handled, the place saved
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 143 and "stopped by SIGTERM" in err, err[-2000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
     done = len(read_log_rows(log)[1])
     after = subprocess.run(windows_like(args + ["--epochs", str(done + 1), "--resume", run]),
                            cwd=REPO, capture_output=True, text=True, timeout=300)
