@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .micro_batches import chunk_moments, estimate_path, per_chunk
+
 __all__ = ["NORMS", "BATCH_NORMS", "GROUP_NORMS", "GN_NARROW_RULES", "NORM_DEFAULTS", "batch_norm",
            "group_count", "group_norm", "layer_norm",
            "instance_norm", "BatchChannelNorm2d", "GhostBatchNorm2d", "NormChoice",
@@ -168,27 +170,29 @@ class BatchChannelNorm2d(nn.Module):
         nn.init.ones_(self.weight)
         nn.init.zeros_(self.bias)
 
-    @torch.no_grad()
-    def _update_estimates(self, chunk: torch.Tensor) -> None:
-        x = chunk.detach().transpose(0, 1).flatten(1).to(self.bn.running_mean.dtype)
-        bn, r = self.bn, self.speed
-        mean = x.mean(dim=1)
-        spread = (x - bn.running_mean[:, None]).square().mean(dim=1)
-        bn.running_mean.lerp_(mean, r)
-        bn.running_var.lerp_(spread, r)
-        bn.num_batches_tracked += 1
-
-    def _with_estimates(self, chunk: torch.Tensor) -> torch.Tensor:
-        self._update_estimates(chunk)
-        bn = self.bn
-        # Copies: autograd keeps the statistics for the backward pass, and the next chunk's
-        # update changes the buffers in place.
-        return F.batch_norm(chunk, bn.running_mean.clone(), bn.running_var.clone(), bn.weight,
-                            bn.bias, training=False, eps=bn.eps)
+    def _with_estimates(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch part on micro-batches: every chunk's estimate update and normalisation at
+        once (models.micro_batches), in float32 at least (under autocast too). The spread
+        around the previous estimate is the chunk's variance plus (mean - m_{k-1})^2."""
+        bn, n = self.bn, self.micro_batch
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        with torch.no_grad():
+            moments = chunk_moments(x.detach().to(bn.running_mean.dtype), n)
+            means = estimate_path(bn.running_mean, moments.mean, self.speed)
+            spreads = moments.var.double() + (moments.mean.double() - means[:-1]).square()
+            variances = estimate_path(bn.running_var, spreads, self.speed)
+            bn.running_mean.copy_(means[-1])
+            bn.running_var.copy_(variances[-1])
+            bn.num_batches_tracked += len(moments.images)
+            inverse = torch.rsqrt(variances[1:] + bn.eps).to(dtype)
+            centre = means[1:].to(dtype)
+        # No gradient through the estimates: they are statistics, constants of this step.
+        scale = bn.weight.to(dtype) * inverse
+        return per_chunk(x.to(dtype), n, scale, bn.bias.to(dtype) - centre * scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.micro_batch:
-            x = torch.cat([self._with_estimates(c) for c in x.split(self.micro_batch)])
+            x = self._with_estimates(x)
         else:
             x = self.bn(x)
         per_channel = self.num_channels // self.num_groups
@@ -210,8 +214,31 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or x.shape[0] <= self.ghost_batch:
             return super().forward(x)
-        return torch.cat([super(GhostBatchNorm2d, self).forward(chunk)
-                          for chunk in x.split(self.ghost_batch)])
+        if self.momentum is None or not self.track_running_stats or not self.affine:
+            # A cumulative average or no affine: the definition, one chunk after another.
+            return torch.cat([super(GhostBatchNorm2d, self).forward(chunk)
+                              for chunk in x.split(self.ghost_batch)])
+        return self._chunks_at_once(x)
+
+    def _chunks_at_once(self, x: torch.Tensor) -> torch.Tensor:
+        """Every chunk normalised by its own statistics, and the running statistics its K
+        updates leave, at once (models.micro_batches); in float32 at least, as BatchNorm is
+        under autocast. The running variance takes each chunk's unbiased variance."""
+        n, dtype = self.ghost_batch, torch.promote_types(x.dtype, torch.float32)
+        moments = chunk_moments(x.to(dtype), n)  # with gradient: the statistics are x's
+        values = moments.images * x[0, 0].numel()  # values per channel of each chunk
+        if bool((values < 2).any()):
+            raise ValueError("Expected more than 1 value per channel when training")
+        scale = self.weight.to(dtype) * torch.rsqrt(moments.var + self.eps)
+        y = per_chunk(x.to(dtype), n, scale, self.bias.to(dtype) - moments.mean * scale)
+        with torch.no_grad():
+            values = values.double()
+            unbiased = moments.var.double() * (values / (values - 1))[:, None]
+            self.running_mean.copy_(
+                estimate_path(self.running_mean, moments.mean.detach(), self.momentum)[-1])
+            self.running_var.copy_(estimate_path(self.running_var, unbiased, self.momentum)[-1])
+            self.num_batches_tracked += len(values)
+        return y
 
 
 def use_micro_batches(model: nn.Module, size: int) -> int:

@@ -175,3 +175,110 @@ def test_norm_choice_refuses_unknown_names_and_rules():
         NormChoice("batch")
     with pytest.raises(ValueError, match="gn_narrow must be one of pairs, channels"):
         NormChoice("gn", gn_narrow="wide")
+
+
+# --- Micro-batches at once (models/micro_batches.py) against their sequential definitions ---
+
+def sequential_ghost(module, x):
+    """Ghost BN's definition: each chunk a BatchNorm batch of its own, one after another."""
+    return torch.cat([nn.BatchNorm2d.forward(module, chunk)
+                      for chunk in x.split(module.ghost_batch)])
+
+
+def sequential_bcn(module, x):
+    """Micro-batch BCN's definition, chunk by chunk: update the estimates from the chunk (its
+    spread around the estimate before the update), normalise it with the updated ones."""
+    bn, out = module.bn, []
+    for chunk in x.split(module.micro_batch):
+        with torch.no_grad():
+            flat = chunk.detach().transpose(0, 1).flatten(1).to(bn.running_mean.dtype)
+            spread = (flat - bn.running_mean[:, None]).square().mean(dim=1)
+            bn.running_mean.lerp_(flat.mean(dim=1), module.speed)
+            bn.running_var.lerp_(spread, module.speed)
+            bn.num_batches_tracked += 1
+        out.append(F.batch_norm(chunk, bn.running_mean.clone(), bn.running_var.clone(),
+                                bn.weight, bn.bias, training=False, eps=bn.eps))
+    per_channel = module.num_channels // module.num_groups
+    return F.group_norm(torch.cat(out), module.num_groups,
+                        module.weight.repeat_interleave(per_channel),
+                        module.bias.repeat_interleave(per_channel), module.eps)
+
+
+def ghost_layer(size):
+    layer = GhostBatchNorm2d(6, size)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+        layer.bias.uniform_(-0.5, 0.5)
+        layer.running_mean.uniform_(-1, 1)
+    return layer
+
+
+def bcn_layer(size):
+    layer = BatchChannelNorm2d(6, 3, 0.3)
+    layer.micro_batch = size
+    with torch.no_grad():
+        layer.bn.weight.uniform_(0.5, 1.5)
+        layer.bn.bias.uniform_(-0.5, 0.5)
+        layer.bn.running_mean.uniform_(-1, 1)
+        layer.weight.uniform_(0.5, 1.5)
+    return layer
+
+
+def compare(make, reference, size, images, channels_last=False):
+    """Outputs, input and parameter gradients, running statistics and their update count of
+    ``make(size)`` against ``reference`` on one batch, in float32: the largest relative
+    difference."""
+    torch.manual_seed(size * 100 + images)
+    layer = make(size).train()
+    twin = copy.deepcopy(layer)
+    x = torch.randn(images, 6, 5, 4) * 3 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = layer(a), reference(twin, b)
+    grad = torch.randn_like(ya)
+    (ya * grad).sum().backward()
+    (yb * grad).sum().backward()
+    assert layer.state_dict()["num_batches_tracked" if hasattr(layer, "ghost_batch")
+                              else "bn.num_batches_tracked"] == -(-images // size)
+    pairs = [(ya, yb), (a.grad, b.grad)]
+    pairs += [(p.grad, q.grad) for p, q in zip(layer.parameters(), twin.parameters())]
+    pairs += [(s, t) for s, t in zip(layer.buffers(), twin.buffers())]
+    return max(((p.double() - q.double()).abs().max() / q.double().abs().max().clamp(min=1))
+               .item() for p, q in pairs)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("images", [6, 7, 8, 2])
+def test_ghost_bn_at_once_is_its_sequential_definition(size, images):
+    assert compare(ghost_layer, sequential_ghost, size, images) < 1e-5
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("images", [6, 7, 8, 2])
+def test_micro_batch_bcn_at_once_is_its_sequential_definition(size, images):
+    assert compare(bcn_layer, sequential_bcn, size, images) < 1e-5
+
+
+@pytest.mark.parametrize("make, reference", [(ghost_layer, sequential_ghost),
+                                             (bcn_layer, sequential_bcn)], ids=["ghost", "bcn"])
+def test_micro_batches_keep_a_channels_last_batch_channels_last(make, reference):
+    assert compare(make, reference, 2, 8, channels_last=True) < 1e-5
+    layer = make(2).train()
+    y = layer(torch.randn(8, 6, 5, 4).contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("make", [ghost_layer, bcn_layer], ids=["ghost", "bcn"])
+def test_micro_batch_statistics_are_float32_under_autocast(make):
+    """Under bf16 autocast the statistics and the output are float32, as BatchNorm's are."""
+    torch.manual_seed(0)
+    layer = make(2).train()
+    twin = copy.deepcopy(layer)
+    x = torch.randn(8, 6, 5, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x.to(torch.bfloat16))
+    assert y.dtype == torch.float32
+    twin(x.to(torch.bfloat16).float())  # the same bf16 values, in float32
+    for s, t in zip(layer.buffers(), twin.buffers()):
+        torch.testing.assert_close(s, t, rtol=1e-5, atol=1e-6)
