@@ -251,7 +251,7 @@ def test_a_nan_validation_loss_leaves_checkpoint_and_log_untouched(good, trained
     (["-a", "l_resnet", "--depth", "8", "--norm", "bn"], "-a l_resnet is GN+WS by name"),
     (["-a", "l_resnet", "--depth", "8", "--no-ws"], "for another pair write -a resnet --norm"),
     (["-a", "vgg11", "--norm", "gn"], "--norm does not apply to vgg11 (it takes no family flags "
-                                      "and the norm flags --ws)"),
+                                      "and the norm flags --ws, --ws-form)"),
     (["-a", "resnet", "--depth", "8", "--gn-groups", "16"],
      "--gn-groups applies to --norm gn and bcn; this model's norm is bn"),
     (["-a", "resnet", "--depth", "8", "--norm", "gn", "--bcn-speed", "0.1"],
