@@ -86,6 +86,7 @@ def test_a_live_runs_lock_is_respected_and_a_killed_ones_taken_over(data, tmp_pa
     deadline = time.time() + 120
     while time.time() < deadline and not (os.path.exists(log) and read_log_rows(log)[1]):
         time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)  # alive and holding the lock, but not finishing
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert second.returncode == 2 and "is in use by another run" in second.stderr
     first.kill()
