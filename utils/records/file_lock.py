@@ -14,8 +14,14 @@ try:
 except ImportError:
     msvcrt = None
 
-__all__ = ["PROBE_MODE", "try_lock", "is_locked", "unlock"]
+__all__ = ["FOLDER_LOCKS", "NO_FOLLOW", "NO_BLOCK", "PROBE_MODE", "try_lock", "is_locked",
+           "unlock"]
 
+# flock locks a folder's own descriptor (so a lock outlives any file in it); msvcrt cannot.
+FOLDER_LOCKS = fcntl is not None
+# Opening a lock file never follows a link or blocks on a FIFO, where the platform can say so.
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+NO_BLOCK = getattr(os, "O_NONBLOCK", 0)
 # How to open the file a probe locks: msvcrt.locking wants a handle that may write.
 PROBE_MODE = os.O_RDONLY if fcntl is not None else os.O_RDWR
 

@@ -18,9 +18,11 @@ import glob
 import json
 import os
 import socket
+import stat
 from typing import Optional, Sequence
 
-from .file_lock import PROBE_MODE, is_locked, try_lock, unlock
+from ..atomic import atomic_write
+from .file_lock import FOLDER_LOCKS, NO_BLOCK, NO_FOLLOW, PROBE_MODE, is_locked, try_lock, unlock
 
 __all__ = ["RUN_FILES", "holds_run", "lock_holder", "check_writable", "check_folder", "RunFolder",
            "FolderError"]
@@ -29,7 +31,7 @@ LOCK = ".lock"
 # What a run writes into its folder (a fresh run over an old one replaces exactly these).
 RUN_FILES = ("checkpoint.pth.tar", "model_best.pth.tar", "checkpoint_epoch_*.pth.tar", "log.txt",
              "log.eps", "log.png", "run.json", "per_class_accuracy.txt", "confusion_matrix.png")
-UNFINISHED = ("*.pth.tar.*.tmp", "run.json.*.tmp", "log.txt.tmp")
+UNFINISHED = ("*.pth.tar.*.tmp", "run.json.*.tmp", "log.txt.tmp", ".lock.*.tmp")
 
 
 class FolderError(Exception):
@@ -76,7 +78,7 @@ def lock_holder(folder: str) -> Optional[str]:
     does (no lock file, or one left by a run that has ended)."""
     path = os.path.join(folder, LOCK)
     try:
-        fd = os.open(path, PROBE_MODE)
+        fd = _open_lock(folder) if FOLDER_LOCKS else os.open(path, PROBE_MODE | NO_BLOCK)
     except OSError:
         return None
     try:
@@ -85,8 +87,40 @@ def lock_holder(folder: str) -> Optional[str]:
         os.close(fd)
 
 
+def _open_lock(folder: str) -> int:
+    """The descriptor the lock is taken on: the folder itself where flock can lock it (so the
+    lock lives as long as the run, whatever becomes of RUN/.lock), else RUN/.lock (Windows)."""
+    if FOLDER_LOCKS:
+        return os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    path = os.path.join(folder, LOCK)
+    _check_lock_file(path)
+    return os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW | NO_BLOCK, 0o666)
+
+
+def _check_lock_file(path: str) -> None:
+    """RUN/.lock is a plain file this project writes, or absent: a symbolic link, a hard link
+    to another name, a FIFO, a device or a directory there is refused, never written through
+    (it could point at another user's file, or block for ever)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        what = "a symbolic link"
+    elif not stat.S_ISREG(info.st_mode):
+        what = "not a regular file (a FIFO, device, socket or directory)"
+    elif info.st_nlink > 1:
+        what = f"a file with {info.st_nlink} hard links (another name shares it)"
+    else:
+        return
+    raise FolderError(f"{path} is {what}: a run's lock file is a plain file it writes itself; "
+                      f"remove it (rm {path}) and run again")
+
+
 def _describe(path):
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise ValueError("not a plain file")
         with open(path) as f:
             holder = json.load(f)
         return (f"pid {holder['pid']} on {holder['host']} since {holder['since']}: "
@@ -109,6 +143,7 @@ def _holds_a_run(folder, files):
 def check_folder(folder: str, fresh: bool, replace: bool) -> None:
     """Before any long work: refuse a folder another run holds, and a fresh run into a folder
     that holds a run, unless ``replace`` (RunFolder.claim checks again, holding the lock)."""
+    _check_lock_file(os.path.join(folder, LOCK))
     holder = lock_holder(folder)
     if holder is not None:
         raise _in_use(folder, holder)
@@ -141,11 +176,14 @@ class RunFolder:
     def claim(self) -> "RunFolder":
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, LOCK)
+        _check_lock_file(path)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = _open_lock(self.folder)
             if not try_lock(fd):
                 os.close(fd)
                 raise _in_use(self.folder, _describe(path))
+            if FOLDER_LOCKS:
+                break
             try:  # the file locked must still be the folder's: a releasing run removes it
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -153,10 +191,15 @@ class RunFolder:
                 pass
             os.close(fd)
         self.fd = fd
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, json.dumps({
+        _check_lock_file(path)
+        holder = json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}).encode())
+            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
+        if FOLDER_LOCKS:  # a new file renamed into place: nothing is written through a name
+            atomic_write(path, lambda f: f.write(holder.encode()))
+        else:
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, holder.encode())
         try:
             self._tidy()
         except BaseException:
