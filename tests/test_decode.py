@@ -111,3 +111,48 @@ def test_without_torchcodec_the_paths_that_need_it_say_so_and_pil_runs(tmp_path,
     # Outside the paths that require it, decoding falls back to PIL.
     data = encoded(photo(), "JPEG", quality=90)
     assert torch.equal(decode_file(data, "x"), pil_pixels(data))
+
+
+def jpeg_claiming(tmp_path, width, height):
+    """A small JPEG whose header (SOF0) claims ``width`` x ``height`` pixels."""
+    import io
+    import numpy as np
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_every_decode_path_refuses_a_decompression_bomb_from_its_header(tmp_path):
+    """A 600-byte JPEG claiming 20000 x 20000 pixels: refused by torchcodec's path as PIL
+    refuses it, in PIL's words, before any pixel is decoded."""
+    from utils.data.datasets import read_rgb
+    path = jpeg_claiming(tmp_path, 20000, 20000)
+    with pytest.raises(DataError) as by_pil:
+        read_rgb(path)
+    with pytest.raises(DataError) as by_torchcodec:
+        decode.decode_file(decode.read_bytes(path), path)
+    assert "decompression bomb" in str(by_pil.value).lower()
+    assert str(by_torchcodec.value) == str(by_pil.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_image_that_is_no_regular_file_is_one_line_and_never_blocks(tmp_path, kind):
+    import os
+    import time
+    from utils.data.datasets import read_rgb
+    path = str(tmp_path / "x.jpg")
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink("/dev/zero", path)
+    started = time.monotonic()
+    for read in (decode.read_bytes, read_rgb):
+        with pytest.raises(DataError, match="not a regular file"):
+            read(path)
+    assert time.monotonic() - started < 5

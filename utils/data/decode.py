@@ -10,6 +10,8 @@ torchcodec is imported on first use, so ``--decode pil`` and cifar.py run withou
 that needs it says so in one line (``require_torchcodec``).
 """
 import io
+import os
+import stat
 from typing import Optional
 
 import numpy as np
@@ -52,14 +54,35 @@ def require_torchcodec(what: str) -> None:
                              f"(pip install torchcodec); --decode pil needs only PIL")
 
 
+# No image file of a training set is near this; a larger one is refused before it is read.
+MAX_IMAGE_BYTES = 2 ** 30
+
+
+def _file_bytes(path: str) -> bytearray:
+    """The bytes of an image file: a regular file only (a FIFO would block the reader for
+    ever, a device such as /dev/zero never end), of at most MAX_IMAGE_BYTES."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"cannot read image {path}: not a regular file (a FIFO, device or "
+                            f"socket)")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise DataError(f"cannot read image {path}: {info.st_size:,} bytes, more than "
+                            f"{MAX_IMAGE_BYTES:,}")
+        try:
+            return bytearray(f.read())
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e.strerror or e}") from e
+
+
 def read_bytes(path: str) -> torch.Tensor:
     """A file's bytes as a 1-D uint8 tensor (ordinary memory: it crosses from a DataLoader
     worker through shared memory, which a memory-mapped tensor does not survive)."""
-    try:
-        with open(path, "rb") as f:
-            data = bytearray(f.read())
-    except OSError as e:
-        raise DataError(f"cannot read image {path}: {e.strerror or e}") from e
+    data = _file_bytes(path)
     if not data:
         raise DataError(f"cannot read image {path}: the file is empty")
     return torch.frombuffer(data, dtype=torch.uint8)
@@ -91,8 +114,7 @@ def _open_8_bit(source, path: str) -> Image.Image:
 def pil_rgb(path: str) -> Image.Image:
     """An image file as an RGB PIL image (the --decode pil path)."""
     try:
-        with open(path, "rb") as f:
-            return _open_8_bit(f, path).convert("RGB")
+        return _open_8_bit(io.BytesIO(_file_bytes(path)), path).convert("RGB")
     except DataError:
         raise
     except Exception as e:
@@ -122,11 +144,25 @@ def _checked(image: torch.Tensor, path: str) -> torch.Tensor:
     return image[0] if image.dim() == 4 else image  # an animation: its first frame, as PIL
 
 
+def _check_pixels(data: torch.Tensor, path: str) -> None:
+    """PIL's limit on the pixels an image may have (a decompression bomb: a small file whose
+    header asks for gigabytes), checked from the header alone before torchcodec decodes, so
+    every decode path refuses what --decode pil refuses, with PIL's words. The header is PIL's
+    reading; a file PIL cannot parse is torchcodec's to judge."""
+    try:
+        Image.open(io.BytesIO(data.numpy().tobytes())).close()
+    except Image.DecompressionBombError as e:
+        raise unreadable_image(path, e) from e
+    except Exception:
+        pass
+
+
 def decode_file(data: torch.Tensor, path: str) -> torch.Tensor:
     """The RGB (3, H, W) uint8 image of a file's bytes (``path`` names it in errors): torchcodec
     where it reads the format, else PIL."""
     decoders = _torchcodec()
     if decoders is not None:
+        _check_pixels(data, path)
         try:
             return _checked(decoders.decode_image(data, mode="RGB", output_dtype="auto"), path)
         except DataError:
