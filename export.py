@@ -39,8 +39,10 @@ def check_output(output, resume, replace, sidecar=False):
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise UsageError(f"cannot write {output}: no folder {folder}")
-    source = os.path.abspath(resolve_checkpoint_path(resume))
-    if os.path.abspath(output) == source or output.endswith(".pth.tar"):
+    # Real paths: a link named -o that points at the checkpoint is the checkpoint.
+    source = os.path.realpath(resolve_checkpoint_path(resume))
+    real = os.path.realpath(output)
+    if real == source or output.endswith(".pth.tar") or real.endswith(".pth.tar"):
         raise UsageError(f"-o {output} would write over a checkpoint (a .pth.tar of a run); "
                          f"name another file")
     for path in [output] + ([output + ".json"] if sidecar else []):

@@ -821,3 +821,27 @@ def test_export_of_a_checkpoint_whose_args_are_damaged_is_one_line(trained, tmp_
     code, line = one_line_failure(export.main, ["--resume", path, "-o",
                                                 str(tmp_path / "m.pt2")], capsys)
     assert code == 1 and "malformed 'args': depth is 'eight'" in line
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--norm", "bcn", "--bcn-speed", "0.5"], "--bcn-speed is the speed of the estimates"),
+    (["--start-epoch", "2", "--resume", "RUN"], "--start-epoch with --resume"),
+], ids=["bcn-speed", "start-epoch"])
+def test_a_flag_that_cannot_act_is_refused(good, trained, capsys, flags, message):
+    flags = [trained if f == "RUN" else f for f in flags]
+    model = [] if "--resume" in flags else ["-a", "resnet", "--depth", "8"]
+    line = cifar_fails(model + ["--data", good, "--epochs", "3"] + flags, capsys, code=2)
+    assert message in line
+
+
+def test_export_never_writes_through_a_link_to_the_checkpoint(trained, tmp_path, capsys):
+    import export
+    from utils.cli import run_main
+    link = tmp_path / "model.pt2"
+    link.symlink_to(os.path.join(trained, "checkpoint.pth.tar"))
+    before = open(os.path.join(trained, "checkpoint.pth.tar"), "rb").read()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(export.main, ["--resume", trained, "-o", str(link), "--replace"])
+    assert exit_info.value.code == 2
+    assert "would write over a checkpoint" in capsys.readouterr().err
+    assert open(os.path.join(trained, "checkpoint.pth.tar"), "rb").read() == before

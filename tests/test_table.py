@@ -40,7 +40,7 @@ EXAMPLES = {
     "auto_resume": ([], ["--auto-resume"]),
     "base_channels": (["-a", "shake_shake"], ["--base-channels", "32"]),
     "base_width": (["-a", "resnext50"], ["--base-width", "8"]),
-    "bcn_speed": (["--norm", "bcn"], ["--bcn-speed", "0.1"]),
+    "bcn_speed": (["--norm", "bcn", "--ghost-batch", "2"], ["--bcn-speed", "0.1"]),
     "best_by": (["--tta", "flip"], ["--best-by", "tta"]),
     "block_name": (["-a", "resnet"], ["--block-name", "Bottleneck"]),
     "cardinality": (["-a", "resnext50"], ["--cardinality", "4"]),

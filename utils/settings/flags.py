@@ -212,7 +212,6 @@ class ScriptFlags:
         check_values(self.flags, values)
         check_rules(values, values.get("train_crop_size") or self.spec.image_size,
                     resumed is not None)
-        check_written(values, given)
         if values["checkpoint"] is None:
             values["checkpoint"] = default_run_folder(self.script, values["arch"])
         if resumed is not None:
@@ -226,6 +225,7 @@ class ScriptFlags:
         names it (utils.settings.table)."""
         flags = self.flags
         model = self._model_settings(values, given)  # first: it settles an open --norm / --ws
+        check_written(values, given)
 
         def gather(target):
             return _gather(flags, values, target)

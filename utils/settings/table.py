@@ -309,6 +309,13 @@ def check_written(values: dict, given: set) -> None:
     """Refuse a flag written on the command line that cannot act with the others."""
     if "log_every" in given and not values["tensorboard"]:
         raise UsageError("--log-every applies to --tensorboard (the steps' loss goes there)")
+    if "bcn_speed" in given and not values["ghost_batch"]:
+        raise UsageError("--bcn-speed is the speed of the estimates bcn's micro-batches use: it "
+                         "acts only with --ghost-batch N (without it the batch part takes each "
+                         "batch's own statistics)")
+    if "start_epoch" in given and values["resume"]:
+        raise UsageError("--start-epoch with --resume: the checkpoint says where the run "
+                         "continues; drop --start-epoch")
 
 
 def check_pair(values: dict, given: set) -> None:
