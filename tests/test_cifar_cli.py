@@ -316,3 +316,26 @@ def test_a_model_refusal_comes_before_the_data_is_looked_for(argv, code, message
                                                      str(tmp_path / "run")], capsys)
     assert got == code and message in line, line
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_resume_without_data_reads_the_data_the_run_was_trained_on(tmp_path, capsys):
+    from builders import make_cifar_pickles
+    data = make_cifar_pickles(str(tmp_path / "mine"), n_train=16, n_test=8)
+    run = str(tmp_path / "run")
+    cifar.main(["-a", "resnet", "--depth", "8", "--data", data, "--epochs", "1",
+                "--train-batch", "8", "--no-progress", "-c", run])
+    capsys.readouterr()
+    cifar.main(["--resume", run, "--epochs", "2", "--no-progress"])  # the README's line
+    assert f"==> --resume: the data the run was trained on, {data}" in capsys.readouterr().out
+    import shutil
+    shutil.rmtree(data)
+    code, line = one_line_failure(cifar.main, ["--resume", run, "--epochs", "3"], capsys)
+    assert code == 2 and f"trained on the data in {data}, which is not there now" in line
+    assert "--data DIR" in line
+
+
+def test_imagenet_py_needs_data_unless_it_resumes(tmp_path, capsys):
+    import imagenet
+    code, line = one_line_failure(imagenet.main, ["-a", "resnet18", "-c", str(tmp_path / "r")],
+                                  capsys)
+    assert code == 2 and "--data is required" in line

@@ -75,16 +75,16 @@ def test_a_policy_flag_on_resume_replaces_the_checkpoints_policy(tmp_path):
 @pytest.mark.parametrize("script, argv, message", [
     (cifar.cifar_flags, ["-a", "resnet", "--depth", "20", "--cardinality", "16"],
      "--cardinality does not apply to resnet (it takes --block-name, --depth, "
-     "--zero-init-residual and the norm flags --norm, --ws, --gn-groups, --gn-narrow, "
-     "--bcn-speed)"),
+     "--zero-init-residual and the norm flags --norm, --ws, --ws-form, --gn-groups, "
+     "--gn-narrow, --bcn-speed)"),
     (cifar.cifar_flags, ["-a", "l_resnet", "--depth", "20", "--drop", "0.3"],
      "--drop does not apply to l_resnet"),
     (imagenet.imagenet_flags, ["-a", "resnet18", "--data", ".", "--depth", "16"],
-     "--depth does not apply to resnet18 (it takes no family flags and the norm flags "
-     "--norm, --ws, --gn-groups, --gn-narrow, --bcn-speed)"),
+     "--depth does not apply to resnet18 (it takes --zero-init-residual and the norm flags "
+     "--norm, --ws, --ws-form, --gn-groups, --gn-narrow, --bcn-speed)"),
     (imagenet.imagenet_flags, ["-a", "l_resnet50", "--data", ".", "--depth", "101"],
      "--depth does not apply to l_resnet50 (it takes --zero-init-residual and the norm "
-     "flags --gn-groups, --gn-narrow)"),
+     "flags --ws-form, --gn-groups, --gn-narrow)"),
 ])
 def test_a_model_flag_the_architecture_does_not_take_is_refused(script, argv, message):
     with pytest.raises(UsageError) as error:

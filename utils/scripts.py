@@ -23,7 +23,7 @@ CIFAR_FLAGS = (
     Flag(("--data",), "data", "folder with torchvision's raw files of the dataset "
                               "(cifar-10-batches-py/, MNIST/raw/, train_32x32.mat, ...), or "
                               "train/<class>/ and test/<class>/ image folders (default: "
-                              "%(default)s)",
+                              "%(default)s; --resume: the run's own)",
          default="./data", metavar="DIR", into="data.root"),
     Flag(("--no-download",), "data", "never download the dataset when --data holds none",
          kind="switch", into="data.download", convert=operator.not_),
@@ -49,8 +49,9 @@ CIFAR_FLAGS = (
 
 IMAGENET_FLAGS = (
     Flag(("-d", "--data"), "data", "folder with train/ and val/ ImageFolder trees (or "
-                                   "ImageNet's flat val/ with LOC_val_solution.csv beside it)",
-         metavar="DIR", required=True, into="data.root"),
+                                   "ImageNet's flat val/ with LOC_val_solution.csv beside it); "
+                                   "required, but for --resume, which reads the run's own",
+         metavar="DIR", into="data.root"),
     Flag(("--decode",), "data", "cpu: the -j workers decode (torchcodec) and crop on uint8 "
                                 "tensors (default); pil: the reference's PIL pipeline, pixel "
                                 "for pixel; device: workers read bytes, JPEGs are decoded "

@@ -2,6 +2,7 @@
 checkpoint's merged in, the checks that come before any data is read, the plan a resumed run
 continues, and training with its log, checkpoints, curves and run record."""
 import contextlib
+import dataclasses
 import math
 import os
 from typing import NamedTuple, Optional
@@ -15,7 +16,7 @@ from ..records.logger import Logger, save_curves
 from ..records.record import finish_record, new_record, write_record
 from ..records.run_folder import FolderUse, RunFolder, check_folder, check_writable
 from ..settings.flag import UsageError
-from ..settings.flags import ScriptFlags
+from ..settings.flags import ParsedFlags, ScriptFlags
 from ..settings.resume import Resumed
 from ..settings.values import RunSettings
 from ..train.checkpoint import (Checkpoint, CheckpointError, read_checkpoint,
@@ -51,7 +52,28 @@ def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> ReadSettin
         path = resolve_checkpoint_path(parsed.values["resume"])
         checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
         resumed = resumed_of(path, checkpoint)
+        parsed = with_recorded_data(parsed, checkpoint)
+    elif parsed.values["data"] is None:
+        raise UsageError("--data is required: the folder of the data (see --help)")
     return ReadSettings(flags.settings(parsed, resumed), checkpoint)
+
+
+def with_recorded_data(parsed: ParsedFlags, checkpoint: Checkpoint) -> ParsedFlags:
+    """A --resume without --data reads the data the run was trained on (its run record names
+    the folder), and says so; a folder that is gone is one line naming it and --data."""
+    if "data" in parsed.given:
+        return parsed
+    run_flags = (checkpoint.run or {}).get("flags") or {}
+    recorded = run_flags.get("data") if isinstance(run_flags, dict) else None
+    if not isinstance(recorded, str) or not recorded:
+        return parsed
+    if not os.path.exists(recorded):
+        raise UsageError(f"the run was trained on the data in {recorded}, which is not there "
+                         f"now: give its folder with --data DIR")
+    if recorded != parsed.values["data"] and os.environ.get("RANK", "0") == "0":
+        print(f"==> --resume: the data the run was trained on, {recorded} (--data DIR reads "
+              f"another)")
+    return dataclasses.replace(parsed, values={**parsed.values, "data": recorded})
 
 
 def resumed_of(path: str, checkpoint: Checkpoint) -> Resumed:
