@@ -53,11 +53,14 @@ def bench_overhead(args) -> None:
                           10).best
         eval_time = time_eval(model, "cpu", test_images, 100)
         start = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(REPO, "cifar.py"), "-a", "resnet",
-                        "--depth", "20", "--data", work, "--epochs", str(args.epochs),
-                        "--train-batch", str(args.batch), "--manualSeed", "1", "-c",
-                        os.path.join(work, f"run{r}"), "--gpu-id", "cpu"], check=True,
-                       stdout=subprocess.DEVNULL)
+        ran = subprocess.run([sys.executable, os.path.join(REPO, "cifar.py"), "-a", "resnet",
+                              "--depth", "20", "--data", work, "--epochs", str(args.epochs),
+                              "--train-batch", str(args.batch), "--manualSeed", "1", "-c",
+                              os.path.join(work, f"run{r}"), "--gpu-id", "cpu"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if ran.returncode:  # its warnings are not this bench's output; its failure is
+            raise SystemExit(f"error: the timed cifar.py run failed: "
+                             f"{(ran.stderr.strip().splitlines() or ['?'])[-1]}")
         run_time = time.perf_counter() - start
         rounds.append((import_time, step, eval_time, run_time))
         print(f"round {r + 1}: import torch+torchvision {import_time:.2f} s; bare step (batch "

@@ -77,9 +77,11 @@ def time_steps(model: nn.Module, device: torch.device, batch: int, size: int, sp
 
 
 def label(choice: ModelSettings, speed: Speed) -> str:
-    """A configuration's line label: the model, its micro-batches where set, and the speed
-    flags."""
-    name = choice.arch + (f" ghost-batch={choice.ghost_batch}" if choice.ghost_batch else "")
+    """A configuration's line label: the model (with its depth where given: l_resnet-20), its
+    micro-batches where set, and the speed flags."""
+    depth = choice.options.get("depth") if "depth" in choice.given else None
+    name = choice.arch + (f"-{depth}" if depth else "")
+    name += f" ghost-batch={choice.ghost_batch}" if choice.ghost_batch else ""
     return (f"{name} amp={speed.amp} channels_last={speed.channels_last} "
             f"compile={speed.compile or 'none'}")
 

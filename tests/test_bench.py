@@ -14,9 +14,9 @@ def test_model_bench_prints_throughput_and_ratios(capsys):
     bench_main(["step", "-a", "l_resnet", "--depth", "8", "--batch", "4", "--device", "cpu",
                 "--amp", "bf16", "--warmup", "1", "--windows", "2", "--steps", "1"])
     out = capsys.readouterr().out
-    assert re.search(r"l_resnet amp=bf16 .* img/s best .* img/s median", out)
-    assert "l_resnet amp=none channels_last=False compile=none" in out  # reference style
-    assert re.search(r"^resnet amp=bf16", out, re.M)  # the BN twin
+    assert re.search(r"l_resnet-8 amp=bf16 .* img/s best .* img/s median", out)
+    assert "l_resnet-8 amp=none channels_last=False compile=none" in out  # reference style
+    assert re.search(r"^resnet-8 amp=bf16", out, re.M)  # the BN twin, of the same depth
     assert len(re.findall(r"^ratio: ", out, re.M)) == 2
 
 

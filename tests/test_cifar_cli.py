@@ -339,3 +339,21 @@ def test_imagenet_py_needs_data_unless_it_resumes(tmp_path, capsys):
     code, line = one_line_failure(imagenet.main, ["-a", "resnet18", "-c", str(tmp_path / "r")],
                                   capsys)
     assert code == 2 and "--data is required" in line
+
+
+def test_a_run_ends_saying_where_its_folder_is(tmp_path, capsys):
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=16, n_test=8)
+    run = str(tmp_path / "run")
+    cifar.main(["-a", "resnet", "--depth", "8", "--data", data, "--epochs", "1",
+                "--train-batch", "8", "--no-progress", "-c", run])
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"Run folder: {run} (")
+
+
+@pytest.mark.parametrize("script", ["cifar", "imagenet"])
+def test_help_ends_with_three_examples(script, capsys):
+    import imagenet
+    main = cifar.main if script == "cifar" else imagenet.main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    tail = capsys.readouterr().out.split("examples:")[1]
+    assert tail.count(f"python {script}.py") == 3

@@ -79,3 +79,14 @@ def test_weights_that_do_not_fit_are_refused_before_the_images_are_listed(tree, 
                        "-c", str(tmp_path / "other")])
     assert "Preparing" not in capsys.readouterr().out
     assert not os.path.exists(tmp_path / "other")  # and no run folder left behind
+
+
+def test_evaluating_a_resumed_run_decodes_as_the_run_did(tree, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    imagenet.main(["-a", "shufflenet_v2_x0_5", "--data", tree, "--epochs", "1", "-j", "0",
+                   "--train-batch", "6", "--decode", "pil", "-c", run, "--no-progress"])
+    capsys.readouterr()
+    imagenet.main(["-e", "--resume", run, "-j", "0", "--no-progress"])
+    out = capsys.readouterr().out
+    assert "==> --resume: decoding as the run did, --decode pil" in out
+    assert "Loaders: --decode pil" in out

@@ -227,8 +227,8 @@ def test_bench_step_times_a_model_with_its_micro_batches_beside_the_same_without
     main(["step", "-a", "resnet", "--depth", "8", "--ghost-batch", "2", "--batch", "4",
           "--device", "cpu", "--warmup", "0", "--windows", "1", "--steps", "1", "--no-twin"])
     out = capsys.readouterr().out
-    assert "resnet ghost-batch=2 amp=none" in out
-    assert "ratio: resnet ghost-batch=2 amp=none channels_last=False compile=none is" in out
+    assert "resnet-8 ghost-batch=2 amp=none" in out
+    assert "ratio: resnet-8 ghost-batch=2 amp=none channels_last=False compile=none is" in out
 
 
 @pytest.mark.parametrize("tool, argv", [

@@ -87,12 +87,24 @@ IMAGENET_FLAGS = (
                                    "models; on another class count, all but the classifier)", kind="switch", into="run.pretrained"),
 )
 
+CIFAR_EXAMPLES = """examples:
+  python cifar.py -a resnet --depth 20 --epochs 164 --schedule 81 122 -c checkpoints/cifar10/resnet-20
+  python cifar.py -a l_resnet --depth 20 --epochs 164 --schedule 81 122 -c checkpoints/cifar10/l_resnet-20
+  python cifar.py -e --resume checkpoints/cifar10/l_resnet-20
+"""
+IMAGENET_EXAMPLES = """examples:
+  python imagenet.py -a l_resnet50 --data ~/ILSVRC2012 --gpu-id 0,1,2,3 -c checkpoints/imagenet/l_resnet50
+  python imagenet.py -a resnet50 --norm gn --ws --data ~/ILSVRC2012 --auto-resume -c checkpoints/imagenet/resnet50-gnws
+  python imagenet.py -e --resume checkpoints/imagenet/l_resnet50
+"""
+
 CIFAR = ScriptSpec("cifar.py", "CIFAR-10/100 training", models.cifar.MODELS, image_size=32,
-                   workers=4, own_flags=CIFAR_FLAGS, defaults=dict(
+                   workers=4, own_flags=CIFAR_FLAGS, examples=CIFAR_EXAMPLES, defaults=dict(
                        arch="resnext", cardinality=8, epochs=300, train_batch=128,
                        test_batch=100, weight_decay=5e-4, schedule=(150, 225)))
 IMAGENET = ScriptSpec("imagenet.py", "ImageNet training", models.imagenet.ARCHS, image_size=224,
-                      workers=32, own_flags=IMAGENET_FLAGS, defaults=dict(
+                      workers=32, own_flags=IMAGENET_FLAGS, examples=IMAGENET_EXAMPLES,
+                      defaults=dict(
                           arch="resnet18", cardinality=32, epochs=90, train_batch=256,
                           test_batch=200, weight_decay=1e-4, schedule=(30, 60)))
 

@@ -10,6 +10,7 @@ from typing import NamedTuple, Optional
 import torch.nn as nn
 
 from .. import distributed
+from ..data.folder_loaders import DECODE_PATHS
 from ..data.loaders import BatchFormat, Loaders
 from ..records.board import Board, require_tensorboard
 from ..records.logger import Logger, save_curves
@@ -60,7 +61,8 @@ def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> ReadSettin
 
 def with_recorded_data(parsed: ParsedFlags, checkpoint: Checkpoint) -> ParsedFlags:
     """A --resume without --data reads the data the run was trained on (its run record names
-    the folder), and says so; a folder that is gone is one line naming it and --data."""
+    the folder), and without --decode decodes it as the run did, saying so; a folder that is
+    gone is one line naming it and --data."""
     if "data" in parsed.given:
         return parsed
     run_flags = (checkpoint.run or {}).get("flags") or {}
@@ -70,10 +72,18 @@ def with_recorded_data(parsed: ParsedFlags, checkpoint: Checkpoint) -> ParsedFla
     if not os.path.exists(recorded):
         raise UsageError(f"the run was trained on the data in {recorded}, which is not there "
                          f"now: give its folder with --data DIR")
-    if recorded != parsed.values["data"] and os.environ.get("RANK", "0") == "0":
+    main = os.environ.get("RANK", "0") == "0"
+    if recorded != parsed.values["data"] and main:
         print(f"==> --resume: the data the run was trained on, {recorded} (--data DIR reads "
               f"another)")
-    return dataclasses.replace(parsed, values={**parsed.values, "data": recorded})
+    values = {**parsed.values, "data": recorded}
+    decode = run_flags.get("decode")  # imagenet.py: the decoder its images went through
+    if ("decode" in values and "decode" not in parsed.given and decode in DECODE_PATHS
+            and decode != values["decode"]):
+        values["decode"] = decode
+        if main:
+            print(f"==> --resume: decoding as the run did, --decode {decode}")
+    return dataclasses.replace(parsed, values=values)
 
 
 def resumed_of(path: str, checkpoint: Checkpoint) -> Resumed:
@@ -245,4 +255,7 @@ def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: 
                           final_acc=accuracies[-1] if accuracies else None,
                           epochs=len(accuracies), test=test)
     print(f"Best acc: {result.best_acc:.2f}")
+    if distributed.is_main():
+        print(f"Run folder: {plan.folder.path} (log.txt, log.png, run.json, checkpoint.pth.tar, "
+              f"model_best.pth.tar)")
     return result.best_acc

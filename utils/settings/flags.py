@@ -82,7 +82,7 @@ class ScriptSpec:
     """What makes a script's command line: its name and description, the constructors -a
     accepts by name, the side of its training crops (bounds --cutout), the most loader workers
     it starts by default, its defaults for the table's per-script flags (``script_default``),
-    and the flags only it has."""
+    the flags only it has, and the examples --help ends with."""
     script: str
     description: str
     archs: dict
@@ -90,6 +90,7 @@ class ScriptSpec:
     workers: int
     defaults: dict
     own_flags: tuple = ()
+    examples: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,8 @@ class ScriptFlags:
         self.model_flags = {name: flag for name, flag in self.flags.items()
                             if flag.group == "model"}
         self.parser = argparse.ArgumentParser(prog=spec.script, description=spec.description,
+                                              epilog=spec.examples,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter,
                                               allow_abbrev=False)
         groups = {name: self.parser.add_argument_group(title) for name, _, title in GROUPS}
         self.kinds = {name: kind for name, kind, _ in GROUPS}
