@@ -13,7 +13,9 @@ import sys
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from utils.records.logger import check_output, draw_figure, picture_formats, savefig
+from utils.records.logger import (check_output, draw_figure, group_color, legend_outside,
+                                  picture_formats, savefig)
+from utils.progress import plural
 from utils.records.summary import (distinct_folders, final_and_best, group_by_flags,
                                    group_by_globs, mean_curve, read_run, stats)
 
@@ -56,12 +58,14 @@ def draw(groups, path):
     for label, runs in groups.items():
         mean, low, high = mean_curve(runs)
         epochs = range(1, len(mean) + 1)
-        line, = plt.plot(epochs, mean, label=f"{label} (n={len(runs)})")
-        plt.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        color = group_color(label)
+        plt.plot(epochs, mean, label=f"{label} (n={len(runs)})", color=color)
+        plt.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
     plt.xlabel("Epoch")
     plt.ylabel("Valid Acc. (%): mean, min-max band")
+    plt.title(f"Valid Acc. over seeds: {plural(len(groups), 'group')}")
     plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))
-    plt.legend(loc="lower right", framealpha=1, fontsize="small")
+    legend_outside(plt.gca())
     plt.grid(True)
     savefig(path)
     plt.close()

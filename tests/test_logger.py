@@ -115,8 +115,9 @@ def test_plot_labels_both_axes_and_ticks_whole_epochs(tmp_path, monkeypatch):
     (axis,) = figures[0].axes
     assert axis.get_xlabel() == "Epoch" and axis.get_ylabel() == "Valid Acc. (%)"
     assert whole_numbers(axis), axis.get_xticks()
-    assert [t.get_text() for t in axis.get_legend().get_texts()] == ["bn(Valid Acc.)",
-                                                                      "gnws(Valid Acc.)"]
+    assert [t.get_text() for t in axis.get_legend().get_texts()] == ["bn (Valid Acc.)",
+                                                                      "gnws (Valid Acc.)"]
+    assert axis.get_title() == "Valid Acc. (%) of 2 runs"
     assert plot.main(runs + ["-o", str(tmp_path / "l.png"), "--names", "Train Loss"]) == 0
     assert figures[1].axes[0].get_ylabel() == "Train Loss"  # no percent sign on a loss
 
@@ -157,3 +158,54 @@ def test_plot_help_lists_every_format_it_writes(capsys):
         pass
     text = " ".join(capsys.readouterr().out.split())
     assert all(fmt in text for fmt in picture_formats()) and len(picture_formats()) > 3
+
+
+def legend_hides_nothing(figure):
+    """No point of any drawn line lies inside any legend's box (display coordinates, as the
+    figure is drawn)."""
+    figure.canvas.draw()
+    for axis in figure.axes:
+        legend = axis.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent()
+        for line in axis.get_lines():
+            points = axis.transData.transform(line.get_xydata())
+            inside = [(x, y) for x, y in points if box.contains(x, y)]
+            assert not inside, (line.get_label(), inside[:3])
+    return True
+
+
+def test_no_legend_covers_a_curve(tmp_path, monkeypatch):
+    import summarize
+    import utils.records.logger as logger
+    runs = [three_epoch_run(str(tmp_path / name)) for name in ("bn", "gnws", "bcn", "gn")]
+    figures = figure_at_save(monkeypatch, plot)
+    assert plot.main(runs + ["-o", str(tmp_path / "c.png")]) == 0
+    assert legend_hides_nothing(figures[0])
+    curves = figure_at_save(monkeypatch, logger)
+    save_curves(os.path.join(runs[0], "log.txt"))
+    assert legend_hides_nothing(curves[0])
+    summaries = figure_at_save(monkeypatch, summarize)
+    groups = [f"{name}={folder}" for name, folder in zip(("BN", "GN+WS"), runs)]
+    summarize.main(sum((["--group", g] for g in groups), []) + ["-o", str(tmp_path / "s.png")])
+    assert legend_hides_nothing(summaries[0])
+    assert summaries[0].axes[0].get_title()
+
+
+def test_a_diverged_loss_goes_on_a_log_axis(tmp_path, monkeypatch):
+    import utils.records.logger as logger
+    folder = str(tmp_path / "diverged")
+    os.makedirs(folder)
+    log = Logger(os.path.join(folder, "log.txt"))
+    log.set_names(["Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."])
+    for row in ([2.3, 2.2, 10.0, 11.0], [35000.0, 900.0, 10.0, 10.0], [1.9, 2.0, 20.0, 21.0]):
+        log.append(row)
+    log.close()
+    figures = figure_at_save(monkeypatch, logger)
+    save_curves(os.path.join(folder, "log.txt"))
+    loss, accuracy = figures[0].axes
+    assert loss.get_yscale() == "log" and accuracy.get_yscale() == "linear"
+    calm = three_epoch_run(str(tmp_path / "calm"))
+    save_curves(os.path.join(calm, "log.txt"))
+    assert figures[-1].axes[0].get_yscale() == "linear"

@@ -9,6 +9,7 @@ import argparse
 import math
 import os
 import sys
+import zlib
 from typing import Callable, Optional, Sequence
 
 import matplotlib
@@ -179,16 +180,42 @@ class Logger:
         self.file.close()
 
 
+PALETTE = plt.get_cmap("tab10").colors
+
+
+def group_color(label: str) -> tuple:
+    """The colour of a curve's label, the same in every figure (plot.py, summarize.py)."""
+    return PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
+
+
+def legend_outside(axis: plt.Axes) -> None:
+    """The legend right of the axes, so it never hides a curve or its band (the saved figure
+    grows to hold it: savefig's tight box)."""
+    axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                framealpha=1, fontsize="small")  # EPS has no transparency
+
+
+def log_scale_if_wide(axis: plt.Axes, values: Sequence[float]) -> None:
+    """A log y axis where positive values span more than two decades: one diverged epoch
+    (a loss of 35,000) would otherwise flatten every other to a line at 0."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 100:
+        axis.set_yscale("log")
+
+
 def plot_columns(numbers: dict, names: list, title: str = "") -> None:
     """Columns ``names`` of a read log (``numbers``: name -> values) against the epoch, on the
-    current figure, with whole-epoch ticks; each labelled title(name) when a title is given."""
+    current figure, with whole-epoch ticks; each labelled "title (name)" when a title is given,
+    coloured by that label; the legend outside the axes."""
     for name in names:
         values = numbers[name]
-        plt.plot(range(1, len(values) + 1), values, label=f"{title}({name})" if title else name)
+        label = f"{title} ({name})" if title else name
+        plt.plot(range(1, len(values) + 1), values, label=label,
+                 color=group_color(label) if title else None)
     plt.xlabel("Epoch")
     plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
     if names:  # a log without these columns leaves the axes empty, and nothing to explain
-        plt.legend(loc="best", framealpha=1)  # EPS has no transparency
+        legend_outside(plt.gca())
     plt.grid(True)
 
 
@@ -216,7 +243,12 @@ class LoggerMonitor:
                 raise KeyError(f"{path} has no column {missing[0]!r}; "
                                f"columns: {', '.join(columns)}")
             plot_columns(numbers, columns if names is None else names, title)
-        plt.ylabel(axis_label(names or self.logs[0][2]))
+        shown = names or self.logs[0][2]
+        plt.ylabel(axis_label(shown))
+        if all("Loss" in n for n in shown):
+            log_scale_if_wide(plt.gca(), [v for _, _, _, numbers in self.logs
+                                          for n in shown for v in numbers.get(n, [])])
+        plt.title(f"{axis_label(shown)} of {plural(len(self.logs), 'run')}")
 
 
 def save_curves(log_path: str) -> None:
@@ -230,6 +262,8 @@ def save_curves(log_path: str) -> None:
         plt.sca(axis)
         plot_columns(numbers, [n for n in names if n in columns])
         axis.set_ylabel(ylabel)
+        if ylabel == "Loss":
+            log_scale_if_wide(axis, [v for n in names if n in columns for v in numbers[n]])
     run = os.path.basename(os.path.dirname(os.path.abspath(log_path)))
     fig.suptitle(f"{run}: {plural(len(numbers[columns[0]]) if columns else 0, 'epoch')}")
     fig.tight_layout()
