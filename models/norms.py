@@ -226,9 +226,10 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         under autocast. The running variance takes each chunk's unbiased variance."""
         n, dtype = self.ghost_batch, torch.promote_types(x.dtype, torch.float32)
         moments = chunk_moments(x.to(dtype), n)  # with gradient: the statistics are x's
-        values = moments.images * x[0, 0].numel()  # values per channel of each chunk
-        if bool((values < 2).any()):
+        pixels = x[0, 0].numel()
+        if min(n, x.shape[0] % n or n) * pixels < 2:  # decided on the host: no device sync
             raise ValueError("Expected more than 1 value per channel when training")
+        values = moments.images * pixels  # values per channel of each chunk
         scale = self.weight.to(dtype) * torch.rsqrt(moments.var + self.eps)
         y = per_chunk(x.to(dtype), n, scale, self.bias.to(dtype) - moments.mean * scale)
         with torch.no_grad():
