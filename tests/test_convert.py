@@ -123,7 +123,7 @@ def test_a_torchvision_model_keeps_its_own_layers_without_the_flags():
 GIANTS = {"vit_h_14", "regnet_y_128gf", "regnet_y_32gf", "regnet_x_32gf", "regnet_y_16gf"}
 # torchvision's networks with no BatchNorm2d for --norm to replace and no conv a norm follows for
 # --ws: their norms are LayerNorms (transformers, ConvNeXt) or there are none (AlexNet, VGG
-# without _bn, SqueezeNet). README, "How GN+WS is built", lists them.
+# without _bn, SqueezeNet). docs/models.md ("How GN+WS is built") lists them.
 WITHOUT_BATCH_NORM = ({"alexnet", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg13", "vgg16",
                        "vgg19"} | {n for n in imagenet.TORCHVISION_MODELS
                                   if n.startswith(("convnext", "swin", "vit"))})

@@ -1,7 +1,7 @@
-"""The documents are true: every training line of README.md and TRAINING.md parses with today's
-flags, every ImageNet line trains the paper's recipe, every bench.py command of BENCHMARKS.md is
-in bench.py's current form, and the README's flag section names every flag of the table and
-exactly the flags a resume may give anew."""
+"""The documents are true: every training line of README.md, TRAINING.md and docs/ parses with
+today's flags, every ImageNet line trains the paper's recipe, every bench.py command of
+BENCHMARKS.md is in bench.py's current form, docs/flags.md names every flag of the table and
+exactly the flags a resume may give anew, and the README stays a page a newcomer reads."""
 import os
 import re
 import shlex
@@ -16,6 +16,20 @@ from builders import REPO
 from utils.scripts import cifar_flags, imagenet_flags
 from utils.session.stages import read_settings
 from utils.settings.resume import applied_on_resume
+
+
+DOCUMENTS = ("README.md", "TRAINING.md") + tuple(
+    os.path.join("docs", name) for name in sorted(os.listdir(os.path.join(REPO, "docs")))
+    if name.endswith(".md"))
+
+
+def test_the_readme_is_short_and_sets_up_in_the_right_order():
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    assert len(text.splitlines()) < 250
+    setup = text[text.index("## Set up and test"):text.index("## Quick start")]
+    assert setup.index("--index-url https://download.pytorch.org/whl/cpu") < \
+        setup.index("pip install -r requirements.txt")  # the CPU wheel comes first
 
 
 def commands(document, script):
@@ -42,7 +56,7 @@ def commands(document, script):
 
 
 def lines_of(script):
-    return [(doc, argv) for doc in ("README.md", "TRAINING.md") for argv in commands(doc, script)
+    return [(doc, argv) for doc in DOCUMENTS for argv in commands(doc, script)
             if "--resume" not in argv and "$seed" not in " ".join(argv)]
 
 
@@ -97,14 +111,12 @@ def test_the_bench_commands_are_found():
 
 
 def flags_section():
-    with open(os.path.join(REPO, "README.md")) as f:
-        text = f.read()
-    start = text.index("## Flags")
-    return text[start:text.index("\n## ", start + 1)]
+    with open(os.path.join(REPO, "docs", "flags.md")) as f:
+        return f.read()
 
 
 @pytest.mark.parametrize("make", [cifar_flags, imagenet_flags], ids=["cifar.py", "imagenet.py"])
-def test_every_flag_of_the_table_is_in_the_readmes_flags_section(make):
+def test_every_flag_of_the_table_is_in_the_flags_page(make):
     section = flags_section()
     missing = [flag.long for flag in make().flags.values()
                if not any(re.search(rf"`{re.escape(n)}[ `/]", section) for n in flag.names)]

@@ -1,6 +1,6 @@
 """Specification of imagenet.py's input paths (utils/data/folder_loaders.py, views.py, seeding.py):
 the draws are what they were, --decode pil is the reference's pipeline pixel for pixel, the
-default tensor path stays within the difference the README states, and the loaders' defaults."""
+default tensor path stays within the difference docs/layout.md states, and the loaders' defaults."""
 import contextlib
 import os
 import warnings
@@ -111,7 +111,7 @@ def test_decode_pil_is_the_reference_pipeline_pixel_for_pixel(photos):
 
 
 def test_the_default_path_is_within_the_stated_difference_of_pil(photos):
-    """The README's numbers for these pictures (upscaled colour noise, the harder of its two
+    """docs/layout.md's numbers for these pictures (upscaled colour noise, the harder of its two
     measurements): train crops at most 1 grey level apart, mean 0.002; val mean 2.2, at most
     16, 0.8% beyond 8. Bounds a little above."""
     default, pil = loaders(photos, "cpu"), loaders(photos, "pil")

@@ -1,4 +1,4 @@
-"""The shape of the library, as the README's layout section draws it: every public function of
+"""The shape of the library, as docs/layout.md draws it: every public function of
 models/ and utils/ annotated, no function in utils/ with more than 7 parameters and no module
 over 400 lines, settings below what uses them, scripts that import only the library, and an
 import graph without circles."""

@@ -4,7 +4,7 @@
 The draws are torchvision's own calls, in the PIL path's order (``crop_and_flip``), so every path
 (PIL, these tensors, ``--decode device``) takes the same box and mirror of an image from the
 seeded generator. The pixels are resampled differently: PIL's bilinear filter on PIL images
-there, torch's antialiased bilinear filter here (README: how far apart they are).
+there, torch's antialiased bilinear filter here (docs/layout.md: how far apart they are).
 
 The evaluation view resamples only the centre box, in one resize, where torchvision's
 Resize(256) + CenterCrop(224) resamples the whole image and then throws most of it away: the box
