@@ -186,8 +186,8 @@ def test_imagenet_model_forward_backward(arch):
 def test_ws_is_float32_under_bf16_autocast(monkeypatch):
     seen = []
 
-    def recording(weight, eps=1e-5):
-        out = standardize_weight(weight, eps)
+    def recording(weight, eps=1e-5, form="std"):
+        out = standardize_weight(weight, eps, form)
         seen.append((out.dtype, torch.is_autocast_enabled("cpu")))
         return out
 
