@@ -27,8 +27,6 @@ from .meters import Meters
 
 __all__ = ["TrainingInterrupted", "ImmediateStop", "StopSignal", "StepControl"]
 
-SIGNALS = STOP_SIGNALS
-
 
 class TrainingInterrupted(Exception):
     def __init__(self, signame: str, resume_epoch: int, batch: int = 0,
@@ -78,7 +76,7 @@ class StopSignal:
 
     def __enter__(self) -> "StopSignal":
         try:
-            for sig in SIGNALS:
+            for sig in STOP_SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: leave signals alone
             return self
@@ -98,7 +96,7 @@ class StopSignal:
                     data = self._wakeup[0].recv(512)
                     if not data:
                         break
-                    count += sum(1 for b in data if b in {int(s) for s in SIGNALS})
+                    count += sum(1 for b in data if b in {int(s) for s in STOP_SIGNALS})
             except (BlockingIOError, InterruptedError):
                 pass
         return max(1, count)
