@@ -288,12 +288,29 @@ def test_torch_files_that_are_not_checkpoints_are_named(good, tmp_path, capsys, 
     assert path in line and message in line
 
 
-def test_a_checkpoint_with_a_malformed_state_is_named(good, trained, tmp_path, capsys):
+@pytest.mark.parametrize("field, state, message", [
+    ("rng", {"python": 1}, "random generator state does not fit this run"),
+    ("scheduler", {"foo": 1}, "schedule state does not fit this run: it has no 'milestones'"),
+    ("optimizer", {"foo": 1}, "optimizer state does not fit this run: it has no 'state'"),
+], ids=["rng", "scheduler-foo", "optimizer-foo"])
+def test_a_checkpoint_with_a_malformed_state_is_named(good, trained, tmp_path, capsys, field,
+                                                      state, message):
     checkpoint = torch.load(os.path.join(trained, "checkpoint.pth.tar"), weights_only=True)
-    checkpoint["rng"] = {"python": 1}
+    checkpoint[field] = state
     path = str(tmp_path / "c.pth.tar")
     torch.save(checkpoint, path)
-    assert "the checkpoint's random generator state does not fit this run" in cifar_fails(
+    assert message in cifar_fails(
+        ["--data", good, "--resume", path, "--epochs", "2", "--no-progress"], capsys, code=1)
+
+
+def test_a_schedule_state_of_another_kind_of_schedule_is_refused(good, trained, tmp_path, capsys):
+    """A per-iteration schedule's state (warmup, cosine) in a checkpoint of a step schedule, as a
+    hand-edited or mixed-up file would carry: its LR would be replayed wrong, not refused."""
+    checkpoint = torch.load(os.path.join(trained, "checkpoint.pth.tar"), weights_only=True)
+    checkpoint["scheduler"]["base_lrs"] = [0.1, 0.1]
+    path = str(tmp_path / "c.pth.tar")
+    torch.save(checkpoint, path)
+    assert "its 'base_lrs' holds 2 items where this run has 1" in cifar_fails(
         ["--data", good, "--resume", path, "--epochs", "2", "--no-progress"], capsys, code=1)
 
 
@@ -615,12 +632,21 @@ def damaged_checkpoint(trained, tmp_path, **fields):
     (dict(args={"lr": "fast"}), "malformed 'args': lr is 'fast', which --learning-rate cannot"),
     (dict(args={"depth": 8.5}), "malformed 'args': depth is 8.5"),
     (dict(args={"optimizer": "rmsprop"}), "malformed 'args': optimizer is 'rmsprop'"),
+    (dict(args={"epochs": None}), "malformed 'args': epochs is None"),
+    (dict(args={"schedule": None}), "malformed 'args': schedule is None"),
+    (dict(args={"train_batch": None}), "malformed 'args': train_batch is None"),
+    (dict(args={"weight_decay": None}), "malformed 'args': weight_decay is None"),
+    (dict(args={"arch": None}), "malformed 'args': arch is None"),
+    (dict(args={"lr": -0.5}), "malformed 'args': lr is -0.5: --lr must be positive"),
+    (dict(args={"train_batch": 0}), "malformed 'args': train_batch is 0: --train-batch must"),
     (dict(log={"names": ["A"], "rows": [[1.0, 2.0]]}), "malformed 'log': row 1 is not a row of 1"),
     (dict(log={"names": ["A"], "rows": [[float("inf")]]}), "malformed 'log': row 1 holds"),
     (dict(run={"sessions": "yesterday"}), "malformed 'run': its sessions are not a list"),
     (dict(best_acc=float("nan")), "malformed 'best_acc': nan is not a finite number"),
     (dict(num_classes=0), "malformed 'num_classes': 0 classes"),
 ], ids=["position-past-end", "meters", "lr", "args-str", "args-float", "args-choice",
+        "args-epochs-none", "args-schedule-none", "args-batch-none", "args-wd-none",
+        "args-arch-none", "args-lr-range", "args-batch-range",
         "log-row", "log-inf", "sessions", "best-acc", "classes"])
 def test_a_checkpoint_field_read_back_is_checked_like_its_flag(good, trained, tmp_path, capsys,
                                                                fields, message):
@@ -628,6 +654,39 @@ def test_a_checkpoint_field_read_back_is_checked_like_its_flag(good, trained, tm
     code, line = one_line_failure(cifar.main, ["--resume", path, "--data", good, "--epochs", "3",
                                                "--no-progress"], capsys)
     assert code in (1, 2) and message in line, line
+
+
+@pytest.mark.parametrize("arch, flags, message", [
+    ("resnet", ["--ws"], "--ws True: the checkpoint's network was built with --ws False"),
+    ("resnet", ["--norm", "gn"], "--norm gn: the checkpoint's network was built with --norm bn"),
+    ("l_resnet", ["--no-ws"], "--ws False: the checkpoint's network was built with --ws True"),
+], ids=["bn-given-ws", "bn-given-gn", "l-given-no-ws"])
+def test_a_checkpoint_from_before_norm_and_ws_trained_its_architectures_pair(
+        good, trained, tmp_path, capsys, arch, flags, message):
+    checkpoint = torch.load(os.path.join(trained, "checkpoint.pth.tar"), weights_only=True)
+    del checkpoint["args"]["norm"], checkpoint["args"]["ws"]
+    checkpoint["arch"] = checkpoint["args"]["arch"] = arch
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save(checkpoint, path)
+    code, line = one_line_failure(cifar.main, ["--resume", str(path), "--data", good] + flags,
+                                  capsys)
+    assert code == 2 and message in line, line
+
+
+def test_a_checkpoint_of_the_other_script_says_which_script_wrote_it(good, trained, tmp_path,
+                                                                     capsys):
+    checkpoint = os.path.join(trained, "checkpoint.pth.tar")
+    code, line = one_line_failure(imagenet.main, ["--resume", checkpoint, "-j", "0"], capsys)
+    assert code == 2 and line.endswith(
+        f"{checkpoint} is a checkpoint of -a l_resnet, written by cifar.py, which imagenet.py "
+        f"does not build: use it with cifar.py"), line
+    run = torch.load(checkpoint, weights_only=True)["run"]
+    run["sessions"][-1]["command"] = ["imagenet.py", "-a", "l_resnet18"]
+    path = damaged_checkpoint(trained, tmp_path, arch="l_resnet18", run=run,
+                              args={"arch": "l_resnet18"})
+    code, line = one_line_failure(cifar.main, ["--resume", path, "--data", good], capsys)
+    assert code == 2 and "is a checkpoint of -a l_resnet18, written by imagenet.py, which " \
+        "cifar.py does not build: use it with imagenet.py" in line, line
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not a zip", b"\x80\x02 pickle?"],

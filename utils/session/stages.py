@@ -88,7 +88,12 @@ def with_recorded_data(parsed: ParsedFlags, checkpoint: Checkpoint) -> ParsedFla
 
 def resumed_of(path: str, checkpoint: Checkpoint) -> Resumed:
     """What merging the recorded flags needs of ``checkpoint``, read from ``path``."""
-    return Resumed(path, checkpoint.args or {}, checkpoint.arch, bool(checkpoint.ema_state_dict))
+    sessions = (checkpoint.run or {}).get("sessions") or [{}]
+    command = sessions[-1].get("command")
+    script = command[0] if isinstance(command, list) and command and isinstance(
+        command[0], str) else None
+    return Resumed(path, checkpoint.args or {}, checkpoint.arch, bool(checkpoint.ema_state_dict),
+                   script)
 
 
 def say_held_out(fraction: float, loaders: Loaders) -> None:

@@ -167,7 +167,9 @@ class ScriptFlags:
         values = vars(parser.parse_args(list(argv)))
         given = _written(model, argv)
         if resumed is not None:
+            resumed = with_recorded_pair(resumed, self.archs)
             merge_resumed(model, set(model), values, given, resumed)
+            self._check_resumed_arch(values["arch"], resumed)
         check_values(model, values)
         return self._model_settings(values, given)
 
@@ -184,6 +186,18 @@ class ScriptFlags:
             merge_resumed(views, set(views), values, frozenset(), resumed)
         check_values(views, values)
         return check(ImageViews, _gather(views, values, "views"))
+
+    def _check_resumed_arch(self, arch: str, resumed: Resumed) -> None:
+        """A checkpoint of a network this script does not build (another script's, most
+        likely): one line naming the checkpoint, its architecture and the script that wrote it,
+        rather than the "unknown architecture" of a mistyped -a."""
+        if arch in self.archs or not isinstance(arch, str):
+            return
+        other = resumed.script if resumed.script and resumed.script != self.script else None
+        raise UsageError(f"{resumed.path} is a checkpoint of -a {arch}"
+                         + (f", written by {other}" if other else "")
+                         + f", which {self.script} does not build"
+                         + (f": use it with {other}" if other else ""))
 
     def _model_settings(self, values: dict, given: frozenset) -> ModelSettings:
         """The checked ModelSettings of every model flag's value in ``values`` (in place, an
@@ -209,7 +223,9 @@ class ScriptFlags:
         values, given = dict(parsed.values), parsed.given
         changed = {}
         if resumed is not None:
+            resumed = with_recorded_pair(resumed, self.archs)
             changed = merge_resumed(self.flags, self.dests(RECORDED), values, given, resumed)
+            self._check_resumed_arch(values["arch"], resumed)
         if values["workers"] is None:
             values["workers"] = default_workers(self.spec.workers)
         check_values(self.flags, values)
@@ -299,6 +315,19 @@ def resolve_pair(constructor: Callable, values: dict) -> None:
         values["norm"] = norm
     if values["ws"] is None:
         values["ws"] = ws
+
+
+def with_recorded_pair(resumed: Resumed, archs: dict) -> Resumed:
+    """``resumed`` with --norm and --ws in its args: a checkpoint written before those flags
+    were recorded trained its architecture's own pair (resolve_pair), and saying so lets the
+    merge compare a --norm or --ws written on its --resume with what it trained (a change is
+    refused, as for any network flag) and the run record name the pair."""
+    args = resumed.args
+    arch = resumed.arch or args.get("arch")
+    if not args or ("norm" in args and "ws" in args) or arch not in archs:
+        return resumed
+    norm, ws = getattr(archs[arch], "pair", (None, False))
+    return dataclasses.replace(resumed, args={"norm": norm, "ws": ws, **args})
 
 
 def arch_list(archs: dict) -> str:

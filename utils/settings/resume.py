@@ -30,11 +30,13 @@ class MalformedRecord(Exception):
 @dataclasses.dataclass(frozen=True)
 class Resumed:
     """What the merge needs of the checkpoint a run resumes: its file, its recorded flags
-    (``args``), its architecture and whether it keeps an EMA of the weights."""
+    (``args``), its architecture, whether it keeps an EMA of the weights and the script that
+    wrote it (its run record's last command; None for a reference checkpoint)."""
     path: str
     args: dict
     arch: Optional[str] = None
     keeps_ema: bool = False
+    script: Optional[str] = None
 
 
 def applied_on_resume(flags: dict) -> frozenset:
@@ -79,21 +81,26 @@ def merge_resumed(flags: dict, recorded: set, values: dict, given: set,
 
 def check_recorded_types(flags: dict, recorded: set, saved: dict, path: str) -> None:
     """Every recorded flag a checkpoint's ``args`` holds must be a value its flag could have
-    parsed to (a number where a number belongs, one of its choices); else one line naming the
-    file and the flag. Ranges are checked with the flags' own once merged."""
+    parsed to (a number where a number belongs, one of its choices, None only where the flag
+    may be unset) and within its flag's range; else one line naming the file and the field, so
+    a damaged record is never reported as if it had been typed."""
     for name in sorted(recorded & set(saved)):
-        flag = flags[name]
-        if not parsable(flag, saved[name]):
-            raise MalformedRecord(f"{path} has a malformed 'args': {name} is {saved[name]!r}, "
+        flag, value = flags[name], saved[name]
+        if not parsable(flag, value):
+            raise MalformedRecord(f"{path} has a malformed 'args': {name} is {value!r}, "
                                   f"which {flag.names[-1]} cannot take")
+        problem = flag.problem(value)
+        if problem:
+            raise MalformedRecord(f"{path} has a malformed 'args': {name} is {value!r}: "
+                                  f"{problem}")
 
 
 def parsable(flag: Flag, value: Any) -> bool:
     """Whether ``value`` is one ``flag`` parses to."""
     if flag.kind in ("switch", "bool"):
         return isinstance(value, bool) or (value is None and flag.default is None)
-    if value is None:
-        return flag.default is None
+    if value is None:  # a flag with a script's default is never unset once parsed
+        return flag.default is None and flag.script_default is None
     many = flag.nargs in ("+", "*") or isinstance(flag.nargs, int)
     values = value if many else [value]
     if not isinstance(values, list):

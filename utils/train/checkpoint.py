@@ -18,7 +18,7 @@ import math
 import os
 import re
 import shutil
-from typing import NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -197,6 +197,37 @@ def _check_run(run):
     return None
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "flag" if isinstance(value, bool) else "none"
+    if isinstance(value, (int, float)):
+        return "number"
+    return next((name for kind, name in ((dict, "dict"), (list, "list"), (tuple, "list"),
+                                         (str, "text")) if isinstance(value, kind)),
+                type(value).__name__)
+
+
+def state_misfit(state: dict, fresh: dict) -> Optional[str]:
+    """Why a saved optimizer, scheduler or scaler ``state`` cannot be the state of the object
+    whose own state is ``fresh``, or None. torch's schedulers take any dict (their
+    load_state_dict updates the object's attributes), so the check is ours: every public entry
+    of ``fresh`` must be there, of the same kind (a number, a list of as many items, a dict).
+    Entries only the saved state has are let be: torch versions add and drop private ones."""
+    for key, value in fresh.items():
+        if key.startswith("_") or value is None:
+            continue
+        if key not in state:
+            return f"it has no {key!r}"
+        saved = state[key]
+        if _kind(saved) != _kind(value):
+            return f"its {key!r} is {saved!r}, not a {_kind(value)}"
+        if _kind(value) == "list" and len(saved) != len(value):
+            return f"its {key!r} holds {len(saved)} items where this run has {len(value)}"
+        if _kind(value) == "number" and not _finite(saved):
+            return f"its {key!r} is {saved!r}"
+    return None
+
+
 # What each field must hold beyond its type, said in the words of the error line.
 FIELD_CHECKS = {
     "acc": lambda v: None if _finite(v) else f"{v!r} is not a finite number",
@@ -347,9 +378,14 @@ class Checkpoint:
                  ("AMP scaler", scaler.load_state_dict if scaler is not None else None,
                   self.scaler),
                  ("random generator", set_rng_state, self.rng)]
+        fresh = {"optimizer": recipe.optimizer, "schedule": recipe.scheduler, "AMP scaler": scaler}
         for name, load, state in parts:
             if load is None or not state:
                 continue
+            problem = state_misfit(state, fresh[name].state_dict()) if name in fresh else None
+            if problem:
+                raise CheckpointError(f"the checkpoint's {name} state does not fit this run: "
+                                      f"{problem}")
             try:
                 load(state)
             except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
