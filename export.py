@@ -23,6 +23,7 @@ import sys
 import torch
 
 from models.deploy import fold_weight_standardization
+from utils.atomic import atomic_save, atomic_serialize, atomic_write
 from utils.cli import run_main
 from utils.messages import first_line
 from utils.session.trained import load_trained
@@ -72,9 +73,12 @@ def main(argv=None):
     described = json.dumps(metadata, indent=2) + "\n"
     if args.format == "state_dict":
         def save(content, path):
-            torch.save(content, path)
-            with open(path + ".json", "w") as f:
-                f.write(described)
+            atomic_save(content, path)
+            try:
+                atomic_write(path + ".json", lambda f: f.write(described.encode()))
+            except OSError:  # weights without their description are not an export
+                os.remove(path)
+                raise
         content = folded.state_dict()
     else:
         example = torch.randn(2, 3, size, size)
@@ -82,7 +86,8 @@ def main(argv=None):
                                       dynamic_shapes=({0: torch.export.Dim("batch")},))
 
         def save(content, path):
-            torch.export.save(content, path, extra_files={"metadata.json": described})
+            atomic_serialize(path, lambda f: torch.export.save(
+                content, f, extra_files={"metadata.json": described}))
     try:
         save(content, args.output)
     except (OSError, RuntimeError) as e:  # torch's writers report some failures as RuntimeError

@@ -370,6 +370,55 @@ def test_disk_full_inside_torch_save_gives_the_disk_full_line(good, tmp_path, ca
                     f"device; the previous checkpoint there is intact")
 
 
+def leftovers(folder):
+    return [name for name in os.listdir(folder) if name.endswith(".tmp")]
+
+
+def test_disk_full_while_the_curves_are_drawn_is_one_line(good, tmp_path, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    def full(f, *args, **kwargs):
+        f.write(b"\x89PNG half a picture")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(plt, "savefig", full)
+    run = tmp_path / "r"
+    line = cifar_fails(TINY + ["--data", good, "--epochs", "1", "-c", str(run)], capsys, code=1)
+    assert line.startswith(f"error: cannot write {run / 'log.'}"), line
+    assert ": No space left on device; the files written before are intact" in line
+    assert not {"log.png", "log.eps"} & set(os.listdir(run)) and not leftovers(run)
+
+
+def test_disk_full_at_the_first_write_of_a_run_is_one_line(good, tmp_path, capsys, monkeypatch):
+    def full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    run = tmp_path / "r"
+    line = cifar_fails(TINY + ["--data", good, "--epochs", "1", "-c", str(run)], capsys, code=1)
+    assert f"error: cannot write {run}" in line and "No space left on device" in line, line
+    assert not leftovers(run)
+
+
+@pytest.mark.parametrize("export_format, name", [("exported", "m.pt2"), ("state_dict", "m.pth")])
+def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(trained, tmp_path, export_format,
+                                                                name):
+    """A real write past a file-size limit (EFBIG; Python ignores SIGXFSZ): torch's own writer
+    would abort the process from C++ and leave a zero-byte file."""
+    import resource
+    limit = 20_000  # below either file of the tiny model
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run([sys.executable, os.path.join(REPO, "export.py"), "--resume", trained,
+                           "-o", str(out / name), "--format", export_format],
+                          preexec_fn=small_files, capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("warning")]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: cannot write {out / name}: File too large"), lines
+    assert os.listdir(out) == []
+
+
 def write_log(path, text):
     with open(path, "w" if isinstance(text, str) else "wb") as f:
         f.write(text)

@@ -1,5 +1,6 @@
 """Files written whole or not at all: to a temporary file beside the target, flushed to disk and
 renamed into place, so a kill or a full disk at any moment leaves the previous file intact."""
+import io
 import os
 import shutil
 import tempfile
@@ -7,7 +8,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["atomic_write", "atomic_save", "atomic_copy"]
+__all__ = ["atomic_write", "atomic_serialize", "atomic_save", "atomic_copy"]
 
 
 def atomic_write(path: str, write: Callable) -> None:
@@ -24,9 +25,11 @@ def atomic_write(path: str, write: Callable) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            e.filename = path  # the user's name for what could not be written
         raise
     _fsync_dir(folder)
 
@@ -37,9 +40,19 @@ def _umask() -> int:
     return mask
 
 
+def atomic_serialize(path: str, write: Callable) -> None:
+    """``write(f)`` into memory, then its bytes to ``path`` atomically. For torch's zip writer
+    (torch.save, torch.export.save): it reports a failed write (a full disk) as a RuntimeError
+    without an errno, or aborts the process from a destructor; from memory, the disk is written
+    by Python, whose OSError says what happened. Costs one copy of the file in memory."""
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
 def atomic_save(obj: object, path: str) -> None:
     """torch.save ``obj`` to ``path`` atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_serialize(path, lambda f: torch.save(obj, f))
 
 
 def atomic_copy(src: str, dst: str) -> None:

@@ -1,5 +1,6 @@
 """A script's ``main`` run as a command: one clear line on stderr and an exit code for every
 expected failure (a flag, a folder, the data, a checkpoint, a diverged loss, a signal)."""
+import errno
 import os
 import sys
 from typing import Callable, Optional
@@ -20,6 +21,8 @@ __all__ = ["EXIT_CODES", "run_main"]
 
 EXIT_CODES = {UsageError: 2, FolderError: 2, DataError: 1, CheckpointError: 1,
               MalformedRecord: 1, NonFiniteLoss: 1, LogError: 1, distributed.SlurmError: 2}
+# A write that found no room: the disk full, the quota spent, a file-size limit reached.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _say(line: str) -> None:
@@ -51,6 +54,14 @@ def run_main(main: Callable, argv: Optional[list] = None) -> object:
     except tuple(EXIT_CODES) as e:
         _say(f"error: {e}")
         sys.exit(EXIT_CODES.get(type(e), 1))
+    except OSError as e:
+        if e.errno not in NO_ROOM:
+            raise
+        # Every file is written whole or not at all (utils.atomic): what was there is intact.
+        _say(f"error: cannot write {e.filename or 'a file'}: {e.strerror}; the files written "
+             f"before are intact: free some space, then run again (a training run goes on from "
+             f"its last checkpoint with --resume)")
+        sys.exit(1)
     finally:
         left_group = distributed.cleanup(synchronize=finished)
     if left_group:

@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # runs write files; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..atomic import atomic_write  # noqa: E402
 from ..progress import plural  # noqa: E402
 
 __all__ = ["LogError", "picture_formats", "check_output", "draw_figure", "Logger", "LoggerMonitor",
@@ -25,7 +26,11 @@ __all__ = ["LogError", "picture_formats", "check_output", "draw_figure", "Logger
 
 
 def savefig(fname: str, dpi: Optional[int] = None) -> None:
-    plt.savefig(fname, dpi=150 if dpi is None else dpi, bbox_inches="tight")
+    """The current figure as ``fname``, in the format its extension names, written whole or not
+    at all (a full disk leaves the previous picture)."""
+    extension = os.path.splitext(fname)[1].lstrip(".").lower() or None
+    atomic_write(fname, lambda f: plt.savefig(f, format=extension, dpi=150 if dpi is None else dpi,
+                                              bbox_inches="tight"))
 
 
 class LogError(Exception):
