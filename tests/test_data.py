@@ -11,7 +11,7 @@ from builders import (make_cifar_pickles, make_idx_dataset, make_image_folder, m
                       read_log_rows, write_mat)
 from utils.data.datasets import dataset_stats, load_dataset
 from utils.data.errors import DataError
-from utils.data.raw_formats import read_idx, read_mat
+from utils.data.raw_formats import FormatError, read_idx, read_mat
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST"),
@@ -29,6 +29,55 @@ def test_idx_datasets_load_padded_and_grey_repeated(tmp_path, name, folder, gz):
     assert torch.equal(train.images[:, 1], train.images[:, 0])
     assert train.images[:, :, :2].sum() == 0 and train.images[:, :, :, 30:].sum() == 0
     assert train.labels.tolist() == [i % 10 for i in range(12)]
+
+
+def test_a_gzipped_idx_is_expanded_no_further_than_its_header_promises(tmp_path):
+    """A 4-value header over 64 MiB of zeros that gzip holds in 64 KiB: refused having read
+    only what the header declares and one byte more."""
+    import gzip
+    import struct
+    import tracemalloc
+    path = str(tmp_path / "labels-idx1-ubyte.gz")
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">BBBBI", 0, 0, 0x08, 1, 4))
+        for _ in range(64):
+            f.write(bytes(2 ** 20))
+    tracemalloc.start()
+    with pytest.raises(FormatError, match="says 4 values of 1 bytes .4 bytes., the file holds "
+                                          "more than 4 after the header"):
+        read_idx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2 ** 20, f"{peak:,} bytes held while refusing"
+
+
+def test_a_plain_idx_promising_more_than_it_holds_is_refused_before_reading(tmp_path):
+    import struct
+    path = tmp_path / "images-idx3-ubyte"
+    path.write_bytes(struct.pack(">BBBB3I", 0, 0, 0x08, 3, 60000, 1000, 1000) + bytes(10))
+    with pytest.raises(FormatError, match=r"\(60,000,000,000 bytes\), the file holds 10 after"):
+        read_idx(str(path))
+
+
+def test_idx_and_pickle_readers_refuse_what_is_not_a_regular_file(tmp_path):
+    from utils.data.files import NotRegularFile
+    from utils.data.raw_formats import read_cifar_pickle
+    fifo = str(tmp_path / "train-labels-idx1-ubyte")
+    os.mkfifo(fifo)  # opened for reading, a FIFO would wait for a writer for ever
+    for read in (read_idx, read_mat, read_cifar_pickle):
+        with pytest.raises(NotRegularFile, match="is not a regular file .a FIFO, device or"):
+            read(fifo)
+    with pytest.raises(NotRegularFile):
+        read_idx("/dev/zero")
+
+
+def test_a_corrupt_gzip_idx_is_a_format_error(tmp_path):
+    import gzip
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    good = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 200]) + bytes(200))
+    path.write_bytes(good[:20] + b"\xff" * 20 + good[40:])
+    with pytest.raises((FormatError, OSError, EOFError)):
+        read_idx(str(path))
 
 
 def test_svhn_mat_files_load_with_label_10_as_digit_0(tmp_path):

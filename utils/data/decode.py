@@ -11,7 +11,6 @@ that needs it says so in one line (``require_torchcodec``).
 """
 import io
 import os
-import stat
 from typing import Optional
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from .errors import DataError
+from .files import NotRegularFile, open_regular
 
 __all__ = ["MissingDecoder", "require_torchcodec", "read_bytes", "decode_file", "decode_batch",
            "is_jpeg", "pil_rgb", "unreadable_image", "WIDE_MODES"]
@@ -62,14 +62,14 @@ def _file_bytes(path: str) -> bytearray:
     """The bytes of an image file: a regular file only (a FIFO would block the reader for
     ever, a device such as /dev/zero never end), of at most MAX_IMAGE_BYTES."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        f = open_regular(path)
+    except NotRegularFile:
+        raise DataError(f"cannot read image {path}: not a regular file (a FIFO, device or "
+                        f"socket)") from None
     except OSError as e:
         raise DataError(f"cannot read image {path}: {e.strerror or e}") from e
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise DataError(f"cannot read image {path}: not a regular file (a FIFO, device or "
-                            f"socket)")
+    with f:
+        info = os.fstat(f.fileno())
         if info.st_size > MAX_IMAGE_BYTES:
             raise DataError(f"cannot read image {path}: {info.st_size:,} bytes, more than "
                             f"{MAX_IMAGE_BYTES:,}")

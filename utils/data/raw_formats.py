@@ -4,11 +4,15 @@ data and numpy arrays), IDX (MNIST, Fashion-MNIST, KMNIST; plain or gzipped) and
 (SVHN, which torchvision reads through scipy; a few dozen lines here spare every user that
 install)."""
 import gzip
+import os
 import pickle
 import struct
 import zlib
+from typing import Optional
 
 import numpy as np
+
+from .files import open_regular
 
 __all__ = ["FormatError", "read_idx", "read_mat", "read_cifar_pickle"]
 
@@ -55,7 +59,7 @@ def read_cifar_pickle(path: str) -> dict:
     """A CIFAR python batch file (data_batch_1, test_batch, batches.meta, train, meta, ...) as a
     dict with str keys. The official files were pickled by Python 2 (bytes keys, latin-1 text);
     re-encodings are often Python 3's. Never runs code from the file (_DataOnlyUnpickler)."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         batch = _DataOnlyUnpickler(f, encoding="bytes").load()
     if not isinstance(batch, dict):
         raise FormatError(f"expected a dict, found {type(batch).__name__}")
@@ -67,26 +71,45 @@ IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4
 
 def read_idx(path: str) -> np.ndarray:
     """An IDX file (http://yann.lecun.com/exdb/mnist/) as a numpy array: 2 zero bytes, a type
-    byte, a dimension count, big-endian uint32 sizes, then the values in C order."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] or data[1] or data[2] not in IDX_TYPES:
+    byte, a dimension count, big-endian uint32 sizes, then the values in C order. The header is
+    read and checked first, then exactly the bytes it declares (and one more, to tell a longer
+    file): a gzipped file is never expanded past what its header promises."""
+    with open_regular(path) as raw:
+        if path.endswith(".gz"):
+            f, size = gzip.GzipFile(fileobj=raw, mode="rb"), None
+        else:
+            f, size = raw, os.fstat(raw.fileno()).st_size
+        try:
+            return _read_idx_stream(f, path, size)
+        except zlib.error as e:
+            raise FormatError(f"{path}: its gzip stream is corrupt ({e})") from e
+
+
+def _read_idx_stream(f, path: str, size: Optional[int]) -> np.ndarray:
+    """The IDX array of stream ``f`` (of ``size`` bytes where known: a plain file's is, and a
+    header promising more than the file holds is refused before the read would ask for it)."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] or magic[1] or magic[2] not in IDX_TYPES:
         raise FormatError(f"{path} is not an IDX file")
-    ndim, dtype = data[3], np.dtype(IDX_TYPES[data[2]])
-    header = 4 + 4 * ndim
+    ndim, dtype = magic[3], np.dtype(IDX_TYPES[magic[2]])
     if ndim == 0:
         raise FormatError(f"{path}: its IDX header declares no dimensions")
-    if len(data) < header:
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise FormatError(f"{path}: its IDX header declares {ndim} dimensions, more sizes than "
-                          f"its {len(data)} bytes hold")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
+                          f"its {4 + len(sizes)} bytes hold")
+    shape = struct.unpack(f">{ndim}I", sizes)
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if expected != len(data) - header:
+    held = None if size is None else size - 4 - 4 * ndim
+    data = f.read(expected + 1) if held in (None, expected) else b""
+    if held is None:  # a gzip stream: its length is known once read, up to one byte past
+        held = len(data)
+    if held != expected:
+        said = f"{held:,}" if held < expected or size is not None else f"more than {expected:,}"
         raise FormatError(f"{path}: its IDX header says {' x '.join(map(str, shape))} values of "
                           f"{dtype.itemsize} bytes ({expected:,} bytes), the file holds "
-                          f"{len(data) - header:,} after the header")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).copy()
+                          f"{said} after the header")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
 
 
 # MATLAB 5 data types (MAT-File Format, table 1-1) and their numpy equivalents.
@@ -127,7 +150,7 @@ def _matrix(payload, order):
 
 def read_mat(path: str) -> dict[str, np.ndarray]:
     """The numeric arrays of a MATLAB 5 (.mat v5-v7, not v7.3/HDF5) file, by name."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         data = f.read()
     if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
         raise FormatError(f"{path} is not a MATLAB 5 .mat file")

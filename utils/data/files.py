@@ -1,0 +1,25 @@
+"""Opening a user's data file for reading: regular files only, refused before a byte is read.
+
+A FIFO among the data would block its reader for ever, and a link to a device such as
+/dev/zero would never end; neither is data. The open itself is non-blocking, since opening a
+FIFO for reading waits for a writer."""
+import os
+import stat
+from typing import BinaryIO
+
+__all__ = ["NotRegularFile", "open_regular"]
+
+
+class NotRegularFile(OSError):
+    """A path that is a FIFO, a device, a socket or a folder rather than a file of data."""
+
+
+def open_regular(path: str) -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file (after links); else
+    NotRegularFile, whose message says so. Other failures are open()'s OSError."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise NotRegularFile(f"{path} is not a regular file (a FIFO, device or socket)")
+    return f
