@@ -104,7 +104,8 @@ def parser() -> argparse.ArgumentParser:
                          default=5000, range=count(1)))
     add(pipeline, option(("--data",), "imagenet: imagenet.py's --data (train/ and val/ image "
                                       "folders)"))
-    add(pipeline, NPZ)
+    add(pipeline, option(("--npz",), "imagenet without --data: the CIFAR-10 JPEG archive its "
+                                     "JPEGs are made from (default: the shared one)"))
     add(pipeline, option(("--workers",), "imagenet: loader workers", kind=int, default=8,
                          range=count(0, 256)))
     add(pipeline, option(("--device-decode",), "imagenet: also time --decode device (decoding "
@@ -145,6 +146,11 @@ def main(argv: Optional[list] = None) -> None:
         args.timing = Timing(args.warmup, args.windows, args.steps)
     if args.command not in COMMANDS and model_flags:
         top.error(f"unrecognized arguments: {' '.join(model_flags)}")
+    if args.command == "pipeline" and args.npz is not None and (
+            args.pipeline == "cifar" or args.data is not None):
+        top.error("--npz does not apply to " + (
+            "pipeline cifar, which times random images" if args.pipeline == "cifar" else
+            "pipeline imagenet with --data, which times the images there"))
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         args.scratch = scratch
         if args.command in COMMANDS:

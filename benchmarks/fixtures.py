@@ -4,8 +4,11 @@ tree of upscaled JPEGs."""
 import io
 import os
 import pickle
+import zipfile
 
 import numpy as np
+
+from utils.messages import first_line
 
 __all__ = ["SHARED_NPZ", "require_archive", "real_cifar", "write_cifar_folder",
            "synthetic_imagenet"]
@@ -25,14 +28,23 @@ def real_cifar(npz: str, split: str, count: int) -> tuple:
     """The first ``count`` images of a split of the CIFAR-10 JPEG archive, round-robin over the
     classes (so any prefix is balanced), decoded: (uint8 N x 32 x 32 x 3, labels, class names)."""
     from PIL import Image
-    archive = np.load(npz)
-    jpeg, offsets = archive[f"{split}_jpeg"], archive[f"{split}_offsets"]
-    labels = archive[f"{split}_labels"].astype(np.int64)
+    try:
+        archive = np.load(npz)  # allow_pickle stays False: a pickle or object array is refused
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"it holds one {type(archive).__name__}, not named arrays")
+        with archive:
+            jpeg, offsets, labels, classes = (archive[f"{split}_jpeg"],
+                                              archive[f"{split}_offsets"],
+                                              archive[f"{split}_labels"], archive["classes"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise SystemExit(f"error: {npz} is not the CIFAR-10 JPEG archive (arrays {split}_jpeg, "
+                         f"{split}_offsets, {split}_labels, classes): {first_line(e)}") from e
+    labels = labels.astype(np.int64)
     per_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     order = [i for group in zip(*per_class) for i in group][:count]
     images = np.stack([np.asarray(Image.open(io.BytesIO(
         jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB")) for i in order])
-    return images, labels[order], [str(c) for c in archive["classes"]]
+    return images, labels[order], [str(c) for c in classes]
 
 
 def write_cifar_folder(npz: str, out: str, train: int, test: int) -> str:

@@ -20,7 +20,7 @@ from utils.scripts import cifar_flags, imagenet_flags
 from utils.session.stages import read_settings
 from utils.settings.values import IMAGENET_MEAN, IMAGENET_STD
 
-from .fixtures import require_archive, synthetic_imagenet
+from .fixtures import SHARED_NPZ, require_archive, synthetic_imagenet
 from .timing import sync
 
 __all__ = ["BENCH_POLICIES", "time_passes", "bench_pipeline", "ReferenceLoader", "DecodeOnly"]
@@ -131,8 +131,9 @@ def bench_imagenet_pipeline(args, device: torch.device) -> None:
     reference's."""
     data = args.data
     if data is None:
-        require_archive(args.npz, "pipeline imagenet without --data")
-        data = synthetic_imagenet(args.npz, os.path.join(args.scratch, "jpegs"), args.images)
+        npz = args.npz or SHARED_NPZ
+        require_archive(npz, "pipeline imagenet without --data")
+        data = synthetic_imagenet(npz, os.path.join(args.scratch, "jpegs"), args.images)
     paths = ["default", "pil"] + (["device"] if args.device_decode else [])
     contenders = {"train": {}, "val": {}}
     for split in ("train", "val"):

@@ -99,3 +99,54 @@ def test_every_bench_option_shows_its_default(command, capsys):
     for option, text in options.items():
         if option != "-h":
             assert "(default: " in text, (command, option, text)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pipeline", "cifar", "--npz", "x.npz"], "--npz does not apply to pipeline cifar, which "
+                                              "times random images"),
+    (["pipeline", "imagenet", "--data", "d", "--npz", "x.npz"],
+     "--npz does not apply to pipeline imagenet with --data"),
+], ids=["cifar", "imagenet-data"])
+def test_bench_refuses_an_npz_it_would_not_read(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def write_npz_like(path, kind):
+    import pickle
+
+    import numpy as np
+    if kind == "missing":
+        return path
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps({"train_jpeg": b"x"}))
+    elif kind == "keys":
+        np.savez(path, train_jpeg=np.zeros(3, np.uint8))
+    elif kind == "objects":
+        np.savez(path, train_jpeg=np.array([b"a", None], dtype=object),
+                 train_offsets=np.zeros(2), train_labels=np.zeros(1), classes=np.array(["a"]))
+    elif kind == "npy":
+        np.save(path, np.zeros(3))
+        os.replace(str(path) + ".npy", path)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "needs the CIFAR-10 JPEG archive"),
+    ("pickle", "is not the CIFAR-10 JPEG archive"),
+    ("keys", "is not the CIFAR-10 JPEG archive (arrays train_jpeg, train_offsets, train_labels, "
+             "classes): "),
+    ("objects", "is not the CIFAR-10 JPEG archive"),
+    ("npy", "it holds one ndarray, not named arrays"),
+])
+def test_a_missing_or_malformed_archive_is_one_line(tmp_path, kind, message):
+    import subprocess
+    import sys
+    npz = write_npz_like(tmp_path / "a.npz", kind)
+    done = subprocess.run([sys.executable, "bench.py", "pipeline", "imagenet", "--npz", str(npz),
+                           "--images", "4", "--workers", "0", "--windows", "1"],
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
