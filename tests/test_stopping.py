@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from builders import REPO, make_cifar_pickles
-from utils.train.stopping import ImmediateStop, StopSignal
+from utils.records.run_folder import FolderUse, RunFolder, check_folder
+from utils.train.stopping import (ImmediateStop, StopSignal, StoppedOutsideTraining,
+                                  stop_outside_training)
 
 
 def deliver(sig, times=1):
@@ -81,11 +83,70 @@ def test_a_second_signal_in_one_long_step_stops_the_run_with_a_line(tmp_path, si
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.strip()
             and not line.startswith("warning: ")] == [
-        f"=> stopped at once by a second {sig.name}: the steps since the last checkpoint are "
-        f"not saved; --resume continues from that checkpoint"]
+        f"=> stopped at once by a second {sig.name}, before the run's first checkpoint: there "
+        f"is nothing to resume; the same command starts the run over"]
     assert time.monotonic() - started < 60
     leftovers = [n for n in os.listdir(run) if n.endswith(".tmp")] if os.path.isdir(run) else []
     assert leftovers == []
+    # As the line says: a --resume finds nothing and says so, and the same command is let in.
+    resumed = subprocess.run([sys.executable, os.path.join(REPO, "cifar.py"), "--resume", run],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 1 and resumed.stderr.strip().endswith(
+        f"error: {run} holds a run stopped before its first checkpoint: there is nothing to "
+        f"resume; run its command again without --resume to start it over"), resumed.stderr
+    check_folder(run, fresh=True, replace=False)  # no "holds a run"
+    with RunFolder(FolderUse(run), ["cifar.py"]):
+        assert os.listdir(run) == [".lock"]  # its record and empty log are taken up
+
+
+def test_a_second_signal_after_a_checkpoint_points_to_it(tmp_path):
+    proc, run = long_step_run(tmp_path)
+    os.killpg(proc.pid, signal.SIGTERM)  # the first stops after the step, saving its place
+    proc.communicate(timeout=120)
+    resumed = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "cifar.py"), "--resume", run, "--no-progress"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    for line in resumed.stdout:
+        if line.startswith("Epoch: [1"):
+            break
+    time.sleep(0.5)
+    os.killpg(resumed.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.killpg(resumed.pid, signal.SIGTERM)
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 143 and ("--resume continues from that checkpoint" in err
+                                          or "its place in the epoch was saved" in err), err
+
+
+def test_a_stop_signal_outside_the_training_loop_ends_the_run_with_a_line():
+    with pytest.raises(StoppedOutsideTraining, match="stopped by SIGTERM outside the training "
+                                                     "loop .while the data loads, say.: no "
+                                                     "training step was lost"):
+        with stop_outside_training():
+            deliver(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+
+
+def test_sigterm_while_the_data_loads_is_one_line(tmp_path):
+    from builders import make_image_folder
+    root = make_image_folder(str(tmp_path / "f"), splits=(("train", 1500), ("test", 10)))
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "cifar.py"), "-a", "resnet", "--depth", "8",
+         "--data", root, "--no-progress", "-c", str(tmp_path / "run"), "-j", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("==> Preparing dataset"):
+            break
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert "Epoch: [1" not in out, "the data loaded before the signal came: use more images"
+    assert proc.returncode == 143, err
+    assert [line for line in err.splitlines() if line.strip()
+            and not line.startswith("warning: ")] == [
+        "=> stopped by SIGTERM outside the training loop (while the data loads, say): no "
+        "training step was lost"]
 
 
 def test_sighup_saves_the_place_and_exits_129(tmp_path):

@@ -15,7 +15,8 @@ from .settings.resume import MalformedRecord
 from .stop_signals import SIGNAL_EXIT_CODES
 from .train.checkpoint import CheckpointError
 from .train.engine import NonFiniteLoss
-from .train.stopping import ImmediateStop, TrainingInterrupted
+from .train.stopping import (ImmediateStop, StoppedOutsideTraining, TrainingInterrupted,
+                             stop_outside_training)
 
 __all__ = ["EXIT_CODES", "run_main"]
 
@@ -40,9 +41,10 @@ def run_main(main: Callable, argv: Optional[list] = None) -> object:
     finished, result = False, None
     try:
         distributed.adopt_slurm_environment()  # srun without torchrun: ranks from SLURM
-        result = main(argv)
+        with stop_outside_training():
+            result = main(argv)
         finished = True
-    except (TrainingInterrupted, ImmediateStop) as e:
+    except (TrainingInterrupted, ImmediateStop, StoppedOutsideTraining) as e:
         _say(f"\n=> {e}")
         sys.exit(SIGNAL_EXIT_CODES[e.signame])
     except RunFinished as e:  # --auto-resume of a finished run: nothing to do, no error

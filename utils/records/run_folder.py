@@ -73,6 +73,27 @@ def holds_run(folder: str) -> list:
     return _matches(folder, RUN_FILES) if os.path.isdir(folder) else []
 
 
+# What a run has written when it stops before its first checkpoint: its record and its log's
+# header, nothing a --resume could continue.
+BEFORE_FIRST_CHECKPOINT = ("run.json", "log.txt")
+
+
+def stopped_before_first_checkpoint(folder: str, files: Sequence[str]) -> bool:
+    """Whether ``files`` (holds_run's) are those of a run stopped before it saved anything to
+    continue from: only run.json and a log.txt of no rows. A fresh run takes such a folder up
+    (the same command again) without --replace."""
+    names = {os.path.basename(path) for path in files}
+    if not names or not names <= set(BEFORE_FIRST_CHECKPOINT):
+        return False
+    try:
+        with open(os.path.join(folder, "log.txt"), "rb") as f:
+            return len(f.read(1 << 16).splitlines()) <= 1  # a header at most
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def lock_holder(folder: str) -> Optional[str]:
     """Who holds ``folder``'s lock now ("pid N on HOST since T: COMMAND"), or None when nobody
     does (no lock file, or one left by a run that has ended)."""
@@ -149,7 +170,7 @@ def check_folder(folder: str, fresh: bool, replace: bool) -> None:
         raise _in_use(folder, holder)
     if fresh and not replace:
         files = holds_run(folder)
-        if files:
+        if files and not stopped_before_first_checkpoint(folder, files):
             raise _holds_a_run(folder, files)
 
 
@@ -215,13 +236,16 @@ class RunFolder:
             print(f"==> removed what a killed save left in {self.folder}: "
                   f"{', '.join(os.path.basename(p) for p in leftovers)}")
         files = holds_run(self.folder) if self.fresh else []
-        if files and not self.replace:
+        never_saved = stopped_before_first_checkpoint(self.folder, files)
+        if files and not self.replace and not never_saved:
             raise _holds_a_run(self.folder, files)
         for path in files:
             os.remove(path)
         if files:
-            print(f"==> --replace: removed the previous run's "
-                  f"{', '.join(os.path.basename(p) for p in files)} from {self.folder}")
+            names = ', '.join(os.path.basename(p) for p in files)
+            print(f"==> {self.folder} held a run stopped before its first checkpoint ({names}): "
+                  f"starting it over" if never_saved and not self.replace else
+                  f"==> --replace: removed the previous run's {names} from {self.folder}")
 
     def release(self) -> None:
         """Let the folder go: the lock file is removed (while still held, so no other run can

@@ -27,6 +27,7 @@ from ..train.fine_tune import InitialWeights
 from ..train.plan import (CheckpointPolicy, EpochPosition, PreparedModel, StartPoint,
                           TrainPlan)
 from ..train.recipe import Recipe, apply_hyperparameters
+from ..train.stopping import ImmediateStop
 from .auto_resume import auto_resume
 from .report import score_test_split
 
@@ -246,6 +247,10 @@ def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: 
         board = open_board(plan, loaders, recipe, fields) if log is not None else None
         try:
             result = fit(model, loaders, recipe, plan, log, fields, board)
+        except ImmediateStop as e:
+            if os.path.isfile(os.path.join(plan.folder.path, "checkpoint.pth.tar")):
+                raise
+            raise ImmediateStop(e.signame, checkpointed=False) from None
         finally:
             if log is not None:
                 log.close()

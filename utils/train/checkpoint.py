@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ..atomic import atomic_copy, atomic_save
 from ..messages import first_line
+from ..records.run_folder import holds_run, stopped_before_first_checkpoint
 from ..seeding import rng_state, set_rng_state
 from .recipe import Recipe
 
@@ -77,9 +78,15 @@ def _nearly_full(folder: str, margin: int = 64 * 2 ** 20) -> bool:
 
 def resolve_checkpoint_path(path: str) -> str:
     """A checkpoint file, or a run folder holding checkpoint.pth.tar."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "checkpoint.pth.tar")
+    folder = path if os.path.isdir(path) else None
+    if folder is not None:
+        path = os.path.join(folder, "checkpoint.pth.tar")
     if not os.path.isfile(path):
+        files = holds_run(folder) if folder is not None else []
+        if files and stopped_before_first_checkpoint(folder, files):
+            raise CheckpointError(f"{folder} holds a run stopped before its first checkpoint: "
+                                  f"there is nothing to resume; run its command again without "
+                                  f"--resume to start it over")
         raise CheckpointError(f"no checkpoint found at {path}")
     return path
 

@@ -25,7 +25,8 @@ from .. import distributed
 from ..stop_signals import STOP_SIGNAL_NAMES, STOP_SIGNALS
 from .meters import Meters
 
-__all__ = ["TrainingInterrupted", "ImmediateStop", "StopSignal", "StepControl"]
+__all__ = ["TrainingInterrupted", "ImmediateStop", "StoppedOutsideTraining",
+           "stop_outside_training", "StopSignal", "StepControl"]
 
 
 class TrainingInterrupted(Exception):
@@ -51,10 +52,53 @@ class ImmediateStop(BaseException):
     """A second signal: the run ends now, without a checkpoint of the steps since the last
     one. A BaseException, as KeyboardInterrupt, so no ``except Exception`` swallows it."""
 
-    def __init__(self, signame: str):
-        super().__init__(f"stopped at once by a second {signame}: the steps since the last "
-                         f"checkpoint are not saved; --resume continues from that checkpoint")
+    def __init__(self, signame: str, checkpointed: bool = True):
+        """``checkpointed``: whether the run's folder holds a checkpoint to continue from."""
+        super().__init__(
+            f"stopped at once by a second {signame}: the steps since the last checkpoint are "
+            f"not saved; --resume continues from that checkpoint" if checkpointed else
+            f"stopped at once by a second {signame}, before the run's first checkpoint: there "
+            f"is nothing to resume; the same command starts the run over")
         self.signame = signame
+
+
+class StoppedOutsideTraining(BaseException):
+    """A stop signal before the training loop began (while the data loads, say) or after it
+    ended: no step is lost, and the run ends with a line instead of dying silently."""
+
+    def __init__(self, signame: str):
+        super().__init__(f"stopped by {signame} outside the training loop (while the data "
+                         f"loads, say): no training step was lost")
+        self.signame = signame
+
+
+@contextlib.contextmanager
+def stop_outside_training() -> Iterator[None]:
+    """SIGTERM, SIGHUP and SIGUSR1 raise StoppedOutsideTraining in this process while the
+    block runs and the training loop's own StopSignal does not hold them (SIGINT already raises
+    KeyboardInterrupt). A process forked from this one (a loader worker before it sets its
+    own handlers) still dies of the signal, as it would have."""
+    owner = os.getpid()
+
+    def handle(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise StoppedOutsideTraining(signal.Signals(signum).name)
+
+    previous = {}
+    try:
+        for sig in STOP_SIGNALS:
+            if sig != signal.SIGINT:
+                previous[sig] = signal.signal(sig, handle)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StopSignal:
