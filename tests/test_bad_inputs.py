@@ -59,6 +59,23 @@ class RunsCode:
         return os.system, ("touch code-ran",)
 
 
+@pytest.mark.parametrize("script", ["cifar", "export"])
+def test_a_checkpoint_that_names_code_is_refused_without_advice_to_run_it(good, tmp_path, capsys,
+                                                                          monkeypatch, script):
+    import export
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "c.pth.tar")
+    torch.save({"state_dict": {"w": torch.ones(1)}, "args": RunsCode()}, path)
+    main, argv = ((cifar.main, ["--resume", path, "--data", good]) if script == "cifar" else
+                  (export.main, ["--resume", path, "-o", str(tmp_path / "m.pt2")]))
+    code, line = one_line_failure(main, argv, capsys)
+    assert code == 1 and line == (
+        f"error: checkpoint {path} names posix.system, which no checkpoint holds (code, or an "
+        f"object of another program): refused without running it; a checkpoint holds only "
+        f"tensors, numbers, text and containers")
+    assert "weights_only" not in line and not (tmp_path / "code-ran").exists()
+
+
 @pytest.mark.parametrize("dataset, victim", [("cifar10", "data_batch_1"),
                                              ("cifar10", "batches.meta"),
                                              ("cifar100", "train")])

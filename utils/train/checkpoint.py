@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import math
 import os
+import pickle
 import re
 import shutil
 from typing import Any, NamedTuple, Optional, Union
@@ -97,6 +98,14 @@ def read_checkpoint(path: str) -> "Checkpoint":
     path = resolve_checkpoint_path(path)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False, which would run what the file names.
+        named = re.search(r"GLOBAL (\S+)", str(e))
+        what = f"names {named.group(1)}" if named else "holds objects"
+        raise CheckpointError(f"checkpoint {path} {what}, which no checkpoint holds (code, or "
+                              f"an object of another program): refused without running it; "
+                              f"a checkpoint holds only tensors, numbers, text and "
+                              f"containers") from e
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not a "
                               f"PyTorch file): {type(e).__name__}: {first_line(e)}") from e
