@@ -74,6 +74,15 @@ def test_train_batch_must_divide(data, tmp_path):
     assert result.stderr.count("does not divide") == 1  # rank 0 speaks for both
 
 
+def test_a_flag_error_is_printed_once(data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(REPO, "cifar.py"), "--epochs", "many", "--data", data]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count("argument --epochs: invalid int value: 'many'") == 1, result.stderr
+    assert result.stderr.count("usage: cifar.py") == 1
+
+
 def test_a_signal_to_one_rank_stops_both_after_the_same_step(data, tmp_path):
     """The ranks agree on the step to stop after; otherwise the other one would wait forever in
     the next step's all-reduce."""

@@ -110,7 +110,7 @@ class ScriptFlags:
         self.flags = {flag.name: flag for flag in shared + tuple(spec.own_flags)}
         self.model_flags = {name: flag for name, flag in self.flags.items()
                             if flag.group == "model"}
-        self.parser = argparse.ArgumentParser(prog=spec.script, description=spec.description,
+        self.parser = OneVoiceParser(prog=spec.script, description=spec.description,
                                               epilog=spec.examples,
                                               formatter_class=argparse.RawDescriptionHelpFormatter,
                                               allow_abbrev=False)
@@ -161,7 +161,7 @@ class ScriptFlags:
         They are checked as a run checks them; no other flag is read or required (a run's
         --data, say)."""
         model = self.model_flags
-        parser = argparse.ArgumentParser(prog=self.script, allow_abbrev=False)
+        parser = OneVoiceParser(prog=self.script, allow_abbrev=False)
         for flag in model.values():
             parser.add_argument(*flag.names, **self._argparse(flag))
         values = vars(parser.parse_args(list(argv)))
@@ -178,7 +178,7 @@ class ScriptFlags:
         normalisation; the defaults for a script without those flags or a checkpoint from
         before them), checked as a run checks them: for export.py and predict.py."""
         views = {name: flag for name, flag in self.flags.items() if flag.target == "views"}
-        parser = argparse.ArgumentParser(prog=self.script, allow_abbrev=False)
+        parser = OneVoiceParser(prog=self.script, allow_abbrev=False)
         for flag in views.values():
             parser.add_argument(*flag.names, **self._argparse(flag))
         values = vars(parser.parse_args([]))
@@ -315,6 +315,16 @@ def resolve_pair(constructor: Callable, values: dict) -> None:
         values["norm"] = norm
     if values["ws"] is None:
         values["ws"] = ws
+
+
+class OneVoiceParser(argparse.ArgumentParser):
+    """argparse's parser, speaking from one process: under torchrun every process parses the
+    same command line and meets the same flag error, and rank 0's usage line, help and error
+    are the run's (each process still exits 2)."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        if os.environ.get("RANK", "0") == "0":
+            super()._print_message(message, file)
 
 
 def with_recorded_pair(resumed: Resumed, archs: dict) -> Resumed:
