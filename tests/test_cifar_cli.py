@@ -334,6 +334,19 @@ def test_resume_without_data_reads_the_data_the_run_was_trained_on(tmp_path, cap
     assert "--data DIR" in line
 
 
+def test_resume_loads_as_the_run_did_and_warns_of_another_loader(official, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    cifar.main(["-a", "resnet", "--depth", "8", "--data", official, "--epochs", "1",
+                "--loader", "dataloader", "-c", run] + FAST)
+    capsys.readouterr()
+    cifar.main(["--resume", run, "--epochs", "2"] + FAST)
+    assert "==> --resume: loading as the run did, --loader dataloader" in capsys.readouterr().out
+    cifar.main(["--resume", run, "--epochs", "3", "--loader", "device"] + FAST)
+    assert ("warning: --loader device: the run was trained with --loader dataloader; its batches "
+            "are drawn differently, so the resumed run is not the run continued exactly"
+            ) in capsys.readouterr().err
+
+
 def test_imagenet_py_needs_data_unless_it_resumes(tmp_path, capsys):
     import imagenet
     code, line = one_line_failure(imagenet.main, ["-a", "resnet18", "-c", str(tmp_path / "r")],

@@ -8,6 +8,7 @@ import operator
 
 import models
 
+from .data.cifar import LOADERS
 from .data.datasets import DATASETS
 from .data.folder_loaders import DECODE_PATHS
 from .settings.flags import ScriptFlags, ScriptSpec
@@ -30,7 +31,7 @@ CIFAR_FLAGS = (
     Flag(("--loader",), "data", "device: whole dataset on the training device, batched "
                                 "augmentation (default); dataloader: per-image torchvision "
                                 "transforms in --workers processes",
-         default="device", choices=("device", "dataloader"), into="data.loader"),
+         default=LOADERS[0], choices=LOADERS, into="data.loader"),
     Flag(("--block-name",), "model", "ResNet/PreResNet block: BasicBlock (depth 6n+2) or "
                                      "Bottleneck (depth 9n+2)",
          default="BasicBlock", into="options.block_name"),

@@ -12,7 +12,11 @@ from .loaders import (ArrayImages, BatchFormat, CropFlip, DeviceLoader, EpochBat
 from .policies import torchvision_transform
 from .splits import held_out_split
 
-__all__ = ["cifar_loaders"]
+# cifar.py's --loader: the dataset on the training device with batched augmentation, or a
+# DataLoader of per-image torchvision transforms. Their draws differ, so a run keeps its own.
+LOADERS = ("device", "dataloader")
+
+__all__ = ["LOADERS", "cifar_loaders"]
 
 
 def cifar_loaders(train_set: ArrayDataset, test_set: ArrayDataset, data: DataSettings,

@@ -5,11 +5,13 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 from typing import NamedTuple, Optional
 
 import torch.nn as nn
 
 from .. import distributed
+from ..data.cifar import LOADERS
 from ..data.folder_loaders import DECODE_PATHS
 from ..data.loaders import BatchFormat, Loaders
 from ..records.board import Board, require_tensorboard
@@ -60,30 +62,43 @@ def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> ReadSettin
     return ReadSettings(flags.settings(parsed, resumed), checkpoint)
 
 
+# The loading flags a --resume takes from the run record when not written: the batches a run
+# draws depend on them (imagenet.py's decoder, cifar.py's loader), {flag: (verb, choices)}.
+LOADING_FLAGS = {"decode": ("decoding", DECODE_PATHS), "loader": ("loading", LOADERS)}
+
+
 def with_recorded_data(parsed: ParsedFlags, checkpoint: Checkpoint) -> ParsedFlags:
     """A --resume without --data reads the data the run was trained on (its run record names
-    the folder), and without --decode decodes it as the run did, saying so; a folder that is
-    gone is one line naming it and --data."""
-    if "data" in parsed.given:
-        return parsed
+    the folder), and without --decode / --loader loads it as the run did, saying so; a folder
+    that is gone is one line naming it and --data. Another --decode or --loader, written, is
+    taken with a warning: the resumed run's draws are then not those the run would have made."""
     run_flags = (checkpoint.run or {}).get("flags") or {}
-    recorded = run_flags.get("data") if isinstance(run_flags, dict) else None
-    if not isinstance(recorded, str) or not recorded:
+    if not isinstance(run_flags, dict):
         return parsed
-    if not os.path.exists(recorded):
-        raise UsageError(f"the run was trained on the data in {recorded}, which is not there "
-                         f"now: give its folder with --data DIR")
     main = os.environ.get("RANK", "0") == "0"
-    if recorded != parsed.values["data"] and main:
-        print(f"==> --resume: the data the run was trained on, {recorded} (--data DIR reads "
-              f"another)")
-    values = {**parsed.values, "data": recorded}
-    decode = run_flags.get("decode")  # imagenet.py: the decoder its images went through
-    if ("decode" in values and "decode" not in parsed.given and decode in DECODE_PATHS
-            and decode != values["decode"]):
-        values["decode"] = decode
-        if main:
-            print(f"==> --resume: decoding as the run did, --decode {decode}")
+    values = dict(parsed.values)
+    recorded = run_flags.get("data")
+    if "data" not in parsed.given and isinstance(recorded, str) and recorded:
+        if not os.path.exists(recorded):
+            raise UsageError(f"the run was trained on the data in {recorded}, which is not "
+                             f"there now: give its folder with --data DIR")
+        if recorded != values["data"] and main:
+            print(f"==> --resume: the data the run was trained on, {recorded} (--data DIR reads "
+                  f"another)")
+        values["data"] = recorded
+    for name, (verb, choices) in LOADING_FLAGS.items():
+        was = run_flags.get(name)
+        if name not in values or was not in choices or was == values[name]:
+            continue
+        flag = "--" + name
+        if name not in parsed.given:
+            values[name] = was
+            if main:
+                print(f"==> --resume: {verb} as the run did, {flag} {was}")
+        elif main:
+            print(f"warning: {flag} {values[name]}: the run was trained with {flag} {was}; its "
+                  f"batches are drawn differently, so the resumed run is not the run continued "
+                  f"exactly", file=sys.stderr)
     return dataclasses.replace(parsed, values=values)
 
 
