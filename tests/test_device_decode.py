@@ -104,3 +104,26 @@ def test_imagenet_py_trains_with_device_decoding(smooth_tree, tmp_path):
                    "--no-progress", "--manualSeed", "1"])
     _, rows = read_log_rows(os.path.join(run, "log.txt"))
     assert len(rows) == 1
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "val"])
+def test_only_the_crop_becomes_float_not_the_whole_image(smooth_tree, monkeypatch, train):
+    """A large photograph is cropped as uint8; converting it whole to float first would take
+    4 bytes a pixel (a 225-megapixel image: 2.7 GB) for pixels the crop throws away."""
+    import torchvision.transforms.v2.functional as TF
+    files = ImageFiles(os.path.join(smooth_tree, "train"))
+    plan = EpochBatches(len(files), 2, shuffle=True, seed=5)
+    loader = DeviceDecodeLoader(files, plan, "cpu", BatchFormat(IMAGENET_MEAN, IMAGENET_STD),
+                                DeviceView(train=train), workers=Workers(0))
+    resized = []
+    real_resize = TF.resize
+
+    def recording(image, *args, **kwargs):
+        resized.append((image.dtype, tuple(image.shape)))
+        return real_resize(image, *args, **kwargs)
+    monkeypatch.setattr(TF, "resize", recording)
+    big = torch.randint(0, 256, (3, 1200, 1600), dtype=torch.uint8)
+    view = loader.view(big, 0)
+    assert view.shape == (3, 224, 224) and view.dtype == torch.float32
+    (dtype, shape), = resized
+    assert dtype == torch.float32 and shape[1] * shape[2] < 1200 * 1600

@@ -67,22 +67,22 @@ class DeviceDecodeLoader(EpochLoader):
 
     def view(self, image: torch.Tensor, index: int) -> torch.Tensor:
         """The float32 (C, S, S) view of decoded ``image``, item ``index`` of the tree (S: the
-        views' training or evaluation crop)."""
+        views' training or evaluation crop). The box is cut from the uint8 image and only its
+        pixels become float: a 200-megapixel photograph is not converted whole."""
         views = self.views
-        image = image.float()
         mode = TF.InterpolationMode(views.interpolation)
         if not self.train:
             size = views.val_crop
             top, left, h, w = centre_box(image.shape[-2], image.shape[-1], views.val_resize, size)
-            return TF.resized_crop(image, top, left, h, w, [size, size], interpolation=mode,
-                                   antialias=True)
+            return TF.resize(TF.crop(image, top, left, h, w).float(), [size, size],
+                             interpolation=mode, antialias=True)
         # The draws of the other paths' RandomResizedCrop + RandomHorizontalFlip, in their order
         # and from the same seeded generator: every path crops and mirrors an image alike.
         with image_rng(self.batches.seed, self.batches.epoch, index):
             top, left, h, w, flip = crop_and_flip(image)
         size = views.train_crop
-        image = TF.resized_crop(image, top, left, h, w, [size, size], interpolation=mode,
-                                antialias=True)
+        image = TF.resize(TF.crop(image, top, left, h, w).float(), [size, size],
+                          interpolation=mode, antialias=True)
         return image.flip(-1) if flip else image
 
     def __iter__(self) -> Iterator[Batch]:
