@@ -8,6 +8,7 @@
 import models
 from utils import distributed
 from utils.cli import run_main
+from utils.data.decode import set_max_pixels
 from utils.data.cifar import cifar_loaders
 from utils.data.datasets import DATASETS, load_dataset
 from utils.scripts import cifar_flags
@@ -26,6 +27,7 @@ def main(argv=None):
     device, gpu_count = select_device(settings.device, settings.recipe.amp)
     settings = settings.with_seed(choose_seed(settings.seed, settings.data.train_batch))
     seed_everything(settings.seed)
+    set_max_pixels(settings.data.max_pixels)  # every decode path's limit (utils.data.decode)
 
     # The model as it trains, and its --weights: bad model flags fail before the data
     num_classes = DATASETS[settings.data.dataset]["num_classes"]

@@ -8,6 +8,7 @@
 import models
 from utils import distributed
 from utils.cli import run_main
+from utils.data.decode import set_max_pixels
 from utils.data.datasets import class_folders, find_image_folder
 from utils.data.folder_loaders import imagenet_loaders, loader_memory
 from utils.scripts import imagenet_flags
@@ -27,6 +28,7 @@ def main(argv=None):
     device, gpu_count = select_device(settings.device, settings.recipe.amp)
     settings = settings.with_seed(choose_seed(settings.seed, settings.data.train_batch))
     seed_everything(settings.seed)
+    set_max_pixels(settings.data.max_pixels)  # every decode path's limit (utils.data.decode)
 
     # The classes are train/'s folders, read first (the model's size depends on them); then the
     # model as it trains and its --weights, refused before any image is listed if they do not fit

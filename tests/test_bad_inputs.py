@@ -151,13 +151,32 @@ def test_idx_and_mat_labels_are_checked(tmp_path, capsys):
         TINY + ["-d", "svhn", "--data", svhn, "-c", str(tmp_path / "r")], capsys, code=1)
 
 
-def test_a_16_bit_image_is_refused_not_whitened(tmp_path, capsys):
+def test_a_32_bit_image_is_refused_not_whitened(tmp_path, capsys):
+    root = make_image_folder(str(tmp_path / "f"), splits=(("train", 2), ("test", 1)))
+    wide = os.path.join(root, "train", "a", "0.tif")
+    Image.fromarray(np.full((32, 32), 400000, np.int32)).save(wide)
+    assert Image.open(wide).mode == "I"
+    line = cifar_fails(TINY + ["--data", root, "-c", str(tmp_path / "r")], capsys, code=1)
+    assert f"image {wide} has 32-bit pixels (more than 16 bits)" in line
+
+
+@pytest.mark.parametrize("decode", ["cpu", "pil", "device"])
+def test_max_pixels_reaches_the_loader_workers_of_every_path(tmp_path, capsys, decode):
+    root = make_image_folder(str(tmp_path / "inet"), splits=(("train", 2), ("val", 1)),
+                             size=(64, 48), ext="jpg")
+    code, line = one_line_failure(imagenet.main, IMAGENET[:2] + [
+        "--data", root, "--decode", decode, "-j", "1", "--max-pixels", "3000", "-c",
+        str(tmp_path / "r")] + IMAGENET[4:], capsys)
+    assert code == 1 and "64x48 is 3,072 pixels, more than the limit of 3,000" in line, line
+
+
+def test_a_16_bit_grey_png_trains_as_its_high_byte(tmp_path):
+    from utils.data.datasets import load_dataset
     root = make_image_folder(str(tmp_path / "f"), splits=(("train", 2), ("test", 1)))
     wide = os.path.join(root, "train", "a", "0.png")
     Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(wide)
-    assert Image.open(wide).mode.startswith("I")
-    line = cifar_fails(TINY + ["--data", root, "-c", str(tmp_path / "r")], capsys, code=1)
-    assert f"image {wide} has" in line and "more than 8 bits" in line
+    train, _ = load_dataset(root, "cifar10", download=False)
+    assert (train.images == 40000 >> 8).all(dim=(1, 2, 3)).any()
 
 
 def test_a_test_class_unknown_to_train_is_named(tmp_path, capsys):

@@ -62,12 +62,12 @@ def test_a_cmyk_jpeg_falls_back_to_pil():
     (b"\xff\xd8\xff\xe0 broken jpeg", "cannot read image PATH"),
     (b"\x89PNG\r\n\x1a\n broken png", "cannot read image PATH"),
     (b"not an image at all", "cannot read image PATH"),
-    (None, "has 16-bit pixels (more than 8 bits)"),
-], ids=["jpeg", "png", "garbage", "16-bit"])
+    (None, "has floating-point pixels"),
+], ids=["jpeg", "png", "garbage", "float"])
 def test_a_file_no_decoder_reads_is_a_data_error_naming_it(tmp_path, content, message):
     path = str(tmp_path / "bad.img")
     if content is None:
-        Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(path, "PNG")
+        Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(path, "TIFF")
     else:
         open(path, "wb").write(content)
     with pytest.raises(DataError, match=re.escape(message.replace("PATH", path))):
@@ -129,16 +129,67 @@ def jpeg_claiming(tmp_path, width, height):
 
 
 def test_every_decode_path_refuses_a_decompression_bomb_from_its_header(tmp_path):
-    """A 600-byte JPEG claiming 20000 x 20000 pixels: refused by torchcodec's path as PIL
-    refuses it, in PIL's words, before any pixel is decoded."""
+    """A 600-byte JPEG claiming 20000 x 20000 pixels: refused by every path alike (Pillow,
+    torchcodec, a batch for the device), before any pixel is decoded."""
     from utils.data.datasets import read_rgb
     path = jpeg_claiming(tmp_path, 20000, 20000)
-    with pytest.raises(DataError) as by_pil:
-        read_rgb(path)
-    with pytest.raises(DataError) as by_torchcodec:
-        decode.decode_file(decode.read_bytes(path), path)
-    assert "decompression bomb" in str(by_pil.value).lower()
-    assert str(by_torchcodec.value) == str(by_pil.value)
+    data = decode.read_bytes(path)
+    refusals = []
+    for read in (lambda: read_rgb(path), lambda: decode.decode_file(data, path),
+                 lambda: decode.decode_batch([data], [path], torch.device("cpu"))):
+        with pytest.raises(DataError) as refused:
+            read()
+        refusals.append(str(refused.value))
+    assert refusals == [f"cannot read image {path}: 20000x20000 is 400,000,000 pixels, more than "
+                        f"the limit of 178,956,970 (a decompression bomb?); --max-pixels N raises "
+                        f"it"] * 3
+
+
+def test_max_pixels_moves_the_limit_of_every_path(tmp_path):
+    from utils.data.datasets import read_rgb
+    path = jpeg_claiming(tmp_path, 300, 200)  # 60,000 pixels, a header over 8x8 of data
+    data = decode.read_bytes(path)
+    try:
+        decode.set_max_pixels(50_000)
+        for read in (lambda: read_rgb(path), lambda: decode.decode_file(data, path)):
+            with pytest.raises(DataError, match="300x200 is 60,000 pixels, more than the limit "
+                                                "of 50,000"):
+                read()
+        decode.set_max_pixels(60_000)  # at the limit: decoded (libjpeg fills what is missing)
+        assert decode.decode_file(data, path).shape == (3, 200, 300)
+        assert read_rgb(path).size == (300, 200)
+    finally:
+        decode.set_max_pixels(decode.DEFAULT_MAX_PIXELS)
+
+
+def png16(path, array):
+    """A 16-bit PNG (grey for (H, W), RGB for (H, W, 3)), written by hand: Pillow writes 16-bit
+    grey but not 16-bit RGB."""
+    import struct
+    import zlib
+    height, width = array.shape[:2]
+    raw = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+    header = struct.pack(">IIBBBBB", width, height, 16, 0 if array.ndim == 2 else 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))
+    return str(path)
+
+
+@pytest.mark.parametrize("shape", [(6, 9), (6, 9, 3)], ids=["grey", "rgb"])
+def test_a_16_bit_png_is_read_by_its_high_byte_on_every_path(tmp_path, shape):
+    from utils.data.datasets import read_rgb
+    values = np.random.default_rng(0).integers(0, 65536, shape, dtype=np.uint16)
+    path = png16(tmp_path / "wide.png", values)
+    high = torch.from_numpy((values >> 8).astype(np.uint8))
+    expected = high.expand(3, *shape) if len(shape) == 2 else high.permute(2, 0, 1)
+    by_pil = torch.from_numpy(np.asarray(read_rgb(path)).copy()).permute(2, 0, 1)
+    by_torchcodec = decode.decode_file(decode.read_bytes(path), path)
+    assert torch.equal(by_pil, expected) and torch.equal(by_torchcodec, expected)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])

@@ -102,6 +102,7 @@ EXAMPLES = {
     "start_epoch": ([], ["--start-epoch", "1"]),
     "sync_bn": ([], ["--sync-bn"]),
     "test_batch": ([], ["--test-batch", "50"]),
+    "max_pixels": ([], ["--max-pixels", "500000000"]),
     "train_batch": ([], ["--train-batch", "64"]),
     "trivialaugment": ([], ["--trivialaugment"]),
     "tta": ([], ["--tta", "flip"]),

@@ -21,11 +21,32 @@ from .errors import DataError
 from .files import NotRegularFile, open_regular
 
 __all__ = ["MissingDecoder", "require_torchcodec", "read_bytes", "decode_file", "decode_batch",
-           "is_jpeg", "pil_rgb", "unreadable_image", "WIDE_MODES"]
+           "is_jpeg", "pil_rgb", "unreadable_image", "DEFAULT_MAX_PIXELS", "set_max_pixels",
+           "max_pixels"]
 
-# Pillow modes of more than 8 bits per channel: convert("RGB") clips them (a 16-bit PNG comes
-# out all white), so they are refused instead.
-WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+# Pillow's modes of 16-bit grey (a 16-bit grey PNG opens as I;16, or as I in older Pillows).
+# Every path takes a 16-bit image by its high byte, as Pillow itself reads 16-bit RGB and as
+# torchcodec's 16-bit output is reduced here; convert("RGB") would clip them to white instead.
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+# The most pixels an image may have, on every decode path: by default Pillow's own limit on
+# decompression bombs (twice its MAX_IMAGE_PIXELS, 178,956,970), checked from the header before
+# anything is decoded; --max-pixels moves it (set_max_pixels). This module checks it itself for
+# Pillow and torchcodec alike, so Pillow's own check, a second limit the flag could not move, is
+# turned off: every image this project opens goes through here.
+DEFAULT_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+Image.MAX_IMAGE_PIXELS = None
+_limit = {"pixels": DEFAULT_MAX_PIXELS}
+
+
+def set_max_pixels(limit: int) -> None:
+    """Refuse, from now on in this process, images of more than ``limit`` pixels."""
+    _limit["pixels"] = int(limit)
+
+
+def max_pixels() -> int:
+    """The pixel limit in force (a loader's workers start with their parent's)."""
+    return _limit["pixels"]
 
 
 class MissingDecoder(DataError):
@@ -103,18 +124,34 @@ def unreadable_image(path: str, error: Exception) -> DataError:
     return DataError(f"cannot read image {path}: {reason}")
 
 
-def _open_8_bit(source, path: str) -> Image.Image:
-    image = Image.open(source)
-    if image.mode in WIDE_MODES:
-        raise DataError(f"image {path} has {image.mode} pixels (more than 8 bits); convert it to "
-                        f"8-bit RGB or grey")
-    return image
+def _check_size(width: int, height: int, path: str) -> None:
+    pixels, limit = width * height, max_pixels()
+    if pixels > limit:
+        raise DataError(f"cannot read image {path}: {width}x{height} is {pixels:,} pixels, more "
+                        f"than the limit of {limit:,} (a decompression bomb?); --max-pixels N "
+                        f"raises it")
+
+
+def _rgb(image: Image.Image, path: str) -> Image.Image:
+    """``image`` (opened: its header read, nothing decoded) as RGB, once its size is checked:
+    16-bit grey by its high byte; a float or 32-bit image is refused, having no 8-bit reading."""
+    _check_size(*image.size, path)
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise DataError(f"image {path} has 32-bit pixels (more than 16 bits); convert it to "
+                            f"8-bit RGB or grey")
+        return Image.fromarray((values >> 8).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":
+        raise DataError(f"image {path} has floating-point pixels; convert it to 8-bit RGB or "
+                        f"grey")
+    return image.convert("RGB")
 
 
 def pil_rgb(path: str) -> Image.Image:
     """An image file as an RGB PIL image (the --decode pil path)."""
     try:
-        return _open_8_bit(io.BytesIO(_file_bytes(path)), path).convert("RGB")
+        return _rgb(Image.open(io.BytesIO(_file_bytes(path))), path)
     except DataError:
         raise
     except Exception as e:
@@ -129,7 +166,7 @@ def _with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
     """PIL's decoding. A file it cannot read either is reported with PIL's reason, so every
     path (--decode pil decodes with PIL alone) gives the same line for the same file."""
     try:
-        array = np.asarray(_open_8_bit(io.BytesIO(data.numpy().tobytes()), path).convert("RGB"))
+        array = np.asarray(_rgb(Image.open(io.BytesIO(data.numpy().tobytes())), path))
     except DataError:
         raise
     except Exception as e:
@@ -138,23 +175,25 @@ def _with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
 
 
 def _checked(image: torch.Tensor, path: str) -> torch.Tensor:
-    if image.dtype != torch.uint8:
-        raise DataError(f"image {path} has {8 * image.element_size()}-bit pixels (more than 8 "
+    """torchcodec's image as uint8: 16-bit by its high byte, as Pillow reads 16-bit RGB."""
+    if image.dtype == torch.uint16:
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    elif image.dtype != torch.uint8:
+        raise DataError(f"image {path} has {8 * image.element_size()}-bit pixels (more than 16 "
                         f"bits); convert it to 8-bit RGB or grey")
     return image[0] if image.dim() == 4 else image  # an animation: its first frame, as PIL
 
 
 def _check_pixels(data: torch.Tensor, path: str) -> None:
-    """PIL's limit on the pixels an image may have (a decompression bomb: a small file whose
-    header asks for gigabytes), checked from the header alone before torchcodec decodes, so
-    every decode path refuses what --decode pil refuses, with PIL's words. The header is PIL's
-    reading; a file PIL cannot parse is torchcodec's to judge."""
+    """The pixel limit, checked from the header alone (Pillow's reading of it) before
+    torchcodec decodes: a decompression bomb, a small file whose header asks for gigabytes, is
+    refused on every path alike. A file Pillow cannot parse is torchcodec's to judge."""
     try:
-        Image.open(io.BytesIO(data.numpy().tobytes())).close()
-    except Image.DecompressionBombError as e:
-        raise unreadable_image(path, e) from e
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
+            size = image.size
     except Exception:
-        pass
+        return
+    _check_size(*size, path)
 
 
 def decode_file(data: torch.Tensor, path: str) -> torch.Tensor:
@@ -180,6 +219,8 @@ def decode_batch(datas: list, paths: list, device: torch.device,
     decoders = _torchcodec()
     images = [None] * len(datas)
     jpegs = [k for k, d in enumerate(datas) if is_jpeg(d)] if decoders is not None else []
+    for k in jpegs:
+        _check_pixels(datas[k], paths[k])
     if jpegs:
         try:
             decoded = decoders.decode_jpeg([datas[k] for k in jpegs], mode="RGB", device=device)

@@ -12,6 +12,7 @@ Two loaders yield the same thing, normalised float batches on the training devic
 """
 import atexit
 import dataclasses
+import functools
 import signal
 import weakref
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
@@ -24,6 +25,7 @@ from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
 from ..settings.values import AugmentPolicy
 from ..stop_signals import STOP_SIGNALS
 from .datasets import ArrayDataset
+from .decode import max_pixels, set_max_pixels
 from .errors import DataError
 from .policies import PolicyDraws, apply_policy, epoch_draws
 from .transfer import to_device
@@ -356,16 +358,26 @@ def _stop_all_workers():
         stop_workers(loader)
 
 
+def start_worker(worker_id: int, pixel_limit: int) -> None:
+    """A DataLoader worker's init: it ignores the stop signals (ignore_stop_signals) and
+    decodes under its parent's pixel limit, whatever the start method (a spawned or
+    forkserver worker imports utils.data.decode afresh)."""
+    ignore_stop_signals(worker_id)
+    set_max_pixels(pixel_limit)
+
+
 def data_loader(dataset: torch.utils.data.Dataset, workers: Workers,
                 **options: Any) -> torch.utils.data.DataLoader:
-    """torch's DataLoader of ``dataset`` in ``workers``, whose workers ignore stop signals
-    (ignore_stop_signals) and whose own draws leave the global RNG alone (own_generator),
-    remembered so that its workers are shut down before exit. ``options``: DataLoader's."""
+    """torch's DataLoader of ``dataset`` in ``workers``, whose workers ignore stop signals and
+    keep this process's pixel limit (start_worker) and whose own draws leave the global RNG
+    alone (own_generator), remembered so that its workers are shut down before exit.
+    ``options``: DataLoader's."""
     loader = torch.utils.data.DataLoader(
         dataset, num_workers=workers.count,
         persistent_workers=workers.persistent and workers.count > 0,
         prefetch_factor=workers.prefetch if workers.count > 0 else None,
-        worker_init_fn=ignore_stop_signals, generator=own_generator(), **options)
+        worker_init_fn=functools.partial(start_worker, pixel_limit=max_pixels()),
+        generator=own_generator(), **options)
     if loader.num_workers > 0:
         _with_workers.add(loader)
     return loader

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from models.layers import WS_FORMS
 from models.norms import BATCH_NORMS, GN_NARROW_RULES, GROUP_NORMS, NORM_DEFAULTS, NORMS
 
+from ..data.decode import DEFAULT_MAX_PIXELS
 from .flag import (FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Flag, Range, UsageError,
                    at_least)
 from .values import AMP_MODES, AUTOAUGMENT_POLICIES, COMPILE_MODES, OPTIMIZERS
@@ -208,6 +209,11 @@ DATA = _flags(
     (["--test-batch"], "test batchsize (default: %(default)s)",
      dict(kind=int, metavar="N", range=at_least(1), script_default="test_batch",
           into="data.test_batch")),
+    (["--max-pixels"], "refuse an image file of more than N pixels, read from its header "
+                       "before it is decoded (a decompression bomb), whichever decoder reads it "
+                       "(default: Pillow's limit, %(default)s)",
+     dict(kind=int, metavar="N", default=DEFAULT_MAX_PIXELS, range=at_least(1),
+          into="data.max_pixels")),
 )
 
 RUN = _flags(

@@ -145,8 +145,8 @@ class DataSettings:
     loaded (cifar.py's ``loader``, imagenet.py's ``decode``, ``workers`` processes) and batched
     (``train_batch``, ``test_batch``), the augmentation ``policy`` of its training images, and
     the share of them held out for validation (``val_split``, 0: none, the test split is
-    evaluated every epoch as in the reference), and imagenet.py's input ``views``; None for a
-    flag the script does not have."""
+    evaluated every epoch as in the reference), imagenet.py's input ``views``, and the most
+    pixels an image file may have (``max_pixels``); None for a flag the script does not have."""
     root: str
     workers: int
     train_batch: int
@@ -158,6 +158,7 @@ class DataSettings:
     policy: AugmentPolicy = AugmentPolicy()
     val_split: float = 0.0
     views: ImageViews = ImageViews()
+    max_pixels: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
