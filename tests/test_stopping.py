@@ -156,3 +156,27 @@ def test_sighup_saves_the_place_and_exits_129(tmp_path):
     assert proc.returncode == 129
     saved = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
     assert saved["epoch"] == 0 and saved["position"]["batch"] == 1  # after the step in flight
+
+
+def test_a_loader_worker_killed_ends_the_run_with_a_line(tmp_path):
+    """torch reports a dead worker from its SIGCHLD handler, wherever the main process is (in a
+    backward pass, say): run_main turns it into one line."""
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=512, n_test=8)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "cifar.py"), "-a", "resnet", "--depth", "20",
+         "--loader", "dataloader", "-j", "2", "--train-batch", "16", "--data", data,
+         "--epochs", "50", "--no-progress", "-c", str(tmp_path / "run")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("Epoch: [1"):
+            break
+    time.sleep(1)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                             text=True).stdout.split()
+    assert workers, "no loader workers found"
+    os.kill(int(workers[0]), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning")]
+    assert proc.returncode == 1 and len(lines) == 1, err[-2000:]
+    assert lines[0].startswith(f"error: a data loader worker died (DataLoader worker (pid "
+                               f"{workers[0]}) is killed by signal: Killed)")

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 from . import distributed
 from .data.errors import DataError
+from .data.loaders import worker_error
 from .records.logger import LogError
 from .records.run_folder import FolderError
 from .session.auto_resume import RunFinished
@@ -56,6 +57,12 @@ def run_main(main: Callable, argv: Optional[list] = None) -> object:
     except tuple(EXIT_CODES) as e:
         _say(f"error: {e}")
         sys.exit(EXIT_CODES.get(type(e), 1))
+    except RuntimeError as e:
+        reported = worker_error(e)  # a loader worker killed (torch raises it anywhere)
+        if reported is e:
+            raise
+        _say(f"error: {reported}")
+        sys.exit(1)
     except OSError as e:
         if e.errno not in NO_ROOM:
             raise
