@@ -59,6 +59,27 @@ def test_a_run_into_a_planted_lock_is_one_line_before_the_data(tmp_path, capsys)
     assert victim.read_text() == "the user's own file"
 
 
+def test_a_stale_lock_that_cannot_be_replaced_is_one_line_before_the_data(tmp_path, capsys):
+    """An immutable .lock (chattr +i; as another user's stale lock in a sticky folder would
+    be): refused before the data is read, not a traceback when the run claims the folder."""
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / ".lock"
+    lock.write_text('{"pid": 1}')
+    made = subprocess.run(["chattr", "+i", str(lock)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not possible here: {made.stderr.decode().strip()}")
+    try:
+        code, line = one_line_failure(cifar.main, ARGS + ["--data", str(tmp_path / "none"), "-c",
+                                                          str(run), "--no-download"], capsys)
+    finally:
+        subprocess.run(["chattr", "-i", str(lock)])
+    assert code == 2 and line.endswith(
+        f"{lock} was left by a run that has ended and cannot be replaced (Operation not "
+        f"permitted): remove it (rm {lock}; its owner or root can) and run again, or train into "
+        f"another folder (-c)"), line
+
+
 def test_deleting_a_live_runs_lock_file_lets_no_second_run_in(tmp_path):
     data = make_cifar_pickles(str(tmp_path / "d"), n_train=32, n_test=8)
     run = str(tmp_path / "run")

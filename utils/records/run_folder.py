@@ -138,6 +138,24 @@ def _check_lock_file(path: str) -> None:
                       f"remove it (rm {path}) and run again")
 
 
+def _remove_stale_lock(path: str) -> None:
+    """Remove the .lock an ended run left; one that cannot be (an immutable file, another
+    user's in a sticky folder) is refused in one line before any data is read, rather than
+    failing when the run claims the folder."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise _unreplaceable(path, e) from e
+
+
+def _unreplaceable(path: str, error: OSError) -> FolderError:
+    return FolderError(f"{path} was left by a run that has ended and cannot be replaced "
+                       f"({error.strerror}): remove it (rm {path}; its owner or root can) and run "
+                       f"again, or train into another folder (-c)")
+
+
 def _describe(path):
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
@@ -168,6 +186,8 @@ def check_folder(folder: str, fresh: bool, replace: bool) -> None:
     holder = lock_holder(folder)
     if holder is not None:
         raise _in_use(folder, holder)
+    if FOLDER_LOCKS:  # nobody holds the folder: a .lock there is an ended run's description
+        _remove_stale_lock(os.path.join(folder, LOCK))
     if fresh and not replace:
         files = holds_run(folder)
         if files and not stopped_before_first_checkpoint(folder, files):
@@ -217,7 +237,11 @@ class RunFolder:
             "pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
             "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
         if FOLDER_LOCKS:  # a new file renamed into place: nothing is written through a name
-            atomic_write(path, lambda f: f.write(holder.encode()))
+            try:
+                atomic_write(path, lambda f: f.write(holder.encode()))
+            except PermissionError as e:
+                self.release()
+                raise _unreplaceable(path, e) from e
         else:
             os.ftruncate(self.fd, 0)
             os.write(self.fd, holder.encode())
