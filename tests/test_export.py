@@ -143,3 +143,43 @@ def test_a_checkpoint_from_before_class_names_exports_them_as_unknown(trained, t
     assert export.main(["--resume", old, "-o", weights, "--format", "state_dict"]) == 0
     with open(weights + ".json") as f:
         assert json.load(f)["classes"] is None
+
+
+def documented_snippet() -> str:
+    """The python block of docs/deployment.md that runs an exported program."""
+    import re
+    text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "deployment.md")).read()
+    (snippet,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    return snippet
+
+
+@pytest.mark.parametrize("size", [(32, 32), (50, 37)], ids=["32x32", "other-size"])
+def test_the_documented_snippet_runs_an_export_and_agrees_with_predict(trained, tmp_path, size,
+                                                                      capsys):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    import predict
+    run, _ = trained
+    program = str(tmp_path / "m.pt2")
+    export.main(["--resume", run, "-o", program])
+    photo = str(tmp_path / "cat.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (*size[::-1], 3), np.uint8)).save(
+        photo)
+    snippet = documented_snippet().replace("checkpoints/cifar10/l_resnet-20.pt2", program)
+    snippet = snippet.replace("photos/cat.jpg", photo)
+    done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    name, probability = done.stdout.split()
+    capsys.readouterr()
+    predict.main(["--model", program, photo, "--topk", "1"])
+    expected = capsys.readouterr().out.strip()  # PATH: CLASS P
+    top_class, top_probability = expected.rsplit(": ", 1)[1].split()
+    assert name == top_class and abs(float(probability) - float(top_probability)) < 2e-3, (
+        done.stdout, expected)
+    with pytest.raises(NotImplementedError):  # as the page says: torch refuses .eval() on it
+        torch.export.load(program).module().eval()
