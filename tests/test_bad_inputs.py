@@ -783,6 +783,36 @@ def test_a_checkpoint_file_that_does_not_parse_is_one_line(good, tmp_path, capsy
         ["--resume", str(path), "--data", good], capsys, code=1)
 
 
+@pytest.mark.parametrize("tool", ["plot", "summarize"])
+def test_plot_and_summarize_never_wait_on_a_fifo_or_read_a_device(tmp_path, capsys, tool):
+    import summarize
+    run = tmp_path / "r"
+    run.mkdir()
+    os.mkfifo(run / ("log.txt" if tool == "plot" else "run.json"))
+    if tool == "summarize":
+        (run / "log.txt").write_text("Valid Acc.\t\n10.0\t\n")
+    started = time.monotonic()
+    main = plot.main if tool == "plot" else summarize.main
+    assert main([str(run / "log.txt") if tool == "plot" else str(run),
+                 "-o", str(tmp_path / "p.png")]) == 1
+    assert f"error: {run}" in capsys.readouterr().err.replace("no log at ", "")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("name, limit", [("log.txt", "MAX_LOG_BYTES"),
+                                         ("run.json", "MAX_RECORD_BYTES")])
+def test_a_log_or_record_past_any_real_size_is_refused_unread(tmp_path, monkeypatch, name, limit):
+    from utils.records import logger, summary
+    from utils.records.logger import LogError
+    monkeypatch.setattr(logger if name == "log.txt" else summary, limit, 100)
+    path = tmp_path / name
+    path.write_text("Valid Acc.\t\n" + "10.0\t\n" * 50 if name == "log.txt" else
+                    '{"recorded": {"note": "' + "x" * 200 + '"}}')
+    read = logger.read_log if name == "log.txt" else summary.read_record
+    with pytest.raises(LogError, match=f"holds [0-9,]+ bytes, more than the 100 its format"):
+        read(str(path))
+
+
 def test_summarize_checks_run_json_and_log_rows(tmp_path, capsys):
     import summarize
     run = tmp_path / "r"

@@ -60,7 +60,7 @@ def test_a_plain_idx_promising_more_than_it_holds_is_refused_before_reading(tmp_
 
 
 def test_idx_and_pickle_readers_refuse_what_is_not_a_regular_file(tmp_path):
-    from utils.data.files import NotRegularFile
+    from utils.files import NotRegularFile
     from utils.data.raw_formats import read_cifar_pickle
     fifo = str(tmp_path / "train-labels-idx1-ubyte")
     os.mkfifo(fifo)  # opened for reading, a FIFO would wait for a writer for ever

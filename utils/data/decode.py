@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .errors import DataError
-from .files import NotRegularFile, open_regular
+from ..files import NotRegularFile, open_regular
 
 __all__ = ["MissingDecoder", "require_torchcodec", "read_bytes", "decode_file", "decode_batch",
            "is_jpeg", "pil_rgb", "unreadable_image", "DEFAULT_MAX_PIXELS", "set_max_pixels",

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from .files import open_regular
+from ..files import open_regular
 
 __all__ = ["FormatError", "read_idx", "read_mat", "read_cifar_pickle"]
 

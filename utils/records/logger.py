@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..atomic import atomic_write  # noqa: E402
+from ..files import read_regular  # noqa: E402
 from ..progress import plural  # noqa: E402
 
 __all__ = ["LogError", "picture_formats", "check_output", "draw_figure", "Logger", "LoggerMonitor",
@@ -75,11 +76,15 @@ def draw_figure(draw: Callable[[], None], path: str) -> int:
     return 0
 
 
+# A log.txt row is about 60 bytes: a million epochs' rows stay far below this.
+MAX_LOG_BYTES = 64 * 2 ** 20
+
+
 def read_log(fpath: str) -> tuple[list[str], dict[str, list[float]]]:
     """(names, {name: [values]}) of a log.txt; LogError for an empty, binary or garbled one."""
     try:
-        with open(fpath, encoding="utf-8") as f:
-            lines = [line.rstrip("\n") for line in f if line.strip()]
+        text = read_regular(fpath, MAX_LOG_BYTES).decode("utf-8")
+        lines = [line for line in text.splitlines() if line.strip()]
     except UnicodeDecodeError:
         raise LogError(f"{fpath} is not a text log (log.txt)") from None
     except OSError as e:

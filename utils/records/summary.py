@@ -13,6 +13,7 @@ import os
 import statistics
 from typing import Iterable, Optional, Sequence
 
+from ..files import read_regular
 from .logger import LogError, read_log
 
 __all__ = ["Run", "read_run", "read_record", "scored_test_split", "distinct_folders",
@@ -39,13 +40,16 @@ class Run:
         return self.planned_epochs is not None and len(self.accuracies) < self.planned_epochs
 
 
+# run.json holds a run's flags and a few lines per session: kilobytes.
+MAX_RECORD_BYTES = 16 * 2 ** 20
+
+
 def read_record(path: str) -> dict:
     """run.json, checked like a flag: a JSON object whose "recorded" is a dict of flags (and
     "epochs" among them, if any, a whole number). One LogError line naming the file and the
     field otherwise, also for a file that does not parse or nests beyond reason."""
     try:
-        with open(path) as f:
-            record = json.load(f)
+        record = json.loads(read_regular(path, MAX_RECORD_BYTES))
     except RecursionError:
         raise LogError(f"{path} is not a run record: it nests deeper than JSON a run writes") \
             from None

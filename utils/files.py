@@ -7,11 +7,15 @@ import os
 import stat
 from typing import BinaryIO
 
-__all__ = ["NotRegularFile", "open_regular"]
+__all__ = ["NotRegularFile", "TooLarge", "open_regular", "read_regular"]
 
 
 class NotRegularFile(OSError):
     """A path that is a FIFO, a device, a socket or a folder rather than a file of data."""
+
+
+class TooLarge(OSError):
+    """A file larger than what its format can reasonably hold."""
 
 
 def open_regular(path: str) -> BinaryIO:
@@ -23,3 +27,14 @@ def open_regular(path: str) -> BinaryIO:
         f.close()
         raise NotRegularFile(f"{path} is not a regular file (a FIFO, device or socket)")
     return f
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of regular file ``path``, refused (TooLarge) past ``limit`` bytes before any
+    is read; NotRegularFile or open()'s OSError otherwise."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise TooLarge(f"{path} holds {size:,} bytes, more than the {limit:,} its format "
+                           f"ever needs")
+        return f.read(limit + 1)
