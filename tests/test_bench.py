@@ -150,3 +150,49 @@ def test_a_missing_or_malformed_archive_is_one_line(tmp_path, kind, message):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def model_flag_examples():
+    """(script, -a ARCH and the model flags of test_table's example) for every model flag of
+    each script, where the example's architecture is that script's (bench.py reads an
+    architecture with the flags of the script that builds it)."""
+    from test_table import EXAMPLES, SCRIPTS, settings_of
+    for script, (make, _) in SCRIPTS.items():
+        flags = make()
+        default = settings_of(script, []).model.arch
+        for name, flag in flags.flags.items():
+            companions, written = EXAMPLES[name]
+            argv = companions + written
+            argv = argv if "-a" in argv else ["-a", default] + argv
+            if flag.group == "model" and argv[argv.index("-a") + 1] in flags.archs:
+                yield script, argv
+
+
+@pytest.mark.parametrize("script, flags", list(model_flag_examples()),
+                         ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_bench_reads_every_model_flag_as_training_does(script, flags):
+    """bench.py step's model is training's: each model flag lands in the same ModelSettings, or
+    is refused as training refuses it; none is accepted and ignored."""
+    from benchmarks.step import model_settings
+    from test_table import settings_of
+    from utils.settings.flag import UsageError
+    try:
+        trained = settings_of(script, flags).model
+    except UsageError as refusal:
+        with pytest.raises(UsageError, match=re.escape(str(refusal)[:40])):
+            model_settings(flags)
+        return
+    assert model_settings(flags).model == trained
+
+
+def test_bench_step_applies_ghost_batch_and_refuses_sync_bn_on_the_cpu(capsys):
+    from utils.settings.flag import UsageError
+    bench_main(["step", "-a", "resnet", "--depth", "8", "--ghost-batch", "2", "--batch", "4",
+                "--device", "cpu", "--warmup", "0", "--windows", "1", "--steps", "1",
+                "--no-twin"])
+    out = capsys.readouterr().out
+    assert re.search(r"^ratio: resnet-8 ghost-batch=2 .* the speed of resnet-8 amp=none", out,
+                     re.M), out
+    with pytest.raises(UsageError, match="--sync-bn needs CUDA GPUs under torchrun"):
+        bench_main(["step", "-a", "resnet", "--depth", "8", "--sync-bn", "--batch", "4",
+                    "--device", "cpu", "--warmup", "0", "--windows", "1", "--steps", "1"])
