@@ -99,13 +99,20 @@ def read_checkpoint(path: str) -> "Checkpoint":
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message advises weights_only=False, which would run what the file names.
-        named = re.search(r"GLOBAL (\S+)", str(e))
-        what = f"names {named.group(1)}" if named else "holds objects"
-        raise CheckpointError(f"checkpoint {path} {what}, which no checkpoint holds (code, or "
-                              f"an object of another program): refused without running it; "
-                              f"a checkpoint holds only tensors, numbers, text and "
-                              f"containers") from e
+        # torch's message advises weights_only=False, which would run what the file names:
+        # never repeated. A global it refused is named; otherwise its unpickler's reason.
+        text = str(e)
+        named = re.search(r"GLOBAL (\S+)", text)
+        if named:
+            raise CheckpointError(f"checkpoint {path} names {named.group(1)}, which no "
+                                  f"checkpoint holds (code, or an object of another program): "
+                                  f"refused without running it; a checkpoint holds only "
+                                  f"tensors, numbers, text and containers") from e
+        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not a "
+                              f"PyTorch file): UnpicklingError: "
+                              f"{reason.group(1) if reason else 'not a pickle torch reads'}"
+                              ) from e
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not a "
                               f"PyTorch file): {type(e).__name__}: {first_line(e)}") from e
