@@ -67,8 +67,8 @@ def main(argv=None):
                  sidecar=args.format == "state_dict")
     trained = load_trained(args.resume, args.ema)
     size = trained.contract.size
-    metadata = {"arch": trained.arch, "num_classes": trained.num_classes, "ema": args.ema,
-                **trained.contract.as_metadata()}
+    metadata = {"arch": trained.arch, "num_classes": trained.num_classes,
+                "options": trained.options, "ema": args.ema, **trained.contract.as_metadata()}
     folded = fold_weight_standardization(trained.model)
     described = json.dumps(metadata, indent=2) + "\n"
     if args.format == "state_dict":

@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
     run = str(root / "run")
     cifar.main(TINY_MODEL + tiny_run(seed=3, train_batch=8) + ["--data", data, "--epochs", "1",
                                                                "-c", run, "--ema", "0.9"])
-    model = models.cifar.MODELS["l_resnet"](depth=8)
+    model = models.cifar.MODELS["l_resnet"](depth=8, gn_groups=8)  # cifar.py's default G
     load_weights(model, os.path.join(run, "checkpoint.pth.tar"))
     return run, model.eval()
 
@@ -62,7 +62,13 @@ def test_export_state_dict_loads_into_the_plain_conv_twin(trained, tmp_path):
     run, model = trained
     path = str(tmp_path / "m.pth")
     assert export.main(["--resume", run, "-o", path, "--format", "state_dict"]) == 0
-    twin = plain_convs(models.cifar.MODELS["l_resnet"](depth=8))
+    described = json.load(open(path + ".json"))
+    assert described["options"] == {"depth": 8, "gn_groups": 8, "gn_narrow": "pairs",
+                                    "ws_form": "std", "block_name": "BasicBlock",
+                                    "zero_init_residual": False}
+    # What the sidecar says rebuilds it: GroupNorm's groups leave no trace in the weights.
+    twin = plain_convs(models.cifar.MODELS[described["arch"]](
+        num_classes=described["num_classes"], **described["options"]))
     assert not any(isinstance(m, WSConv2d) for m in twin.modules())
     twin.load_state_dict(torch.load(path, weights_only=True), strict=True)
     x = torch.randn(3, 3, 32, 32)
@@ -104,7 +110,7 @@ def test_export_folds_ws_for_every_pair_that_has_it(tmp_path, norm):
                 "--epochs", "1", "-c", run] + micro + tiny_run(seed=3, train_batch=8))
     path = str(tmp_path / "m.pt2")
     assert export.main(["--resume", run, "-o", path]) == 0
-    model = models.cifar.resnet(depth=8, norm=norm, ws=True)
+    model = models.cifar.resnet(depth=8, norm=norm, ws=True, gn_groups=8)  # cifar.py's G
     load_weights(model, os.path.join(run, "checkpoint.pth.tar"))
     program = torch.export.load(path).module()
     x = torch.randn(3, 3, 32, 32)

@@ -101,12 +101,13 @@ IMAGENET_EXAMPLES = """examples:
 
 CIFAR = ScriptSpec("cifar.py", "CIFAR-10/100 training", models.cifar.MODELS, image_size=32,
                    workers=4, own_flags=CIFAR_FLAGS, examples=CIFAR_EXAMPLES, defaults=dict(
-                       arch="resnext", cardinality=8, epochs=300, train_batch=128,
+                       arch="resnext", cardinality=8, gn_groups=8, epochs=300, train_batch=128,
                        test_batch=100, weight_decay=5e-4, schedule=(150, 225)))
 IMAGENET = ScriptSpec("imagenet.py", "ImageNet training", models.imagenet.ARCHS, image_size=224,
                       workers=32, own_flags=IMAGENET_FLAGS, examples=IMAGENET_EXAMPLES,
                       defaults=dict(
-                          arch="resnet18", cardinality=32, epochs=90, train_batch=256,
+                          arch="resnet18", cardinality=32, gn_groups=32, epochs=90,
+                          train_batch=256,
                           test_batch=200, weight_decay=1e-4, schedule=(30, 60)))
 
 

@@ -6,6 +6,8 @@ from typing import NamedTuple, Optional
 
 import torch.nn as nn
 
+from models import model_options
+
 from ..scripts import script_flags_for
 from ..data.datasets import CIFAR_MEAN, CIFAR_STD
 from ..train.checkpoint import Checkpoint, CheckpointError, load_weights, read_checkpoint
@@ -37,11 +39,13 @@ class InputContract:
 
 
 class TrainedRun(NamedTuple):
-    """A run's model in eval mode, its architecture and class count, and its InputContract."""
+    """A run's model in eval mode, its architecture, class count and constructor options (the
+    keywords that rebuild it: depth, gn_groups, ...), and its InputContract."""
     model: nn.Module
     arch: str
     num_classes: int
     contract: InputContract
+    options: dict
 
 
 def load_trained(path: str, use_ema: bool = False) -> TrainedRun:
@@ -54,7 +58,8 @@ def load_trained(path: str, use_ema: bool = False) -> TrainedRun:
                               f"this project is needed to rebuild its model)")
     flags = script_flags_for(arch)
     resumed = resumed_of(path, checkpoint)
-    model = build_model(flags.archs, flags.model_settings([], resumed), checkpoint.num_classes)
+    settings = flags.model_settings([], resumed)
+    model = build_model(flags.archs, settings, checkpoint.num_classes)
     if use_ema:
         saved = checkpoint.ema_state_dict
         if not saved:
@@ -73,7 +78,9 @@ def load_trained(path: str, use_ema: bool = False) -> TrainedRun:
         contract = InputContract(flags.spec.image_size, None, "bilinear",
                                  tuple(normalisation["mean"]), tuple(normalisation["std"]),
                                  checkpoint.classes)
-    return TrainedRun(model.eval(), arch, checkpoint.num_classes, contract)
+    options = {name: value for name, value in settings.options.items()
+               if name in model_options(flags.archs[arch])}
+    return TrainedRun(model.eval(), arch, checkpoint.num_classes, contract, options)
 
 
 def _cifar_normalisation(checkpoint: Checkpoint, path: str) -> dict:

@@ -65,6 +65,7 @@ MODEL = _flags(
                       "gets the largest divisor of C at most G that leaves two channels a "
                       "group (G where G divides C) (default: %(default)s)",
      dict(kind=int, default=NORM_DEFAULTS["gn_groups"], into="options.gn_groups",
+          script_default="gn_groups", before_flag=NORM_DEFAULTS["gn_groups"],
           range=at_least(1))),
     (["--gn-narrow"], "groups of a layer narrower than 2G channels: pairs (C/2 groups of 2) or "
                       "channels (min(G, C) groups, one channel each below G: the rule of "
