@@ -13,6 +13,7 @@ import imagenet
 import utils.data.decode as decode
 from builders import make_image_folder, one_line_failure
 from utils.data.errors import DataError
+from utils.settings.values import DEFAULT_MAX_PIXELS
 from utils.data.decode import decode_batch, decode_file, read_bytes
 
 
@@ -145,6 +146,15 @@ def test_every_decode_path_refuses_a_decompression_bomb_from_its_header(tmp_path
                         f"it"] * 3
 
 
+def test_the_default_pixel_limit_is_pillows_own():
+    import subprocess
+    import sys
+    pillows = subprocess.run([sys.executable, "-c", "from PIL import Image; "
+                              "print(2 * Image.MAX_IMAGE_PIXELS)"], capture_output=True,
+                             text=True, check=True).stdout
+    assert int(pillows) == DEFAULT_MAX_PIXELS == 178_956_970
+
+
 def test_max_pixels_moves_the_limit_of_every_path(tmp_path):
     from utils.data.datasets import read_rgb
     path = jpeg_claiming(tmp_path, 300, 200)  # 60,000 pixels, a header over 8x8 of data
@@ -159,7 +169,7 @@ def test_max_pixels_moves_the_limit_of_every_path(tmp_path):
         assert decode.decode_file(data, path).shape == (3, 200, 300)
         assert read_rgb(path).size == (300, 200)
     finally:
-        decode.set_max_pixels(decode.DEFAULT_MAX_PIXELS)
+        decode.set_max_pixels(DEFAULT_MAX_PIXELS)
 
 
 def png16(path, array):

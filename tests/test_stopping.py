@@ -161,7 +161,7 @@ def test_sighup_saves_the_place_and_exits_129(tmp_path):
 def test_a_loader_worker_killed_ends_the_run_with_a_line(tmp_path):
     """torch reports a dead worker from its SIGCHLD handler, wherever the main process is (in a
     backward pass, say): run_main turns it into one line."""
-    data = make_cifar_pickles(str(tmp_path / "d"), n_train=512, n_test=8)
+    data = make_cifar_pickles(str(tmp_path / "d"), n_train=4096, n_test=8)  # a long epoch 1
     proc = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "cifar.py"), "-a", "resnet", "--depth", "20",
          "--loader", "dataloader", "-j", "2", "--train-batch", "16", "--data", data,

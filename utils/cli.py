@@ -6,8 +6,7 @@ import sys
 from typing import Callable, Optional
 
 from . import distributed
-from .data.errors import DataError
-from .data.loaders import worker_error
+from .data.errors import DataError, worker_error
 from .records.logger import LogError
 from .records.run_folder import FolderError
 from .session.auto_resume import RunFinished

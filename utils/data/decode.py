@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..settings.values import DEFAULT_MAX_PIXELS
 from .errors import DataError
 from ..files import NotRegularFile, open_regular
 
 __all__ = ["MissingDecoder", "require_torchcodec", "read_bytes", "decode_file", "decode_batch",
-           "is_jpeg", "pil_rgb", "unreadable_image", "DEFAULT_MAX_PIXELS", "set_max_pixels",
+           "is_jpeg", "pil_rgb", "unreadable_image", "set_max_pixels",
            "max_pixels"]
 
 # Pillow's modes of 16-bit grey (a 16-bit grey PNG opens as I;16, or as I in older Pillows).
@@ -34,7 +35,6 @@ SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 # anything is decoded; --max-pixels moves it (set_max_pixels). This module checks it itself for
 # Pillow and torchcodec alike, so Pillow's own check, a second limit the flag could not move, is
 # turned off: every image this project opens goes through here.
-DEFAULT_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 Image.MAX_IMAGE_PIXELS = None
 _limit = {"pixels": DEFAULT_MAX_PIXELS}
 

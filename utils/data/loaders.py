@@ -26,13 +26,13 @@ from ..settings.values import AugmentPolicy
 from ..stop_signals import STOP_SIGNALS
 from .datasets import ArrayDataset
 from .decode import max_pixels, set_max_pixels
-from .errors import DataError
+from .errors import DataError, worker_error
 from .policies import PolicyDraws, apply_policy, epoch_draws
 from .transfer import to_device
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "BatchFormat", "Workers", "CropFlip",
            "ImageView", "Normalize", "DeviceLoader", "StreamLoader", "TaggedBatches", "crop_flip",
-           "ArrayImages", "ignore_stop_signals", "own_generator", "stop_workers", "worker_error",
+           "ArrayImages", "ignore_stop_signals", "own_generator", "stop_workers",
            "data_loader"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -381,26 +381,3 @@ def data_loader(dataset: torch.utils.data.Dataset, workers: Workers,
     if loader.num_workers > 0:
         _with_workers.add(loader)
     return loader
-
-
-def worker_error(error: Exception) -> Exception:
-    """The error to report for one raised while iterating a DataLoader: a worker's DataError
-    (torch re-raises it with the worker's whole traceback as its message) as its own last line;
-    workers out of shared memory, or a worker killed, as one line saying so; anything else
-    unchanged."""
-    text = str(error)
-    if isinstance(error, DataError) and "Traceback" in text:
-        last = text.strip().splitlines()[-1]
-        return DataError(last.split(": ", 1)[1] if ": " in last else last)
-    if isinstance(error, RuntimeError) and ("shared memory" in text or "Bus error" in text
-                                            or "No space left on device" in text):
-        return DataError("the data loader's workers ran out of shared memory (/dev/shm): lower "
-                         "-j or the batch sizes, or give the machine (or container) more "
-                         "shared memory (e.g. docker --shm-size)")
-    if isinstance(error, RuntimeError) and text.startswith("DataLoader worker (pid"):
-        # torch raises this from its SIGCHLD handler, wherever the main process is then.
-        return DataError(f"a data loader worker died ({text.strip().rstrip('.')}); the "
-                         f"kernel's out-of-memory killer is the usual cause: lower -j or the "
-                         f"batch sizes and run again (with --resume where the run has saved a "
-                         f"checkpoint)")
-    return error

@@ -15,10 +15,10 @@ from typing import Any, Callable
 from models.layers import WS_FORMS
 from models.norms import BATCH_NORMS, GN_NARROW_RULES, GROUP_NORMS, NORM_DEFAULTS, NORMS
 
-from ..data.decode import DEFAULT_MAX_PIXELS
 from .flag import (FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Flag, Range, UsageError,
                    at_least)
-from .values import AMP_MODES, AUTOAUGMENT_POLICIES, COMPILE_MODES, OPTIMIZERS
+from .values import (AMP_MODES, AUTOAUGMENT_POLICIES, COMPILE_MODES, DEFAULT_MAX_PIXELS,
+                     OPTIMIZERS)
 
 __all__ = ["SHARED_FLAGS", "POLICY_FLAGS", "check_rules", "check_written", "check_pair", "check"]
 

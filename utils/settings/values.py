@@ -12,7 +12,7 @@ work: the layers that use them (utils.train, utils.data, utils.session) hold the
 import dataclasses
 from typing import Optional
 
-__all__ = ["OPTIMIZERS", "AUTOAUGMENT_POLICIES", "MAGNITUDE_BINS", "AMP_MODES", "COMPILE_MODES",
+__all__ = ["DEFAULT_MAX_PIXELS", "OPTIMIZERS", "AUTOAUGMENT_POLICIES", "MAGNITUDE_BINS", "AMP_MODES", "COMPILE_MODES",
            "INTERPOLATIONS", "IMAGENET_MEAN", "IMAGENET_STD", "Schedule", "Regularisers",
            "AugmentPolicy", "ImageViews", "RecipeSettings", "DataSettings",
            "ModelSettings", "DeviceSettings", "RunSettings"]
@@ -137,6 +137,11 @@ class ImageViews:
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"--interpolation takes one of {', '.join(INTERPOLATIONS)}, got "
                              f"{self.interpolation!r}")
+
+
+# The most pixels an image file may have unless --max-pixels says otherwise: Pillow's own
+# decompression-bomb limit, twice its Image.MAX_IMAGE_PIXELS (1024 ** 3 // 4 // 3 = 89,478,485).
+DEFAULT_MAX_PIXELS = 2 * (1024 ** 3 // 4 // 3)
 
 
 @dataclasses.dataclass(frozen=True)

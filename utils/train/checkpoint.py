@@ -19,7 +19,7 @@ import os
 import pickle
 import re
 import shutil
-from typing import Any, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,7 @@ from ..messages import first_line
 from ..records.run_folder import holds_run, stopped_before_first_checkpoint
 from ..seeding import rng_state, set_rng_state
 from .recipe import Recipe
+from .state_fit import state_misfit
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 
@@ -217,37 +218,6 @@ def _check_run(run):
     for name in ("flags", "recorded"):
         if not isinstance(run.get(name, {}), dict):
             return f"its {name} are not a dict"
-    return None
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "flag" if isinstance(value, bool) else "none"
-    if isinstance(value, (int, float)):
-        return "number"
-    return next((name for kind, name in ((dict, "dict"), (list, "list"), (tuple, "list"),
-                                         (str, "text")) if isinstance(value, kind)),
-                type(value).__name__)
-
-
-def state_misfit(state: dict, fresh: dict) -> Optional[str]:
-    """Why a saved optimizer, scheduler or scaler ``state`` cannot be the state of the object
-    whose own state is ``fresh``, or None. torch's schedulers take any dict (their
-    load_state_dict updates the object's attributes), so the check is ours: every public entry
-    of ``fresh`` must be there, of the same kind (a number, a list of as many items, a dict).
-    Entries only the saved state has are let be: torch versions add and drop private ones."""
-    for key, value in fresh.items():
-        if key.startswith("_") or value is None:
-            continue
-        if key not in state:
-            return f"it has no {key!r}"
-        saved = state[key]
-        if _kind(saved) != _kind(value):
-            return f"its {key!r} is {saved!r}, not a {_kind(value)}"
-        if _kind(value) == "list" and len(saved) != len(value):
-            return f"its {key!r} holds {len(saved)} items where this run has {len(value)}"
-        if _kind(value) == "number" and not _finite(saved):
-            return f"its {key!r} is {saved!r}"
     return None
 
 
