@@ -153,6 +153,10 @@ def check_run_folder(settings: RunSettings) -> None:
     --tensorboard has its package."""
     if settings.tensorboard:
         require_tensorboard()
+    if not distributed.is_main():
+        # Rank 0 writes the folder and speaks for the run; under torchrun the others probing
+        # it at once would race (one removing the folder another is writing its test file in).
+        return
     check_writable(settings.run_folder)
     check_folder(settings.run_folder, fresh=fresh_folder(settings), replace=settings.replace)
 
