@@ -89,7 +89,9 @@ def test_deleting_a_live_runs_lock_file_lets_no_second_run_in(tmp_path):
     try:
         log = os.path.join(run, "log.txt")
         deadline = time.time() + 120
-        while time.time() < deadline and not (os.path.exists(log) and read_log_rows(log)[1]):
+        checkpoint = os.path.join(run, "checkpoint.pth.tar")  # saved just after the log's row
+        while time.time() < deadline and not (os.path.exists(log) and read_log_rows(log)[1]
+                                              and os.path.exists(checkpoint)):
             time.sleep(0.05)
         first.send_signal(signal.SIGSTOP)
         os.remove(os.path.join(run, ".lock"))  # as people delete "stale" locks
