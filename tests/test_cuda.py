@@ -66,8 +66,14 @@ MODELS = ([("cifar", arch) for arch in sorted(models.cifar.MODELS)] +
 REGISTRIES = {"cifar": models.cifar.MODELS, "imagenet": models.imagenet.MODELS}
 
 
+# fp16's GradScaler skips a step whose gradients overflow and halves its scale, from 2**16: the
+# vgg_bn models' first steps overflow (seen on an H200), so the scaler gets 16 halvings to settle.
+SCALER_TRIES = 17
+
+
 def training_step(section, arch, amp, channels_last, compile_model=False):
-    """One SGD step of the model on CUDA; returns (loss, the largest parameter change)."""
+    """An SGD step of the model on CUDA (under fp16, the first one its GradScaler takes); returns
+    (loss, the largest parameter change)."""
     torch.manual_seed(0)
     kwargs = CIFAR_SMALL.get(arch, {}) if section == "cifar" else {}
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -80,16 +86,21 @@ def training_step(section, arch, amp, channels_last, compile_model=False):
     size = 32 if section == "cifar" else 224
     x = torch.randn(4, 3, size, size, device="cuda").to(memory_format=fmt)
     y = torch.randint(0, 10, (4,), device="cuda")
-    with autocast("cuda", amp):
-        loss = nn.functional.cross_entropy(step_model(x), y)
-    if scaler:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    change = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before))
+    for _ in range(SCALER_TRIES if scaler else 1):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast("cuda", amp):
+            loss = nn.functional.cross_entropy(step_model(x), y)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        change = max((p.detach() - b).abs().max().item()
+                     for p, b in zip(model.parameters(), before))
+        if change > 0:
+            break
     return loss.item(), change
 
 
@@ -216,6 +227,7 @@ def test_device_loader_batches_on_cuda_equal_the_cpu_ones(policy):
 
 
 def test_decode_device_on_cuda_matches_the_pil_path(smooth_tree):  # noqa: F811
+    pytest.importorskip("torchcodec", reason="--decode device decodes with torchcodec")
     settings, _ = read_settings(imagenet.imagenet_flags(), 
         ["--data", smooth_tree, "--train-batch", "6", "--test-batch", "6", "--decode", "device",
          "-j", "0"])
