@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .micro_batches import chunk_moments, estimate_path, per_chunk
+from .micro_batches import ChunkMoments, batch_norm_per_chunk, chunk_moments, estimate_path
 
 __all__ = ["NORMS", "BATCH_NORMS", "GROUP_NORMS", "GN_NARROW_RULES", "NORM_DEFAULTS", "batch_norm",
            "group_count", "group_norm", "layer_norm",
@@ -184,11 +184,10 @@ class BatchChannelNorm2d(nn.Module):
             bn.running_mean.copy_(means[-1])
             bn.running_var.copy_(variances[-1])
             bn.num_batches_tracked += len(moments.images)
-            inverse = torch.rsqrt(variances[1:] + bn.eps).to(dtype)
-            centre = means[1:].to(dtype)
+            given = ChunkMoments(means[1:].to(dtype), variances[1:].to(dtype), moments.images)
         # No gradient through the estimates: they are statistics, constants of this step.
-        scale = bn.weight.to(dtype) * inverse
-        return per_chunk(x.to(dtype), n, scale, bn.bias.to(dtype) - centre * scale)
+        return batch_norm_per_chunk(x.to(dtype), n, bn.weight.to(dtype), bn.bias.to(dtype),
+                                    bn.eps, given)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.micro_batch:
@@ -221,24 +220,21 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         return self._chunks_at_once(x)
 
     def _chunks_at_once(self, x: torch.Tensor) -> torch.Tensor:
-        """Every chunk normalised by its own statistics, and the running statistics its K
-        updates leave, at once (models.micro_batches); in float32 at least, as BatchNorm is
-        under autocast. The running variance takes each chunk's unbiased variance."""
+        """Every chunk normalised by its own statistics in one native batch norm, and the
+        running statistics its K updates leave, at once (models.micro_batches); in float32 at
+        least, as BatchNorm is under autocast. The running variance takes each chunk's
+        unbiased variance."""
         n, dtype = self.ghost_batch, torch.promote_types(x.dtype, torch.float32)
-        moments = chunk_moments(x.to(dtype), n)  # with gradient: the statistics are x's
-        pixels = x[0, 0].numel()
-        if min(n, x.shape[0] % n or n) * pixels < 2:  # decided on the host: no device sync
+        if min(n, x.shape[0] % n or n) * x[0, 0].numel() < 2:  # on the host: no device sync
             raise ValueError("Expected more than 1 value per channel when training")
-        values = moments.images * pixels  # values per channel of each chunk
-        scale = self.weight.to(dtype) * torch.rsqrt(moments.var + self.eps)
-        y = per_chunk(x.to(dtype), n, scale, self.bias.to(dtype) - moments.mean * scale)
+        y, moments = batch_norm_per_chunk(x.to(dtype), n, self.weight.to(dtype),
+                                          self.bias.to(dtype), self.eps)
         with torch.no_grad():
-            values = values.double()
-            unbiased = moments.var.double() * (values / (values - 1))[:, None]
             self.running_mean.copy_(
-                estimate_path(self.running_mean, moments.mean.detach(), self.momentum)[-1])
-            self.running_var.copy_(estimate_path(self.running_var, unbiased, self.momentum)[-1])
-            self.num_batches_tracked += len(values)
+                estimate_path(self.running_mean, moments.mean, self.momentum)[-1])
+            self.running_var.copy_(
+                estimate_path(self.running_var, moments.var, self.momentum)[-1])
+            self.num_batches_tracked += len(moments.images)
         return y
 
 

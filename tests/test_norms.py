@@ -268,9 +268,22 @@ def test_micro_batch_bcn_at_once_is_its_sequential_definition(size, images):
                                              (bcn_layer, sequential_bcn)], ids=["ghost", "bcn"])
 def test_micro_batches_keep_a_channels_last_batch_channels_last(make, reference):
     assert compare(make, reference, 2, 8, channels_last=True) < 1e-5
+    assert compare(make, reference, 3, 7, channels_last=True) < 1e-5  # an uneven last chunk
     layer = make(2).train()
     y = layer(torch.randn(8, 6, 5, 4).contiguous(memory_format=torch.channels_last))
     assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("make", [ghost_layer, bcn_layer], ids=["ghost", "bcn"])
+@pytest.mark.parametrize("images", [64, 63])
+def test_a_micro_batch_layer_is_two_batch_norm_calls_at_most(make, images, monkeypatch):
+    """No loop over the chunks: 32 chunks of 2 are one native batch norm, plus one for a
+    shorter last chunk."""
+    calls = []
+    batch_norm = F.batch_norm
+    monkeypatch.setattr(F, "batch_norm", lambda *a, **k: calls.append(1) or batch_norm(*a, **k))
+    make(2).train()(torch.randn(images, 6, 5, 4))
+    assert len(calls) == (1 if images % 2 == 0 else 2)
 
 
 @pytest.mark.parametrize("make", [ghost_layer, bcn_layer], ids=["ghost", "bcn"])
