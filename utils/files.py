@@ -15,7 +15,13 @@ class NotRegularFile(OSError):
 
 
 class TooLarge(OSError):
-    """A file larger than what its format can reasonably hold."""
+    """A file larger than what its format can reasonably hold: its ``size`` and the ``limit``
+    in bytes."""
+
+    def __init__(self, path: str, size: int, limit: int):
+        super().__init__(f"{path} holds {size:,} bytes, more than the {limit:,} its format ever "
+                         f"needs")
+        self.path, self.size, self.limit = path, size, limit
 
 
 def open_regular(path: str) -> BinaryIO:
@@ -35,6 +41,5 @@ def read_regular(path: str, limit: int) -> bytes:
     with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
-            raise TooLarge(f"{path} holds {size:,} bytes, more than the {limit:,} its format "
-                           f"ever needs")
+            raise TooLarge(path, size, limit)
         return f.read(limit + 1)

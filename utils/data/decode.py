@@ -10,16 +10,15 @@ torchcodec is imported on first use, so ``--decode pil`` and cifar.py run withou
 that needs it says so in one line (``require_torchcodec``).
 """
 import io
-import os
 from typing import Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..files import NotRegularFile, TooLarge, read_regular
 from ..settings.values import DEFAULT_MAX_PIXELS
 from .errors import DataError
-from ..files import NotRegularFile, open_regular
 
 __all__ = ["MissingDecoder", "require_torchcodec", "read_bytes", "decode_file", "decode_batch",
            "is_jpeg", "pil_rgb", "unreadable_image", "set_max_pixels",
@@ -79,25 +78,19 @@ def require_torchcodec(what: str) -> None:
 MAX_IMAGE_BYTES = 2 ** 30
 
 
-def _file_bytes(path: str) -> bytearray:
+def _file_bytes(path: str) -> bytes:
     """The bytes of an image file: a regular file only (a FIFO would block the reader for
     ever, a device such as /dev/zero never end), of at most MAX_IMAGE_BYTES."""
     try:
-        f = open_regular(path)
+        return read_regular(path, MAX_IMAGE_BYTES)
     except NotRegularFile:
         raise DataError(f"cannot read image {path}: not a regular file (a FIFO, device or "
                         f"socket)") from None
+    except TooLarge as e:
+        raise DataError(f"cannot read image {path}: {e.size:,} bytes, more than "
+                        f"{e.limit:,}") from None
     except OSError as e:
         raise DataError(f"cannot read image {path}: {e.strerror or e}") from e
-    with f:
-        info = os.fstat(f.fileno())
-        if info.st_size > MAX_IMAGE_BYTES:
-            raise DataError(f"cannot read image {path}: {info.st_size:,} bytes, more than "
-                            f"{MAX_IMAGE_BYTES:,}")
-        try:
-            return bytearray(f.read())
-        except OSError as e:
-            raise DataError(f"cannot read image {path}: {e.strerror or e}") from e
 
 
 def read_bytes(path: str) -> torch.Tensor:
@@ -106,7 +99,7 @@ def read_bytes(path: str) -> torch.Tensor:
     data = _file_bytes(path)
     if not data:
         raise DataError(f"cannot read image {path}: the file is empty")
-    return torch.frombuffer(data, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)  # writable, as torch asks
 
 
 def unreadable_image(path: str, error: Exception) -> DataError:
