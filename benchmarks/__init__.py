@@ -11,7 +11,9 @@ every number comes from the run that prints it.
               --policies: also with each AutoAugment-family policy, as ratios), or imagenet.py's
               loaders (train and val) against torchvision's reference recipe and the decode-only
               limit, over --data or over JPEGs made from the real CIFAR-10 archive and upscaled
-              to ImageNet's 500x375 (one line per path: NAME: RATE img/s median):
+              to ImageNet's 500x375; timed together in one process, then each alone in a process
+              of its own as a user runs it (one line per path: NAME: RATE img/s median, and
+              NAME (alone): RATE img/s median):
                   python bench.py pipeline cifar --device cuda
                   python bench.py pipeline cifar --device cuda --policies
                   python bench.py pipeline imagenet --images 2000 --workers 2 --device cpu
@@ -25,5 +27,6 @@ every number comes from the run that prints it.
 
 Layout: cli.py (the command line: options declared as the scripts' flags are, with their
 Ranges), timing.py (the one timing loop), fixtures.py (data made from the CIFAR-10 archive), and
-step.py, fold.py, pipeline.py, overhead.py. It imports the library, never the scripts.
+step.py, fold.py, pipeline.py (the loaders timed), imagenet_input.py and alone.py (pipeline
+imagenet, together and alone), overhead.py. It imports the library, never the scripts.
 """

@@ -15,7 +15,8 @@ from utils.settings.table import SHARED_FLAGS
 from .fixtures import SHARED_NPZ
 from .fold import bench_fold
 from .overhead import bench_overhead
-from .pipeline import BENCH_POLICIES, bench_pipeline
+from .imagenet_input import bench_imagenet_pipeline
+from .pipeline import BENCH_POLICIES, bench_cifar_pipeline
 from .step import bench_step
 from .timing import Timing
 
@@ -112,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
                                                "on --device)", kind="switch"))
     add(pipeline, option(("--windows",), "timed passes over the data", kind=int, default=5,
                          range=count(1)))
+    add(pipeline, option(("--no-alone",), "imagenet: skip timing each contender in a process "
+                                          "of its own, as a user runs it", kind="switch"))
     add(pipeline, option(("--policies",), "cifar: also each of "
                          + ", ".join(list(BENCH_POLICIES)[1:]), kind="switch"))
 
@@ -151,11 +154,13 @@ def main(argv: Optional[list] = None) -> None:
         top.error("--npz does not apply to " + (
             "pipeline cifar, which times random images" if args.pipeline == "cifar" else
             "pipeline imagenet with --data, which times the images there"))
+    if args.command == "pipeline" and args.pipeline == "cifar" and args.no_alone:
+        top.error("--no-alone does not apply to pipeline cifar, which times one process")
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         args.scratch = scratch
         if args.command in COMMANDS:
             COMMANDS[args.command](args, model_flags)
         elif args.command == "pipeline":
-            bench_pipeline(args)
+            (bench_cifar_pipeline if args.pipeline == "cifar" else bench_imagenet_pipeline)(args)
         else:
             bench_overhead(args)

@@ -1,7 +1,9 @@
 """``bench.py pipeline``: images/s a loader alone delivers to the device. cifar.py's
-DeviceLoader (with each AutoAugment-family policy, as ratios), or imagenet.py's loaders against
-torchvision's reference recipe and the decode-only limit, the contenders taking turns pass by
-pass so the machine's load falls on all alike."""
+DeviceLoader (with each AutoAugment-family policy, as ratios); and the contenders of
+``pipeline imagenet`` (benchmarks.imagenet_input): imagenet.py's loaders, torchvision's
+reference recipe and the decode-only limit. Contenders take turns pass by pass, so the
+machine's load falls on all alike."""
+import dataclasses
 import os
 import statistics
 import time
@@ -20,10 +22,11 @@ from utils.scripts import cifar_flags, imagenet_flags
 from utils.session.stages import read_settings
 from utils.settings.values import IMAGENET_MEAN, IMAGENET_STD
 
-from .fixtures import SHARED_NPZ, require_archive, synthetic_imagenet
 from .timing import sync
 
-__all__ = ["BENCH_POLICIES", "time_passes", "bench_pipeline", "ReferenceLoader", "DecodeOnly"]
+__all__ = ["BENCH_POLICIES", "time_passes", "prepare_host", "bench_cifar_pipeline",
+           "ReferenceLoader", "DecodeOnly", "LoaderSetup", "imagenet_contender",
+           "imagenet_paths"]
 
 # The policies `pipeline cifar --policies` measures, as cifar.py's flags.
 BENCH_POLICIES = {"none": [], "--autoaugment cifar10": ["--autoaugment", "cifar10"],
@@ -48,19 +51,17 @@ def time_passes(loaders: dict, device: torch.device, windows: int) -> dict:
     return times
 
 
-def bench_pipeline(args) -> None:
-    """The pipeline benchmark of the parsed ``args``."""
-    device = torch.device(args.device)
+def prepare_host(device: torch.device) -> None:
+    """The host as the scripts set it: on the CPU, batches reuse heap memory
+    (utils.session.device)."""
     if device.type == "cpu":
-        keep_freed_memory()  # as the scripts do on the CPU (utils.session.device)
-    if args.pipeline == "cifar":
-        bench_cifar_pipeline(args, device)
-    else:
-        bench_imagenet_pipeline(args, device)
+        keep_freed_memory()
 
 
-def bench_cifar_pipeline(args, device: torch.device) -> None:
+def bench_cifar_pipeline(args) -> None:
     """cifar.py's DeviceLoader over random images; with --policies, beside each policy."""
+    device = torch.device(args.device)
+    prepare_host(device)
     n = args.images
     g = torch.Generator().manual_seed(0)
     dataset = ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
@@ -124,53 +125,33 @@ class DecodeOnly(ReferenceLoader):
             yield x, None
 
 
-def bench_imagenet_pipeline(args, device: torch.device) -> None:
-    """imagenet.py's loaders (the default --decode cpu, --decode pil, and --decode device with
-    --device-decode) against torchvision's reference recipe and the decode-only limit, train
-    and val, taking turns pass by pass: medians, their rate per worker and their ratio to the
-    reference's."""
-    data = args.data
-    if data is None:
-        npz = args.npz or SHARED_NPZ
-        require_archive(npz, "pipeline imagenet without --data")
-        data = synthetic_imagenet(npz, os.path.join(args.scratch, "jpegs"), args.images)
-    paths = ["default", "pil"] + (["device"] if args.device_decode else [])
-    contenders = {"train": {}, "val": {}}
-    for split in ("train", "val"):
-        folder = os.path.join(data, split)
-        contenders[split]["reference"] = ReferenceLoader(folder, split == "train", args.batch,
-                                                         args.workers, device)
-        for path in paths:
-            settings = read_settings(imagenet_flags(), [
-                "--data", data, "--train-batch", str(args.batch), "--test-batch",
-                str(args.batch), "--decode", "cpu" if path == "default" else path,
-                "-j", str(args.workers)]).settings
-            _, loaders = imagenet_loaders(settings.data, device, 0, args.channels_last)
-            contenders[split][path] = loaders.train if split == "train" else loaders.test
-    contenders["train"]["decode"] = DecodeOnly(os.path.join(data, "train"), args.batch,
-                                               args.workers, device)
-    rates = {split: {name: 1 / statistics.median(t) for name, t in
-                     time_passes(loaders, device, args.windows).items()}
-             for split, loaders in contenders.items()}
-    print_rates(rates, ["reference"] + paths + ["decode"], data, args)
+@dataclasses.dataclass(frozen=True)
+class LoaderSetup:
+    """What every ``pipeline imagenet`` contender is built with: images per batch, loader
+    workers, the device batches are delivered to, and NHWC batches or not."""
+    batch: int
+    workers: int
+    device: str
+    channels_last: bool = False
 
 
-def print_rates(rates: dict, names: list, data: str, args) -> None:
-    """The table of images/s per path and split, per worker and against the reference, then a
-    line per path: NAME: RATE img/s median."""
-    per_worker = max(1, args.workers)
-    print(f"imagenet pipelines over {data}: {args.workers} workers, batch {args.batch}, "
-          f"delivered to {args.device}; medians of {args.windows} passes, taking turns")
-    print(f"{'path':<10} {'train img/s':>12} {'per worker':>11} {'vs reference':>13} "
-          f"{'val img/s':>10} {'per worker':>11} {'vs reference':>13}")
-    for name in names:
-        cells = []
-        for split in ("train", "val"):
-            rate = rates[split].get(name)
-            cells.append("-" if rate is None else
-                         f"{rate:12.1f} {rate / per_worker:11.1f} "
-                         f"{rate / rates[split]['reference']:12.2f}x")
-        print(f"{name:<10} {cells[0]:>38} {cells[1]:>37}")
-    for split in ("train", "val"):
-        for name, rate in rates[split].items():
-            print(f"{name if split == 'train' else name + '-val'}: {rate:.1f} img/s median")
+def imagenet_paths(device_decode: bool) -> list[str]:
+    """The contenders of ``pipeline imagenet``: the reference, imagenet.py's paths (--decode
+    device only with ``device_decode``), the decode-only limit (train only)."""
+    return ["reference", "default", "pil"] + (["device"] if device_decode else []) + ["decode"]
+
+
+def imagenet_contender(name: str, data: str, split: str, setup: LoaderSetup):
+    """Contender ``name``'s loader of ``data``'s ``split`` ("train" or "val"), built as its
+    script builds it; None for the decode-only limit's val."""
+    folder, device = os.path.join(data, split), torch.device(setup.device)
+    if name == "reference":
+        return ReferenceLoader(folder, split == "train", setup.batch, setup.workers, device)
+    if name == "decode":
+        return (DecodeOnly(folder, setup.batch, setup.workers, device) if split == "train"
+                else None)
+    settings = read_settings(imagenet_flags(), [
+        "--data", data, "--train-batch", str(setup.batch), "--test-batch", str(setup.batch),
+        "--decode", "cpu" if name == "default" else name, "-j", str(setup.workers)]).settings
+    _, loaders = imagenet_loaders(settings.data, device, 0, setup.channels_last)
+    return loaders.train if split == "train" else loaders.test

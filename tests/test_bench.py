@@ -1,13 +1,16 @@
 """bench.py runs and prints its fields (no timing assertions: machines are noisy)."""
+import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 
 import pytest
 
 from benchmarks.cli import main as bench_main
 from benchmarks.fixtures import synthetic_imagenet
-from builders import help_of_each_option
+from builders import REPO, help_of_each_option
 
 
 def test_model_bench_prints_throughput_and_ratios(capsys):
@@ -48,13 +51,30 @@ def test_imagenet_pipeline_bench_times_every_path_beside_the_reference(capsys, t
     bench_main(["pipeline", "imagenet", "--data", root, "--device-decode", "--device", "cpu",
                 "--batch", "4", "--workers", "0", "--windows", "1"])
     out = capsys.readouterr().out
-    rates = dict(re.findall(r"^(\S+): ([\d.]+) img/s median$", out, re.MULTILINE))
-    assert set(rates) == {"reference", "default", "pil", "device", "decode", "reference-val",
-                          "default-val", "pil-val", "device-val"}
-    assert all(float(rate) > 0 for rate in rates.values())
-    (row,) = [line for line in out.splitlines() if line.startswith("reference ")]
-    assert row.split()[3] == "1.00x" and row.split()[6] == "1.00x"  # the reference vs itself
+    names = {"reference", "default", "pil", "device", "decode", "reference-val", "default-val",
+             "pil-val", "device-val"}
+    for suffix in ("", " (alone)"):  # together in this process, then each in its own
+        rates = dict(re.findall(rf"^(\S+){re.escape(suffix)}: ([\d.]+) img/s median$", out,
+                                re.MULTILINE))
+        assert set(rates) == names and all(float(rate) > 0 for rate in rates.values())
+    rows = [line for line in out.splitlines() if re.match(r"reference +[\d.]+ ", line)]
+    assert len(rows) == 2  # the reference vs itself, in both tables
+    assert all(row.split()[3] == "1.00x" and row.split()[6] == "1.00x" for row in rows)
     assert os.listdir(scratch) == []  # its scratch folder is gone
+
+
+def test_a_contender_alone_is_timed_in_a_process_of_its_own(tmp_path):
+    """benchmarks.alone, as the benchmark starts it: one JSON line, seconds per image of a
+    timed pass of train and of val (the decode-only limit: train only)."""
+    from builders import make_image_folder
+    root = make_image_folder(str(tmp_path / "data"), splits=(("train", 4), ("val", 2)),
+                             size=(64, 48), ext="jpg")
+    for name, splits in (("reference", {"train", "val"}), ("decode", {"train"})):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.alone", root, name, "--batch",
+                               "2", "--workers", "1", "--device", "cpu"], cwd=REPO,
+                              capture_output=True, text=True, check=True)
+        seconds = json.loads(done.stdout.strip().splitlines()[-1])
+        assert set(seconds) == splits and all(t > 0 for t in seconds.values())
 
 
 def test_imagenet_pipeline_bench_makes_its_jpegs_from_real_cifar(capsys, cifar_npz, tmp_path):
@@ -64,7 +84,7 @@ def test_imagenet_pipeline_bench_makes_its_jpegs_from_real_cifar(capsys, cifar_n
              for f in names]
     assert len(files) == 8 and Image.open(files[0]).size == (500, 375)
     bench_main(["pipeline", "imagenet", "--npz", cifar_npz, "--images", "8", "--device", "cpu",
-                "--batch", "4", "--workers", "0", "--windows", "1"])
+                "--batch", "4", "--workers", "0", "--windows", "1", "--no-alone"])
     assert re.search(r"^default: [\d.]+ img/s median$", capsys.readouterr().out, re.MULTILINE)
 
 
@@ -106,8 +126,9 @@ def test_every_bench_option_shows_its_default(command, capsys):
                                               "times random images"),
     (["pipeline", "imagenet", "--data", "d", "--npz", "x.npz"],
      "--npz does not apply to pipeline imagenet with --data"),
-], ids=["cifar", "imagenet-data"])
-def test_bench_refuses_an_npz_it_would_not_read(capsys, argv, message):
+    (["pipeline", "cifar", "--no-alone"], "--no-alone does not apply to pipeline cifar"),
+], ids=["cifar", "imagenet-data", "no-alone-cifar"])
+def test_bench_refuses_a_flag_it_would_not_read(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         bench_main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
