@@ -22,6 +22,7 @@ import torch
 import torchvision.transforms as T
 
 from ..settings.values import DataSettings
+from .batch_pool import pool_slots
 from .datasets import find_image_folder
 from .image_files import FileItems, ImageFiles, val_files
 from .decode import decode_file, read_bytes, require_torchcodec
@@ -43,12 +44,12 @@ def decoded_item(path: str, label: int, i: int) -> tuple[torch.Tensor, int]:
 
 
 def loader_memory(data: DataSettings) -> int:
-    """Bytes of decoded batches the loaders can hold at once: each worker's prefetched batches
-    of uint8 RGB crops, for the training loader and the evaluation one (whose workers live
-    while it evaluates)."""
+    """Bytes of decoded batches the loaders can hold at once: each worker's shared blocks of
+    uint8 RGB crops (utils.data.batch_pool: its prefetched batches and two more), for the
+    training loader and the evaluation one (whose workers live while it evaluates)."""
     views = data.views
-    return max(data.workers, 1) * PREFETCH * 3 * (views.train_crop ** 2 * data.train_batch
-                                                  + views.val_crop ** 2 * data.test_batch)
+    return max(data.workers, 1) * pool_slots(PREFETCH) * 3 * (
+        views.train_crop ** 2 * data.train_batch + views.val_crop ** 2 * data.test_batch)
 
 
 def imagenet_loaders(data: DataSettings, device: torch.device, seed: int, channels_last: bool,

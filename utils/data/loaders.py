@@ -24,6 +24,7 @@ from PIL import Image
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
 from ..settings.values import AugmentPolicy
 from ..stop_signals import STOP_SIGNALS
+from .batch_pool import BatchPool, pool_slots
 from .datasets import ArrayDataset
 from .decode import max_pixels, set_max_pixels
 from .errors import DataError, worker_error
@@ -317,17 +318,21 @@ class StreamLoader(EpochLoader):
     def __init__(self, dataset: torch.utils.data.Dataset, view: ImageView, batches: EpochBatches,
                  device: Union[str, torch.device], fmt: BatchFormat, workers: Workers = Workers()):
         self.batches, self.device = batches, device
+        self.pool = BatchPool(workers.count, pool_slots(workers.prefetch))
         self.loader = data_loader(
-            SeededTransform(dataset, view, batches.seed), workers,
+            SeededTransform(dataset, view, batches.seed), workers, collate_fn=self.pool,
             batch_sampler=TaggedBatches(batches), pin_memory=torch.device(device).type == "cuda")
         self.normalize = Normalize(fmt, device, view.hwc)
 
     def __iter__(self) -> Iterator[Batch]:
+        if getattr(self.loader, "_iterator", None) is None:  # no worker runs yet
+            self.pool.reset()
         batches = iter(self.loader)
         try:
-            for x, y in batches:
-                x = x.to(self.device, non_blocking=True)
-                yield self.normalize(x), y.to(self.device, non_blocking=True)
+            for images, y, ticket in batches:
+                x = self.normalize(images.to(self.device, non_blocking=True))
+                self.pool.release(ticket, images)  # normalised into a new tensor: read
+                yield x, y.to(self.device, non_blocking=True)
         except Exception as e:
             stop_workers(self.loader, batches)
             raise worker_error(e) from None
