@@ -170,10 +170,15 @@ def test_a_loader_worker_killed_ends_the_run_with_a_line(tmp_path):
     for line in proc.stdout:
         if line.startswith("Epoch: [1"):
             break
-    time.sleep(1)
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                             text=True).stdout.split()
+    workers = []
+    for _ in range(60):  # the workers start after the line: on a loaded machine, seconds after
+        time.sleep(0.5)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                 text=True).stdout.split()
+        if workers:
+            break
     assert workers, "no loader workers found"
+    time.sleep(0.5)  # both started: the one killed is not the only one torch knows of yet
     os.kill(int(workers[0]), signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning")]

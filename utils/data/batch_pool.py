@@ -63,12 +63,13 @@ class BatchPool:
         return torch.stack(images, out=block[:numel].view(shape)), labels, (worker.id, slot)
 
     def _take(self, worker: int) -> Optional[int]:
-        free = self.free[worker].nonzero()
-        if not len(free):
-            return None
-        slot = int(free[0])
-        self.free[worker, slot] = False
-        return slot
+        # The flags are read as a list: torch's nonzero on this shared tensor inside a worker
+        # tripped an internal assert in a CI run, while the main process wrote a flag.
+        for slot, free in enumerate(self.free[worker].tolist()):
+            if free:
+                self.free[worker, slot] = False
+                return slot
+        return None
 
     def release(self, ticket: Ticket, images: torch.Tensor) -> None:
         """The main process is done reading ``images``, the batch of ``ticket``: its block may
