@@ -19,6 +19,7 @@ from PIL import Image
 from ..files import NotRegularFile, TooLarge, read_regular
 from ..settings.values import DEFAULT_MAX_PIXELS
 from .errors import DataError
+from .jpeg_header import jpeg_size
 
 __all__ = ["MissingDecoder", "require_torchcodec", "read_bytes", "decode_file", "decode_batch",
            "is_jpeg", "pil_rgb", "unreadable_image", "set_max_pixels",
@@ -178,14 +179,18 @@ def _checked(image: torch.Tensor, path: str) -> torch.Tensor:
 
 
 def _check_pixels(data: torch.Tensor, path: str) -> None:
-    """The pixel limit, checked from the header alone (Pillow's reading of it) before
-    torchcodec decodes: a decompression bomb, a small file whose header asks for gigabytes, is
-    refused on every path alike. A file Pillow cannot parse is torchcodec's to judge."""
-    try:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
-            size = image.size
-    except Exception:
-        return
+    """The pixel limit, checked from the header alone before torchcodec decodes: a
+    decompression bomb, a small file whose header asks for gigabytes, is refused on every path
+    alike. A JPEG's size is read from its frame header (jpeg_size, the fields Pillow reads);
+    any other file, or a JPEG header that does not lead to one, is opened by Pillow, and a file
+    Pillow cannot parse either is torchcodec's to judge."""
+    size = jpeg_size(memoryview(data.numpy()))
+    if size is None:
+        try:
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
+                size = image.size
+        except Exception:
+            return
     _check_size(*size, path)
 
 
