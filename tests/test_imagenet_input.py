@@ -169,3 +169,26 @@ def test_no_deprecation_warning_from_our_decoding(photos):
             both = loaders(photos, decode)
             for loader in (both.train, both.test):
                 assert sum(x.shape[0] for x, _ in loader) in (8, 6)
+
+
+def test_batches_are_normalised_on_one_thread_while_workers_decode_on_the_cpu(photos):
+    """The workers fill the cores: the main process normalises each batch on one intra-op
+    thread, and the code that consumes the batches (a CPU training step) keeps its own
+    threads; without workers the main process normalises on all of them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for workers, normalising in ((2, 1), (0, 2)):
+            loader = loaders(photos, "cpu", workers).train
+            seen, normalize = [], loader.normalize
+
+            def spy(x):
+                seen.append(torch.get_num_threads())
+                return normalize(x)
+            loader.normalize = spy
+            loader.set_epoch(0)
+            consuming = [torch.get_num_threads() for _ in loader]
+            utils.data.loaders.stop_workers(loader.loader)
+            assert seen == [normalising] * 2 and consuming == [2] * 2, workers
+    finally:
+        torch.set_num_threads(threads)
