@@ -192,3 +192,31 @@ def test_batches_are_normalised_on_one_thread_while_workers_decode_on_the_cpu(ph
             assert seen == [normalising] * 2 and consuming == [2] * 2, workers
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("layout", ["hwc", "chw"])  # torchcodec's memory; PIL's, once permuted
+def test_each_view_is_an_hwc_block_with_torchvisions_pixels(layout):
+    """A view's image is one contiguous (H, W, C) block, which the collate copies whole (an
+    NCHW resize output made that copy a transposing one, 0.15 ms an image), and its pixels
+    are torchvision's resized_crop of the box drawn, mirrored where drawn."""
+    import torchvision.transforms.v2.functional as TF
+    from utils.data.views import TrainView, ValView
+    hwc = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (375, 500, 3),
+                                                             dtype=np.uint8))
+    image = hwc.permute(2, 0, 1)
+    if layout == "chw":
+        image = image.contiguous()
+    with image_rng(1, 0, 5):
+        top, left, h, w = T.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))
+        flip = bool(torch.rand(1) < 0.5)
+    expected = TF.resized_crop(image, top, left, h, w, [224, 224], antialias=True)
+    expected = (TF.horizontal_flip(expected) if flip else expected).permute(1, 2, 0)
+    with image_rng(1, 0, 5):
+        view = TrainView()(image)
+    assert view.is_contiguous() and view.shape == (224, 224, 3)
+    assert torch.equal(view, expected)
+    top, left, h, w = centre_box(375, 500)
+    val = ValView()(image)
+    assert val.is_contiguous()
+    assert torch.equal(val, TF.resized_crop(image, top, left, h, w, [224, 224],
+                                            antialias=True).permute(1, 2, 0))
