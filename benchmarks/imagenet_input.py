@@ -12,7 +12,7 @@ import statistics
 
 import torch
 
-from utils.data.loaders import stop_workers
+from utils.data.workers import stop_workers
 
 from .alone import time_alone
 from .fixtures import SHARED_NPZ, require_archive, synthetic_imagenet

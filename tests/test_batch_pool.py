@@ -4,7 +4,7 @@ mapping, and a block is never written while the main process still reads it."""
 import torch
 
 from utils.data.batch_pool import BatchPool, pool_slots
-from utils.data.loaders import Workers, data_loader
+from utils.data.workers import Workers, data_loader
 
 
 class Constant(torch.utils.data.Dataset):

@@ -12,7 +12,8 @@ from builders import read_log_rows
 from utils.settings.values import IMAGENET_MEAN, IMAGENET_STD
 from utils.data.image_files import ImageFiles
 from utils.data.device_decode import DeviceDecodeLoader, DeviceView
-from utils.data.loaders import BatchFormat, EpochBatches, Workers
+from utils.data.loaders import BatchFormat, EpochBatches
+from utils.data.workers import Workers
 from utils.settings.values import AugmentPolicy
 from utils.session.stages import read_settings
 

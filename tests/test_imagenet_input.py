@@ -14,6 +14,7 @@ from PIL import Image
 
 import imagenet
 import utils.data.loaders
+import utils.data.workers
 from utils.settings.values import IMAGENET_MEAN, IMAGENET_STD
 from utils.data.views import centre_box
 from utils.seeding import AUGMENT, image_rng, mixed_seed
@@ -188,7 +189,7 @@ def test_batches_are_normalised_on_one_thread_while_workers_decode_on_the_cpu(ph
             loader.normalize = spy
             loader.set_epoch(0)
             consuming = [torch.get_num_threads() for _ in loader]
-            utils.data.loaders.stop_workers(loader.loader)
+            utils.data.workers.stop_workers(loader.loader)
             assert seen == [normalising] * 2 and consuming == [2] * 2, workers
     finally:
         torch.set_num_threads(threads)

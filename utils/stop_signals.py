@@ -1,5 +1,5 @@
 """The signals that stop a run after the step in flight (utils.train.stopping), and that a
-DataLoader worker leaves to the main process (utils.data.loaders): SIGINT (Ctrl-C), SIGTERM (a
+DataLoader worker leaves to the main process (utils.data.workers): SIGINT (Ctrl-C), SIGTERM (a
 scheduler's kill), SIGHUP (a closed terminal), SIGUSR1 (SLURM's warning before a time limit,
 ``sbatch --signal=B:USR1@SECONDS``). Those this platform has: Windows has no SIGHUP or
 SIGUSR1."""

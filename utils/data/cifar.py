@@ -8,9 +8,10 @@ import torchvision.transforms as T
 from ..settings.values import DataSettings
 from .datasets import DATASETS, ArrayDataset, dataset_stats
 from .loaders import (ArrayImages, BatchFormat, CropFlip, DeviceLoader, EpochBatches, ImageView,
-                      Loaders, StreamLoader, Workers)
+                      Loaders, StreamLoader)
 from .policies import torchvision_transform
 from .splits import held_out_split
+from .workers import Workers
 
 # cifar.py's --loader: the dataset on the training device with batched augmentation, or a
 # DataLoader of per-image torchvision transforms. Their draws differ, so a run keeps its own.

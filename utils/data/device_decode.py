@@ -23,11 +23,11 @@ from ..settings.values import AugmentPolicy, ImageViews
 from .image_files import FileItems, ImageFiles
 from .decode import decode_batch, read_bytes
 from .errors import worker_error
-from .loaders import (Batch, BatchFormat, EpochBatches, EpochLoader, Normalize, TaggedBatches,
-                      Workers, data_loader, stop_workers)
+from .loaders import Batch, BatchFormat, EpochBatches, EpochLoader, Normalize, TaggedBatches
 from .policies import apply_policy, epoch_draws
 from .transfer import to_device
 from .views import centre_box, crop_and_flip
+from .workers import Workers, data_loader, stop_workers
 
 __all__ = ["encoded_item", "DeviceView", "DeviceDecodeLoader"]
 

@@ -27,10 +27,11 @@ from .datasets import find_image_folder
 from .image_files import FileItems, ImageFiles, val_files
 from .decode import decode_file, read_bytes, require_torchcodec
 from .device_decode import DeviceDecodeLoader, DeviceView
-from .loaders import BatchFormat, EpochBatches, ImageView, Loaders, StreamLoader, Workers
+from .loaders import BatchFormat, EpochBatches, ImageView, Loaders, StreamLoader
 from .policies import torchvision_transform
 from .splits import held_out_split
 from .views import TrainView, ValView
+from .workers import Workers
 
 __all__ = ["DECODE_PATHS", "decoded_item", "imagenet_loaders", "loader_memory", "PREFETCH"]
 
