@@ -201,15 +201,14 @@ def test_each_view_is_an_hwc_block_with_torchvisions_pixels(layout):
     NCHW resize output made that copy a transposing one, 0.15 ms an image), and its pixels
     are torchvision's resized_crop of the box drawn, mirrored where drawn."""
     import torchvision.transforms.v2.functional as TF
-    from utils.data.views import TrainView, ValView
+    from utils.data.views import TrainView, ValView, crop_and_flip
     hwc = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (375, 500, 3),
                                                              dtype=np.uint8))
     image = hwc.permute(2, 0, 1)
     if layout == "chw":
         image = image.contiguous()
     with image_rng(1, 0, 5):
-        top, left, h, w = T.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))
-        flip = bool(torch.rand(1) < 0.5)
+        top, left, h, w, flip = crop_and_flip(image)
     expected = TF.resized_crop(image, top, left, h, w, [224, 224], antialias=True)
     expected = (TF.horizontal_flip(expected) if flip else expected).permute(1, 2, 0)
     with image_rng(1, 0, 5):

@@ -178,7 +178,8 @@ def test_a_loader_worker_killed_ends_the_run_with_a_line(tmp_path):
         if workers:
             break
     assert workers, "no loader workers found"
-    time.sleep(0.5)  # both started: the one killed is not the only one torch knows of yet
+    time.sleep(0.5)  # torch registers its workers' pids once all have started: a worker killed
+    # before that would not be reported
     os.kill(int(workers[0]), signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning")]

@@ -286,14 +286,15 @@ class StreamLoader(EpochLoader):
                  device: Union[str, torch.device], fmt: BatchFormat, workers: Workers = Workers()):
         self.batches, self.device = batches, device
         self.pool = BatchPool(workers.count, pool_slots(workers.prefetch))
+        kind = torch.device(device).type
         # Normalising on the CPU while workers decode there: the workers already fill the cores,
         # and a second intra-op thread only contends with them (issue 34 item 3: one thread
         # halved the main process's CPU per image and raised the rate 16% on 2 cores).
-        self.normalise_threads = (one_intra_op_thread if torch.device(device).type == "cpu"
-                                  and workers.count > 0 else contextlib.nullcontext)
+        self.normalise_threads = (one_intra_op_thread if kind == "cpu" and workers.count > 0
+                                  else contextlib.nullcontext)
         self.loader = data_loader(
             SeededTransform(dataset, view, batches.seed), workers, collate_fn=self.pool,
-            batch_sampler=TaggedBatches(batches), pin_memory=torch.device(device).type == "cuda")
+            batch_sampler=TaggedBatches(batches), pin_memory=kind == "cuda")
         self.normalize = Normalize(fmt, device, view.hwc)
 
     def __iter__(self) -> Iterator[Batch]:

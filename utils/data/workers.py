@@ -34,7 +34,6 @@ class Workers:
     persistent: bool = True
 
 
-
 def own_generator() -> torch.Generator:
     """A generator for a DataLoader's own draws (its workers' base seed, one per iterator): left
     to the global RNG, each new iterator would shift dropout's draws, and a run resumed mid-epoch
@@ -51,7 +50,6 @@ def ignore_stop_signals(worker_id: int) -> None:
     instead."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-
 
 
 @contextlib.contextmanager
