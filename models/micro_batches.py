@@ -21,21 +21,23 @@ linear recurrence: every m_k at once is
 
 a (K + 1) x K lower-triangular matrix of weights times the chunks' statistics (in float64).
 """
+import functools
 from typing import Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ChunkMoments", "batch_norm_per_chunk", "chunk_moments", "estimate_path"]
+__all__ = ["ChunkMoments", "batch_norm_per_chunk", "chunk_moments", "estimate_path",
+           "estimate_after"]
 
 
 class ChunkMoments(NamedTuple):
     """Per chunk and channel: the mean and the variance over the chunk's images and pixels
     ((K, C) each; biased from ``chunk_moments``, unbiased from ``batch_norm_per_chunk``), and
-    each chunk's number of images (K,)."""
+    each chunk's number of images (K ints, known on the host)."""
     mean: torch.Tensor
     var: torch.Tensor
-    images: torch.Tensor
+    images: tuple
 
 
 def _parts(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
@@ -52,9 +54,8 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def _images(x: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.tensor([part.shape[1] for part in _parts(x, size) for _ in range(part.shape[0])],
-                        device=x.device)
+def _images(x: torch.Tensor, size: int) -> tuple:
+    return tuple(part.shape[1] for part in _parts(x, size) for _ in range(part.shape[0]))
 
 
 def chunk_moments(x: torch.Tensor, size: int) -> ChunkMoments:
@@ -68,7 +69,7 @@ def chunk_moments(x: torch.Tensor, size: int) -> ChunkMoments:
         mean = flat.sum(dim=(1, 3)) / count
         means.append(mean)
         variances.append((flat - mean[:, None, :, None]).square().sum(dim=(1, 3)) / count)
-    return ChunkMoments(torch.cat(means), torch.cat(variances), _images(x, size))
+    return ChunkMoments(_joined(means), _joined(variances), _images(x, size))
 
 
 def _chunks_as_channels(part: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -76,8 +77,8 @@ def _chunks_as_channels(part: torch.Tensor, channels_last: bool) -> torch.Tensor
     the batch's memory format."""
     k, n, c, h, w = part.shape
     if channels_last:
-        return part.permute(1, 3, 4, 0, 2).reshape(n, h, w, k * c).permute(0, 3, 1, 2)
-    return part.transpose(0, 1).reshape(n, k * c, h, w)
+        return part.permute(1, 3, 4, 0, 2).contiguous().view(n, h, w, k * c).permute(0, 3, 1, 2)
+    return part.transpose(0, 1).contiguous().view(n, k * c, h, w)
 
 
 def _channels_as_chunks(y: torch.Tensor, k: int, channels_last: bool) -> torch.Tensor:
@@ -87,6 +88,7 @@ def _channels_as_chunks(y: torch.Tensor, k: int, channels_last: bool) -> torch.T
     if channels_last:
         rows = y.permute(0, 2, 3, 1).unflatten(3, (k, c)).permute(3, 0, 1, 2, 4)
         return rows.reshape(k * n, h, w, c).permute(0, 3, 1, 2)
+    # reshape, not a view: an in-place op after the norm (ReLU) would make autograd copy it
     return y.unflatten(1, (k, c)).transpose(0, 1).reshape(k * n, c, h, w)
 
 
@@ -102,9 +104,8 @@ def batch_norm_per_chunk(x: torch.Tensor, size: int, weight: torch.Tensor, bias:
     outs, means, variances, first = [], [], [], 0
     for part in _parts(x, size):
         k, c = part.shape[0], part.shape[2]
-        if given is None:
-            mean = torch.zeros(k * c, dtype=x.dtype, device=x.device)
-            var = torch.ones(k * c, dtype=x.dtype, device=x.device)
+        if given is None:  # filled by the call (momentum 1) with the chunks' own statistics
+            mean, var = x.new_zeros(2, k * c)
         else:
             mean, var = (v[first:first + k].reshape(k * c) for v in (given.mean, given.var))
         first += k
@@ -114,15 +115,37 @@ def batch_norm_per_chunk(x: torch.Tensor, size: int, weight: torch.Tensor, bias:
         means.append(mean.view(k, c))
         variances.append(var.view(k, c))
     y = torch.cat(outs) if len(outs) > 1 else outs[0]
-    return y, ChunkMoments(torch.cat(means), torch.cat(variances), _images(x, size))
+    return y, ChunkMoments(_joined(means), _joined(variances), _images(x, size))
+
+
+def _joined(parts: list) -> torch.Tensor:
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _path_weights(k: int, rate: float, device: torch.device,
+                  dtype: torch.dtype = torch.float64) -> tuple:
+    """(keep^0 .. keep^K as a (K + 1, 1) column, the (K + 1) x K lower-triangular weights
+    rate keep^(k - j)), computed in float64, as ``dtype`` on ``device``: made once per chunk
+    count and rate, since a layer meets the same ones every step."""
+    keep = 1.0 - rate
+    steps = torch.arange(k + 1, dtype=torch.float64)
+    lag = steps[:, None] - steps[None, 1:]  # k - j for rows k = 0..K, columns j = 1..K
+    weights = torch.where(lag >= 0, rate * keep ** lag.clamp(min=0), 0.0)
+    return (keep ** steps)[:, None].to(device, dtype), weights.to(device, dtype)
+
+
+def estimate_after(estimate: torch.Tensor, values: torch.Tensor, rate: float) -> None:
+    """``estimate`` (C,) after the recurrence m_k = (1 - rate) m_{k-1} + rate values_k over
+    ``values`` (K, C), in place: the last row of ``estimate_path``, one matrix-vector product
+    in the estimate's dtype."""
+    k = values.shape[0]
+    weights = _path_weights(k, rate, values.device, estimate.dtype)[1]
+    estimate.addmv_(values.t().to(estimate.dtype), weights[-1], beta=(1.0 - rate) ** k)
 
 
 def estimate_path(initial: torch.Tensor, values: torch.Tensor, rate: float) -> torch.Tensor:
     """Every estimate of the recurrence m_k = (1 - rate) m_{k-1} + rate values_k from
     m_0 = ``initial`` (C,) over ``values`` (K, C): the (K + 1, C) rows m_0 .. m_K, in float64."""
-    k = values.shape[0]
-    keep = 1.0 - rate
-    steps = torch.arange(k + 1, device=values.device, dtype=torch.float64)
-    lag = steps[:, None] - steps[None, 1:]  # k - j for rows k = 0..K, columns j = 1..K
-    weights = torch.where(lag >= 0, rate * keep ** lag.clamp(min=0), 0.0)
-    return (keep ** steps)[:, None] * initial.double()[None] + weights @ values.double()
+    powers, weights = _path_weights(values.shape[0], rate, values.device)
+    return torch.addmm(powers * initial.double(), weights, values.double())

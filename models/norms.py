@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .micro_batches import ChunkMoments, batch_norm_per_chunk, chunk_moments, estimate_path
+from .micro_batches import (ChunkMoments, batch_norm_per_chunk, chunk_moments, estimate_after,
+                            estimate_path)
 
 __all__ = ["NORMS", "BATCH_NORMS", "GROUP_NORMS", "GN_NARROW_RULES", "NORM_DEFAULTS", "batch_norm",
            "group_count", "group_norm", "layer_norm",
@@ -75,6 +76,12 @@ class NormChoice:
 
 # The options of a norm pair and their defaults, from NormChoice's fields.
 NORM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NormChoice)}
+
+
+def _float32_at_least(dtype: torch.dtype) -> torch.dtype:
+    # torch.promote_types(dtype, float32) for floating dtypes, decided on the host (as an op
+    # it would be dispatched, and counted, on every call)
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def batch_norm(num_channels: int) -> nn.BatchNorm2d:
@@ -175,11 +182,12 @@ class BatchChannelNorm2d(nn.Module):
         once (models.micro_batches), in float32 at least (under autocast too). The spread
         around the previous estimate is the chunk's variance plus (mean - m_{k-1})^2."""
         bn, n = self.bn, self.micro_batch
-        dtype = torch.promote_types(x.dtype, torch.float32)
+        dtype = _float32_at_least(x.dtype)
         with torch.no_grad():
             moments = chunk_moments(x.detach().to(bn.running_mean.dtype), n)
-            means = estimate_path(bn.running_mean, moments.mean, self.speed)
-            spreads = moments.var.double() + (moments.mean.double() - means[:-1]).square()
+            chunk_means = moments.mean.double()
+            means = estimate_path(bn.running_mean, chunk_means, self.speed)
+            spreads = (chunk_means - means[:-1]).square_().add_(moments.var)
             variances = estimate_path(bn.running_var, spreads, self.speed)
             bn.running_mean.copy_(means[-1])
             bn.running_var.copy_(variances[-1])
@@ -194,6 +202,22 @@ class BatchChannelNorm2d(nn.Module):
             x = self._with_estimates(x)
         else:
             x = self.bn(x)
+        return self._channel_part(x)
+
+    def _channel_part(self, x: torch.Tensor) -> torch.Tensor:
+        """GroupNorm with one affine per group. On an NCHW input the G groups are read as G
+        channels of (C/G) x H x W elements each (the same memory, the same statistics), so
+        GroupNorm's native kernel takes the G affine values as they are: one kernel each way,
+        where a per-channel copy of them costs four more. Under autocast it runs in float32, as
+        autocast runs group_norm. A channels-last input keeps its layout and its per-channel
+        affine, and so does a traced one (torch.compile, torch.export: their shape checks want
+        C affine values for C channels)."""
+        if x.is_contiguous() and not torch.compiler.is_compiling():  # compilers check shapes
+            if torch.is_autocast_enabled(x.device.type):
+                x = x.float()
+            n, g = x.shape[0], self.num_groups
+            return torch.native_group_norm(x, self.weight.to(x.dtype), self.bias.to(x.dtype), n,
+                                           g, x[0].numel() // g, g, self.eps)[0]
         per_channel = self.num_channels // self.num_groups
         return F.group_norm(x, self.num_groups, self.weight.repeat_interleave(per_channel),
                             self.bias.repeat_interleave(per_channel), self.eps)
@@ -224,16 +248,14 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         running statistics its K updates leave, at once (models.micro_batches); in float32 at
         least, as BatchNorm is under autocast. The running variance takes each chunk's
         unbiased variance."""
-        n, dtype = self.ghost_batch, torch.promote_types(x.dtype, torch.float32)
+        n, dtype = self.ghost_batch, _float32_at_least(x.dtype)
         if min(n, x.shape[0] % n or n) * x[0, 0].numel() < 2:  # on the host: no device sync
             raise ValueError("Expected more than 1 value per channel when training")
         y, moments = batch_norm_per_chunk(x.to(dtype), n, self.weight.to(dtype),
                                           self.bias.to(dtype), self.eps)
         with torch.no_grad():
-            self.running_mean.copy_(
-                estimate_path(self.running_mean, moments.mean, self.momentum)[-1])
-            self.running_var.copy_(
-                estimate_path(self.running_var, moments.var, self.momentum)[-1])
+            estimate_after(self.running_mean, moments.mean, self.momentum)
+            estimate_after(self.running_var, moments.var, self.momentum)
             self.num_batches_tracked += len(moments.images)
         return y
 
