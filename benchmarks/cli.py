@@ -16,6 +16,7 @@ from .fixtures import SHARED_NPZ
 from .fold import bench_fold
 from .overhead import bench_overhead
 from .imagenet_input import bench_imagenet_pipeline
+from .ops import bench_ops
 from .pipeline import BENCH_POLICIES, bench_cifar_pipeline
 from .step import bench_step
 from .timing import Timing
@@ -118,6 +119,17 @@ def parser() -> argparse.ArgumentParser:
     add(pipeline, option(("--policies",), "cifar: also each of "
                          + ", ".join(list(BENCH_POLICIES)[1:]), kind="switch"))
 
+    ops = _subcommand(commands, "ops", "aten ops of one training step, beside the BatchNorm "
+                                       "network's", MODEL_FLAGS)
+    add(ops, option(("--batch",), "images per micro-batch", kind=int, default=4, range=count(1)))
+    add(ops, option(("--image-size",), "images of this side (none given: 32 for CIFAR models, "
+                                       "else 64)", kind=int, range=count(8)))
+    for flag in (TABLE["iter_size"], TABLE["channels_last"], TABLE["amp"]):
+        add(ops, flag)
+    add(ops, option(("--top",), "how many of the most frequent ops to list", kind=int,
+                    default=8, range=count(0, 1000)))
+    add(ops, option(("--no-twin",), "skip the BatchNorm network", kind="switch"))
+
     fold = _subcommand(commands, "fold", "inference with WS vs with WS folded", MODEL_FLAGS)
     add(fold, option(("--batch",), "images per forward", kind=int, default=128,
                      range=count(1)))
@@ -137,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-COMMANDS = {"step": bench_step, "fold": bench_fold}
+COMMANDS = {"step": bench_step, "ops": bench_ops, "fold": bench_fold}
 
 
 def main(argv: Optional[list] = None) -> None:

@@ -13,7 +13,7 @@ from utils.train.recipe import autocast
 
 from .timing import Seconds, Timing, report, time_calls
 
-__all__ = ["ModelBench", "Speed", "model_settings", "bn_twin", "time_steps", "bench_step"]
+__all__ = ["ModelBench", "Speed", "model_settings", "model_name", "label", "bn_twin", "time_steps", "bench_step"]
 
 
 class ModelBench(NamedTuple):
@@ -76,13 +76,21 @@ def time_steps(model: nn.Module, device: torch.device, batch: int, size: int, sp
     return time_calls(step, timing, device)
 
 
-def label(choice: ModelSettings, speed: Speed) -> str:
-    """A configuration's line label: the model (with its depth where given: l_resnet-20), its
-    micro-batches where set, and the speed flags."""
+def model_name(choice: ModelSettings) -> str:
+    """The model of a line label: the architecture (with its depth where given: l_resnet-20),
+    its pair where given (norm=bcn ws=std) and its micro-batches where set."""
     depth = choice.options.get("depth") if "depth" in choice.given else None
     name = choice.arch + (f"-{depth}" if depth else "")
-    name += f" ghost-batch={choice.ghost_batch}" if choice.ghost_batch else ""
-    return (f"{name} amp={speed.amp} channels_last={speed.channels_last} "
+    if "norm" in choice.given:
+        name += f" norm={choice.options['norm']}"
+    if "ws" in choice.given:
+        name += " ws" + (f"={choice.options['ws_form']}" if "ws_form" in choice.given else "")
+    return name + (f" ghost-batch={choice.ghost_batch}" if choice.ghost_batch else "")
+
+
+def label(choice: ModelSettings, speed: Speed) -> str:
+    """A configuration's line label: ``model_name`` and the speed flags."""
+    return (f"{model_name(choice)} amp={speed.amp} channels_last={speed.channels_last} "
             f"compile={speed.compile or 'none'}")
 
 

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from .layers import WS_FORMS, WSConv2d
 from .norms import NormChoice
+from .standardization import standardize_together
 
 __all__ = ["ConversionError", "Converted", "convert_pair", "ws_pairs"]
 
@@ -106,4 +107,6 @@ def convert_pair(model: nn.Module, norm: Optional[NormChoice], ws: Union[bool, s
             _replace(model, path, _ws_conv(model.get_submodule(path), form))
         except ValueError as e:  # WSConv2d refuses a single weight per output channel
             raise ConversionError(f"{name}: {path}: {e}") from e
+    if standardized:
+        standardize_together(model)
     return Converted(tuple(replaced), tuple(standardized))

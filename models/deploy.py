@@ -1,6 +1,7 @@
 """GN+WS models for deployment: Weight Standardization folded into plain convolutions.
 
-WS standardizes every conv weight on every forward (models.layers.standardize_weight):
+WS standardizes every conv weight on every forward (models.layers.standardize_weight; a
+network computes all of them together, models.standardization):
 
     W_hat[o] = (W[o] - mean(W[o])) / (std(W[o]) + eps)
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .layers import WSConv2d
+from .standardization import conv_groups, standardize_weights
 
 __all__ = ["plain_convs", "fold_weight_standardization"]
 
@@ -48,6 +50,12 @@ def plain_convs(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def fold_weight_standardization(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every WSConv2d replaced by an nn.Conv2d holding its standardized
-    weight (computed once, in float32 at least): the same function at inference, no WS cost."""
-    return _replace_ws(copy.deepcopy(model),
-                       lambda ws: ws.standardized_weight().to(ws.weight.dtype)).eval()
+    weight, computed once as the network computes it (models.standardization: all convs
+    together, in float32 at least): the same function at inference, no WS cost."""
+    folded = copy.deepcopy(model)
+    convs = [m for m in folded.modules() if isinstance(m, WSConv2d)]
+    standardized = {}
+    for (form, _, _), same in conv_groups(convs).items():
+        for conv, weight in zip(same, standardize_weights([c.weight for c in same], form)):
+            standardized[conv] = weight.to(conv.weight.dtype)
+    return _replace_ws(folded, standardized.__getitem__).eval()

@@ -10,7 +10,7 @@ Factory signatures, which every family relies on:
     norm_layer(num_channels) -> nn.Module
 """
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -75,6 +75,7 @@ class WSConv2d(nn.Conv2d):
         if form not in WS_FORMS:
             raise ValueError(f"the WS form is one of {', '.join(WS_FORMS)}, got {form!r}")
         self.form = form
+        self._given: Optional[torch.Tensor] = None
         fan_in = self.weight[0].numel()
         if fan_in < 2:
             raise ValueError(
@@ -85,11 +86,17 @@ class WSConv2d(nn.Conv2d):
     def standardized_weight(self) -> torch.Tensor:
         return standardize_weight(self.weight, form=self.form)
 
+    def use_standardized(self, weight: Optional[torch.Tensor]) -> None:
+        """Take ``weight``, this conv's standardized weight computed together with the rest of
+        its network's (models.standardization), for the forwards until it is taken back with
+        None; without one the conv standardizes its own weight."""
+        self._given = weight
+
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", form={self.form}" if self.form != WS_FORMS[0] else "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.standardized_weight()
+        weight = self._given if self._given is not None else self.standardized_weight()
         if not torch.is_autocast_enabled(x.device.type):
             # Outside autocast the conv runs in the input's dtype (fp32 model, or fp64 in tests).
             weight = weight.to(x.dtype)

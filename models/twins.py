@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from .layers import WS_FORMS, ws_conv
 from .norms import NORM_DEFAULTS, NormChoice
+from .standardization import standardize_together
 
 __all__ = ["Pair", "Twins", "twins", "variant", "PAIR_OPTIONS", "GN_OPTIONS", "WS_OPTION",
            "layer_pair"]
@@ -105,7 +106,8 @@ def variant(network: Callable, name: str, pair_options: list, fixed: Optional[di
         conv_layer, norm_layer = layer_pair(options, norm, ws)
         if takes_norm:
             options["norm_layer"] = norm_layer
-        return network(**fixed, **options, conv_layer=conv_layer)
+        model = network(**fixed, **options, conv_layer=conv_layer)
+        return standardize_together(model) if conv_layer is not nn.Conv2d else model
 
     # The pair this constructor builds when its options leave it open (utils.settings.flags
     # shows it).

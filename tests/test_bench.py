@@ -23,6 +23,27 @@ def test_model_bench_prints_throughput_and_ratios(capsys):
     assert len(re.findall(r"^ratio: ", out, re.M)) == 2
 
 
+def test_ops_bench_counts_a_step_beside_the_batch_norm_network(capsys):
+    """The twin is the same network with BatchNorm and plain convs: -a NAME --norm X --ws
+    against -a NAME, l_NAME against NAME; counts are of the step's micro-batches."""
+    bench_main(["ops", "-a", "resnet", "--depth", "8", "--norm", "bcn", "--ws", "--ghost-batch",
+                "2", "--batch", "4", "--top", "3"])
+    out = capsys.readouterr().out
+    counts = [int(n) for n in re.findall(r"^\S.*: (\d+) ops$", out, re.M)]
+    assert re.search(r"^resnet-8 norm=bcn ws ghost-batch=2: \d+ ops$", out, re.M)
+    assert re.search(r"^resnet-8: \d+ ops$", out, re.M)
+    assert len(counts) == 2 and counts[0] > counts[1] > 0
+    assert re.search(rf"ratio: .* launches {counts[0] / counts[1]:.2f}x the ops of resnet-8", out)
+    assert len(re.findall(r"^    top: ", out, re.M)) == 2
+    bench_main(["ops", "-a", "l_resnet", "--depth", "8", "--batch", "2", "--iter-size", "3",
+                "--no-twin"])
+    out = capsys.readouterr().out
+    assert "3 micro-batches of 2 images" in out and "ratio" not in out
+    steps = int(re.search(r"l_resnet-8: (\d+) ops", out).group(1))
+    bench_main(["ops", "-a", "l_resnet", "--depth", "8", "--batch", "2", "--no-twin"])
+    assert steps > int(re.search(r"l_resnet-8: (\d+) ops", capsys.readouterr().out).group(1))
+
+
 def test_pipeline_bench_prints_delivered_rate(capsys):
     bench_main(["pipeline", "cifar", "--device", "cpu", "--images", "256", "--batch", "64",
                 "--windows", "2"])

@@ -100,7 +100,7 @@ def bench_commands():
 @pytest.mark.parametrize("argv", bench_commands(), ids=lambda v: " ".join(v)[:60])
 def test_every_bench_command_of_benchmarks_md_is_in_todays_form(argv):
     args, model_flags = bench_parser().parse_known_args(argv)
-    if args.command in ("step", "fold"):
+    if args.command in ("step", "ops", "fold"):
         bench_model_settings(model_flags)  # the scripts' own parsers take the model flags
     else:
         assert model_flags == [], model_flags

@@ -17,6 +17,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
+from models.standardization import held_over_step
+
 from .. import distributed
 from ..data.loaders import EpochLoader, Loaders
 from ..eval import confusion_counts
@@ -99,9 +101,12 @@ def micro_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe:
     """Forward and backward of one micro-batch (already through the batch regularisers) under
     the recipe's autocast: the gradient of ``weight`` x its mean loss is added to the
     parameters' (scaled by the AMP scaler under fp16; under DDP the gradients are averaged over
-    the processes only at the ``last_of_step``)."""
+    the processes only at the ``last_of_step``). The network's Weight Standardization is
+    computed once per optimizer step, and its backward runs once, in the ``last_of_step``'s
+    (models.standardization.held_over_step)."""
     device = x.device
-    with _no_sync(model, not last_of_step):
+    with _no_sync(model, not last_of_step), held_over_step(distributed.unwrap(model),
+                                                           last_of_step):
         with autocast(device, recipe.amp):
             output = model(x)
             loss = recipe.criterion(output, y)
