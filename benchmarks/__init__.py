@@ -1,4 +1,4 @@
-"""Training speed, measured (``python bench.py SUBCOMMAND``). Four subcommands, a module each;
+"""Training speed, measured (``python bench.py SUBCOMMAND``). Five subcommands, a module each;
 every number comes from the run that prints it.
 
     step      throughput of the training step (forward, backward, SGD) of a model on synthetic
@@ -7,6 +7,12 @@ every number comes from the run that prints it.
               training builds it (micro-batches included):
                   python bench.py step -a l_resnet50 --batch 128 --device cuda --amp bf16 --channels-last --compile
                   python bench.py step -a l_resnet --depth 20 --batch 128 --device cpu
+    ops       the aten ops one training step launches (forward and backward of its --iter-size
+              micro-batches, views not counted), beside the same network with BatchNorm, and the
+              most frequent ones: the kernel count of an eager step, the same on every machine:
+                  python bench.py ops -a l_resnet --depth 20
+                  python bench.py ops -a resnet --depth 20 --norm bcn --ws --ghost-batch 2
+                  python bench.py ops -a l_resnet50 --batch 2 --iter-size 16
     pipeline  images/s a loader alone delivers to the device: cifar.py's DeviceLoader (with
               --policies: also with each AutoAugment-family policy, as ratios), or imagenet.py's
               loaders (train and val) against torchvision's reference recipe and the decode-only
@@ -27,6 +33,6 @@ every number comes from the run that prints it.
 
 Layout: cli.py (the command line: options declared as the scripts' flags are, with their
 Ranges), timing.py (the one timing loop), fixtures.py (data made from the CIFAR-10 archive), and
-step.py, fold.py, pipeline.py (the loaders timed), imagenet_input.py and alone.py (pipeline
+step.py, ops.py, fold.py, pipeline.py (the loaders timed), imagenet_input.py and alone.py (pipeline
 imagenet, together and alone), overhead.py. It imports the library, never the scripts.
 """
