@@ -23,6 +23,7 @@ import sys
 import torch
 
 from models.deploy import fold_weight_standardization
+from utils.files import not_writable_as_file
 from utils.atomic import atomic_save, atomic_serialize, atomic_write
 from utils.cli import run_main
 from utils.messages import first_line
@@ -47,6 +48,9 @@ def check_output(output, resume, replace, sidecar=False):
         raise UsageError(f"-o {output} would write over a checkpoint (a .pth.tar of a run); "
                          f"name another file")
     for path in [output] + ([output + ".json"] if sidecar else []):
+        problem = not_writable_as_file(path)
+        if problem:
+            raise UsageError(f"-o {output}: {problem}")
         if os.path.exists(path) and not replace:
             raise UsageError(f"-o {output}: {path} exists; add --replace to write over it")
 

@@ -21,6 +21,7 @@ from utils.data.datasets import IMG_EXTENSIONS
 from utils.data.decode import decode_file, read_bytes
 from utils.data.errors import DataError
 from utils.data.views import Box, ValView, resized_box
+from utils.session.exported import load_exported
 from utils.session.trained import InputContract, load_trained
 from utils.settings.flag import UsageError
 from utils.train.checkpoint import CheckpointError
@@ -44,8 +45,8 @@ def load_predictor(args: argparse.Namespace, device: torch.device) -> Predictor:
         trained = load_trained(args.resume, args.ema)
         return Predictor(trained.model.to(device), trained.contract)
     files = {"metadata.json": ""}
+    program = load_exported(args.model, files)
     try:
-        program = torch.export.load(args.model, extra_files=files)
         metadata = json.loads(files["metadata.json"])
         contract = InputContract(int(metadata["input"][-1]), metadata.get("resize"),
                                  str(metadata.get("interpolation", "bilinear")),
@@ -103,6 +104,17 @@ def class_name(classes: Optional[list], index: int) -> str:
     return classes[index] if classes is not None and index < len(classes) else str(index)
 
 
+# A spreadsheet evaluates a cell that starts with one of these as a formula (OWASP's CSV
+# injection): a class named "=HYPERLINK(...)" by a training folder would run as one.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs: one that starts like a formula gets a leading
+    single quote, which spreadsheets show as text."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def write(results: list, fmt: str) -> None:
     """Each image's top-k, as text lines, one JSON array or CSV rows."""
     if fmt == "json":
@@ -114,7 +126,7 @@ def write(results: list, fmt: str) -> None:
         out.writerow(["path", "rank", "class", "probability"])
         for path, top in results:
             for rank, (name, p) in enumerate(top, start=1):
-                out.writerow([path, rank, name, f"{p:.6f}"])
+                out.writerow([csv_cell(path), rank, csv_cell(name), f"{p:.6f}"])
     else:
         for path, top in results:
             print(f"{path}: " + ", ".join(f"{name} {p:.4f}" for name, p in top))

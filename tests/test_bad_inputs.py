@@ -3,6 +3,7 @@ traceback, a silently wrong run, or a saved NaN model. Each case builds its dama
 
 The classes: 1 code execution from data, 2 silently wrong data, 3 non-finite values, 4 flags,
 checkpoints, logs and plot.py, 5 signals with workers and torchrun, 6 the log never lies."""
+import json
 import os
 import pickle
 import signal
@@ -74,6 +75,77 @@ def test_a_checkpoint_that_names_code_is_refused_without_advice_to_run_it(good, 
         f"object of another program): refused without running it; a checkpoint holds only "
         f"tensors, numbers, text and containers")
     assert "weights_only" not in line and not (tmp_path / "code-ran").exists()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, trained):
+    """export.py's program of ``trained``."""
+    import export
+    path = str(tmp_path_factory.mktemp("exported") / "m.pt2")
+    assert export.main(["--resume", trained, "-o", path]) == 0
+    return path
+
+
+def tampered(path, to, change):
+    """A copy of the .pt2 archive ``path`` at ``to`` with ``change(name, data) -> data``
+    applied to every member (zip entries rewritten, as an attacker would)."""
+    import zipfile
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(to, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, change(info.filename, source.read(info)))
+    return str(to)
+
+
+def payload(marker) -> bytes:
+    class MakesFile:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+    return pickle.dumps(MakesFile())
+
+
+def a_pickled_weight(marker):
+    def change(name, data):
+        if name.endswith("model_weights_config.json"):
+            config = json.loads(data)
+            first = next(iter(config["config"].values()))
+            first["use_pickle"] = True
+            return json.dumps(config).encode()
+        if name.endswith("data/weights/weight_0"):
+            return payload(marker)
+        return data
+    return change
+
+
+def a_pickled_sample_input(marker):
+    def change(name, data):
+        return payload(marker) if "sample_inputs" in name else data
+    return change
+
+
+@pytest.mark.parametrize("tamper", [a_pickled_weight, a_pickled_sample_input])
+def test_a_tampered_export_runs_no_code_and_is_refused(exported, tmp_path, capsys, monkeypatch,
+                                                       tamper):
+    """torch.export.load unpickles a weight its config marks use_pickle, and retries the sample
+    inputs without weights_only: both ways a shared .pt2 could run code."""
+    import predict
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "code-ran"
+    bad = tampered(exported, tmp_path / "bad.pt2", tamper(marker))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    code, line = one_line_failure(predict.main, ["--model", bad, str(image)], capsys)
+    assert code == 1 and line.startswith(f"error: {bad}") and "refused" in line, line
+    assert not marker.exists()
+    assert predict.main(["--model", exported, str(image)]) == 0  # the good one still loads
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--weights"])
+def test_an_export_given_as_a_checkpoint_is_named_not_called_corrupt(exported, good, tmp_path,
+                                                                     capsys, flag):
+    argv = ([flag, exported, "--data", good] if flag == "--resume" else
+            TINY + [flag, exported, "--data", good, "-c", str(tmp_path / "run")])
+    line = cifar_fails(argv, capsys, code=1)
+    assert f"{exported} is an exported program" in line and "corrupt" not in line, line
 
 
 @pytest.mark.parametrize("dataset, victim", [("cifar10", "data_batch_1"),
@@ -798,6 +870,55 @@ def test_plot_and_summarize_never_wait_on_a_fifo_or_read_a_device(tmp_path, caps
                  "-o", str(tmp_path / "p.png")]) == 1
     assert f"error: {run}" in capsys.readouterr().err.replace("no log at ", "")
     assert time.monotonic() - started < 10
+
+
+def special_node(path, kind):
+    """A FIFO, or (as root) a character device like /dev/null's, at ``path``."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.mknod(path, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+    return str(path)
+
+
+def still_special(path):
+    import stat
+    mode = os.lstat(path).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device node needs root")
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("tool", ["export", "plot", "summarize"])
+def test_an_output_that_is_a_device_or_fifo_is_refused_and_left_alone(trained, tmp_path, capsys,
+                                                                      tool, kind):
+    """An output is renamed into place: over a device node that would make the node a regular
+    file (as root, -o /dev/null the machine's), and --replace does not change that."""
+    import export
+    import summarize
+    target = special_node(tmp_path / ("out.pt2" if tool == "export" else "out.png"), kind)
+    main, argv = {
+        "export": (export.main, ["--resume", trained, "-o", target, "--format", "state_dict",
+                                 "--replace"]),
+        "plot": (plot.main, [os.path.join(trained, "log.txt"), "-o", target]),
+        "summarize": (summarize.main, [trained, "-o", target]),
+    }[tool]
+    if tool == "export":
+        code, line = one_line_failure(main, argv, capsys)
+    else:  # plot.py and summarize.py return their exit code
+        code, err = main(argv), capsys.readouterr().err
+        line, = [x for x in err.splitlines() if x.strip()]
+    assert code in (1, 2) and f"{target} is a " in line and "not a file" in line, line
+    assert still_special(target)
+
+
+def test_an_atomic_write_refuses_a_device(tmp_path):
+    from utils.atomic import atomic_write
+    from utils.files import NotRegularFile
+    target = special_node(tmp_path / "x", "fifo")
+    with pytest.raises(NotRegularFile, match="is a FIFO, not a file"):
+        atomic_write(target, lambda f: f.write(b"x"))
+    assert still_special(target)
 
 
 @pytest.mark.parametrize("name, limit", [("log.txt", "MAX_LOG_BYTES"),

@@ -8,12 +8,17 @@ from typing import Callable
 
 import torch
 
+from .files import NotRegularFile, not_writable_as_file
+
 __all__ = ["atomic_write", "atomic_serialize", "atomic_save", "atomic_copy"]
 
 
 def atomic_write(path: str, write: Callable) -> None:
     """Call ``write(f)`` on a temporary file beside ``path`` (``name.XXXX.tmp``), flush it to disk
     and rename it into place."""
+    problem = not_writable_as_file(path)
+    if problem:
+        raise NotRegularFile(problem)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:

@@ -1,13 +1,14 @@
-"""Opening a user's data file for reading: regular files only, refused before a byte is read.
+"""Opening a user's data file for reading: regular files only, refused before a byte is read;
+and the same rule for an output path (``not_writable_as_file``).
 
 A FIFO among the data would block its reader for ever, and a link to a device such as
 /dev/zero would never end; neither is data. The open itself is non-blocking, since opening a
 FIFO for reading waits for a writer."""
 import os
 import stat
-from typing import BinaryIO
+from typing import BinaryIO, Optional
 
-__all__ = ["NotRegularFile", "TooLarge", "open_regular", "read_regular"]
+__all__ = ["NotRegularFile", "TooLarge", "open_regular", "read_regular", "not_writable_as_file"]
 
 
 class NotRegularFile(OSError):
@@ -43,3 +44,26 @@ def read_regular(path: str, limit: int) -> bytes:
         if size > limit:
             raise TooLarge(path, size, limit)
         return f.read(limit + 1)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def not_writable_as_file(path: str) -> Optional[str]:
+    """Why an output file cannot be written at ``path``, or None: it exists (after links) and
+    is a folder, a device, a FIFO or a socket. An output is renamed into place, which would
+    replace a device node with a regular file (as root, /dev/null the machine's), or it would
+    block on a FIFO."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # nothing there yet (or a dangling link): a new file
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return f"{path} is a {_kind(mode)}, not a file; outputs are written as regular files only"

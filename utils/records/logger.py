@@ -19,8 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..atomic import atomic_write  # noqa: E402
-from ..files import read_regular  # noqa: E402
+from ..files import not_writable_as_file, read_regular  # noqa: E402
 from ..progress import plural  # noqa: E402
+from .columns import ACCURACIES, LOSSES  # noqa: E402
 
 __all__ = ["LogError", "picture_formats", "check_output", "draw_figure", "Logger", "LoggerMonitor",
            "savefig", "read_log", "plot_columns", "axis_label", "save_curves"]
@@ -57,6 +58,10 @@ def check_output(parser: argparse.ArgumentParser, path: str) -> Optional[int]:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         print(f"error: -o {path}: no folder {folder}", file=sys.stderr)
+        return 1
+    problem = not_writable_as_file(path)
+    if problem:
+        print(f"error: -o {problem}", file=sys.stderr)
         return 1
     return None
 
@@ -266,9 +271,7 @@ def save_curves(log_path: str) -> None:
     with the run folder's name."""
     columns, numbers = read_log(log_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, names, ylabel in ((left, ["Train Loss", "Valid Loss"], "Loss"),
-                                (right, ["Train Acc.", "Valid Acc.", "EMA Valid Acc.",
-                                         "TTA Valid Acc."], "Accuracy (%)")):
+    for axis, names, ylabel in ((left, LOSSES, "Loss"), (right, ACCURACIES, "Accuracy (%)")):
         plt.sca(axis)
         plot_columns(numbers, [n for n in names if n in columns])
         axis.set_ylabel(ylabel)
