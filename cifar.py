@@ -16,7 +16,7 @@ from utils.seeding import seed_everything
 from utils.session import stages
 from utils.session.build import build_model, load_initial_weights, prepare_model
 from utils.session.device import choose_seed, select_device
-from utils.session.report import report_evaluation
+from utils.session.scores import report_evaluation
 from utils.train.recipe import make_recipe
 
 

@@ -8,14 +8,15 @@ import argparse
 import os
 import sys
 
+from utils.records.columns import VALID_ACC
 from utils.records.logger import LoggerMonitor, check_output, draw_figure, picture_formats, savefig
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("logs", nargs="+", help="log.txt files or the run folders holding them")
-    parser.add_argument("--names", nargs="+", default=["Valid Acc."],
-                        help="columns to plot (default: 'Valid Acc.')")
+    parser.add_argument("--names", nargs="+", default=[VALID_ACC],
+                        help=f"columns to plot (default: '{VALID_ACC}')")
     parser.add_argument("--labels", nargs="+", help="legend label per log (default: its folder)")
     parser.add_argument("-o", "--output", default="curves.png",
                         help=f"output file, its format by its extension: "

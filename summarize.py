@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from utils.records.logger import (check_output, draw_figure, group_color, legend_outside,
                                   picture_formats, savefig)
 from utils.progress import plural
+from utils.records.columns import VALID_ACC
 from utils.records.summary import (distinct_folders, final_and_best, group_by_flags,
                                    group_by_globs, mean_curve, read_run, stats)
 
@@ -23,8 +24,8 @@ from utils.records.summary import (distinct_folders, final_and_best, group_by_fl
 def table(groups):
     """The printed table: one row per group."""
     width = max(len("group"), *(len(label) for label in groups))
-    lines = [f"{'group':<{width}}  {'n':>3}  {'final Valid Acc. mean +- std':>28}  {'median':>7}"
-             f"  {'best Valid Acc. mean +- std':>27}  {'median':>7}"]
+    lines = [f"{'group':<{width}}  {'n':>3}  {f'final {VALID_ACC} mean +- std':>28}  "
+             f"{'median':>7}  {f'best {VALID_ACC} mean +- std':>27}  {'median':>7}"]
     tested = all(run.test for runs in groups.values() for run in runs)
     if tested:  # --val-split runs: the test split, scored once at the end of each
         lines[0] += f"  {'test (final) mean +- std':>24}  {'test (best) mean +- std':>23}"
@@ -62,8 +63,8 @@ def draw(groups, path):
         plt.plot(epochs, mean, label=f"{label} (n={len(runs)})", color=color)
         plt.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
     plt.xlabel("Epoch")
-    plt.ylabel("Valid Acc. (%): mean, min-max band")
-    plt.title(f"Valid Acc. over seeds: {plural(len(groups), 'group')}")
+    plt.ylabel(f"{VALID_ACC} (%): mean, min-max band")
+    plt.title(f"{VALID_ACC} over seeds: {plural(len(groups), 'group')}")
     plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))
     legend_outside(plt.gca())
     plt.grid(True)

@@ -60,33 +60,33 @@ def count_step_ops(model: torch.nn.Module, batch: int, size: int, num_classes: i
     return counter.counts
 
 
-def batch_norm_twin(archs: dict, choice: ModelSettings) -> Optional[ModelSettings]:
+def batch_norm_twin(archs: dict, settings: ModelSettings) -> Optional[ModelSettings]:
     """The same network with BatchNorm and plain convs: l_<name> -> <name> (torchvision's where
-    we have none), and --norm / --ws / --ghost-batch dropped; None when ``choice`` is that
+    we have none), and --norm / --ws / --ghost-batch dropped; None when ``settings`` is that
     network already."""
-    arch = choice.arch[2:] if choice.arch.startswith("l_") and choice.arch[2:] in archs else \
-        choice.arch
+    arch = settings.arch[2:] if settings.arch.startswith("l_") and settings.arch[2:] in archs else \
+        settings.arch
     pair = {"norm": "bn", "ws": False}
-    options = {k: v for k, v in choice.options.items() if k not in pair}
-    options.update({k: v for k, v in pair.items() if k in choice.options})
-    given = choice.given - {"norm", "ws", "ws_form", "bcn_speed"} - (
-        {"gn_groups", "gn_narrow"} if arch != choice.arch else set())
-    twin = dataclasses.replace(choice, arch=arch, options=options, given=frozenset(given),
+    options = {k: v for k, v in settings.options.items() if k not in pair}
+    options.update({k: v for k, v in pair.items() if k in settings.options})
+    given = settings.given - {"norm", "ws", "ws_form", "bcn_speed"} - (
+        {"gn_groups", "gn_narrow"} if arch != settings.arch else set())
+    twin = dataclasses.replace(settings, arch=arch, options=options, given=frozenset(given),
                                ghost_batch=0)
-    return None if twin == choice else twin
+    return None if twin == settings else twin
 
 
 def bench_ops(args, model_flags: Sequence[str]) -> None:
     """Print the op count of a step of the model of ``model_flags`` and of its BatchNorm twin,
     their ratio, and each one's most frequent ops."""
-    archs, choice, size = model_settings(model_flags)
+    archs, settings, size = model_settings(model_flags)
     size = args.image_size or size
     num_classes = 10 if size == 32 else 1000
     print(f"aten ops of one training step (forward and backward of {args.iter_size} "
           f"micro-batch{'es' if args.iter_size > 1 else ''} of {args.batch} images, {size}x"
           f"{size}, amp={args.amp}; views and the optimizer's update not counted), torch "
           f"{torch.__version__}")
-    configs = [choice] + [t for t in [batch_norm_twin(archs, choice)] if t and not args.no_twin]
+    configs = [settings] + [t for t in [batch_norm_twin(archs, settings)] if t and not args.no_twin]
     totals = []
     for config in configs:
         torch.manual_seed(0)
@@ -102,6 +102,6 @@ def bench_ops(args, model_flags: Sequence[str]) -> None:
               f"ops of {_label(configs[1], args)} ({totals[0]} vs {totals[1]})")
 
 
-def _label(choice: ModelSettings, args) -> str:
-    return (f"{model_name(choice)}" + (f" amp={args.amp}" if args.amp != "none" else "")
+def _label(settings: ModelSettings, args) -> str:
+    return (f"{model_name(settings)}" + (f" amp={args.amp}" if args.amp != "none" else "")
             + (" channels_last" if args.channels_last else ""))

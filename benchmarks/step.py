@@ -44,13 +44,13 @@ def model_settings(model_flags: Sequence[str]) -> ModelBench:
                       flags.spec.image_size)
 
 
-def bn_twin(archs: dict, choice: ModelSettings) -> Optional[ModelSettings]:
+def bn_twin(archs: dict, settings: ModelSettings) -> Optional[ModelSettings]:
     """The ModelSettings of the BatchNorm twin of an l_* model (l_resnet50 -> resnet50, from
     torchvision where we have none), or None."""
-    twin = choice.arch[2:]
-    if not choice.arch.startswith("l_") or twin not in archs:
+    twin = settings.arch[2:]
+    if not settings.arch.startswith("l_") or twin not in archs:
         return None
-    return dataclasses.replace(choice, arch=twin, given=choice.given - {"gn_groups"})
+    return dataclasses.replace(settings, arch=twin, given=settings.given - {"gn_groups"})
 
 
 def time_steps(model: nn.Module, device: torch.device, batch: int, size: int, speed: Speed,
@@ -76,21 +76,21 @@ def time_steps(model: nn.Module, device: torch.device, batch: int, size: int, sp
     return time_calls(step, timing, device)
 
 
-def model_name(choice: ModelSettings) -> str:
+def model_name(settings: ModelSettings) -> str:
     """The model of a line label: the architecture (with its depth where given: l_resnet-20),
     its pair where given (norm=bcn ws=std) and its micro-batches where set."""
-    depth = choice.options.get("depth") if "depth" in choice.given else None
-    name = choice.arch + (f"-{depth}" if depth else "")
-    if "norm" in choice.given:
-        name += f" norm={choice.options['norm']}"
-    if "ws" in choice.given:
-        name += " ws" + (f"={choice.options['ws_form']}" if "ws_form" in choice.given else "")
-    return name + (f" ghost-batch={choice.ghost_batch}" if choice.ghost_batch else "")
+    depth = settings.options.get("depth") if "depth" in settings.given else None
+    name = settings.arch + (f"-{depth}" if depth else "")
+    if "norm" in settings.given:
+        name += f" norm={settings.options['norm']}"
+    if "ws" in settings.given:
+        name += " ws" + (f"={settings.options['ws_form']}" if "ws_form" in settings.given else "")
+    return name + (f" ghost-batch={settings.ghost_batch}" if settings.ghost_batch else "")
 
 
-def label(choice: ModelSettings, speed: Speed) -> str:
+def label(settings: ModelSettings, speed: Speed) -> str:
     """A configuration's line label: ``model_name`` and the speed flags."""
-    return (f"{model_name(choice)} amp={speed.amp} channels_last={speed.channels_last} "
+    return (f"{model_name(settings)} amp={speed.amp} channels_last={speed.channels_last} "
             f"compile={speed.compile or 'none'}")
 
 
@@ -98,19 +98,19 @@ def bench_step(args, model_flags: Sequence[str]) -> None:
     """The step benchmark of the parsed ``args`` (batch, image size, device, speed, timing,
     which comparisons) and ``model_flags``."""
     device = torch.device(args.device)
-    archs, choice, size = model_settings(model_flags)
+    archs, settings, size = model_settings(model_flags)
     size = args.image_size or size
     num_classes = 10 if size == 32 else 1000
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, batch {args.batch}, {size}x{size}, threads "
           f"{torch.get_num_threads()}")
     speed = Speed(args.amp, args.channels_last, args.compile)
-    configs = [(choice, speed)]
+    configs = [(settings, speed)]
     if speed != REFERENCE and not args.no_baseline:
-        configs.append((choice, REFERENCE))
-    if choice.ghost_batch and not args.no_baseline:
-        configs.append((dataclasses.replace(choice, ghost_batch=0), speed))
-    twin = bn_twin(archs, choice)
+        configs.append((settings, REFERENCE))
+    if settings.ghost_batch and not args.no_baseline:
+        configs.append((dataclasses.replace(settings, ghost_batch=0), speed))
+    twin = bn_twin(archs, settings)
     if twin and not args.no_twin:
         configs.append((twin, speed))
     runs = []

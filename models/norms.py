@@ -49,7 +49,9 @@ class NormChoice:
 
     Its field defaults are the project's norm defaults, written nowhere else: the pair options of
     every constructor (models.twins), the flags' defaults and help (utils.settings.table) and the
-    layers' own defaults read them from here (``NORM_DEFAULTS``)."""
+    layers' own defaults read them from here (``NORM_DEFAULTS``). One script changes one:
+    cifar.py's --gn-groups default is 8 (its 16-64-channel layers), declared once among its
+    script defaults (utils.scripts); imagenet.py takes this one."""
     norm: str = "bn"
     gn_groups: int = 32
     gn_narrow: str = "pairs"

@@ -1,7 +1,7 @@
 """The shape of the library, as docs/layout.md draws it: every public function of
-models/ and utils/ annotated, no function in utils/ with more than 7 parameters and no module
-over 400 lines, settings below what uses them, scripts that import only the library, and an
-import graph without circles."""
+models/ and utils/ annotated, no function in utils/ with more than 7 parameters or over 60
+lines and no module over 400 lines, settings below what uses them, scripts that import only the
+library, an import graph without circles, and the log's columns spelled in one module."""
 import ast
 import os
 
@@ -57,6 +57,31 @@ def test_no_function_in_utils_takes_more_than_seven_parameters():
                for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
                and len(parameters(fn)) > 7]
     assert not crowded, "\n".join(crowded)
+
+
+def test_no_function_in_utils_is_over_60_lines():
+    long = [f"{path}:{fn.lineno} {fn.name}: {fn.end_lineno - fn.lineno + 1} lines"
+            for path, tree in library_files() if path.startswith("utils")
+            for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and fn.end_lineno - fn.lineno + 1 > 60]
+    assert not long, "\n".join(long)
+
+
+def test_the_logs_columns_are_spelled_in_one_module():
+    from utils.records import columns
+    names = set(columns.WORDS)
+    spelled = [f"{path}:{node.lineno} {node.value!r}"
+               for path, tree in list(library_files()) + list(script_files())
+               if path != os.path.join("utils", "records", "columns.py")
+               for node in ast.walk(tree)
+               if isinstance(node, ast.Constant) and node.value in names]
+    assert not spelled, "\n".join(spelled)
+
+
+def script_files():
+    for name in SCRIPTS:
+        path = os.path.join(REPO, name + ".py")
+        yield name + ".py", ast.parse(open(path).read())
 
 
 def test_no_module_of_utils_is_over_400_lines():

@@ -44,7 +44,7 @@ def test_confusion_counts_and_class_report(tmp_path):
     import torch
 
     from utils.eval import confusion_counts
-    from utils.records.report import write_class_report
+    from utils.records.class_report import write_class_report
     output = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]])
     target = torch.tensor([0, 1, 1, 2])
     counts = confusion_counts(output, target, 3)
@@ -139,7 +139,7 @@ def test_a_runs_curves_are_titled_with_its_folder_and_length(tmp_path, monkeypat
 def test_the_confusion_matrix_says_what_its_cells_and_colours_are(tmp_path, monkeypatch):
     import torch
 
-    import utils.records.report as report
+    import utils.records.class_report as report
     figures = figure_at_save(monkeypatch, report)
     report.write_class_report(torch.tensor([[3, 1], [0, 2]]), ["cat", "dog"], str(tmp_path))
     image_axis, bar_axis = figures[0].axes

@@ -126,6 +126,44 @@ def test_a_64_px_imagenet_run_predicts_at_64_px(tmp_path, capsys):
     assert predicted(["--resume", folder, image], capsys).out.startswith(image + ": ")
 
 
+def test_a_class_named_like_a_formula_is_text_in_csv(run, tmp_path, capsys):
+    """OWASP's CSV injection: a cell starting with = + - @, a tab or a carriage return is a
+    formula to a spreadsheet, whatever the quoting; it gets a leading quote."""
+    folder, photos = run
+    saved = torch.load(os.path.join(folder, "checkpoint.pth.tar"), weights_only=True)
+    formulas = ['=HYPERLINK("http://x","y")', "+1", "@SUM(A1)", "-2", "\tx", "\rx"]
+    saved["classes"] = formulas + [f"c{i}" for i in range(len(formulas), len(saved["classes"]))]
+    hostile = str(tmp_path / "hostile.pth.tar")
+    torch.save(saved, hostile)
+    rows = list(csv.DictReader(io.StringIO(predicted(
+        ["--resume", hostile, "--format", "csv", "--topk", "99", photos[0]], capsys).out)))
+    shown = {row["class"] for row in rows}
+    assert {"'" + name for name in formulas} <= shown
+    assert not [name for name in shown if name.startswith(predict.FORMULA_STARTS)]
+    assert predict.csv_cell("-3") == "'-3" and predict.csv_cell("cat") == "cat"
+
+
+def test_an_imagenet_alexnet_run_is_rebuilt_as_imagenet_py_built_it(tmp_path, capsys):
+    """Both scripts have an alexnet (and vggs), different networks: export.py and predict.py
+    rebuild a run with the parser of the script its record names, not by the name alone."""
+    tree = make_image_folder(str(tmp_path / "data"), splits=(("train", 2), ("val", 1)),
+                             size=(90, 70), ext="jpg")
+    folder = str(tmp_path / "run")
+    imagenet.main(["-a", "alexnet", "--data", tree, "-j", "0", "--no-progress", "--epochs", "1",
+                   "--train-batch", "3", "--test-batch", "3", "-c", folder,
+                   "--train-crop-size", "64", "--val-resize-size", "72", "--val-crop-size",
+                   "64"])
+    exported = str(tmp_path / "alexnet.pt2")
+    assert export.main(["--resume", folder, "-o", exported]) == 0
+    image = os.path.join(tree, "val", "a", "0.jpg")
+    capsys.readouterr()
+    from_run = predicted(["--resume", folder, "--format", "json", image], capsys).out
+    from_export = predicted(["--model", exported, "--format", "json", image], capsys).out
+    (a,), (b,) = json.loads(from_run), json.loads(from_export)
+    assert [name for name, _ in a["top"]] == [name for name, _ in b["top"]]
+    assert [p for _, p in a["top"]] == pytest.approx([p for _, p in b["top"]], abs=1e-4)
+
+
 def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         predict.main(["--help"])

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["world_size", "rank", "is_main", "max_over_processes", "gather_objects",
+__all__ = ["world_size", "rank", "is_main", "launched_as_main", "max_over_processes", "gather_objects",
            "all_reduce_sum", "init_from_env",
            "broadcast_seed", "wrap", "unwrap", "cleanup", "shard"]
 
@@ -29,6 +29,12 @@ def rank() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 as its launcher says, before any process group exists
+    (torchrun's RANK; a process launched alone is rank 0)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 _signal_group = None  # a CPU (gloo) group for agreeing on a stop without a GPU sync

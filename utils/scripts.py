@@ -5,6 +5,7 @@ bench.py and export.py read model flags and checkpoints through these too. (Here
 utils.settings, because the choices of these flags are the data's and the models': the datasets
 and decoders that exist, and the architectures.)"""
 import operator
+from typing import Optional
 
 import models
 
@@ -106,7 +107,7 @@ CIFAR = ScriptSpec("cifar.py", "CIFAR-10/100 training", models.cifar.MODELS, ima
 IMAGENET = ScriptSpec("imagenet.py", "ImageNet training", models.imagenet.ARCHS, image_size=224,
                       workers=32, own_flags=IMAGENET_FLAGS, examples=IMAGENET_EXAMPLES,
                       defaults=dict(
-                          arch="resnet18", cardinality=32, gn_groups=32, epochs=90,
+                          arch="resnet18", cardinality=32, epochs=90,
                           train_batch=256,
                           test_batch=200, weight_decay=1e-4, schedule=(30, 60)))
 
@@ -121,8 +122,13 @@ def imagenet_flags() -> ScriptFlags:
     return ScriptFlags(IMAGENET, SHARED_FLAGS)
 
 
-def script_flags_for(arch: str) -> ScriptFlags:
-    """The command line of the script that trains ``arch``: cifar.py's for its models,
-    imagenet.py's for the rest (this project's ImageNet models and torchvision's)."""
+def script_flags_for(arch: str, script: Optional[str] = None) -> ScriptFlags:
+    """The command line of the script that trained ``arch``: ``script``'s ("cifar.py",
+    "imagenet.py", as a run record names it) where known, since both scripts have an alexnet
+    and vggs, and they are different networks; else cifar.py's for its models, imagenet.py's
+    for the rest (this project's ImageNet models and torchvision's)."""
+    by_name = {CIFAR.script: cifar_flags, IMAGENET.script: imagenet_flags}
+    if script in by_name:
+        return by_name[script]()
     return cifar_flags() if arch in models.cifar.MODELS else imagenet_flags()
 

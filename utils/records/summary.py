@@ -15,11 +15,12 @@ from typing import Iterable, Optional, Sequence
 
 from ..files import read_regular
 from .logger import LogError, read_log
+from .columns import VALID_ACC
 
 __all__ = ["Run", "read_run", "read_record", "scored_test_split", "distinct_folders",
            "group_by_flags", "group_by_globs", "Stats", "stats", "final_and_best", "mean_curve"]
 
-COLUMN = "Valid Acc."
+COLUMN = VALID_ACC
 IGNORED = ("manualSeed",)  # what differs between the runs of one group
 
 

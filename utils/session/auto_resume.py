@@ -14,6 +14,7 @@ import dataclasses
 import os
 from typing import NamedTuple, Optional
 
+from ..distributed import launched_as_main
 from ..records.run_folder import holds_run
 from ..settings.flag import RECORDED, UsageError
 from ..settings.flags import ParsedFlags, ScriptFlags, default_run_folder
@@ -97,5 +98,5 @@ def _shown(value: object) -> str:
 
 def _say(line: str) -> None:
     """A line from the first process only (torchrun and srun start several)."""
-    if os.environ.get("RANK", "0") == "0":
+    if launched_as_main():
         print(line)

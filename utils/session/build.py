@@ -34,7 +34,7 @@ __all__ = ["MAX_DEPTH", "build_model", "pretrained_model", "check_fits", "load_i
 MAX_DEPTH = 10_000
 
 
-def build_model(registry: dict, choice: ModelSettings, num_classes: int,
+def build_model(registry: dict, settings: ModelSettings, num_classes: int,
                 device: Optional[torch.device] = None) -> nn.Module:
     """The network of a ModelSettings (whose flags parsing checked against the architecture),
     built with the options its constructor takes, with its micro-batches and synchronised
@@ -43,43 +43,43 @@ def build_model(registry: dict, choice: ModelSettings, num_classes: int,
     network whose training state would not fit in its memory is refused before it is built.
     Without a device the network is for inference (export.py), where SyncBatchNorm is
     BatchNorm: it is left as BatchNorm there."""
-    if choice.sync_bn and device is not None and (device.type != "cuda"
+    if settings.sync_bn and device is not None and (device.type != "cuda"
                                                   or not distributed.initialized()):
         raise UsageError("--sync-bn needs CUDA GPUs under torchrun: torch's SyncBatchNorm "
                          "synchronises BatchNorm over the processes of a GPU process group")
-    depth = choice.options.get("depth")
-    if "depth" in choice.given and depth > MAX_DEPTH:
+    depth = settings.options.get("depth")
+    if "depth" in settings.given and depth > MAX_DEPTH:
         raise UsageError(f"--depth {depth}: this project builds at most {MAX_DEPTH} layers (the "
                          f"deepest published CIFAR network, ResNet-1202, has 1202)")
     try:
         if device is not None:
-            _check_estimate(registry, choice, num_classes, device)
-        network = create_model(registry, choice.arch, num_classes=num_classes, **choice.options)
+            _check_estimate(registry, settings, num_classes, device)
+        network = create_model(registry, settings.arch, num_classes=num_classes, **settings.options)
     except ValueError as e:
         message = str(e)
-        raise UsageError(message if message.startswith(choice.arch) else
-                         f"{choice.arch}: {message}") from e
-    return with_batch_options(network, choice, sync=device is not None)
+        raise UsageError(message if message.startswith(settings.arch) else
+                         f"{settings.arch}: {message}") from e
+    return with_batch_options(network, settings, sync=device is not None)
 
 
-def _check_estimate(registry: dict, choice: ModelSettings, num_classes: int,
+def _check_estimate(registry: dict, settings: ModelSettings, num_classes: int,
                     device: torch.device) -> None:
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            estimate = create_model(registry, choice.arch, num_classes=num_classes,
-                                    **choice.options)
+            estimate = create_model(registry, settings.arch, num_classes=num_classes,
+                                    **settings.options)
     except (NotImplementedError, RuntimeError):
         return  # an initialisation that reads values (torchvision's RegNets)
-    check_fits(estimate, choice.arch, device)
+    check_fits(estimate, settings.arch, device)
 
 
-def with_batch_options(network: nn.Module, choice: ModelSettings, sync: bool = True) -> nn.Module:
+def with_batch_options(network: nn.Module, settings: ModelSettings, sync: bool = True) -> nn.Module:
     """``network`` with --ghost-batch (micro-batch BatchNorm / BCN, in place) and, when
     ``sync``, --sync-bn (SyncBatchNorm) applied; refused where it has nothing to act on."""
-    if choice.ghost_batch and use_micro_batches(network, choice.ghost_batch) == 0:
-        raise UsageError(f"--ghost-batch needs batch statistics; {choice.arch} has no "
+    if settings.ghost_batch and use_micro_batches(network, settings.ghost_batch) == 0:
+        raise UsageError(f"--ghost-batch needs batch statistics; {settings.arch} has no "
                          f"BatchNorm2d or BatchChannelNorm2d layer")
-    if choice.sync_bn:
+    if settings.sync_bn:
         if not any(isinstance(m, nn.BatchNorm2d) for m in network.modules()):
             raise UsageError("--sync-bn changes BatchNorm layers; this model has none")
         if sync:
@@ -93,12 +93,12 @@ class Pretrained(NamedTuple):
     weights: InitialWeights
 
 
-def pretrained_model(registry: dict, choice: ModelSettings, num_classes: int) -> Pretrained:
-    """torchvision's ``choice.arch`` with its ImageNet weights (--pretrained): all of them for
+def pretrained_model(registry: dict, settings: ModelSettings, num_classes: int) -> Pretrained:
+    """torchvision's ``settings.arch`` with its ImageNet weights (--pretrained): all of them for
     1000 classes, all but the classifier (freshly initialised) for another count; then the pair
     (a norm other than bn replaces the BatchNorm layers with fresh ones, which the line says)
-    and the batch options of ``choice``."""
-    arch = choice.arch
+    and the batch options of ``settings``."""
+    arch = settings.arch
     if arch not in registry or not getattr(registry[arch], "torchvision", False):
         raise UsageError(f"--pretrained takes torchvision weights; {arch} has none there: use "
                          f"--weights PATH")
@@ -112,7 +112,7 @@ def pretrained_model(registry: dict, choice: ModelSettings, num_classes: int) ->
                                            **torchvision_options(arch))
     loaded = initialise_from(network, trained.state_dict(), num_classes,
                        name=f"torchvision's ImageNet weights of {arch}")
-    pair = {k: v for k, v in choice.options.items() if k in PAIR_NAMES}
+    pair = {k: v for k, v in settings.options.items() if k in PAIR_NAMES}
     norms = sum(type(m) is nn.BatchNorm2d for m in network.modules())
     try:
         network = with_pair(network, arch, **pair)
@@ -121,12 +121,12 @@ def pretrained_model(registry: dict, choice: ModelSettings, num_classes: int) ->
     if pair.get("norm", "bn") != "bn":
         loaded = loaded._replace(fresh=loaded.fresh + (
             f"its {norms} BatchNorm layers, now --norm {pair['norm']} layers",))
-    if choice.options.get("zero_init_residual"):
+    if settings.options.get("zero_init_residual"):
         if pair.get("norm", "bn") == "bn":
             raise UsageError("--zero-init-residual with --pretrained would zero trained norm "
                              "weights; it applies to the fresh norms of another --norm")
         zero_residual_ends(network)
-    return Pretrained(with_batch_options(network, choice), loaded)
+    return Pretrained(with_batch_options(network, settings), loaded)
 
 
 def check_fits(model: nn.Module, arch: str, device: torch.device) -> None:
@@ -169,14 +169,14 @@ CHANNELS_LAST_GN_WARNING = (
 
 
 def prepare_model(model: nn.Module, device: torch.device, gpu_count: int,
-                  choice: DeviceSettings) -> PreparedModel:
+                  speed: DeviceSettings) -> PreparedModel:
     """Ready the built ``model`` (its --weights loaded already) for the device: moved to
-    ``device`` in the memory format of ``choice``, wrapped in DistributedDataParallel under
+    ``device`` in the memory format of ``speed``, wrapped in DistributedDataParallel under
     torchrun or DataParallel over several --gpu-id GPUs, torch.compile on request."""
     model = model.to(device)
-    if choice.channels_last:
+    if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
-        if (device.type == "cpu" and not choice.compile
+        if (device.type == "cpu" and not speed.compile
                 and any(isinstance(m, nn.GroupNorm) for m in model.modules())):
             print(CHANNELS_LAST_GN_WARNING, file=sys.stderr)
     raw = model
@@ -184,7 +184,7 @@ def prepare_model(model: nn.Module, device: torch.device, gpu_count: int,
         model = distributed.wrap(model, device)
     elif gpu_count > 1:
         model = nn.DataParallel(model)
-    if choice.compile:
-        model = torch.compile(model, mode=choice.compile)
+    if speed.compile:
+        model = torch.compile(model, mode=speed.compile)
     print(f"    Total params: {sum(p.numel() for p in raw.parameters()) / 1e6:.2f}M")
     return PreparedModel(model, raw)

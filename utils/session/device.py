@@ -27,19 +27,19 @@ class Device(NamedTuple):
     gpu_count: int
 
 
-def select_device(choice: DeviceSettings, amp: str = "none") -> Device:
+def select_device(settings: DeviceSettings, amp: str = "none") -> Device:
     """The Device of a DeviceSettings. Under torchrun, one device per process from its
     environment (--gpu-id is not used). Otherwise --gpu-id sets CUDA_VISIBLE_DEVICES, as the
     reference does, and only then is CUDA asked what it has: no GPU and --gpu-id not written
     means the CPU; a GPU named but not there is a UsageError, and so is fp16 (``amp``, the
     recipe's) off CUDA."""
-    if choice.deterministic:
+    if settings.deterministic:
         use_deterministic_algorithms()
     device = distributed.init_from_env()
     if device is not None:
         gpu_count = 1
     else:
-        device, gpu_count = _device_from_gpu_id(choice.gpu_id, choice.gpu_id_given)
+        device, gpu_count = _device_from_gpu_id(settings.gpu_id, settings.gpu_id_given)
     if amp == "fp16" and device.type != "cuda":
         raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on the CPU")
     if device.type == "cpu":

@@ -14,6 +14,7 @@ from .. import distributed
 from ..data.cifar import LOADERS
 from ..data.folder_loaders import DECODE_PATHS
 from ..data.loaders import BatchFormat, Loaders
+from ..records.columns import VALID_ACC, LogColumns
 from ..records.board import Board, require_tensorboard
 from ..records.logger import Logger, save_curves
 from ..records.record import finish_record, new_record, write_record
@@ -31,10 +32,10 @@ from ..train.plan import (CheckpointPolicy, EpochPosition, PreparedModel, StartP
 from ..train.recipe import Recipe, apply_hyperparameters
 from ..train.stopping import ImmediateStop
 from .auto_resume import auto_resume
-from .report import score_test_split
+from .scores import score_test_split
 
 __all__ = ["ReadSettings", "read_settings", "resumed_of", "check_resume", "fresh_folder",
-           "check_run_folder", "say_held_out", "start_plan", "RunData", "checkpoint_fields", "LOG_COLUMNS", "train_and_log"]
+           "check_run_folder", "say_held_out", "start_plan", "RunData", "checkpoint_fields", "train_and_log"]
 
 
 class ReadSettings(NamedTuple):
@@ -75,7 +76,7 @@ def with_recorded_data(parsed: ParsedFlags, checkpoint: Checkpoint) -> ParsedFla
     run_flags = (checkpoint.run or {}).get("flags") or {}
     if not isinstance(run_flags, dict):
         return parsed
-    main = os.environ.get("RANK", "0") == "0"
+    main = distributed.launched_as_main()
     values = dict(parsed.values)
     recorded = run_flags.get("data")
     if "data" not in parsed.given and isinstance(recorded, str) and recorded:
@@ -239,9 +240,6 @@ def open_board(plan: TrainPlan, loaders: Loaders, recipe: Recipe,
     return Board(plan.folder.path, done + 1, fields["run"].get("flags"))
 
 
-LOG_COLUMNS = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
-
-
 def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
                   fields: dict) -> float:
     """Write run.json, open log.txt (a resumed log cut back to the checkpoint's epochs, or
@@ -261,8 +259,7 @@ def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: 
             log = Logger(os.path.join(plan.folder.path, "log.txt"), resume=plan.start.resumed,
                          keep_rows=plan.start.epoch if plan.start.resumed else None,
                          saved=saved_log)
-            log.set_names(LOG_COLUMNS + (["EMA Valid Acc."] if recipe.ema is not None else []) +
-                          (["TTA Valid Acc."] if plan.tta else []))
+            log.set_names(LogColumns(ema=recipe.ema is not None, tta=plan.tta).names)
         board = open_board(plan, loaders, recipe, fields) if log is not None else None
         try:
             result = fit(model, loaders, recipe, plan, log, fields, board)
@@ -279,7 +276,7 @@ def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: 
                 if loaders.final is not None else None)
         if log is not None:
             save_curves(log.fpath)
-            accuracies = log.numbers["Valid Acc."]
+            accuracies = log.numbers[VALID_ACC]
             finish_record(plan.folder.path, result.run_record, best_acc=result.best_acc,
                           final_acc=accuracies[-1] if accuracies else None,
                           epochs=len(accuracies), test=test)

@@ -56,8 +56,8 @@ def load_trained(path: str, use_ema: bool = False) -> TrainedRun:
     if arch is None or checkpoint.num_classes is None:
         raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "
                               f"this project is needed to rebuild its model)")
-    flags = script_flags_for(arch)
     resumed = resumed_of(path, checkpoint)
+    flags = script_flags_for(arch, resumed.script)
     settings = flags.model_settings([], resumed)
     model = build_model(flags.archs, settings, checkpoint.num_classes)
     if use_ema:

@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 from models import model_options
 from models.twins import PAIR_NAMES
 
+from ..distributed import launched_as_main
 from .resume import Resumed, check_going_back, merge_resumed
 from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
 from .table import POLICY_FLAGS, check, check_pair, check_rules, check_written
@@ -323,7 +324,7 @@ class OneVoiceParser(argparse.ArgumentParser):
     are the run's (each process still exits 2)."""
 
     def _print_message(self, message: str, file=None) -> None:
-        if os.environ.get("RANK", "0") == "0":
+        if launched_as_main():
             super()._print_message(message, file)
 
 
@@ -362,7 +363,7 @@ def warn_schedule(values: dict) -> None:
     past --epochs. Not an error: a run may be resumed later with more epochs."""
     late = [m for m in values["schedule"] if m >= values["epochs"]]
     if (values["scheduler"] == "step" and late and not values["evaluate"]
-            and os.environ.get("RANK", "0") == "0"):
+            and launched_as_main()):
         print(f"warning: --schedule milestone(s) {' '.join(map(str, late))} at or past --epochs "
               f"{values['epochs']} never lower the LR in this run", file=sys.stderr)
 
@@ -374,23 +375,23 @@ def check_arch(arch: str, archs: list) -> None:
             f"; did you mean {', '.join(close)}?" if close else "; see --help for the list"))
 
 
-def check_model_flags(constructor: Callable, choice: ModelSettings) -> None:
+def check_model_flags(constructor: Callable, model: ModelSettings) -> None:
     """Refuse a model flag written on the command line that the architecture does not take: it
     would otherwise be silently ignored. Flags left at their defaults are simply not used."""
     accepted = model_options(constructor)
-    refused = sorted(choice.flag_names[o] for o in choice.given if o not in accepted)
-    if {"norm", "ws"} & choice.given and choice.arch.startswith("l_") and (
+    refused = sorted(model.flag_names[o] for o in model.given if o not in accepted)
+    if {"norm", "ws"} & model.given and model.arch.startswith("l_") and (
             not {"norm", "ws"} & accepted):
-        raise UsageError(f"-a {choice.arch} is GN+WS by name: --norm and --ws do not apply; "
-                         f"for another pair write -a {choice.arch[2:]} --norm NORM --ws")
+        raise UsageError(f"-a {model.arch} is GN+WS by name: --norm and --ws do not apply; "
+                         f"for another pair write -a {model.arch[2:]} --norm NORM --ws")
     if refused:
-        takes = sorted(choice.flag_names[o] for o in accepted
-                       if o in choice.flag_names and o not in PAIR_NAMES)
-        norm_flags = [choice.flag_names[o] for o in PAIR_NAMES
-                      if o in accepted and o in choice.flag_names]
+        takes = sorted(model.flag_names[o] for o in accepted
+                       if o in model.flag_names and o not in PAIR_NAMES)
+        norm_flags = [model.flag_names[o] for o in PAIR_NAMES
+                      if o in accepted and o in model.flag_names]
         listed = ", ".join(takes) if takes else "no model flags"
         if norm_flags:
             listed = f"{listed if takes else 'no family flags'} and the norm flags " + \
                 ", ".join(norm_flags)
-        raise UsageError(f"{', '.join(refused)} does not apply to {choice.arch} (it takes "
+        raise UsageError(f"{', '.join(refused)} does not apply to {model.arch} (it takes "
                          f"{listed})")

@@ -24,6 +24,8 @@ from ..data.loaders import EpochLoader, Loaders
 from ..eval import confusion_counts
 from ..progress import Progress, format_rate
 from ..records.board import Board
+from ..records.columns import (EMA_VALID_ACC, REFERENCE_COLUMNS, TTA_VALID_ACC, VALID_ACC,
+                               WORDS)
 from ..records.logger import Logger
 from ..records.record import with_session_time
 from .checkpoint import Checkpoint, CheckpointError, save_checkpoint
@@ -51,19 +53,12 @@ def all_finite(modules: Sequence[torch.nn.Module]) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
-# The log's columns (the reference's five, then ours), and how a message names them.
-COLUMNS = {"Learning Rate": "learning rate", "Train Loss": "training loss",
-           "Valid Loss": "validation loss", "Train Acc.": "training accuracy",
-           "Valid Acc.": "validation accuracy", "EMA Valid Acc.": "EMA validation accuracy",
-           "TTA Valid Acc.": "TTA validation accuracy"}
-
-
 def check_finite(epoch: int, row: dict, modules: Sequence[torch.nn.Module]) -> None:
     """Refuse to log or save an epoch whose numbers (``row``: column -> value) or weights are
     NaN or infinite."""
     for column, value in row.items():
         if not math.isfinite(value):
-            raise NonFiniteLoss(epoch, what=COLUMNS[column])
+            raise NonFiniteLoss(epoch, what=WORDS[column])
     if not all_finite(modules):
         raise NonFiniteLoss(epoch, what="the weights")
 
@@ -239,11 +234,70 @@ class FitResult(NamedTuple):
     run_record: Optional[dict]
 
 
+class _RunSaver:
+    """What ``fit`` writes on the main process: checkpoints that carry ``fields`` (the Checkpoint
+    fields that say what the run is; its run record's last session takes the wall time at each
+    save), the
+    log's rows, TensorBoard's ``board`` (``steps``: optimizer steps an epoch), and where the loop
+    is (``best_acc``, ``lr``, kept current by the loop)."""
+
+    def __init__(self, model: PreparedModel, recipe: Recipe, plan: TrainPlan,
+                 log: Optional[Logger], fields: dict, board: Optional[Board], steps: int):
+        self.model, self.recipe, self.log, self.fields = model, recipe, log, fields
+        self.board, self.steps, self.log_every = board, steps, plan.log_every
+        self.folder, self.keep = plan.folder.path, plan.checkpoints.keep
+        self.run_record = fields.get("run")
+        self.best_acc, self.lr = plan.start.best_acc, None
+        self.started = time.perf_counter()
+
+    def log_step(self, epoch: int, next_batch: int, loss: torch.Tensor) -> None:
+        """TensorBoard's training loss, every ``log_every`` optimizer steps."""
+        step = epoch * self.steps + math.ceil(next_batch / self.recipe.iter_size)
+        if self.board is not None and self.log_every and step % self.log_every == 0:
+            self.board.step(step, loss.detach().item())
+
+    def capture(self, epochs_done: int, acc: float, **fields: object) -> Checkpoint:
+        """The Checkpoint of now, its run record with this session's wall time so far (kept,
+        so the caller's run.json says what the last checkpoint says)."""
+        now = dict(self.fields)
+        if self.run_record:
+            self.run_record = now["run"] = with_session_time(
+                self.run_record, time.perf_counter() - self.started)
+        return Checkpoint.capture(epochs_done, self.model.raw, self.recipe, acc, self.best_acc,
+                                  {**now, "log": self.log.rows(), **fields})
+
+    def save_position(self, epoch: int, next_batch: int, meters: Meters) -> None:
+        """A recovery checkpoint: the state after this step and the place in the epoch (every
+        process's meters gathered; the main process writes)."""
+        every = distributed.gather_objects(meters.tolist())
+        if distributed.is_main():
+            position = EpochPosition(next_batch, tuple(Meters("cpu", m) for m in every), self.lr)
+            save_checkpoint(self.capture(epoch, self.best_acc, position=position.as_dict()),
+                            is_best=False, folder=self.folder)
+
+    def save_epoch(self, epochs_done: int, acc: float, is_best: bool) -> None:
+        save_checkpoint(self.capture(epochs_done, acc), is_best, self.folder, keep=self.keep)
+
+
+def _scored_row(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
+                lr: float, train: Scores, test: Scores) -> dict:
+    """The epoch's log row (column -> value): the reference's five, then the EMA's and TTA's
+    accuracies where the run evaluates them."""
+    row = dict(zip(REFERENCE_COLUMNS, [lr, train.loss, test.loss, train.top1, test.top1]))
+    if recipe.ema is not None:
+        row[EMA_VALID_ACC] = evaluate(recipe.ema.module, loaders.test, recipe.eval_criterion,
+                                      recipe.amp, show_progress=False).top1
+    if plan.tta:
+        row[TTA_VALID_ACC] = evaluate(model.call, loaders.test, recipe.eval_criterion,
+                                      recipe.amp, show_progress=False, tta=True).top1
+    return row
+
+
 def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
-        log: Optional[Logger], record: dict, board: Optional[Board] = None) -> FitResult:
+        log: Optional[Logger], fields: dict, board: Optional[Board] = None) -> FitResult:
     """The epoch loop: train ``model`` on ``loaders.train``, evaluate on ``loaders.test``, step
     the recipe's schedule, append a row to ``log`` (None on the processes that do not log),
-    save checkpoint.pth.tar (and model_best.pth.tar) in the plan's folder, recording ``record``
+    save checkpoint.pth.tar (and model_best.pth.tar) in the plan's folder, recording ``fields``
     (the Checkpoint fields that say what the run is: arch, num_classes, args, run; its run
     record's last session takes the wall time at each save). Only the main process prints the
     epoch's times, logs and saves, and writes ``board`` (TensorBoard, utils.records.board) when
@@ -254,98 +308,63 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
     weights' plain accuracy, or their TTA one with the policy's ``best_by`` "tta"."""
     if plan.folder is None:
         raise ValueError("fit needs the plan's run folder")
-    main = distributed.is_main()
-    show = plan.show_progress and main
-    start, policy, folder = plan.start, plan.checkpoints, plan.folder.path
-    best_acc, lr = start.best_acc, None
-    started = time.perf_counter()
-    run_record = record.get("run")
-
-    def capture(epochs_done, acc, **fields):
-        """The Checkpoint of now: ``record`` with this session's wall time so far (returned
-        too, so the caller's run.json says what the last checkpoint says), the log's rows and
-        ``fields``."""
-        nonlocal run_record
-        now = dict(record)
-        if run_record:
-            run_record = now["run"] = with_session_time(run_record,
-                                                        time.perf_counter() - started)
-        return Checkpoint.capture(epochs_done, model.raw, recipe, acc, best_acc,
-                                  {**now, "log": log.rows(), **fields})
-
-    def save_position(epoch, next_batch, meters):
-        """A recovery checkpoint: the state after this step and the place in the epoch."""
-        every = distributed.gather_objects(meters.tolist())
-        if main:
-            position = EpochPosition(next_batch, tuple(Meters("cpu", m) for m in every), lr)
-            save_checkpoint(capture(epoch, best_acc, position=position.as_dict()),
-                            is_best=False, folder=folder)
-
+    start = plan.start
     # A position at the epoch's end is a run stopped after its last step: it evaluates next.
     if start.position is not None and not start.position.batch <= len(loaders.train):
         raise CheckpointError(f"the checkpoint's position in its epoch is malformed: batch "
                               f"{start.position.batch + 1} of an epoch of {len(loaders.train)} "
                               f"batches")
+    steps = math.ceil(len(loaders.train) / recipe.iter_size)  # optimizer steps an epoch
+    saver = _RunSaver(model, recipe, plan, log, fields, board, steps)
     with StopSignal() as stop:
-        steps = math.ceil(len(loaders.train) / recipe.iter_size)  # optimizer steps an epoch
-
-        def log_step(epoch, next_batch, loss):
-            step = epoch * steps + math.ceil(next_batch / recipe.iter_size)
-            if board is not None and plan.log_every and step % plan.log_every == 0:
-                board.step(step, loss.detach().item())
-
-        control = StepControl(stop, policy.save_every, save_position, log_step)
+        control = StepControl(stop, plan.checkpoints.save_every, saver.save_position,
+                              saver.log_step)
         for epoch in range(start.epoch, plan.epochs):
-            resuming = epoch == start.epoch and start.position is not None
-            lr = start.position.lr if resuming else recipe.optimizer.param_groups[0]["lr"]
-            if main:
-                print(f"\nEpoch: [{epoch + 1} | {plan.epochs}] LR: {lr:f}" + (
-                    resumed_at(start.position.batch, len(loaders.train)) if resuming else ""),
-                    flush=True)
-            loaders.train.set_epoch(epoch, start.position.batch if resuming else 0)
-            began = time.perf_counter()
-            train_loss, train_acc, train_top5 = train_one_epoch(
-                model.call, loaders.train, recipe, dataclasses.replace(plan, show_progress=show),
-                epoch, control)
-            train_time = time.perf_counter() - began  # the epoch's meters synced the device
-            test_loss, test_acc, test_top5 = evaluate(model.call, loaders.test,
-                                                      recipe.eval_criterion, recipe.amp, show)
-            if main:
-                ran = loaders.train.batch_sizes()[start.position.batch if resuming else 0:]
-                images_per_second = sum(ran) / train_time
-                rate = format_rate(images_per_second)
-                print(f"    Epoch time: train {train_time:.2f} s ({rate} img/s"
-                      f"), test {time.perf_counter() - began - train_time:.2f} s", flush=True)
-            row = dict(zip(COLUMNS, [lr, train_loss, test_loss, train_acc, test_acc]))
-            if recipe.ema is not None:
-                row["EMA Valid Acc."] = evaluate(recipe.ema.module, loaders.test,
-                                                 recipe.eval_criterion, recipe.amp,
-                                                 show_progress=False).top1
-            if plan.tta:
-                row["TTA Valid Acc."] = evaluate(model.call, loaders.test, recipe.eval_criterion,
-                                                 recipe.amp, show_progress=False, tta=True).top1
-            check_finite(epoch, row, [model.raw] + ([recipe.ema.module] if recipe.ema is not None
-                                                   else []))
-            test_acc = row["TTA Valid Acc." if policy.best_by == "tta" else "Valid Acc."]
-            if not recipe.per_iteration:
-                recipe.scheduler.step()
-            is_best = test_acc > best_acc
-            best_acc = max(test_acc, best_acc)
-            if main:
-                # The row first: a crash before the save leaves one row too many, which resume
-                # cuts back to the checkpoint's epoch count (never a missing row). The checkpoint
-                # holds the rows too, so a lost log can be rebuilt.
-                log.append(list(row.values()))
-                if board is not None:
-                    board.epoch((epoch + 1) * steps, {
-                        "train_loss": train_loss, "train_acc": train_acc,
-                        "train_top5": train_top5, "valid_loss": test_loss,
-                        "valid_acc": row["Valid Acc."], "valid_top5": test_top5, "lr": lr,
-                        "images_per_second": images_per_second})
-                with stop.critical():
-                    save_checkpoint(capture(epoch + 1, test_acc), is_best, folder,
-                                    keep=policy.keep)
+            _one_epoch(model, loaders, recipe, plan, epoch, control, saver)
             signame = stop.agreed()
             if signame:
                 raise TrainingInterrupted(signame, epoch + 1)
-    return FitResult(best_acc, run_record)
+    return FitResult(saver.best_acc, saver.run_record)
+
+
+def _one_epoch(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
+               epoch: int, control: StepControl, saver: _RunSaver) -> None:
+    """One epoch of ``fit``: train, evaluate, step the schedule, log, save."""
+    main, start = distributed.is_main(), plan.start
+    resuming = epoch == start.epoch and start.position is not None
+    first = start.position.batch if resuming else 0
+    lr = saver.lr = start.position.lr if resuming else recipe.optimizer.param_groups[0]["lr"]
+    if main:
+        print(f"\nEpoch: [{epoch + 1} | {plan.epochs}] LR: {lr:f}" + (
+            resumed_at(first, len(loaders.train)) if resuming else ""), flush=True)
+    loaders.train.set_epoch(epoch, first)
+    show = plan.show_progress and main
+    began = time.perf_counter()
+    train = train_one_epoch(model.call, loaders.train, recipe,
+                            dataclasses.replace(plan, show_progress=show), epoch, control)
+    train_time = time.perf_counter() - began  # the epoch's meters synced the device
+    test = evaluate(model.call, loaders.test, recipe.eval_criterion, recipe.amp, show)
+    images_per_second = sum(loaders.train.batch_sizes()[first:]) / train_time
+    if main:
+        print(f"    Epoch time: train {train_time:.2f} s ({format_rate(images_per_second)} img/s"
+              f"), test {time.perf_counter() - began - train_time:.2f} s", flush=True)
+    row = _scored_row(model, loaders, recipe, plan, lr, train, test)
+    check_finite(epoch, row, [model.raw] + ([recipe.ema.module] if recipe.ema is not None
+                                           else []))
+    test_acc = row[TTA_VALID_ACC if plan.checkpoints.best_by == "tta" else VALID_ACC]
+    if not recipe.per_iteration:
+        recipe.scheduler.step()
+    is_best = test_acc > saver.best_acc
+    saver.best_acc = max(test_acc, saver.best_acc)
+    if main:
+        # The row first: a crash before the save leaves one row too many, which resume cuts
+        # back to the checkpoint's epoch count (never a missing row). The checkpoint holds the
+        # rows too, so a lost log can be rebuilt.
+        saver.log.append(list(row.values()))
+        if saver.board is not None:
+            saver.board.epoch((epoch + 1) * saver.steps, {
+                "train_loss": train.loss, "train_acc": train.top1, "train_top5": train.top5,
+                "valid_loss": test.loss, "valid_acc": row[VALID_ACC], "valid_top5": test.top5,
+                "lr": lr, "images_per_second": images_per_second})
+        with control.stop.critical():
+            saver.save_epoch(epoch + 1, test_acc, is_best)

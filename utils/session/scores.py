@@ -6,7 +6,7 @@ import torch
 
 from .. import distributed
 from ..data.loaders import EpochLoader
-from ..records.report import write_class_report
+from ..records.class_report import write_class_report
 from ..train.checkpoint import CheckpointError, load_weights, read_checkpoint
 from ..train.engine import all_finite, evaluate
 from ..train.meters import Scores
