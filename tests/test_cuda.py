@@ -26,6 +26,7 @@ from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
 from utils.session.stages import read_settings
 from utils.settings.values import AugmentPolicy, RecipeSettings, Regularisers, Schedule
 from utils.train.engine import evaluate, train_one_epoch
+from utils.settings.values import LoopSettings
 from utils.train.plan import TrainPlan
 from utils.train.recipe import autocast, make_recipe
 from utils.train.stopping import StepControl, StopSignal
@@ -176,7 +177,7 @@ def test_no_batch_of_a_training_epoch_makes_the_host_wait_for_the_gpu(recipe, po
     loader = DeviceLoader(random_images(96), EpochBatches(96, 16, True, seed=1), device,
                           BatchFormat(CIFAR_MEAN, CIFAR_STD), CropFlip(policy=policy))
     steps = make_recipe(model, recipe, 10, len(loader))
-    plan = TrainPlan(epochs=2, show_progress=False)
+    plan = TrainPlan(epochs=2, loop=LoopSettings(show_progress=False))
     with StopSignal() as stop:  # the step control fit() passes: signals, recovery saves
         control = StepControl(stop, 0.0, lambda *position: None)
         for epoch in range(2):  # the first warms up (cuDNN, allocators), the second is checked
@@ -205,8 +206,8 @@ def test_cuda_graphs_train_and_evaluate_as_the_eager_model_does():
         losses = []
         for epoch in range(3):
             train.set_epoch(epoch)
-            losses.append(train_one_epoch(called, train, steps, TrainPlan(epochs=3,
-                                          show_progress=False), epoch)[0])
+            plan = TrainPlan(epochs=3, loop=LoopSettings(show_progress=False))
+            losses.append(train_one_epoch(called, train, steps, plan, epoch)[0])
         numbers[mode] = losses + [evaluate(called, test, nn.CrossEntropyLoss(),
                                            show_progress=False, tta=True)[0]]
     assert numbers["reduce-overhead"] == pytest.approx(numbers[None], rel=2e-2)

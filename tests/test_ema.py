@@ -5,6 +5,7 @@ import torch.nn as nn
 from builders import engine_recipe
 from utils.train.ema import create_ema
 from utils.train.engine import train_one_epoch
+from utils.settings.values import LoopSettings
 from utils.train.plan import TrainPlan
 
 
@@ -36,7 +37,7 @@ def test_ema_weights_equal_the_closed_form_after_k_steps():
     optimizer.register_step_post_hook(lambda *a: seen.append(model.weight.detach().clone()))
     batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(k)]
     train_one_epoch(model, ListLoader(batches), engine_recipe(optimizer, ema=ema, num_classes=3),
-                    TrainPlan(epochs=1, show_progress=False), 0)
+                    TrainPlan(epochs=1, loop=LoopSettings(show_progress=False)), 0)
     assert len(seen) == k
     # First update copies; then ema = decay * ema + (1 - decay) * w.
     expected = decay ** (k - 1) * seen[0]

@@ -9,10 +9,11 @@ from builders import engine_recipe, random_images
 from utils.data.loaders import BatchFormat, CropFlip, DeviceLoader, EpochBatches
 from utils.train.checkpoint import Checkpoint
 from utils.train.engine import NonFiniteLoss, check_finite, train_one_epoch
+from utils.settings.values import LoopSettings
 from utils.train.plan import TrainPlan
 
 
-PLAN = TrainPlan(epochs=1, show_progress=False)
+PLAN = TrainPlan(epochs=1, loop=LoopSettings(show_progress=False))
 
 
 def tiny_run(scaler, n=12, batch=4):

@@ -17,17 +17,19 @@ from utils.scripts import cifar_flags, imagenet_flags
 from utils.session.build import build_model
 from utils.settings.flag import UsageError
 from utils.settings.resume import applied_on_resume, before_the_flag
-from utils.settings.values import (DataSettings, DeviceSettings, ImageViews, ModelSettings,
-                                   RecipeSettings, Regularisers, RunSettings, Schedule)
+from utils.settings.values import (CheckpointPolicy, DataSettings, DeviceSettings, ImageViews,
+                                   LoopSettings, ModelSettings, RecipeSettings, Regularisers,
+                                   RunSettings, Schedule)
 
 SCRIPTS = {"cifar.py": (cifar_flags, []), "imagenet.py": (imagenet_flags, ["--data", "d"])}
 TARGETS = {"model": ModelSettings, "data": DataSettings, "views": ImageViews,
            "schedule": Schedule, "regularisers": Regularisers, "recipe": RecipeSettings,
-           "device": DeviceSettings, "run": RunSettings}
+           "device": DeviceSettings, "checkpoints": CheckpointPolicy, "loop": LoopSettings,
+           "run": RunSettings}
 # Fields no single flag feeds: the settings objects nested in others, and what parsing derives.
 COMPOSED = {"options", "flag_names", "given", "policy", "views", "schedule", "regularisers",
-            "model", "data", "recipe", "device", "gpu_id_given", "recorded", "flags", "command",
-            "changed"}
+            "model", "data", "recipe", "device", "checkpoints", "loop", "gpu_id_given", "recorded",
+            "flags", "command", "changed"}
 
 # For every flag: (the flags it needs beside it, the flag written with a value other than its
 # default). A flag added to the table without an example here fails the test below: say how a

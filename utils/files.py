@@ -6,9 +6,11 @@ A FIFO among the data would block its reader for ever, and a link to a device su
 FIFO for reading waits for a writer."""
 import os
 import stat
+import zipfile
 from typing import BinaryIO, Optional
 
-__all__ = ["NotRegularFile", "TooLarge", "open_regular", "read_regular", "not_writable_as_file"]
+__all__ = ["NotRegularFile", "TooLarge", "open_regular", "read_regular", "not_writable_as_file",
+           "is_export_archive"]
 
 
 class NotRegularFile(OSError):
@@ -67,3 +69,14 @@ def not_writable_as_file(path: str) -> Optional[str]:
     if stat.S_ISREG(mode):
         return None
     return f"{path} is a {_kind(mode)}, not a file; outputs are written as regular files only"
+
+
+def is_export_archive(path: str) -> bool:
+    """Whether ``path`` is a torch.export archive (a zip whose archive_format member says pt2:
+    export.py's .pt2), which torch.load would call corrupt."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/archive_format") and archive.read(name).strip() == b"pt2"
+                       for name in archive.namelist()[:64])
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+        return False

@@ -29,9 +29,9 @@ def report_evaluation(model: PreparedModel, loader: EpochLoader, recipe: Recipe,
     classes = list(classes) + [str(i) for i in range(len(classes), num_classes)]
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)
     loss, top1, top5 = evaluate(model.call, loader, recipe.eval_criterion, recipe.amp,
-                                plan.show_progress, confusion)
+                                plan.loop.show_progress, confusion)
     print(f" Test Loss:  {loss:.8f}, Test Acc:  {top1:.2f}, Top-5:  {top5:.2f}")
-    if plan.tta:
+    if plan.loop.tta:
         tta_loss, tta_top1, tta_top5 = evaluate(model.call, loader, recipe.eval_criterion,
                                                 recipe.amp, show_progress=False, tta=True)
         print(f" TTA  Loss:  {tta_loss:.8f}, TTA  Acc:  {tta_top1:.2f}, Top-5:  {tta_top5:.2f}")

@@ -27,8 +27,7 @@ from ..train.checkpoint import (Checkpoint, CheckpointError, read_checkpoint,
                                 resolve_checkpoint_path)
 from ..train.engine import fit
 from ..train.fine_tune import InitialWeights
-from ..train.plan import (CheckpointPolicy, EpochPosition, PreparedModel, StartPoint,
-                          TrainPlan)
+from ..train.plan import EpochPosition, PreparedModel, StartPoint, TrainPlan
 from ..train.recipe import Recipe, apply_hyperparameters
 from ..train.stopping import ImmediateStop
 from .auto_resume import auto_resume
@@ -152,7 +151,7 @@ def check_run_folder(settings: RunSettings) -> None:
     """Before any long work: the run folder can be written, no other run holds it, a fresh
     run does not land on a run already there unless --replace (utils.records.run_folder), and
     --tensorboard has its package."""
-    if settings.tensorboard:
+    if settings.loop.tensorboard:
         require_tensorboard()
     if not distributed.is_main():
         # Rank 0 writes the folder and speaks for the run; under torchrun the others probing
@@ -178,10 +177,7 @@ def start_plan(settings: RunSettings, checkpoint: Optional[Checkpoint], raw_mode
     return TrainPlan(epochs=settings.epochs, start=start,
                      folder=FolderUse(settings.run_folder, fresh=fresh_folder(settings),
                                       replace=settings.replace),
-                     checkpoints=CheckpointPolicy(settings.keep_checkpoints, settings.save_every,
-                                                  settings.best_by),
-                     tta=settings.tta, show_progress=settings.show_progress,
-                     tensorboard=settings.tensorboard, log_every=settings.log_every)
+                     checkpoints=settings.checkpoints, loop=settings.loop)
 
 
 class RunData(NamedTuple):
@@ -231,7 +227,7 @@ def open_board(plan: TrainPlan, loaders: Loaders, recipe: Recipe,
                fields: dict) -> Optional[Board]:
     """The run's TensorBoard files (--tensorboard), continued at the optimizer step the run
     starts from; None without --tensorboard."""
-    if not plan.tensorboard:
+    if not plan.loop.tensorboard:
         return None
     steps = math.ceil(len(loaders.train) / recipe.iter_size)
     position = plan.start.position
@@ -259,7 +255,7 @@ def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: 
             log = Logger(os.path.join(plan.folder.path, "log.txt"), resume=plan.start.resumed,
                          keep_rows=plan.start.epoch if plan.start.resumed else None,
                          saved=saved_log)
-            log.set_names(LogColumns(ema=recipe.ema is not None, tta=plan.tta).names)
+            log.set_names(LogColumns(ema=recipe.ema is not None, tta=plan.loop.tta).names)
         board = open_board(plan, loaders, recipe, fields) if log is not None else None
         try:
             result = fit(model, loaders, recipe, plan, log, fields, board)

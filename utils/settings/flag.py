@@ -21,7 +21,7 @@ GROUPS = (("model", RECORDED, "model (recorded in checkpoints)"),
 # Where a flag's value can go (``Flag.into``, "TARGET.FIELD"): a keyword of the model's
 # constructor, or a field of one of the typed settings of utils.settings.values.
 TARGETS = ("options", "model", "data", "views", "policy", "schedule", "regularisers", "recipe",
-           "device", "run")
+           "device", "checkpoints", "loop", "run")
 # The most an integer flag may be: what torch's int64 indexing and the machine can take.
 INT_MAX = 2 ** 31 - 1
 # ``Flag.before_flag`` when a checkpoint without the flag needs nothing put in its place.

@@ -34,8 +34,9 @@ from ..distributed import launched_as_main
 from .resume import Resumed, check_going_back, merge_resumed
 from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
 from .table import POLICY_FLAGS, check, check_pair, check_rules, check_written
-from .values import (AugmentPolicy, DataSettings, DeviceSettings, ImageViews, ModelSettings,
-                     RecipeSettings, Regularisers, RunSettings, Schedule)
+from .values import (AugmentPolicy, CheckpointPolicy, DataSettings, DeviceSettings, ImageViews,
+                     LoopSettings, ModelSettings, RecipeSettings, Regularisers, RunSettings,
+                     Schedule)
 
 __all__ = ["ScriptSpec", "ScriptFlags", "ParsedFlags", "argparse_options", "check_values",
            "check_arch", "exact_float", "default_run_folder", "default_workers", "augment_policy"]
@@ -259,6 +260,8 @@ class ScriptFlags:
                               views=check(ImageViews, gather("views")), **gather("data")),
             recipe=recipe,
             device=DeviceSettings(gpu_id_given="gpu_id" in given, **gather("device")),
+            checkpoints=CheckpointPolicy(**gather("checkpoints")),
+            loop=LoopSettings(**gather("loop")),
             recorded={k: values[k] for k in sorted(self.dests(RECORDED))},
             flags=dict(values), command=(self.script,) + tuple(argv), changed=changed,
             **gather("run"))

@@ -18,7 +18,7 @@ from models.norms import BATCH_NORMS, GN_NARROW_RULES, GROUP_NORMS, NORM_DEFAULT
 from .flag import (FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Flag, Range, UsageError,
                    at_least)
 from .values import (AMP_MODES, AUTOAUGMENT_POLICIES, COMPILE_MODES, DEFAULT_MAX_PIXELS,
-                     OPTIMIZERS)
+                     OPTIMIZERS, CheckpointPolicy, LoopSettings)
 
 __all__ = ["SHARED_FLAGS", "POLICY_FLAGS", "check_rules", "check_written", "check_pair", "check"]
 
@@ -188,13 +188,14 @@ RECIPE = _flags(
           on_resume="apply")),
     (["--tta"], "flip: also evaluate with the mean of the logits of each image and its mirror "
                 "(an extra log column, TTA Valid Acc.; default: %(default)s)",
-     dict(default="none", choices=("none", "flip"), into="run.tta",
+     dict(default="none", choices=("none", "flip"), into="loop.tta",
           convert=lambda value: value == "flip",
           refusal="{flag} {new}: the checkpoint's log was written with {flag} {old} and its "
                   "columns would change; resume without {flag}, or {start_anew}")),
     (["--best-by"], "which validation accuracy picks model_best.pth.tar (default: "
                     "%(default)s; tta needs --tta flip)",
-     dict(default="valid", choices=("valid", "tta"), into="run.best_by", on_resume="apply")),
+     dict(default=CheckpointPolicy.best_by, choices=("valid", "tta"), into="checkpoints.best_by",
+          on_resume="apply")),
     (["--ema"], "also keep, evaluate and save an exponential moving average of the weights",
      dict(kind=float, default=0.0, metavar="DECAY", into="recipe.ema", on_resume="apply",
           range=Range(above=0, below=1, zero_is_off=True,
@@ -250,7 +251,8 @@ RUN = _flags(
     (["--save-every"], "also write a recovery checkpoint every MINUTES, at its place in the "
                        "epoch, which --resume continues exactly (default: %(default)s, only at "
                        "epoch ends and on SIGTERM/SIGINT)",
-     dict(kind=float, default=0.0, metavar="MINUTES", into="run.save_every",
+     dict(kind=float, default=CheckpointPolicy.save_every, metavar="MINUTES",
+          into="checkpoints.save_every",
           range=Range(least=0, words="{flag} must be >= 0 minutes, got {value}"))),
 )
 
@@ -260,22 +262,23 @@ OUTPUT = _flags(
                              "checkpoints/SCRIPT-ARCH, e.g. checkpoints/cifar-resnext)",
      dict(metavar="PATH", into="run.run_folder")),
     (["--no-progress"], "no per-batch progress output",
-     dict(kind="switch", into="run.show_progress", convert=operator.not_)),
+     dict(kind="switch", into="loop.show_progress", convert=operator.not_)),
     (["--replace"], "start over in a run folder that holds a run (its run files are removed "
                     "first), or let --resume of an older epoch copy replace the newer "
                     "checkpoints and log rows", dict(kind="switch", into="run.replace")),
     (["--tensorboard"], "also write TensorBoard event files into the run folder "
                         "(RUN/tensorboard): each epoch's losses, accuracies, LR and img/s, the "
                         "loss every --log-every steps, the flags; main process only",
-     dict(kind="switch", into="run.tensorboard")),
+     dict(kind="switch", into="loop.tensorboard")),
     (["--log-every"], "--tensorboard: the loss every N optimizer steps (default: %(default)s; "
                       "0: epochs only)",
-     dict(kind=int, default=50, metavar="N", range=NON_NEGATIVE_INT, into="run.log_every")),
+     dict(kind=int, default=LoopSettings.log_every, metavar="N", range=NON_NEGATIVE_INT,
+          into="loop.log_every")),
     (["--keep-checkpoints"], "also keep the last N epochs' checkpoints as "
                              "checkpoint_epoch_E.pth.tar (default: %(default)s, only "
                              "checkpoint.pth.tar and model_best.pth.tar)",
-     dict(kind=int, default=0, metavar="N", range=NON_NEGATIVE_INT,
-          into="run.keep_checkpoints")),
+     dict(kind=int, default=CheckpointPolicy.keep, metavar="N", range=NON_NEGATIVE_INT,
+          into="checkpoints.keep")),
 )
 
 SHARED_FLAGS = MODEL + DATASET + RECIPE + DATA + RUN + OUTPUT

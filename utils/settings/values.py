@@ -7,6 +7,8 @@ work: the layers that use them (utils.train, utils.data, utils.session) hold the
     DataSettings    where the data is, how it is loaded and batched, the augmentation policy
     RecipeSettings  how the run trains: optimizer, LR Schedule, regularisers, EMA, precision
     DeviceSettings  --gpu-id and the speed flags of model preparation
+    CheckpointPolicy  which checkpoints a run keeps
+    LoopSettings    how the epoch loop shows and records itself (TTA, progress, TensorBoard)
     RunSettings     all of the above, and what this invocation does (resume, evaluate, folder)
 """
 import dataclasses
@@ -15,7 +17,8 @@ from typing import Optional
 __all__ = ["DEFAULT_MAX_PIXELS", "OPTIMIZERS", "AUTOAUGMENT_POLICIES", "MAGNITUDE_BINS", "AMP_MODES", "COMPILE_MODES",
            "INTERPOLATIONS", "IMAGENET_MEAN", "IMAGENET_STD", "Schedule", "Regularisers",
            "AugmentPolicy", "ImageViews", "RecipeSettings", "DataSettings",
-           "ModelSettings", "DeviceSettings", "RunSettings"]
+           "ModelSettings", "DeviceSettings", "CheckpointPolicy", "LoopSettings",
+           "RunSettings"]
 
 OPTIMIZERS = ("sgd", "adamw", "lars")
 AUTOAUGMENT_POLICIES = ("cifar10", "imagenet", "svhn")
@@ -193,6 +196,30 @@ class DeviceSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CheckpointPolicy:
+    """Which checkpoints a run keeps: the last ``keep`` epochs' own copies besides
+    checkpoint.pth.tar (0: none), a recovery checkpoint every ``save_every`` minutes (0: none),
+    and model_best.pth.tar by the plain validation accuracy (``best_by`` "valid") or the flip
+    TTA one ("tta"). (--keep-checkpoints, --save-every, --best-by.)"""
+    keep: int = 0
+    save_every: float = 0.0
+    best_by: str = "valid"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """How the epoch loop shows and records itself: each epoch also evaluated with flip
+    test-time augmentation (``tta``, a log column), progress lines (``show_progress``),
+    TensorBoard files (``tensorboard``) with the step's loss every ``log_every`` optimizer steps
+    (0: epochs only). (--tta, --no-progress, --tensorboard, --log-every; these defaults are
+    the flags'.)"""
+    tta: bool = False
+    show_progress: bool = True
+    tensorboard: bool = False
+    log_every: int = 50
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSettings:
     """Everything a run was asked to do, as typed values; ``recorded`` is what its checkpoints
     record (the recorded groups' flags), ``flags`` every flag's value and ``command`` the script
@@ -208,11 +235,8 @@ class RunSettings:
     evaluate: bool
     weights: str
     run_folder: str
-    show_progress: bool
-    keep_checkpoints: int
-    save_every: float
-    tta: bool
-    best_by: str
+    checkpoints: CheckpointPolicy
+    loop: LoopSettings
     replace: bool
     recorded: dict
     flags: dict
@@ -220,8 +244,6 @@ class RunSettings:
     changed: dict = dataclasses.field(default_factory=dict)
     pretrained: bool = False
     auto_resume: bool = False
-    tensorboard: bool = False
-    log_every: int = 50
 
     @property
     def epochs(self) -> int:

@@ -19,12 +19,12 @@ import os
 import pickle
 import re
 import shutil
-import zipfile
 from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
 
+from ..files import is_export_archive
 from ..atomic import atomic_copy, atomic_save
 from ..messages import first_line
 from ..records.run_folder import holds_run, stopped_before_first_checkpoint
@@ -94,22 +94,11 @@ def resolve_checkpoint_path(path: str) -> str:
     return path
 
 
-def is_exported_program(path: str) -> bool:
-    """Whether ``path`` is a torch.export archive (a zip whose archive_format says pt2), which
-    torch.load would call corrupt."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/archive_format") and archive.read(name).strip() == b"pt2"
-                       for name in archive.namelist()[:64])
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
-        return False
-
-
 def read_checkpoint(path: str) -> "Checkpoint":
     """The Checkpoint of a file (or a run folder's checkpoint.pth.tar), loaded onto the CPU
     (tensors, numbers, strings and containers only) and checked (check_checkpoint)."""
     path = resolve_checkpoint_path(path)
-    if is_exported_program(path):
+    if is_export_archive(path):
         raise CheckpointError(f"{path} is an exported program (export.py's .pt2), which holds "
                               f"WS folded into plain convs and no training state: give the run "
                               f"folder or its checkpoint.pth.tar (predict.py --model reads the "

@@ -156,7 +156,7 @@ def train_one_epoch(model: torch.nn.Module, loader: EpochLoader, recipe: Recipe,
     raw_model = distributed.unwrap(model)
     watch = NonFiniteWatch(epoch, device)
     on_cpu = torch.device(device).type == "cpu"
-    progress = Progress("Training", len(sizes), enabled=plan.show_progress, first=first)
+    progress = Progress("Training", len(sizes), enabled=plan.loop.show_progress, first=first)
     recipe.optimizer.zero_grad(set_to_none=True)
     end = time.time()
     for i, (x, y) in enumerate(loader, start=first):
@@ -244,7 +244,7 @@ class _RunSaver:
     def __init__(self, model: PreparedModel, recipe: Recipe, plan: TrainPlan,
                  log: Optional[Logger], fields: dict, board: Optional[Board], steps: int):
         self.model, self.recipe, self.log, self.fields = model, recipe, log, fields
-        self.board, self.steps, self.log_every = board, steps, plan.log_every
+        self.board, self.steps, self.log_every = board, steps, plan.loop.log_every
         self.folder, self.keep = plan.folder.path, plan.checkpoints.keep
         self.run_record = fields.get("run")
         self.best_acc, self.lr = plan.start.best_acc, None
@@ -287,7 +287,7 @@ def _scored_row(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: Tr
     if recipe.ema is not None:
         row[EMA_VALID_ACC] = evaluate(recipe.ema.module, loaders.test, recipe.eval_criterion,
                                       recipe.amp, show_progress=False).top1
-    if plan.tta:
+    if plan.loop.tta:
         row[TTA_VALID_ACC] = evaluate(model.call, loaders.test, recipe.eval_criterion,
                                       recipe.amp, show_progress=False, tta=True).top1
     return row
@@ -304,7 +304,7 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
     given. Returns a FitResult.
 
     With an EMA the averaged weights are evaluated too (an extra log column) and saved in the
-    checkpoint, and with ``plan.tta`` the flip-TTA accuracy; the best model is chosen by the raw
+    checkpoint, and with ``plan.loop.tta`` the flip-TTA accuracy; the best model is chosen by the raw
     weights' plain accuracy, or their TTA one with the policy's ``best_by`` "tta"."""
     if plan.folder is None:
         raise ValueError("fit needs the plan's run folder")
@@ -338,10 +338,11 @@ def _one_epoch(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: Tra
         print(f"\nEpoch: [{epoch + 1} | {plan.epochs}] LR: {lr:f}" + (
             resumed_at(first, len(loaders.train)) if resuming else ""), flush=True)
     loaders.train.set_epoch(epoch, first)
-    show = plan.show_progress and main
+    show = plan.loop.show_progress and main
     began = time.perf_counter()
     train = train_one_epoch(model.call, loaders.train, recipe,
-                            dataclasses.replace(plan, show_progress=show), epoch, control)
+                            dataclasses.replace(plan, loop=dataclasses.replace(plan.loop, show_progress=show)),
+                            epoch, control)
     train_time = time.perf_counter() - began  # the epoch's meters synced the device
     test = evaluate(model.call, loaders.test, recipe.eval_criterion, recipe.amp, show)
     images_per_second = sum(loaders.train.batch_sizes()[first:]) / train_time

@@ -1,6 +1,5 @@
 """The plan of a run's epoch loop, as values: where training starts (``StartPoint``, with the
-``EpochPosition`` of a run stopped mid-epoch), which checkpoints it keeps (``CheckpointPolicy``),
-the loop itself (``TrainPlan``), and the model as it is called beside the module that is saved
+``EpochPosition`` of a run stopped mid-epoch), the loop itself (``TrainPlan``), and the model as it is called beside the module that is saved
 (``PreparedModel``). The engine (utils.train.engine) runs it."""
 import dataclasses
 from typing import NamedTuple, Optional
@@ -8,10 +7,11 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..records.run_folder import FolderUse
+from ..settings.values import CheckpointPolicy, LoopSettings
 from .checkpoint import CheckpointError
 from .meters import Meters
 
-__all__ = ["EpochPosition", "StartPoint", "CheckpointPolicy", "TrainPlan", "PreparedModel"]
+__all__ = ["EpochPosition", "StartPoint", "TrainPlan", "PreparedModel"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,31 +54,15 @@ class StartPoint:
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointPolicy:
-    """Which checkpoints a run keeps: the last ``keep`` epochs' own copies besides
-    checkpoint.pth.tar (0: none), a recovery checkpoint every ``save_every`` minutes (0: none),
-    and model_best.pth.tar by the plain validation accuracy (``best_by`` "valid") or the flip
-    TTA one ("tta")."""
-    keep: int = 0
-    save_every: float = 0.0
-    best_by: str = "valid"
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainPlan:
     """The loop of a run: epochs [start.epoch, epochs), its folder (which gets the log and
-    checkpoints), the checkpoints it keeps, whether each epoch is also evaluated with flip
-    test-time augmentation (a log column), whether progress lines are shown, whether the run
-    writes TensorBoard files (``tensorboard``) and every how many optimizer steps the step's loss
-    goes there (``log_every``; 0: no per-step loss)."""
+    checkpoints), the checkpoints it keeps and how the loop shows and records itself (TTA,
+    progress, TensorBoard): the last two as their flags gave them (utils.settings.values)."""
     epochs: int
     start: StartPoint = StartPoint()
     folder: Optional[FolderUse] = None
     checkpoints: CheckpointPolicy = CheckpointPolicy()
-    tta: bool = False
-    show_progress: bool = True
-    tensorboard: bool = False
-    log_every: int = 0
+    loop: LoopSettings = LoopSettings()
 
 
 class PreparedModel(NamedTuple):
