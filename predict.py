@@ -10,6 +10,7 @@ import argparse
 import csv
 import glob
 import json
+import math
 import os
 import sys
 from typing import NamedTuple, Optional
@@ -18,12 +19,13 @@ import torch
 
 from utils.cli import run_main
 from utils.data.datasets import IMG_EXTENSIONS
-from utils.data.decode import decode_file, read_bytes
+from utils.data.decode import decode_file, read_bytes, set_max_pixels
 from utils.data.errors import DataError
 from utils.data.views import Box, ValView, resized_box
 from utils.session.exported import load_exported
 from utils.session.trained import InputContract, load_trained
 from utils.settings.flag import UsageError
+from utils.settings.values import DEFAULT_MAX_PIXELS, INTERPOLATIONS
 from utils.train.checkpoint import CheckpointError
 
 EXAMPLES = """examples:
@@ -31,6 +33,9 @@ EXAMPLES = """examples:
   python predict.py --resume checkpoints/imagenet/l_resnet50 --ema --topk 3 'photos/*.jpg'
   python predict.py --model l_resnet-20.pt2 --format json photos/ > predictions.json
 """
+
+
+MAX_SIDE = 8192  # the largest input side predict.py resizes to; export.py's are 32 to ~600
 
 
 class Predictor(NamedTuple):
@@ -55,7 +60,35 @@ def load_predictor(args: argparse.Namespace, device: torch.device) -> Predictor:
     except Exception as e:  # a file that is not export.py's program or lacks its metadata
         raise CheckpointError(f"{args.model} is not a program export.py wrote (with its "
                               f"metadata.json): {type(e).__name__}: {e}") from e
+    problem = contract_problem(contract)
+    if problem:
+        raise CheckpointError(f"{args.model}: its metadata.json {problem}; export.py writes "
+                              f"none such, so the file was changed: refused")
     return Predictor(program.module().to(device), contract)
+
+
+def contract_problem(contract: InputContract) -> Optional[str]:
+    """What in an export's input contract no model of this project takes, or None: a size or
+    resize below 1 or past MAX_SIDE, a filter other than INTERPOLATIONS, a mean or std of other
+    than 3 finite values, a std that is not positive, class names that are not text."""
+    numbers = list(contract.mean) + list(contract.std)
+    if not 1 <= contract.size <= MAX_SIDE or not (
+            contract.resize is None or isinstance(contract.resize, int)
+            and contract.size <= contract.resize <= MAX_SIDE):
+        return (f"says input {contract.size} resized from {contract.resize} (sides of 1 to "
+                f"{MAX_SIDE:,}, the resize at least the crop)")
+    if contract.interpolation not in INTERPOLATIONS:
+        return f"names the filter {contract.interpolation!r} ({', '.join(INTERPOLATIONS)})"
+    if len(contract.mean) != 3 or len(contract.std) != 3 or not all(
+            isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+        return f"gives mean {list(contract.mean)} and std {list(contract.std)} (3 numbers each)"
+    if min(contract.std) <= 0:
+        return f"gives std {list(contract.std)}, which must be positive"
+    if contract.classes is not None and not (
+            isinstance(contract.classes, list) and all(isinstance(c, str)
+                                                      for c in contract.classes)):
+        return "gives class names that are not a list of text"
+    return None
 
 
 def image_paths(patterns: list) -> list:
@@ -96,7 +129,15 @@ def predict(predictor: Predictor, images: torch.Tensor, topk: int) -> tuple:
     std = torch.tensor(contract.std, device=device).view(1, -1, 1, 1)
     x = (images.to(device).float() / 255 - mean) / std
     with torch.no_grad():
-        probabilities = predictor.model(x).float().softmax(dim=1)
+        logits = predictor.model(x).float()
+    if not torch.isfinite(logits).all():
+        raise CheckpointError("the model's outputs are not finite (NaN or infinite weights): "
+                              "no prediction is made from them")
+    classes = contract.classes
+    if classes is not None and len(classes) != logits.shape[1]:
+        raise CheckpointError(f"the model gives {logits.shape[1]} outputs for "
+                              f"{len(classes)} class names: which name is which is unknown")
+    probabilities = logits.softmax(dim=1)
     return probabilities.topk(min(topk, probabilities.shape[1]), dim=1)
 
 
@@ -146,15 +187,23 @@ def main(argv: Optional[list] = None) -> int:
                         help="output (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=64, help="images per forward (default: "
                                                               "%(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="refuse images of more pixels (a decompression bomb's defence; "
+                             "default: %(default)s, Pillow's)")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, globs")
     args = parser.parse_args(argv)
-    for name in ("topk", "batch"):
+    for name in ("topk", "batch", "max_pixels"):
         if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got "
+                             f"{getattr(args, name)}")
     if args.ema and args.model:
         raise UsageError("--ema applies to --resume (an export holds the weights it was "
                          "exported with)")
     paths = image_paths(args.paths)
+    if not paths:
+        raise UsageError(f"no image files in {' '.join(args.paths)} (the extensions read: "
+                         f"{', '.join(IMG_EXTENSIONS)})")
+    set_max_pixels(args.max_pixels)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     predictor = load_predictor(args, device)
     classes = predictor.contract.classes
@@ -175,7 +224,12 @@ def main(argv: Optional[list] = None) -> int:
             probabilities, indices = predict(predictor, torch.stack(views), args.topk)
             for path, ps, ks in zip(good, probabilities.tolist(), indices.tolist()):
                 results.append((path, [(class_name(classes, k), p) for k, p in zip(ks, ps)]))
-    write(results, args.format)
+    try:
+        write(results, args.format)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (| head): nothing more to say, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 1 if failed else 0
 
 

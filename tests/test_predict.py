@@ -15,7 +15,7 @@ import cifar
 import export
 import imagenet
 import predict
-from builders import REPO, make_image_folder
+from builders import REPO, make_image_folder, one_line_failure
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -162,6 +162,76 @@ def test_an_imagenet_alexnet_run_is_rebuilt_as_imagenet_py_built_it(tmp_path, ca
     (a,), (b,) = json.loads(from_run), json.loads(from_export)
     assert [name for name, _ in a["top"]] == [name for name, _ in b["top"]]
     assert [p for _, p in a["top"]] == pytest.approx([p for _, p in b["top"]], abs=1e-4)
+
+
+def rewritten_metadata(path, to, change):
+    """A copy of the export ``path`` at ``to`` with its metadata.json changed by ``change``."""
+    import zipfile
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(to, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("extra/metadata.json"):
+                metadata = json.loads(data)
+                change(metadata)
+                data = json.dumps(metadata).encode()
+            target.writestr(info, data)
+    return str(to)
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda m: m.update(classes=m["classes"][:3]), "outputs for 3 class names"),
+    (lambda m: m.update(std=[0.2, 0.0, 0.2]), "which must be positive"),
+    (lambda m: m.update(mean=[0.5, 0.5]), "3 numbers each"),
+    (lambda m: m.update(input=[3, 0, 0]), "sides of 1 to"),
+    (lambda m: m.update(interpolation="lanczos"), "names the filter 'lanczos'"),
+])
+def test_tampered_export_metadata_is_one_line_not_a_wrong_answer(run, tmp_path, capsys, change,
+                                                                   words):
+    folder, photos = run
+    good = str(tmp_path / "m.pt2")
+    assert export.main(["--resume", folder, "-o", good]) == 0
+    bad = rewritten_metadata(good, tmp_path / "bad.pt2", change)
+    capsys.readouterr()
+    code, line = one_line_failure(predict.main, ["--model", bad, photos[0]], capsys)
+    assert code == 1 and words in line, line
+
+
+def test_nan_weights_are_refused_not_printed_as_nan_probabilities(run, tmp_path, capsys):
+    folder, photos = run
+    saved = torch.load(os.path.join(folder, "checkpoint.pth.tar"), weights_only=True)
+    saved["state_dict"] = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v
+                           for k, v in saved["state_dict"].items()}
+    path = str(tmp_path / "nan.pth.tar")
+    torch.save(saved, path)
+    code, line = one_line_failure(predict.main, ["--resume", path, "--format", "json",
+                                                 photos[0]], capsys)
+    assert code == 1 and "outputs are not finite" in line
+
+
+def test_no_image_among_the_paths_is_a_line(run, tmp_path, capsys):
+    folder, _ = run
+    (tmp_path / "empty").mkdir()
+    code, line = one_line_failure(predict.main, ["--resume", folder, str(tmp_path / "empty")],
+                                  capsys)
+    assert code == 2 and "no image files in" in line
+
+
+def test_the_pixel_limit_line_names_a_flag_predict_has(run, capsys):
+    folder, photos = run
+    assert predict.main(["--resume", folder, "--max-pixels", "100", photos[0]]) == 1
+    assert "--max-pixels N raises it" in capsys.readouterr().err
+    assert predicted(["--resume", folder, "--max-pixels", str(50 * 40), photos[0]], capsys).out
+
+
+def test_a_closed_pipe_ends_quietly(run):
+    folder, photos = run
+    reader = subprocess.Popen([sys.executable, os.path.join(REPO, "predict.py"), "--resume",
+                               folder] + photos * 200, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, cwd=REPO)
+    reader.stdout.readline()
+    reader.stdout.close()  # as `| head -1` does
+    _, err = reader.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()[-2000:]
 
 
 def test_help_shows_examples(capsys):
