@@ -130,6 +130,46 @@ def test_srun_on_several_nodes_without_master_addr_says_what_to_set(tmp_path):
     assert "set MASTER_ADDR to the first node's address" in result.stderr
 
 
+@pytest.mark.parametrize("variables,words", [
+    (dict(SLURM_PROCID="5", SLURM_NTASKS="2"), "SLURM_PROCID=5 is not a task of SLURM_NTASKS=2"),
+    (dict(SLURM_PROCID="0", SLURM_NTASKS="two"), "SLURM_NTASKS='two' is not a whole number"),
+    (dict(SLURM_PROCID="-1", SLURM_NTASKS="2"), "SLURM_PROCID=-1 must be at least 0"),
+    (dict(SLURM_PROCID="0", SLURM_NTASKS="2", SLURM_LOCALID="x"), "SLURM_LOCALID='x'"),
+])
+def test_slurms_variables_are_checked_like_flags(tmp_path, variables, words):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK"))}
+    result = subprocess.run([sys.executable, os.path.join(REPO, "cifar.py"), "--data",
+                             str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env={**env, **variables})
+    assert result.returncode == 2 and words in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_lone_task_of_two_waits_a_bounded_time_and_says_why(data, tmp_path):
+    """A plain python line in an sbatch script with --ntasks 2: one process of a world of 2,
+    whose partner never comes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK"))}
+    env.update(SLURM_PROCID="0", SLURM_NTASKS="2", SLURM_JOB_ID=str(5000 + os.getpid() % 1000),
+               WS_SLURM_WAIT="2")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "cifar.py")] + ARGS +
+                            ["--data", data, "--epochs", "1", "-c", str(tmp_path / "r")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "waits up to 2 s for the other 1 task(s)" in result.stderr
+    assert "did not join" in result.stderr and "start it with srun" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_scripts_that_make_no_process_group_ignore_slurms_variables(tmp_path):
+    env = dict(os.environ, SLURM_PROCID="7", SLURM_NTASKS="nonsense")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "predict.py"), "--resume",
+                             str(tmp_path / "none"), "x.png"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env=env)
+    assert "SLURM" not in result.stderr and "Traceback" not in result.stderr
+    assert "no checkpoint found" in result.stderr or "no such file" in result.stderr, \
+        result.stderr
+
+
 def free_port():
     import socket
     with socket.socket() as s:

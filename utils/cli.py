@@ -12,6 +12,7 @@ from .records.run_folder import FolderError
 from .session.auto_resume import RunFinished
 from .settings.flag import UsageError
 from .settings.resume import MalformedRecord
+from .slurm import SlurmError, adopt_slurm_environment
 from .stop_signals import SIGNAL_EXIT_CODES
 from .train.checkpoint import CheckpointError
 from .train.engine import NonFiniteLoss
@@ -21,7 +22,7 @@ from .train.stopping import (ImmediateStop, StoppedOutsideTraining, TrainingInte
 __all__ = ["EXIT_CODES", "run_main"]
 
 EXIT_CODES = {UsageError: 2, FolderError: 2, DataError: 1, CheckpointError: 1,
-              MalformedRecord: 1, NonFiniteLoss: 1, LogError: 1, distributed.SlurmError: 2}
+              MalformedRecord: 1, NonFiniteLoss: 1, LogError: 1, SlurmError: 2}
 # A write that found no room: the disk full, the quota spent, a file-size limit reached.
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -36,11 +37,14 @@ def _say(line: str) -> None:
             pass
 
 
-def run_main(main: Callable, argv: Optional[list] = None) -> object:
-    """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero."""
+def run_main(main: Callable, argv: Optional[list] = None, joins_group: bool = False) -> object:
+    """Run ``main(argv)``; expected failures print one line to stderr and exit non-zero. A
+    script that forms a process group (``joins_group``: the training scripts) first takes its
+    ranks from SLURM's variables where srun started it without torchrun (utils.slurm)."""
     finished, result = False, None
     try:
-        distributed.adopt_slurm_environment()  # srun without torchrun: ranks from SLURM
+        if joins_group:
+            adopt_slurm_environment()
         with stop_outside_training():
             result = main(argv)
         finished = True

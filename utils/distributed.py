@@ -10,6 +10,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .slurm import slurm_group_store
+
 __all__ = ["world_size", "rank", "is_main", "launched_as_main", "max_over_processes", "gather_objects",
            "all_reduce_sum", "init_from_env",
            "broadcast_seed", "wrap", "unwrap", "cleanup", "shard"]
@@ -73,38 +75,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-class SlurmError(Exception):
-    """An srun launch whose process group cannot be formed: the message says what to set."""
-
-
-def adopt_slurm_environment(environ: Optional[dict] = None) -> bool:
-    """A run launched by srun with several tasks and no torchrun: torchrun's variables from
-    SLURM's (RANK from SLURM_PROCID, WORLD_SIZE from SLURM_NTASKS, LOCAL_RANK from SLURM_LOCALID,
-    LOCAL_WORLD_SIZE from the tasks on this node), so the process group forms as under torchrun.
-    MASTER_ADDR is kept when set, else 127.0.0.1 for a job on one node (a job on several nodes
-    must set it: one line says how); MASTER_PORT is kept, else one derived from SLURM_JOB_ID,
-    the same for every task. Returns whether SLURM's variables were adopted (``environ``:
-    os.environ by default, changed in place)."""
-    env = os.environ if environ is None else environ
-    if "RANK" in env or int(env.get("SLURM_NTASKS", "1") or 1) < 2 or "SLURM_PROCID" not in env:
-        return False
-    nodes = int(env.get("SLURM_NNODES", env.get("SLURM_JOB_NUM_NODES", "1")) or 1)
-    if "MASTER_ADDR" not in env:
-        if nodes > 1:
-            raise SlurmError("srun started this job's tasks on several nodes: set MASTER_ADDR to "
-                             "the first node's address in the sbatch script, e.g. export "
-                             "MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | "
-                             "head -n 1), or launch with torchrun")
-        env["MASTER_ADDR"] = "127.0.0.1"
-    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0") or 0) % 20000))
-    tasks = int(env["SLURM_NTASKS"])
-    env.update(RANK=env["SLURM_PROCID"], WORLD_SIZE=str(tasks),
-               LOCAL_RANK=env.get("SLURM_LOCALID", "0"),
-               LOCAL_WORLD_SIZE=env.get("SLURM_NTASKS_PER_NODE", str(tasks // max(1, nodes)))
-               .split("(")[0])
-    return True
-
-
 def _restarted_group_store() -> dict:
     """init_process_group's store for a group torchrun restarted (--max-restarts, after a
     worker died): the launcher's store under a prefix of this attempt, so no process reads the
@@ -120,12 +90,13 @@ def _restarted_group_store() -> dict:
 
 def init_from_env() -> Optional[torch.device]:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...):
-    NCCL with one GPU per process, gloo on the CPU. Returns this process's device, or None when
-    not launched by torchrun. Non-main processes print nothing."""
+    NCCL with one GPU per process, gloo on the CPU; or the one utils.slurm adopted from srun's
+    variables, whose rank 0 waits a bounded time for the others. Returns this process's device,
+    or None when not launched by torchrun or srun. Non-main processes print nothing."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    options = _restarted_group_store()
+    options = _restarted_group_store() or slurm_group_store()
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
