@@ -10,7 +10,7 @@ from utils import distributed
 from utils.cli import run_main
 from utils.data.decode import set_max_pixels
 from utils.data.cifar import cifar_loaders
-from utils.data.datasets import DATASETS, load_dataset
+from utils.data.datasets import class_count, load_dataset
 from utils.scripts import cifar_flags
 from utils.seeding import seed_everything
 from utils.session import stages
@@ -30,11 +30,11 @@ def main(argv=None):
     set_max_pixels(settings.data.max_pixels)  # every decode path's limit (utils.data.decode)
 
     # The model as it trains, and its --weights: bad model flags fail before the data
-    num_classes = DATASETS[settings.data.dataset]["num_classes"]
-    stages.check_resume(settings, checkpoint, num_classes)
+    num_classes = stages.check_resume(settings, checkpoint,
+                                      class_count(settings.data.root, settings.data.dataset))
     print(f"==> creating model '{settings.model.arch}'")
     network = build_model(models.cifar.MODELS, settings.model, num_classes, device)
-    initial = load_initial_weights(network, settings.weights, num_classes)
+    initial = load_initial_weights(network, settings.weights, num_classes, settings.evaluate)
     if not settings.evaluate:
         stages.check_run_folder(settings)
 

@@ -43,7 +43,8 @@ def main(argv=None):
     else:
         network = build_model(models.imagenet.ARCHS, settings.model, num_classes, device)
         initial = None
-    initial = load_initial_weights(network, settings.weights, num_classes) or initial
+    initial = (load_initial_weights(network, settings.weights, num_classes, settings.evaluate)
+               or initial)
     if not settings.evaluate:
         stages.check_run_folder(settings)
 

@@ -10,7 +10,7 @@ import torch
 
 import cifar
 import models
-from builders import make_image_folder
+from builders import make_image_folder, one_line_failure
 from utils.scripts import cifar_flags, imagenet_flags
 from utils.session.build import build_model, load_initial_weights
 from utils.session.stages import read_settings
@@ -94,30 +94,41 @@ def test_only_the_classifiers_tensors_count_as_the_head():
 
 def test_cifar_py_fine_tunes_a_run_onto_a_folder_of_other_classes(tmp_path, capsys):
     """End to end, as a user types it: train, then --weights into data of another class count:
-    the run trains, says what is fresh, and records it with the class names. (cifar.py sizes
-    its model by -d, an image folder standing in for the dataset: the source is a -d cifar100
-    run, 100 outputs, on 5 folders; the target -d cifar10, 10 outputs, on 3.)"""
+    the run trains, says what is fresh, and records it with the class names. An image folder's
+    model has the folder's classes (5, then 3), whatever -d names."""
     five = make_image_folder(str(tmp_path / "five"), classes=("a", "b", "c", "d", "e"))
     three = make_image_folder(str(tmp_path / "three"), classes=("x", "y", "z"), seed=1)
     common = ["-a", "l_resnet", "--depth", "8", "--epochs", "1", "--train-batch", "4",
               "--test-batch", "4", "--no-progress", "--manualSeed", "1"]
     source = str(tmp_path / "source")
     cifar.main(common + ["-d", "cifar100", "--data", five, "-c", source])
+    assert torch.load(os.path.join(source, "checkpoint.pth.tar"),
+                      weights_only=True)["num_classes"] == 5
     target = str(tmp_path / "target")
     capsys.readouterr()
     weights = os.path.join(source, "checkpoint.pth.tar")
     cifar.main(common + ["--data", three, "-c", target, "--weights", weights])
     out = capsys.readouterr().out
-    assert "fine-tuned from 100 to 10 classes: left out and freshly initialised fc.weight, " \
+    assert "fine-tuned from 5 to 3 classes: left out and freshly initialised fc.weight, " \
            "fc.bias" in out
     with open(os.path.join(target, "run.json")) as f:
         record = json.load(f)
-    assert record["initial_weights"] == {"file": weights, "classes": {"from": 100, "to": 10},
+    assert record["initial_weights"] == {"file": weights, "classes": {"from": 5, "to": 3},
                                          "fresh": ["fc.weight", "fc.bias"]}
-    assert record["classes"] == ["x", "y", "z"] + [str(i) for i in range(3, 10)]
+    assert record["classes"] == ["x", "y", "z"]
     saved = torch.load(os.path.join(target, "checkpoint.pth.tar"), weights_only=True)
-    assert saved["classes"] == record["classes"] and saved["num_classes"] == 10
+    assert saved["classes"] == record["classes"] and saved["num_classes"] == 3
     assert saved["run"]["initial_weights"]["fresh"] == ["fc.weight", "fc.bias"]
+
+    # --weights with --resume would be overwritten by the resume: refused, naming both.
+    code, line = one_line_failure(cifar.main, common + ["--resume", target, "--epochs", "2",
+                                                        "--data", three, "--weights", weights],
+                                  capsys)
+    assert code == 2 and "--weights with --resume" in line
+    # -e --weights onto another class count would score a fresh classifier: refused.
+    code, line = one_line_failure(cifar.main, common + ["-e", "--data", three, "--weights",
+                                                        weights], capsys)
+    assert code == 2 and "the classifier would be fresh" in line
 
 
 def test_pretrained_weights_fine_tune_onto_another_class_count(monkeypatch):

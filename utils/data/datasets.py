@@ -22,7 +22,7 @@ from .decode import decode_file, pil_rgb, read_bytes
 from .errors import DataError
 from .raw_formats import FormatError, read_cifar_pickle, read_idx, read_mat
 
-__all__ = ["ArrayDataset", "load_dataset", "dataset_stats",
+__all__ = ["class_count", "ArrayDataset", "load_dataset", "dataset_stats",
            "class_folders", "read_rgb",
            "find_image_folder", "DATASETS"]
 
@@ -301,6 +301,18 @@ def _has_raw_files(root, spec):
     return os.path.isdir(folder)
 
 
+def class_count(root: str, name: str = "cifar10") -> int:
+    """How many classes a model of dataset ``name``'s data under ``root`` needs, known before
+    an image is read: an ImageFolder layout's own (its train/ class folders), else the
+    dataset's (raw files, or ones still to download)."""
+    spec = DATASETS[name]
+    train_dir = os.path.join(root, "train")
+    if (not _has_raw_files(root, spec) and os.path.isdir(train_dir)
+            and os.path.isdir(os.path.join(root, "test"))):
+        return len(class_folders(train_dir))
+    return spec["num_classes"]
+
+
 def load_dataset(root: str, name: str = "cifar10",
                  download: bool = True) -> "tuple[ArrayDataset, ArrayDataset]":
     """(train, test) ArrayDatasets, (N, 3, 32, 32) uint8, of dataset ``name`` under ``root``,
@@ -321,9 +333,6 @@ def load_dataset(root: str, name: str = "cifar10",
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
         train = _read_image_folder(train_dir)
         test = _read_image_folder(test_dir, train.classes)
-        if len(train.classes) > spec["num_classes"]:
-            raise DataError(f"{train_dir} has {len(train.classes)} classes; {name} has "
-                            f"{spec['num_classes']}")
         return train, test
     raw = LAYOUT_NAMES[spec["format"]].format(folder=spec["folder"])
     looked = (f"looked in {os.path.abspath(root)} for {raw} or train/<class>/ + test/<class>/ "

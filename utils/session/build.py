@@ -144,11 +144,12 @@ def check_fits(model: nn.Module, arch: str, device: torch.device) -> None:
                          f"optimizer state, more than the {have / 2 ** 30:,.0f} GiB of {device}")
 
 
-def load_initial_weights(model: nn.Module, weights: str,
-                         num_classes: int) -> Optional[InitialWeights]:
+def load_initial_weights(model: nn.Module, weights: str, num_classes: int,
+                         evaluate: bool = False) -> Optional[InitialWeights]:
     """--weights PATH into the built ``model``, before the data is read: weights that do not fit
     are refused without waiting for it; a classifier of another class count is left fresh
-    (fine-tuning: utils.train.fine_tune), and a line says so; weights of another network are a
+    (fine-tuning: utils.train.fine_tune), and a line says so, except to ``evaluate`` (-e),
+    whose score would be a fresh classifier's: refused; weights of another network are a
     UsageError naming the keys that do not fit. None without --weights."""
     if not weights:
         return None
@@ -156,6 +157,11 @@ def load_initial_weights(model: nn.Module, weights: str,
         loaded = initialise_from(model, weights, num_classes)
     except WeightsMismatch as e:  # -a and --weights disagree: the command line is wrong
         raise UsageError(f"--weights {weights}: {e}") from e
+    if evaluate and loaded.fresh:
+        raise UsageError(f"-e --weights {weights}: its model has {loaded.from_classes} classes "
+                         f"and this data {loaded.to_classes}, so the classifier would be fresh "
+                         f"and the score meaningless; evaluate on data of its classes, or "
+                         f"fine-tune first")
     print(loaded.line())
     return loaded
 

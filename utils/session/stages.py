@@ -123,19 +123,22 @@ def say_held_out(fraction: float, loaders: Loaders) -> None:
 
 
 def check_resume(settings: RunSettings, checkpoint: Optional[Checkpoint],
-                 num_classes: int) -> None:
-    """Whether the resumed ``checkpoint`` fits this run: its class count, and epochs left to
-    train (unless evaluating)."""
+                 num_classes: int) -> int:
+    """Whether the resumed ``checkpoint`` fits this run, whose data has ``num_classes``: its
+    class count, and epochs left to train (unless evaluating). Returns the class count (the
+    data's, which the model is built with)."""
     if checkpoint is None:
-        return
+        return num_classes
     saved = checkpoint.num_classes
     if saved is not None and saved != num_classes:
         raise CheckpointError(f"the checkpoint's model has {saved} classes, this run's data "
-                              f"has {num_classes}")
+                              f"has {num_classes} (a cifar.py run on an ImageFolder from before "
+                              f"its model took the folder's class count has -d's)")
     done = checkpoint.epoch
     if not settings.evaluate and done >= settings.epochs:
         raise UsageError(f"nothing to train: the checkpoint has done {done} epochs and --epochs "
                          f"is {settings.epochs}; raise --epochs to train on")
+    return num_classes
 
 
 def fresh_folder(settings: RunSettings) -> bool:

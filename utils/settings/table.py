@@ -323,6 +323,10 @@ def check_written(values: dict, given: set) -> None:
         raise UsageError("--bcn-speed is the speed of the estimates bcn's micro-batches use: it "
                          "acts only with --ghost-batch N (without it the batch part takes each "
                          "batch's own statistics)")
+    if "weights" in given and "resume" in given:
+        raise UsageError("--weights with --resume: a resumed run continues its checkpoint's own "
+                         "weights, which would replace these; drop --weights, or start a new run "
+                         "(-c) from them")
     if "start_epoch" in given and values["resume"]:
         raise UsageError("--start-epoch with --resume: the checkpoint says where the run "
                          "continues; drop --start-epoch")
