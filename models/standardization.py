@@ -10,8 +10,8 @@ weights of one output channel, n = in_channels/groups x kH x kW), with unbiased 
 All the rows of all the convs lie end to end in one flat vector (each weight in its memory
 order: the statistics of a row do not depend on the order of its elements, so a channels-last
 weight is not copied), and each statistic is one segmented reduction over it, summed in float64
-(exact whatever a device's reduction order; the elementwise work stays in the weights' dtype). The backward is
-the closed form (``s`` the divisor above, ``g`` the gradient of W_hat, ``y`` = W_hat):
+(exact whatever a device's reduction order; the elementwise work stays in the weights' dtype).
+The backward is the closed form (``s`` the divisor above, ``g`` the gradient of W_hat, ``y`` = W_hat):
 
     dL/dW = (g - mean(g) - y * k) / s,    k = sum(g * y) * s / ((n - 1) * t)
 

@@ -134,6 +134,26 @@ def test_the_centre_box_is_what_resize_and_centre_crop_show(height, width, box):
     assert centre_box(height, width) == box
 
 
+@pytest.mark.parametrize("height, width", [(1, 5000), (5000, 1), (2, 9000)])
+def test_a_sliver_of_an_image_still_has_a_centre_view(height, width):
+    """A valid 1 x 5000 image: the centre crop maps back to under half a pixel, which rounded
+    to an empty box (and crashed evaluation after a whole epoch); it keeps one pixel."""
+    from utils.data.views import ValView
+    box = centre_box(height, width)
+    assert box.height >= 1 and box.width >= 1
+    assert 0 <= box.top < height and 0 <= box.left < width
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+    view = ValView()(image)
+    assert tuple(view.shape) in ((3, 224, 224), (224, 224, 3))
+
+
+@pytest.mark.parametrize("flag", ["--train-crop-size", "--val-resize-size", "--val-crop-size"])
+def test_a_size_flag_past_what_any_memory_serves_is_one_line(flag, capsys):
+    from builders import one_line_failure
+    code, line = one_line_failure(imagenet.main, ["--data", "d", flag, "100000"], capsys)
+    assert code == 2 and line == f"error: {flag} must be at most 4,096, got 100,000"
+
+
 def test_the_evaluation_view_is_not_seeded(photos, monkeypatch):
     default = loaders(photos, "cpu")
 

@@ -15,7 +15,7 @@ from .data.folder_loaders import DECODE_PATHS
 from .settings.flags import ScriptFlags, ScriptSpec
 from .settings.flag import Flag, Range, at_least
 from .settings.table import SHARED_FLAGS
-from .settings.values import INTERPOLATIONS, ImageViews
+from .settings.values import INTERPOLATIONS, MAX_IMAGE_SIDE, ImageViews
 
 __all__ = ["cifar_flags", "imagenet_flags", "CIFAR", "IMAGENET", "script_flags_for"]
 
@@ -61,16 +61,19 @@ IMAGENET_FLAGS = (
          default="cpu", choices=DECODE_PATHS, into="data.decode"),
     Flag(("--train-crop-size",), "dataset", "side of the training crops (RandomResizedCrop) "
                                             "(default: %(default)s)",
-         kind=int, default=ImageViews.train_crop, metavar="PX", range=at_least(1),
+         kind=int, default=ImageViews.train_crop, metavar="PX",
+         range=at_least(1, MAX_IMAGE_SIDE),
          into="views.train_crop"),
     Flag(("--val-resize-size",), "dataset", "evaluation: the shorter side the images are "
                                             "resized to before the centre crop (default: "
                                             "%(default)s)",
-         kind=int, default=ImageViews.val_resize, metavar="PX", range=at_least(1),
+         kind=int, default=ImageViews.val_resize, metavar="PX",
+         range=at_least(1, MAX_IMAGE_SIDE),
          into="views.val_resize"),
     Flag(("--val-crop-size",), "dataset", "evaluation: the side of the centre crop (default: "
                                           "%(default)s)",
-         kind=int, default=ImageViews.val_crop, metavar="PX", range=at_least(1),
+         kind=int, default=ImageViews.val_crop, metavar="PX",
+         range=at_least(1, MAX_IMAGE_SIDE),
          into="views.val_crop"),
     Flag(("--interpolation",), "dataset", "the resampling filter of every crop and resize, "
                                           "antialiased (default: %(default)s)",

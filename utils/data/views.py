@@ -55,7 +55,7 @@ def crop_and_flip(image: torch.Tensor) -> Crop:
 def centre_box(height: int, width: int, resize: int = RESIZE, size: int = SIZE) -> Box:
     """(top, left, height, width) of the original image that Resize(``resize``) (of the shorter
     side) + CenterCrop(``size``) shows: torchvision's resized size and crop offsets, mapped back
-    through each axis's scale and rounded to whole pixels."""
+    through each axis's scale and rounded to whole pixels, at least one of each."""
     if height <= width:
         resized = (resize, int(resize * width / height))
     else:
@@ -64,7 +64,9 @@ def centre_box(height: int, width: int, resize: int = RESIZE, size: int = SIZE) 
     for original, scaled in zip((height, width), resized):
         start = int(round((scaled - size) / 2.0))  # CenterCrop's offset
         first, last = (round(edge * original / scaled) for edge in (start, start + size))
-        box.append((first, last - first))
+        # At least one pixel: on a sliver (1 x 5000) the crop maps back to under half a pixel.
+        first = min(first, original - 1)
+        box.append((first, max(1, last - first)))
     (top, box_h), (left, box_w) = box
     return Box(top, left, box_h, box_w)
 

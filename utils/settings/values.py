@@ -15,7 +15,8 @@ import dataclasses
 from typing import Optional
 
 __all__ = ["DEFAULT_MAX_PIXELS", "OPTIMIZERS", "AUTOAUGMENT_POLICIES", "MAGNITUDE_BINS", "AMP_MODES", "COMPILE_MODES",
-           "INTERPOLATIONS", "IMAGENET_MEAN", "IMAGENET_STD", "Schedule", "Regularisers",
+           "INTERPOLATIONS", "IMAGENET_MEAN", "IMAGENET_STD", "MAX_IMAGE_SIDE", "Schedule",
+           "Regularisers",
            "AugmentPolicy", "ImageViews", "RecipeSettings", "DataSettings",
            "ModelSettings", "DeviceSettings", "CheckpointPolicy", "LoopSettings",
            "RunSettings"]
@@ -30,6 +31,9 @@ POLICY_KINDS = ("none", "autoaugment", "randaugment", "trivialaugment")
 # imagenet.py's resampling filters: antialiased on every decode path.
 INTERPOLATIONS = ("bilinear", "bicubic")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# The largest side imagenet.py crops or resizes to: 4096 x 4096 float images are 200 MB each,
+# already more than a batch of them fits anywhere; the papers use 224 to 600.
+MAX_IMAGE_SIDE = 4096
 
 
 @dataclasses.dataclass(frozen=True)

@@ -304,8 +304,8 @@ def fit(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: TrainPlan,
     given. Returns a FitResult.
 
     With an EMA the averaged weights are evaluated too (an extra log column) and saved in the
-    checkpoint, and with ``plan.loop.tta`` the flip-TTA accuracy; the best model is chosen by the raw
-    weights' plain accuracy, or their TTA one with the policy's ``best_by`` "tta"."""
+    checkpoint, and with ``plan.loop.tta`` the flip-TTA accuracy; the best model is chosen by the
+    raw weights' plain accuracy, or their TTA one with the policy's ``best_by`` "tta"."""
     if plan.folder is None:
         raise ValueError("fit needs the plan's run folder")
     start = plan.start
@@ -340,9 +340,8 @@ def _one_epoch(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: Tra
     loaders.train.set_epoch(epoch, first)
     show = plan.loop.show_progress and main
     began = time.perf_counter()
-    train = train_one_epoch(model.call, loaders.train, recipe,
-                            dataclasses.replace(plan, loop=dataclasses.replace(plan.loop, show_progress=show)),
-                            epoch, control)
+    shown = dataclasses.replace(plan, loop=dataclasses.replace(plan.loop, show_progress=show))
+    train = train_one_epoch(model.call, loaders.train, recipe, shown, epoch, control)
     train_time = time.perf_counter() - began  # the epoch's meters synced the device
     test = evaluate(model.call, loaders.test, recipe.eval_criterion, recipe.amp, show)
     images_per_second = sum(loaders.train.batch_sizes()[first:]) / train_time
