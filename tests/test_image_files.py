@@ -55,6 +55,17 @@ def test_imagenet_py_trains_and_evaluates_on_the_official_layout(tmp_path, capsy
     assert all(wnid in report for wnid in WNIDS)
 
 
+def test_a_label_file_saved_with_a_bom_is_read(tmp_path):
+    """Spreadsheets save CSV with a UTF-8 byte order mark before the header."""
+    root, truth = flat_imagenet(str(tmp_path / "imagenet"))
+    path = os.path.join(root, "LOC_val_solution.csv")
+    text = open(path, encoding="utf-8").read()
+    with open(path, "w", encoding="utf-8-sig") as f:
+        f.write(text)
+    assert open(path, "rb").read(3) == b"\xef\xbb\xbf"
+    assert len(val_files(root, list(WNIDS))) == len(truth)
+
+
 @pytest.mark.parametrize("case, message", [
     ("unlabelled", "ILSVRC2012_val_99999999.JPEG has no label in the label file"),
     ("unknown class", "labels ILSVRC2012_val_00000001 n09999999, which is no class of train/"),
@@ -62,6 +73,8 @@ def test_imagenet_py_trains_and_evaluates_on_the_official_layout(tmp_path, capsy
     ("bad header", "does not start with ImageId,PredictionString"),
     ("bad row", "line 3: not ImageId,PredictionString"),
     ("no label file", "its labels are needed in"),
+    ("relabelled", "ILSVRC2012_val_00000001 again, labelled n01443537; an earlier line labels "
+                   "it n01440764"),
 ])
 def test_each_bad_label_file_is_one_line(tmp_path, capsys, case, message):
     root = str(tmp_path / "imagenet")
@@ -77,6 +90,8 @@ def test_each_bad_label_file_is_one_line(tmp_path, capsys, case, message):
             rows.append("ILSVRC2012_val_00000077,n01440764 1 2 3 4")
         elif case == "bad row":
             rows[1] = "just-an-id"
+        elif case == "relabelled":  # a duplicate ImageId with another label, later in the file
+            rows.append(f"{truth[0][0]},n01443537 1 2 3 4")
         if case == "no label file":
             os.remove(path)
         else:

@@ -9,7 +9,7 @@ import torch
 
 import cifar
 import summarize
-from builders import TINY_MODEL, make_cifar_pickles, read_log_rows, tiny_run
+from builders import TINY_MODEL, make_cifar_pickles, make_image_folder, read_log_rows, tiny_run
 from utils.data.cifar import cifar_loaders
 from utils.data.datasets import load_dataset
 from utils.data.splits import held_out_split
@@ -33,6 +33,20 @@ def test_a_class_keeps_an_image_to_train_on_and_gives_one_at_least():
     split = held_out_split(labels, 0.1)
     assert torch.bincount(labels[split.held_out], minlength=3).tolist() == [1, 1, 0]
     assert torch.bincount(labels[split.train], minlength=3).tolist() == [1, 7, 1]
+
+
+def test_a_split_that_holds_out_nothing_is_refused_at_the_start(tmp_path, capsys):
+    """One training image per class: a class's only image is never held out, so the split
+    would be empty, and every epoch's validation 0 / 0 (it was a ZeroDivisionError then)."""
+    from builders import one_line_failure
+    from utils.data.errors import DataError
+    with pytest.raises(DataError, match="holds out no image"):
+        held_out_split(torch.arange(5), 0.2)
+    one_each = make_image_folder(str(tmp_path / "d"), splits=(("train", 1), ("test", 1)))
+    code, line = one_line_failure(cifar.main, TINY_MODEL + tiny_run(seed=1) + [
+        "--data", one_each, "--val-split", "0.1", "--epochs", "1", "-c", str(tmp_path / "r")],
+        capsys)
+    assert code == 1 and "--val-split 0.1 holds out no image" in line
 
 
 @pytest.fixture(scope="module")

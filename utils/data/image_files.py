@@ -99,13 +99,15 @@ def _find_label_file(root: str, folder: str) -> str:
 
 
 def read_val_labels(path: str) -> dict:
-    """{ImageId: wnid} of a LOC_val_solution.csv (the first word of each PredictionString)."""
+    """{ImageId: wnid} of a LOC_val_solution.csv (the first word of each PredictionString;
+    a UTF-8 BOM, as spreadsheets save CSV, is read past; an ImageId given two labels is
+    refused, never silently relabelled)."""
     if os.path.getsize(path) > MAX_LABEL_FILE:
         raise DataError(f"{path} is {os.path.getsize(path):,} bytes, more than an ImageNet "
                         f"label file holds")
     labels = {}
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM
             rows = csv.reader(f)
             header = next(rows, None)
             if header is None or [h.strip() for h in header[:2]] != ["ImageId",
@@ -114,7 +116,11 @@ def read_val_labels(path: str) -> dict:
             for number, row in enumerate(rows, start=2):
                 if len(row) < 2 or not row[0].strip() or not row[1].split():
                     raise DataError(f"{path}, line {number}: not ImageId,PredictionString")
-                labels[row[0].strip()] = row[1].split()[0]
+                image, wnid = row[0].strip(), row[1].split()[0]
+                if labels.get(image, wnid) != wnid:
+                    raise DataError(f"{path}, line {number}: {image} again, labelled {wnid}; "
+                                    f"an earlier line labels it {labels[image]}")
+                labels[image] = wnid
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path} is not a readable label file: {e}") from e
     return labels

@@ -11,6 +11,8 @@ from typing import NamedTuple, Sequence, Union
 
 import torch
 
+from .errors import DataError
+
 __all__ = ["SPLIT_SEED", "Split", "held_out_split"]
 
 SPLIT_SEED = 20190325  # fixed: the held-out images must not move with --manualSeed
@@ -23,7 +25,8 @@ class Split(NamedTuple):
 
 
 def held_out_split(labels: Union[torch.Tensor, Sequence[int]], fraction: float) -> Split:
-    """The class-balanced held-out share ``fraction`` (in (0, 1)) of images with ``labels``."""
+    """The class-balanced held-out share ``fraction`` (in (0, 1)) of images with ``labels``;
+    a DataError when it would hold out no image."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"a held-out share must be in (0, 1), got {fraction}")
     labels = torch.as_tensor(labels)
@@ -35,6 +38,10 @@ def held_out_split(labels: Union[torch.Tensor, Sequence[int]], fraction: float) 
         take = min(max(round(fraction * count), 1), count - 1) if count > 1 else 0
         held.append(members[torch.randperm(count, generator=generator)[:take]])
     held_out = torch.sort(torch.cat(held)).values if held else torch.zeros(0, dtype=torch.long)
+    if not len(held_out):  # every epoch would be scored on nothing (0 / 0 at its end)
+        raise DataError(f"--val-split {fraction:g} holds out no image: no class has two or more "
+                        f"training images, and a class's only image is never held out; use "
+                        f"more data, or train without --val-split")
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[held_out] = False
     return Split(torch.nonzero(keep).flatten(), held_out)
