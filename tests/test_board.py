@@ -76,6 +76,19 @@ def test_log_every_without_tensorboard_is_refused(data, tmp_path, capsys):
     assert code == 2 and "--log-every applies to --tensorboard" in line
 
 
+def test_a_file_where_the_event_folder_goes_is_one_line_before_the_data(data, tmp_path,
+                                                                       capsys):
+    from builders import one_line_failure
+    run = tmp_path / "run"
+    cifar.main(ARGS + ["--data", data, "--epochs", "1", "-c", str(run)])
+    (run / "tensorboard").write_text("not a folder")
+    capsys.readouterr()
+    code, line = one_line_failure(cifar.main, ["--resume", str(run), "--epochs", "2", "--data",
+                                               data, "--tensorboard"], capsys)
+    assert code == 2 and line.endswith("tensorboard is a file, where --tensorboard writes its "
+                                       "event files: move it, or run without --tensorboard")
+
+
 def test_without_the_package_tensorboard_is_one_line_saying_how_to_install_it(data, tmp_path,
                                                                               capsys,
                                                                               monkeypatch):

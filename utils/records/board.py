@@ -14,8 +14,9 @@ import os
 from typing import Optional
 
 from ..settings.flag import UsageError
+from .run_folder import FolderError, check_writable
 
-__all__ = ["BOARD_FOLDER", "require_tensorboard", "Board"]
+__all__ = ["BOARD_FOLDER", "require_tensorboard", "check_board_folder", "Board"]
 
 BOARD_FOLDER = "tensorboard"
 
@@ -28,6 +29,22 @@ def require_tensorboard() -> None:
     except ImportError as e:
         raise UsageError(f"--tensorboard writes through the tensorboard package, which is not "
                          f"installed here ({e}): pip install tensorboard") from e
+
+
+def check_board_folder(run_folder: str) -> None:
+    """Before any long work: RUN/tensorboard, where it exists, is a folder a file can be
+    written in (a file of that name, or a read-only folder, failed only after the data had
+    loaded, with a traceback). A FolderError says which."""
+    path = os.path.join(run_folder, BOARD_FOLDER)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise FolderError(f"{path} is a file, where --tensorboard writes its event files: move "
+                          f"it, or run without --tensorboard")
+    if os.path.isdir(path):
+        try:
+            check_writable(path)
+        except FolderError as e:
+            raise FolderError(f"--tensorboard: {e}".replace("the checkpoint folder",
+                                                            "the event files' folder")) from e
 
 
 class Board:

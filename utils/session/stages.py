@@ -15,7 +15,7 @@ from ..data.cifar import LOADERS
 from ..data.folder_loaders import DECODE_PATHS
 from ..data.loaders import BatchFormat, Loaders
 from ..records.columns import VALID_ACC, LogColumns
-from ..records.board import Board, require_tensorboard
+from ..records.board import Board, check_board_folder, require_tensorboard
 from ..records.logger import Logger, save_curves
 from ..records.record import finish_record, new_record, write_record
 from ..records.run_folder import FolderUse, RunFolder, check_folder, check_writable
@@ -162,6 +162,8 @@ def check_run_folder(settings: RunSettings) -> None:
         return
     check_writable(settings.run_folder)
     check_folder(settings.run_folder, fresh=fresh_folder(settings), replace=settings.replace)
+    if settings.loop.tensorboard:
+        check_board_folder(settings.run_folder)
 
 
 def start_plan(settings: RunSettings, checkpoint: Optional[Checkpoint], raw_model: nn.Module,
