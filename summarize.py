@@ -26,19 +26,29 @@ def table(groups):
     width = max(len("group"), *(len(label) for label in groups))
     lines = [f"{'group':<{width}}  {'n':>3}  {f'final {VALID_ACC} mean +- std':>28}  "
              f"{'median':>7}  {f'best {VALID_ACC} mean +- std':>27}  {'median':>7}"]
-    tested = all(run.test for runs in groups.values() for run in runs)
+    tested = any(run.test for runs in groups.values() for run in runs)
     if tested:  # --val-split runs: the test split, scored once at the end of each
         lines[0] += f"  {'test (final) mean +- std':>24}  {'test (best) mean +- std':>23}"
+    notes = []
     for label, runs in groups.items():
         final, best = final_and_best(runs)
         line = (f"{label:<{width}}  {final.n:>3}  {final.mean:>18.2f} +- {spread(final)}"
                 f"  {final.median:>7.2f}  {best.mean:>17.2f} +- {spread(best)}"
                 f"  {best.median:>7.2f}")
-        if tested:
+        held = [run for run in runs if run.test]
+        if tested and held:
             for name, size in (("final", 14), ("best", 13)):
-                test = stats(run.test.get(name, float("nan")) for run in runs)
+                test = stats(run.test.get(name, float("nan")) for run in held)
                 line += f"  {test.mean:>{size}.2f} +- {spread(test)}"
+        elif tested:
+            line += f"  {'-':>24}  {'-':>23}"  # no run of the group held out a split
+        if held and len(held) != len(runs):
+            notes.append(f"note: {label} mixes {len(held)} run(s) with --val-split (their "
+                         f"{VALID_ACC} is the held-out split's, their test columns over them "
+                         f"alone) and {len(runs) - len(held)} without (their {VALID_ACC} is "
+                         f"the test split's): not one measure")
         lines.append(line)
+    lines += notes
     if any(len(runs) == 1 for runs in groups.values()):
         lines.append("(n/a: the sample std of a single run is undefined)")
     for runs in groups.values():

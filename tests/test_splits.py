@@ -116,6 +116,19 @@ def test_a_run_chooses_on_the_held_out_split_and_scores_the_test_split_once(data
         assert set(json.load(f)["result"]["test"]) == {"final", "best"}
     summarize.main(["--group", f"split={run}", "-o", str(tmp_path / "s.png")])
     assert "test (final) mean +- std" in capsys.readouterr().out
+    # Beside a run without --val-split the test columns stay, and a mixed group says so.
+    plain = str(tmp_path / "plain")
+    cifar.main(TINY_MODEL + tiny_run(seed=4, train_batch=8) + ["--data", data, "-c", plain,
+                                                              "--epochs", "1"])
+    capsys.readouterr()
+    summarize.main(["--group", f"split={run}", "--group", f"plain={plain}", "-o",
+                    str(tmp_path / "s2.png")])
+    out = capsys.readouterr().out
+    assert "test (final) mean +- std" in out
+    plain_row = next(line for line in out.splitlines() if line.startswith("plain"))
+    assert plain_row.split()[-2:] == ["-", "-"]
+    summarize.main(["--group", f"mixed={tmp_path}/[pr]*", "-o", str(tmp_path / "s3.png")])
+    assert "mixes 1 run(s) with --val-split" in capsys.readouterr().out
 
 
 def test_a_resume_cannot_change_the_split(data, tmp_path, capsys):
