@@ -148,6 +148,27 @@ def test_an_export_given_as_a_checkpoint_is_named_not_called_corrupt(exported, g
     assert f"{exported} is an exported program" in line and "corrupt" not in line, line
 
 
+@pytest.mark.parametrize("kind, words", [
+    ("empty", "-c '': the run folder has no name"),
+    ("file", "is a file, not a folder"),
+    ("dangling", "which does not exist"),
+])
+def test_a_run_folder_that_cannot_be_one_says_why(good, tmp_path, capsys, kind, words):
+    target = {"empty": "", "file": str(tmp_path / "f"), "dangling": str(tmp_path / "l")}[kind]
+    if kind == "file":
+        open(target, "w").close()
+    elif kind == "dangling":
+        os.symlink(str(tmp_path / "nowhere" / "x"), target)
+    line = cifar_fails(TINY + ["--data", good, "-c", target], capsys, code=2)
+    assert words in line, line
+
+
+def test_a_nan_in_the_first_epoch_says_no_checkpoint_holds_good_weights():
+    from utils.train.engine import NonFiniteLoss
+    assert "no epoch had finished" in str(NonFiniteLoss(0, 3))
+    assert "the last checkpoint is the last good one" in str(NonFiniteLoss(2))
+
+
 @pytest.mark.parametrize("dataset, victim", [("cifar10", "data_batch_1"),
                                              ("cifar10", "batches.meta"),
                                              ("cifar100", "train")])

@@ -45,7 +45,17 @@ def _matches(folder, patterns):
 def check_writable(folder: str) -> None:
     """Prove a file can be written in the run folder, before any long work, and leave nothing
     behind: a folder this check creates is removed again (the run makes it when it starts
-    writing), so a run that fails before training leaves no empty folder."""
+    writing), so a run that fails before training leaves no empty folder. An empty name, a file
+    or a dangling link is refused saying which."""
+    if not folder.strip():
+        raise FolderError("-c '': the run folder has no name; give a folder, or leave -c out "
+                          "for checkpoints/SCRIPT-ARCH")
+    if os.path.islink(folder) and not os.path.exists(folder):
+        raise FolderError(f"-c {folder} is a link to {os.readlink(folder)}, which does not "
+                          f"exist")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FolderError(f"-c {folder} is a file, not a folder: the run folder holds its "
+                          f"checkpoints and log")
     created = []
     try:
         path = os.path.abspath(folder)

@@ -42,8 +42,9 @@ class NonFiniteLoss(Exception):
     def __init__(self, epoch: int, batch: Optional[int] = None, what: str = "loss"):
         """``what`` became NaN or infinite at 0-based ``epoch`` (and ``batch``)."""
         where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
-        super().__init__(f"{what} became non-finite at {where}; stopped without saving, the last "
-                         f"checkpoint is the last good one")
+        last = ("the last checkpoint is the last good one" if epoch else
+                "no epoch had finished, so no checkpoint holds good weights to go back to")
+        super().__init__(f"{what} became non-finite at {where}; stopped without saving: {last}")
 
 
 def all_finite(modules: Sequence[torch.nn.Module]) -> bool:
