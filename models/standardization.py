@@ -99,11 +99,15 @@ class _StandardizeRows(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         out, scale, factor = ctx.saved_tensors
         plan = ctx.plan
-        k = _row_sums((grad * out).to(STATS), plan) * factor
-        mean = _row_sums(grad.to(STATS), plan) * plan.inv_n
-        per_row = _per_element(torch.stack([mean, k, scale], dim=1).to(grad.dtype), plan)
-        return (grad - per_row[:, 0]).sub_(out * per_row[:, 1]).div_(per_row[:, 2]), None, \
-            None, None
+        # In float64: the gradient of W is g less its components along 1 and y, and g often lies
+        # mostly along y (the norm after the conv makes the loss blind to a row's scale), so
+        # the difference cancels most of g; float32 would leave eps x |g| of noise in it.
+        g, y = grad.to(STATS), out.to(STATS)
+        k = _row_sums(g * y, plan) * factor
+        mean = _row_sums(g, plan) * plan.inv_n
+        per_row = _per_element(torch.stack([mean, k, scale], dim=1), plan)
+        grad_flat = (g - per_row[:, 0]).sub_(y * per_row[:, 1]).div_(per_row[:, 2])
+        return grad_flat.to(grad.dtype), None, None, None
 
 
 def _memory_order(weight: torch.Tensor) -> list:
