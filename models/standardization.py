@@ -10,7 +10,9 @@ weights of one output channel, n = in_channels/groups x kH x kW), with unbiased 
 All the rows of all the convs lie end to end in one flat vector (each weight in its memory
 order: the statistics of a row do not depend on the order of its elements, so a channels-last
 weight is not copied), and each statistic is one segmented reduction over it, summed in float64
-(exact whatever a device's reduction order; the elementwise work stays in the weights' dtype).
+(exact whatever a device's reduction order). The forward's elementwise work stays in the
+weights' dtype, as the definition's does; the backward's runs in float64 (it cancels most of
+its input: see ``_StandardizeRows.backward``).
 The backward is the closed form (``s`` the divisor above, ``g`` the gradient of W_hat, ``y`` = W_hat):
 
     dL/dW = (g - mean(g) - y * k) / s,    k = sum(g * y) * s / ((n - 1) * t)
@@ -78,8 +80,8 @@ def _per_element(per_row: torch.Tensor, plan: RowPlan) -> torch.Tensor:
 
 class _StandardizeRows(torch.autograd.Function):
     """The flat vector of all rows -> the standardized rows, with the closed-form backward of
-    the module docstring. Elementwise work runs in the weights' dtype (float32 at least), as
-    the per-conv definition's does; every sum runs in float64."""
+    the module docstring. Every sum runs in float64; the forward's elementwise work in the
+    weights' dtype (float32 at least), the backward's in float64."""
 
     @staticmethod
     def forward(ctx, flat: torch.Tensor, plan: RowPlan, form: str, eps: float) -> torch.Tensor:
