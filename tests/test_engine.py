@@ -100,6 +100,24 @@ def clipped_step(clip, scaler=None, amp="none"):
     return seen[0]
 
 
+def test_a_last_batch_of_one_image_at_1x1_features_is_a_line_not_a_traceback():
+    """BatchNorm cannot normalise one value per channel: 9 images in batches of 4 leave a last
+    batch of 1, and a BN after global pooling sees 1x1 features."""
+    import torch.nn as nn
+    from utils.settings.flag import UsageError
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4),
+                          nn.Flatten(), nn.Linear(4, 10))
+    loader = DeviceLoader(random_images(9, seed=1), EpochBatches(9, 4, True, seed=2), "cpu",
+                          BatchFormat((0.5,) * 3, (0.25,) * 3), CropFlip())
+    recipe = engine_recipe(torch.optim.SGD(model.parameters(), lr=0.1))
+    loader.set_epoch(0)
+    with pytest.raises(UsageError, match=r"batch 3 of epoch 1 holds 1 image\(s\), and a "
+                                         r"BatchNorm layer sees one value per channel .* \(9 "
+                                         r"images an epoch\)"):
+        train_one_epoch(model, loader, recipe, PLAN, 0)
+
+
 def test_clip_grad_bounds_the_global_norm():
     free = clipped_step(0.0)
     assert free.norm() > 2.0

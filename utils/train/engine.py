@@ -28,6 +28,7 @@ from ..records.columns import (EMA_VALID_ACC, REFERENCE_COLUMNS, TTA_VALID_ACC, 
                                WORDS)
 from ..records.logger import Logger
 from ..records.record import with_session_time
+from ..settings.flag import UsageError
 from .checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from .meters import Meters, Scores
 from .plan import EpochPosition, PreparedModel, TrainPlan
@@ -133,6 +134,19 @@ def optimizer_step(raw_model: torch.nn.Module, recipe: Recipe) -> None:
         recipe.ema.update_parameters(raw_model)
 
 
+def _one_value_batch(error: ValueError, epoch: int, batch: int, images: int,
+                     total: int) -> Exception:
+    """BatchNorm's refusal of a batch with one value per channel, in a run's words; any other
+    ValueError as it is."""
+    if "more than 1 value per channel" not in str(error):
+        return error
+    return UsageError(f"batch {batch + 1} of epoch {epoch + 1} holds {images} image(s), and a "
+                      f"BatchNorm layer sees one value per channel there (its features are 1x1), "
+                      f"which it cannot normalise: choose a --train-batch that leaves no batch "
+                      f"of one image ({total} images an epoch), or a norm without batch "
+                      f"statistics")
+
+
 def train_one_epoch(model: torch.nn.Module, loader: EpochLoader, recipe: Recipe, plan: TrainPlan,
                     epoch: int, control: Optional[StepControl] = None) -> Scores:
     """Train ``model`` (the module to call) one epoch of ``loader`` with ``recipe``; returns
@@ -165,8 +179,11 @@ def train_one_epoch(model: torch.nn.Module, loader: EpochLoader, recipe: Recipe,
         n = y.shape[0]
         x, y = recipe.regularise(x, y, epoch, i)
         last_of_step = (i + 1) % iter_size == 0 or i + 1 == len(sizes)
-        loss, output = micro_step(model, x, y, recipe, n * world / step_images[i // iter_size],
-                                  last_of_step)
+        try:
+            loss, output = micro_step(model, x, y, recipe, n * world / step_images[i // iter_size],
+                                      last_of_step)
+        except ValueError as e:  # BatchNorm's, on a batch of one image at 1 x 1 features
+            raise _one_value_batch(e, epoch, i, n, sum(sizes)) from e
         watch.see(loss, i)
         if on_cpu or progress.due(i + 1):
             watch.check()
