@@ -483,6 +483,24 @@ def test_a_finished_checkpoint_has_nothing_to_train(good, trained, capsys):
         ["--data", good, "--resume", trained], capsys, code=2)
 
 
+def test_a_full_dev_shm_gets_the_shared_memory_line_not_the_disk_full_one(capsys):
+    """An OSError ENOSPC on a /dev/shm file (the loader's shared batches) is the documented
+    shared-memory line; on any other file, the disk-full one."""
+    import errno
+    from utils.cli import run_main
+
+    def fails(name):
+        def main(argv):
+            raise OSError(errno.ENOSPC, "No space left on device", name)
+        return main
+
+    for name, words in (("/dev/shm/torch_123", "ran out of shared memory (/dev/shm)"),
+                        ("/tmp/run/log.txt", "cannot write /tmp/run/log.txt: No space left")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(fails(name), [])
+        assert exit_info.value.code == 1 and words in capsys.readouterr().err
+
+
 def test_disk_full_inside_torch_save_gives_the_disk_full_line(good, tmp_path, capsys,
                                                               monkeypatch):
     import shutil

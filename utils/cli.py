@@ -6,7 +6,7 @@ import sys
 from typing import Callable, Optional
 
 from . import distributed
-from .data.errors import DataError, worker_error
+from .data.errors import DataError, out_of_shared_memory, worker_error
 from .records.logger import LogError
 from .records.run_folder import FolderError
 from .session.auto_resume import RunFinished
@@ -69,6 +69,9 @@ def run_main(main: Callable, argv: Optional[list] = None, joins_group: bool = Fa
     except OSError as e:
         if e.errno not in NO_ROOM:
             raise
+        if str(e.filename or "").startswith("/dev/shm"):  # the loader's shared batches
+            _say(f"error: {out_of_shared_memory()}")
+            sys.exit(1)
         # Every file is written whole or not at all (utils.atomic): what was there is intact.
         _say(f"error: cannot write {e.filename or 'a file'}: {e.strerror}; the files written "
              f"before are intact: free some space, then run again (a training run goes on from "

@@ -1,11 +1,18 @@
 """The error of data that cannot be used: one line naming the place and what was expected; and
 the one line for what a DataLoader's workers raise (worker_error)."""
 
-__all__ = ["DataError", "worker_error"]
+__all__ = ["DataError", "out_of_shared_memory", "worker_error"]
 
 
 class DataError(Exception):
     """Data that is missing or unreadable; the message names the place and what was expected."""
+
+
+def out_of_shared_memory() -> DataError:
+    """The line of a full /dev/shm, whichever part of the loading found it full."""
+    return DataError("the data loader's workers ran out of shared memory (/dev/shm): lower -j "
+                     "or the batch sizes, or give the machine (or container) more shared "
+                     "memory (e.g. docker --shm-size)")
 
 
 def worker_error(error: Exception) -> Exception:
@@ -19,9 +26,7 @@ def worker_error(error: Exception) -> Exception:
         return DataError(last.split(": ", 1)[1] if ": " in last else last)
     if isinstance(error, RuntimeError) and ("shared memory" in text or "Bus error" in text
                                             or "No space left on device" in text):
-        return DataError("the data loader's workers ran out of shared memory (/dev/shm): lower "
-                         "-j or the batch sizes, or give the machine (or container) more "
-                         "shared memory (e.g. docker --shm-size)")
+        return out_of_shared_memory()
     if isinstance(error, RuntimeError) and text.startswith("DataLoader worker (pid"):
         # torch raises this from its SIGCHLD handler, wherever the main process is then.
         return DataError(f"a data loader worker died ({text.strip().rstrip('.')}); the "
