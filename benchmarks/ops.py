@@ -8,8 +8,7 @@ backward passes of a step's micro-batches (``--iter-size K`` of them, through th
 ``micro_step``, as training runs them); views and detaches launch nothing and are not counted,
 nor is the optimizer's update (the same for every norm)."""
 import collections
-import dataclasses
-from typing import Counter, Optional, Sequence
+from typing import Counter, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -19,9 +18,9 @@ from utils.settings.values import ModelSettings, RecipeSettings
 from utils.train.engine import micro_step
 from utils.train.recipe import make_recipe
 
-from .step import model_name, model_settings
+from .step import bn_twin, model_name, model_settings
 
-__all__ = ["OpCounter", "count_step_ops", "batch_norm_twin", "bench_ops"]
+__all__ = ["OpCounter", "count_step_ops", "bench_ops"]
 
 
 class OpCounter(TorchDispatchMode):
@@ -60,22 +59,6 @@ def count_step_ops(model: torch.nn.Module, batch: int, size: int, num_classes: i
     return counter.counts
 
 
-def batch_norm_twin(archs: dict, settings: ModelSettings) -> Optional[ModelSettings]:
-    """The same network with BatchNorm and plain convs: l_<name> -> <name> (torchvision's where
-    we have none), and --norm / --ws / --ghost-batch dropped; None when ``settings`` is that
-    network already."""
-    arch = settings.arch[2:] if settings.arch.startswith("l_") and settings.arch[2:] in archs else \
-        settings.arch
-    pair = {"norm": "bn", "ws": False}
-    options = {k: v for k, v in settings.options.items() if k not in pair}
-    options.update({k: v for k, v in pair.items() if k in settings.options})
-    given = settings.given - {"norm", "ws", "ws_form", "bcn_speed"} - (
-        {"gn_groups", "gn_narrow"} if arch != settings.arch else set())
-    twin = dataclasses.replace(settings, arch=arch, options=options, given=frozenset(given),
-                               ghost_batch=0)
-    return None if twin == settings else twin
-
-
 def bench_ops(args, model_flags: Sequence[str]) -> None:
     """Print the op count of a step of the model of ``model_flags`` and of its BatchNorm twin,
     their ratio, and each one's most frequent ops."""
@@ -86,7 +69,7 @@ def bench_ops(args, model_flags: Sequence[str]) -> None:
           f"micro-batch{'es' if args.iter_size > 1 else ''} of {args.batch} images, {size}x"
           f"{size}, amp={args.amp}; views and the optimizer's update not counted), torch "
           f"{torch.__version__}")
-    configs = [settings] + [t for t in [batch_norm_twin(archs, settings)] if t and not args.no_twin]
+    configs = [settings] + [t for t in [bn_twin(archs, settings)] if t and not args.no_twin]
     totals = []
     for config in configs:
         torch.manual_seed(0)

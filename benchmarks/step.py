@@ -13,7 +13,8 @@ from utils.train.recipe import autocast
 
 from .timing import Seconds, Timing, report, time_calls
 
-__all__ = ["ModelBench", "Speed", "model_settings", "model_name", "label", "bn_twin", "time_steps", "bench_step"]
+__all__ = ["ModelBench", "Speed", "model_settings", "model_name", "label", "bn_twin",
+           "time_steps", "bench_step"]
 
 
 class ModelBench(NamedTuple):
@@ -45,12 +46,20 @@ def model_settings(model_flags: Sequence[str]) -> ModelBench:
 
 
 def bn_twin(archs: dict, settings: ModelSettings) -> Optional[ModelSettings]:
-    """The ModelSettings of the BatchNorm twin of an l_* model (l_resnet50 -> resnet50, from
-    torchvision where we have none), or None."""
-    twin = settings.arch[2:]
-    if not settings.arch.startswith("l_") or twin not in archs:
-        return None
-    return dataclasses.replace(settings, arch=twin, given=settings.given - {"gn_groups"})
+    """The same network with BatchNorm and plain convs: l_<name> -> <name> (torchvision's where
+    we have none), and --norm / --ws / --ghost-batch dropped; None when ``settings`` is that
+    network already. (The pair is set, not dropped: parsing writes an l_* name's own pair,
+    gn and ws, into its options.)"""
+    twin_name = settings.arch[2:]
+    arch = twin_name if settings.arch.startswith("l_") and twin_name in archs else settings.arch
+    pair = {"norm": "bn", "ws": False}
+    options = {k: v for k, v in settings.options.items() if k not in pair}
+    options.update({k: v for k, v in pair.items() if k in settings.options})
+    given = settings.given - {"norm", "ws", "ws_form", "bcn_speed"} - (
+        {"gn_groups", "gn_narrow"} if arch != settings.arch else set())
+    twin = dataclasses.replace(settings, arch=arch, options=options, given=frozenset(given),
+                               ghost_batch=0)
+    return None if twin == settings else twin
 
 
 def time_steps(model: nn.Module, device: torch.device, batch: int, size: int, speed: Speed,
@@ -110,7 +119,7 @@ def bench_step(args, model_flags: Sequence[str]) -> None:
         configs.append((settings, REFERENCE))
     if settings.ghost_batch and not args.no_baseline:
         configs.append((dataclasses.replace(settings, ghost_batch=0), speed))
-    twin = bn_twin(archs, settings)
+    twin = bn_twin(archs, settings) if settings.arch.startswith("l_") else None  # l_* only
     if twin and not args.no_twin:
         configs.append((twin, speed))
     runs = []

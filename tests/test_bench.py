@@ -23,6 +23,21 @@ def test_model_bench_prints_throughput_and_ratios(capsys):
     assert len(re.findall(r"^ratio: ", out, re.M)) == 2
 
 
+@pytest.mark.parametrize("flags", [["-a", "l_resnet", "--depth", "8"], ["-a", "l_resnet50"],
+                                   ["-a", "resnet", "--depth", "8", "--norm", "bcn", "--ws"]])
+def test_the_batch_norm_twin_is_built_with_batch_norm_and_plain_convs(flags):
+    """Parsing writes an l_* name's own pair (gn, ws) into its options: the twin must set the
+    pair, not only rename the architecture (it was built as GN+WS again)."""
+    import torch.nn as nn
+    from benchmarks.step import bn_twin, model_settings
+    from models.layers import WSConv2d
+    from utils.session.build import build_model
+    archs, settings, _ = model_settings(flags)
+    twin = build_model(archs, bn_twin(archs, settings), 10)
+    kinds = {type(m) for m in twin.modules()}
+    assert nn.BatchNorm2d in kinds and nn.GroupNorm not in kinds and WSConv2d not in kinds
+
+
 def test_ops_bench_counts_a_step_beside_the_batch_norm_network(capsys):
     """The twin is the same network with BatchNorm and plain convs: -a NAME --norm X --ws
     against -a NAME, l_NAME against NAME; counts are of the step's micro-batches."""
