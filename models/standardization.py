@@ -213,7 +213,8 @@ class SharedStandardization:
     def _groups(self, convs: list) -> list:
         groups = []
         for (form, device, _), members in conv_groups(convs).items():
-            key = tuple((id(c), c.weight.shape, c.weight.stride()) for c in members)
+            # The plan's tensors live on the weights' device, which model.to() can change.
+            key = (device,) + tuple((id(c), c.weight.shape, c.weight.stride()) for c in members)
             if key not in self._plans:
                 self._plans[key] = row_plan([c.weight for c in members], device)
             groups.append(_Group(tuple(members), form, self._plans[key]))

@@ -108,6 +108,17 @@ def test_channels_last_weights_are_read_in_place_and_keep_their_layout():
     assert all(w.grad.stride() == w.stride() for w in raw)
 
 
+def test_a_model_moved_to_another_device_gets_a_plan_there():
+    """The row plan (offsets, row index) is kept per network; after model.to(device) it must be
+    made again on the weights' new device ("meta" stands in for a GPU here)."""
+    model = build(cifar.MODELS, "l_resnet", dict(depth=8))
+    hook = next(h.__self__ for h in model._forward_pre_hooks.values())
+    convs = [m for m in model.modules() if isinstance(m, WSConv2d)]
+    assert hook._groups(convs)[0].plan.offsets.device.type == "cpu"
+    model.to("meta")
+    assert hook._groups(convs)[0].plan.offsets.device.type == "meta"
+
+
 def test_a_zero_weight_row_gets_autograds_gradient():
     w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
     w[1] = 0.25  # one output channel with no spread: std 0
