@@ -25,7 +25,7 @@ from utils.data.views import Box, ValView, resized_box
 from utils.session.exported import load_exported
 from utils.session.trained import InputContract, load_trained
 from utils.settings.flag import UsageError
-from utils.settings.values import DEFAULT_MAX_PIXELS, INTERPOLATIONS
+from utils.settings.values import DEFAULT_MAX_PIXELS, INTERPOLATIONS, MAX_IMAGE_SIDE
 from utils.train.checkpoint import CheckpointError
 
 EXAMPLES = """examples:
@@ -33,9 +33,6 @@ EXAMPLES = """examples:
   python predict.py --resume checkpoints/imagenet/l_resnet50 --ema --topk 3 'photos/*.jpg'
   python predict.py --model l_resnet-20.pt2 --format json photos/ > predictions.json
 """
-
-
-MAX_SIDE = 8192  # the largest input side predict.py resizes to; export.py's are 32 to ~600
 
 
 class Predictor(NamedTuple):
@@ -69,14 +66,15 @@ def load_predictor(args: argparse.Namespace, device: torch.device) -> Predictor:
 
 def contract_problem(contract: InputContract) -> Optional[str]:
     """What in an export's input contract no model of this project takes, or None: a size or
-    resize below 1 or past MAX_SIDE, a filter other than INTERPOLATIONS, a mean or std of other
-    than 3 finite values, a std that is not positive, class names that are not text."""
+    resize below 1 or past MAX_IMAGE_SIDE (imagenet.py's own bound), a filter other than
+    INTERPOLATIONS, a mean or std of other than 3 finite values, a std that is not positive,
+    class names that are not text."""
     numbers = list(contract.mean) + list(contract.std)
-    if not 1 <= contract.size <= MAX_SIDE or not (
+    if not 1 <= contract.size <= MAX_IMAGE_SIDE or not (
             contract.resize is None or isinstance(contract.resize, int)
-            and contract.size <= contract.resize <= MAX_SIDE):
+            and contract.size <= contract.resize <= MAX_IMAGE_SIDE):
         return (f"says input {contract.size} resized from {contract.resize} (sides of 1 to "
-                f"{MAX_SIDE:,}, the resize at least the crop)")
+                f"{MAX_IMAGE_SIDE:,}, the resize at least the crop)")
     if contract.interpolation not in INTERPOLATIONS:
         return f"names the filter {contract.interpolation!r} ({', '.join(INTERPOLATIONS)})"
     if len(contract.mean) != 3 or len(contract.std) != 3 or not all(

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .layers import WSConv2d
-from .standardization import conv_groups, standardize_weights
+from .standardization import standardize_convs
 
 __all__ = ["plain_convs", "fold_weight_standardization"]
 
@@ -54,8 +54,6 @@ def fold_weight_standardization(model: nn.Module) -> nn.Module:
     together, in float32 at least): the same function at inference, no WS cost."""
     folded = copy.deepcopy(model)
     convs = [m for m in folded.modules() if isinstance(m, WSConv2d)]
-    standardized = {}
-    for (form, _, _), same in conv_groups(convs).items():
-        for conv, weight in zip(same, standardize_weights([c.weight for c in same], form)):
-            standardized[conv] = weight.to(conv.weight.dtype)
+    standardized = {conv: weight.to(conv.weight.dtype)
+                    for conv, weight in zip(convs, standardize_convs(convs))}
     return _replace_ws(folded, standardized.__getitem__).eval()

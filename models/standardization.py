@@ -12,8 +12,8 @@ order: the statistics of a row do not depend on the order of its elements, so a 
 weight is not copied), and each statistic is one segmented reduction over it, summed in float64
 (exact whatever a device's reduction order). The forward's elementwise work stays in the
 weights' dtype, as the definition's does; the backward's runs in float64 (it cancels most of
-its input: see ``_StandardizeRows.backward``).
-The backward is the closed form (``s`` the divisor above, ``g`` the gradient of W_hat, ``y`` = W_hat):
+its input: see ``_StandardizeRows.backward``). The backward is the closed form (``s`` the
+divisor above, ``g`` the gradient of W_hat, ``y`` = W_hat):
 
     dL/dW = (g - mean(g) - y * k) / s,    k = sum(g * y) * s / ((n - 1) * t)
 
@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from .layers import WS_EPS, WSConv2d
 
-__all__ = ["standardize_weights", "conv_groups", "SharedStandardization",
+__all__ = ["standardize_weights", "conv_groups", "standardize_convs", "SharedStandardization",
            "standardize_together", "held_over_step"]
 
 STATS = torch.float64  # the statistics' dtype: exact sums whatever the reduction order
@@ -191,6 +191,16 @@ def conv_groups(convs: list) -> dict:
     for conv in convs:
         groups.setdefault((conv.form, conv.weight.device, conv.weight.dtype), []).append(conv)
     return groups
+
+
+def standardize_convs(convs: list) -> list:
+    """The standardized weight of each WSConv2d of ``convs``, in their order, computed as a
+    network computes them: together, per form, device and dtype (export's folding)."""
+    standardized = {}
+    for (form, _, _), same in conv_groups(convs).items():
+        weights = standardize_weights([c.weight for c in same], form)
+        standardized.update(zip(map(id, same), weights))
+    return [standardized[id(c)] for c in convs]
 
 
 def _versions(convs: list) -> tuple:

@@ -12,8 +12,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .slurm import slurm_group_store
 
-__all__ = ["world_size", "rank", "is_main", "launched_as_main", "max_over_processes", "gather_objects",
-           "all_reduce_sum", "init_from_env",
+__all__ = ["world_size", "rank", "is_main", "launched_as_main", "max_over_processes",
+           "gather_objects", "all_reduce_sum", "init_from_env",
            "broadcast_seed", "wrap", "unwrap", "cleanup", "shard"]
 
 

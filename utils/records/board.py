@@ -40,11 +40,7 @@ def check_board_folder(run_folder: str) -> None:
         raise FolderError(f"{path} is a file, where --tensorboard writes its event files: move "
                           f"it, or run without --tensorboard")
     if os.path.isdir(path):
-        try:
-            check_writable(path)
-        except FolderError as e:
-            raise FolderError(f"--tensorboard: {e}".replace("the checkpoint folder",
-                                                            "the event files' folder")) from e
+        check_writable(path, "--tensorboard's event files' folder")
 
 
 class Board:

@@ -42,7 +42,7 @@ def _matches(folder, patterns):
     return sorted({p for pattern in patterns for p in glob.glob(os.path.join(folder, pattern))})
 
 
-def check_writable(folder: str) -> None:
+def check_writable(folder: str, what: str = "the checkpoint folder") -> None:
     """Prove a file can be written in the run folder, before any long work, and leave nothing
     behind: a folder this check creates is removed again (the run makes it when it starts
     writing), so a run that fails before training leaves no empty folder. An empty name, a file
@@ -68,8 +68,7 @@ def check_writable(folder: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise FolderError(f"cannot write to the checkpoint folder {folder}: "
-                          f"{e.strerror or e}") from e
+        raise FolderError(f"cannot write to {what} {folder}: {e.strerror or e}") from e
     finally:
         for path in created:  # deepest first
             try:

@@ -34,7 +34,8 @@ from .auto_resume import auto_resume
 from .scores import score_test_split
 
 __all__ = ["ReadSettings", "read_settings", "resumed_of", "check_resume", "fresh_folder",
-           "check_run_folder", "say_held_out", "start_plan", "RunData", "checkpoint_fields", "train_and_log"]
+           "check_run_folder", "say_held_out", "start_plan", "RunData", "checkpoint_fields",
+           "train_and_log"]
 
 
 class ReadSettings(NamedTuple):
