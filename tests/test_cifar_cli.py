@@ -326,11 +326,11 @@ def test_resume_without_data_reads_the_data_the_run_was_trained_on(tmp_path, cap
                 "--train-batch", "8", "--no-progress", "-c", run])
     capsys.readouterr()
     cifar.main(["--resume", run, "--epochs", "2", "--no-progress"])  # the README's line
-    assert f"==> --resume: the data the run was trained on, {data}" in capsys.readouterr().out
+    assert f"==> --resume: --data {data}, as the run did (write --data for another)" in capsys.readouterr().out
     import shutil
     shutil.rmtree(data)
     code, line = one_line_failure(cifar.main, ["--resume", run, "--epochs", "3"], capsys)
-    assert code == 2 and f"trained on the data in {data}, which is not there now" in line
+    assert code == 2 and f"trained with --data {data}, which is not there now" in line
     assert "--data DIR" in line
 
 
@@ -340,7 +340,7 @@ def test_resume_loads_as_the_run_did_and_warns_of_another_loader(official, tmp_p
                 "--loader", "dataloader", "-c", run] + FAST)
     capsys.readouterr()
     cifar.main(["--resume", run, "--epochs", "2"] + FAST)
-    assert "==> --resume: loading as the run did, --loader dataloader" in capsys.readouterr().out
+    assert "==> --resume: --loader dataloader, as the run did" in capsys.readouterr().out
     cifar.main(["--resume", run, "--epochs", "3", "--loader", "device"] + FAST)
     assert ("warning: --loader device: the run was trained with --loader dataloader; its batches "
             "are drawn differently, so the resumed run is not the run continued exactly"

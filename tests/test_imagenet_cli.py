@@ -88,5 +88,5 @@ def test_evaluating_a_resumed_run_decodes_as_the_run_did(tree, tmp_path, capsys)
     capsys.readouterr()
     imagenet.main(["-e", "--resume", run, "-j", "0", "--no-progress"])
     out = capsys.readouterr().out
-    assert "==> --resume: decoding as the run did, --decode pil" in out
+    assert "==> --resume: --decode pil, as the run did" in out
     assert "Loaders: --decode pil" in out

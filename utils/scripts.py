@@ -26,13 +26,13 @@ CIFAR_FLAGS = (
                               "(cifar-10-batches-py/, MNIST/raw/, train_32x32.mat, ...), or "
                               "train/<class>/ and test/<class>/ image folders (default: "
                               "%(default)s; --resume: the run's own)",
-         default="./data", metavar="DIR", into="data.root"),
+         default="./data", metavar="DIR", into="data.root", on_resume="recall", must_exist=True),
     Flag(("--no-download",), "data", "never download the dataset when --data holds none",
          kind="switch", into="data.download", convert=operator.not_),
     Flag(("--loader",), "data", "device: whole dataset on the training device, batched "
                                 "augmentation (default); dataloader: per-image torchvision "
                                 "transforms in --workers processes",
-         default=LOADERS[0], choices=LOADERS, into="data.loader"),
+         default=LOADERS[0], choices=LOADERS, into="data.loader", on_resume="recall"),
     Flag(("--block-name",), "model", "ResNet/PreResNet block: BasicBlock (depth 6n+2) or "
                                      "Bottleneck (depth 9n+2)",
          default="BasicBlock", into="options.block_name"),
@@ -53,12 +53,12 @@ IMAGENET_FLAGS = (
     Flag(("-d", "--data"), "data", "folder with train/ and val/ ImageFolder trees (or "
                                    "ImageNet's flat val/ with LOC_val_solution.csv beside it); "
                                    "required, but for --resume, which reads the run's own",
-         metavar="DIR", into="data.root"),
+         metavar="DIR", into="data.root", on_resume="recall", must_exist=True),
     Flag(("--decode",), "data", "cpu: the -j workers decode (torchcodec) and crop on uint8 "
                                 "tensors (default); pil: the reference's PIL pipeline, pixel "
                                 "for pixel; device: workers read bytes, JPEGs are decoded "
                                 "(nvJPEG on CUDA), cropped and resized on the training device",
-         default="cpu", choices=DECODE_PATHS, into="data.decode"),
+         default="cpu", choices=DECODE_PATHS, into="data.decode", on_resume="recall"),
     Flag(("--train-crop-size",), "dataset", "side of the training crops (RandomResizedCrop) "
                                             "(default: %(default)s)",
          kind=int, default=ImageViews.train_crop, metavar="PX",

@@ -10,14 +10,13 @@ that stopped before its first checkpoint has nothing to continue: it is started 
 line. Every process of a torchrun or srun launch reads the same folder and decides alike; the
 lock of a dead predecessor is the kernel's to drop (utils.records.run_folder).
 """
-import dataclasses
 import os
 from typing import NamedTuple, Optional
 
 from ..distributed import launched_as_main
 from ..records.run_folder import holds_run
-from ..settings.flag import RECORDED, UsageError
-from ..settings.flags import ParsedFlags, ScriptFlags, default_run_folder
+from ..settings.flag import UsageError
+from ..settings.flags import ParsedFlags, ScriptFlags
 from ..train.checkpoint import Checkpoint, read_checkpoint
 
 __all__ = ["RunFinished", "AutoResumed", "auto_resume"]
@@ -36,64 +35,35 @@ class AutoResumed(NamedTuple):
 
 def auto_resume(flags: ScriptFlags, parsed: ParsedFlags) -> AutoResumed:
     """What --auto-resume makes of ``parsed``: a --resume of the run folder's checkpoint, a
-    fresh start, or RunFinished."""
-    values = parsed.values
-    if values["resume"]:
+    fresh start, or RunFinished. It decides on the command line's typed Invocation."""
+    asked = flags.invocation(parsed)
+    if asked.resume:
         raise UsageError("--auto-resume finds the run's checkpoint itself: drop --resume (or "
                          "--auto-resume)")
-    if values["evaluate"]:
+    if asked.evaluate:
         raise UsageError("--auto-resume continues a run's training; to evaluate it, give -e "
                          "--resume RUN")
-    if values["replace"]:  # --replace keeps its meaning: start the folder's run over
+    if asked.replace:  # --replace keeps its meaning: start the folder's run over
         return AutoResumed(parsed, None)
-    folder = values["checkpoint"] or default_run_folder(flags.script, values["arch"])
+    folder = asked.run_folder
     path = os.path.join(folder, "checkpoint.pth.tar")
     if not os.path.isfile(path):
         if holds_run(folder):
             _say(f"==> --auto-resume: {folder} holds a run that stopped before its first "
                  f"checkpoint, nothing to continue: starting it over")
-            return AutoResumed(_with(parsed, replace=True), None)
+            return AutoResumed(parsed.starting_over(), None)
         return AutoResumed(parsed, None)
     checkpoint = read_checkpoint(path)
-    difference = differing_flags(flags, values, checkpoint.args or {})
+    difference = flags.differing_recorded(parsed, checkpoint.args or {})
     if difference:
         raise UsageError(f"--auto-resume: {folder} holds another run ({difference}): train "
                          f"into another folder (-c), or continue that run with --resume "
                          f"{folder}")
-    epochs = values["epochs"]
-    if checkpoint.epoch >= epochs and not checkpoint.position:
-        raise RunFinished(f"{folder}: the run is finished ({checkpoint.epoch} of {epochs} "
+    if checkpoint.epoch >= asked.epochs and not checkpoint.position:
+        raise RunFinished(f"{folder}: the run is finished ({checkpoint.epoch} of {asked.epochs} "
                           f"epochs); nothing to do")
     _say(f"==> --auto-resume: continuing the run in {folder}")
-    return AutoResumed(_with(parsed, resume=path), checkpoint)
-
-
-def differing_flags(flags: ScriptFlags, values: dict, saved: dict) -> Optional[str]:
-    """The recorded flags whose values on this command line are not the checkpoint's, in
-    words, or None. A flag the command leaves open (no --manualSeed: random; no --norm/--ws:
-    the architecture's) agrees with what the checkpoint decided."""
-    differences = []
-    for name in sorted(flags.dests(RECORDED)):
-        if name not in saved or values[name] is None:
-            continue
-        given, recorded = _plain(values[name]), _plain(saved[name])
-        if given != recorded:
-            flag = flags.flags[name].long
-            differences.append(f"it was trained with {flag} {_shown(recorded)}, this command "
-                               f"gives {flag} {_shown(given)}")
-    return "; ".join(differences) or None
-
-
-def _with(parsed: ParsedFlags, **values: object) -> ParsedFlags:
-    return dataclasses.replace(parsed, values={**parsed.values, **values})
-
-
-def _plain(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _shown(value: object) -> str:
-    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return AutoResumed(parsed.resuming(path), checkpoint)
 
 
 def _say(line: str) -> None:

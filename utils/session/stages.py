@@ -2,17 +2,13 @@
 checkpoint's merged in, the checks that come before any data is read, the plan a resumed run
 continues, and training with its log, checkpoints, curves and run record."""
 import contextlib
-import dataclasses
 import math
 import os
-import sys
 from typing import NamedTuple, Optional
 
 import torch.nn as nn
 
 from .. import distributed
-from ..data.cifar import LOADERS
-from ..data.folder_loaders import DECODE_PATHS
 from ..data.loaders import BatchFormat, Loaders
 from ..records.columns import VALID_ACC, LogColumns
 from ..records.board import Board, check_board_folder, require_tensorboard
@@ -20,7 +16,7 @@ from ..records.logger import Logger, save_curves
 from ..records.record import finish_record, new_record, write_record
 from ..records.run_folder import FolderUse, RunFolder, check_folder, check_writable
 from ..settings.flag import UsageError
-from ..settings.flags import ParsedFlags, ScriptFlags
+from ..settings.flags import ScriptFlags
 from ..settings.resume import Resumed
 from ..settings.values import RunSettings
 from ..train.checkpoint import (Checkpoint, CheckpointError, read_checkpoint,
@@ -51,66 +47,26 @@ def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> ReadSettin
     CUDA is touched."""
     parsed = flags.parse(argv)
     checkpoint, resumed = None, None
-    if parsed.values["auto_resume"]:
+    if flags.invocation(parsed).auto_resume:
         parsed, checkpoint = auto_resume(flags, parsed)
-    if parsed.values["resume"]:
-        path = resolve_checkpoint_path(parsed.values["resume"])
+    resume = flags.invocation(parsed).resume
+    if resume:
+        path = resolve_checkpoint_path(resume)
         checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
         resumed = resumed_of(path, checkpoint)
-        parsed = with_recorded_data(parsed, checkpoint)
-    elif parsed.values["data"] is None:
-        raise UsageError("--data is required: the folder of the data (see --help)")
     return ReadSettings(flags.settings(parsed, resumed), checkpoint)
-
-
-# The loading flags a --resume takes from the run record when not written: the batches a run
-# draws depend on them (imagenet.py's decoder, cifar.py's loader), {flag: (verb, choices)}.
-LOADING_FLAGS = {"decode": ("decoding", DECODE_PATHS), "loader": ("loading", LOADERS)}
-
-
-def with_recorded_data(parsed: ParsedFlags, checkpoint: Checkpoint) -> ParsedFlags:
-    """A --resume without --data reads the data the run was trained on (its run record names
-    the folder), and without --decode / --loader loads it as the run did, saying so; a folder
-    that is gone is one line naming it and --data. Another --decode or --loader, written, is
-    taken with a warning: the resumed run's draws are then not those the run would have made."""
-    run_flags = (checkpoint.run or {}).get("flags") or {}
-    if not isinstance(run_flags, dict):
-        return parsed
-    main = distributed.launched_as_main()
-    values = dict(parsed.values)
-    recorded = run_flags.get("data")
-    if "data" not in parsed.given and isinstance(recorded, str) and recorded:
-        if not os.path.exists(recorded):
-            raise UsageError(f"the run was trained on the data in {recorded}, which is not "
-                             f"there now: give its folder with --data DIR")
-        if recorded != values["data"] and main:
-            print(f"==> --resume: the data the run was trained on, {recorded} (--data DIR reads "
-                  f"another)")
-        values["data"] = recorded
-    for name, (verb, choices) in LOADING_FLAGS.items():
-        was = run_flags.get(name)
-        if name not in values or was not in choices or was == values[name]:
-            continue
-        flag = "--" + name
-        if name not in parsed.given:
-            values[name] = was
-            if main:
-                print(f"==> --resume: {verb} as the run did, {flag} {was}")
-        elif main:
-            print(f"warning: {flag} {values[name]}: the run was trained with {flag} {was}; its "
-                  f"batches are drawn differently, so the resumed run is not the run continued "
-                  f"exactly", file=sys.stderr)
-    return dataclasses.replace(parsed, values=values)
 
 
 def resumed_of(path: str, checkpoint: Checkpoint) -> Resumed:
     """What merging the recorded flags needs of ``checkpoint``, read from ``path``."""
-    sessions = (checkpoint.run or {}).get("sessions") or [{}]
+    record = checkpoint.run or {}
+    sessions = record.get("sessions") or [{}]
     command = sessions[-1].get("command")
     script = command[0] if isinstance(command, list) and command and isinstance(
         command[0], str) else None
+    run_flags = record.get("flags")
     return Resumed(path, checkpoint.args or {}, checkpoint.arch, bool(checkpoint.ema_state_dict),
-                   script)
+                   script, run_flags if isinstance(run_flags, dict) else {})
 
 
 def say_held_out(fraction: float, loaders: Loaders) -> None:

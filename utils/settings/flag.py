@@ -26,8 +26,10 @@ TARGETS = ("options", "model", "data", "views", "policy", "schedule", "regularis
 INT_MAX = 2 ** 31 - 1
 # ``Flag.before_flag`` when a checkpoint without the flag needs nothing put in its place.
 NOT_RECORDED_BEFORE = object()
-# What a --resume does with a recorded flag written again with another value.
-ON_RESUME = ("refuse", "apply")
+# What a --resume does with a flag: for a recorded flag written again with another value,
+# "refuse" or "apply"; for a per-run flag, "recall" takes the run record's value back unless the
+# command line writes one, and "keep" leaves it to the command line.
+ON_RESUME = ("refuse", "apply", "recall", "keep")
 RESUME_REFUSAL = ("{flag} {new}: the checkpoint was trained with {flag} {old}, and a resumed "
                   "run continues its recipe (its optimizer, schedule and draws hold the old "
                   "value); resume without {flag}, or {start_anew}")
@@ -116,7 +118,10 @@ class Flag:
     again with another value: "refuse" (the checkpoint's state holds the old value; one line
     says so, ``refusal`` its words) or "apply" (it takes effect from the resumed epoch, and the
     run record names it); ``before_flag`` the value that rebuilds a checkpoint written before
-    the flag existed."""
+    the flag existed. For the per-run groups: "keep" (the default there: the command line's
+    value, written or not) or "recall" (not written, the value the run record names, so a
+    resumed run reads and draws its data as the run did; ``must_exist``: a recalled path that
+    is gone is one line asking for the flag)."""
     names: tuple
     group: str
     help: str
@@ -132,15 +137,24 @@ class Flag:
     script_default: Optional[str] = None
     into: Optional[str] = None
     convert: Optional[Callable] = None
-    on_resume: str = "refuse"
+    on_resume: Optional[str] = None
     refusal: str = RESUME_REFUSAL
     before_flag: Any = NOT_RECORDED_BEFORE
+    must_exist: bool = False
 
     def __post_init__(self) -> None:
         if self.into is not None and self.into.split(".")[0] not in TARGETS:
             raise ValueError(f"{self.long}: into={self.into!r} names no target of {TARGETS}")
-        if self.on_resume not in ON_RESUME:
-            raise ValueError(f"{self.long}: on_resume must be one of {ON_RESUME}")
+        if self.on_resume is None:  # a dataclass is frozen: its default is set here, once
+            object.__setattr__(self, "on_resume", "keep" if self.per_run else "refuse")
+        if self.on_resume not in (("recall", "keep") if self.per_run else ("refuse", "apply")):
+            raise ValueError(f"{self.long}: on_resume {self.on_resume!r} is not one of its "
+                             f"group's ({ON_RESUME})")
+
+    @property
+    def per_run(self) -> bool:
+        """Whether the flag is of a group a checkpoint does not record."""
+        return dict((name, kind) for name, kind, _ in GROUPS)[self.group] == PER_RUN
 
     @property
     def name(self) -> str:

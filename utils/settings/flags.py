@@ -31,14 +31,15 @@ from models import model_options
 from models.twins import PAIR_NAMES
 
 from ..distributed import launched_as_main
-from .resume import Resumed, check_going_back, merge_resumed
+from .resume import (Resumed, check_going_back, differing_recorded, merge_resumed,
+                     recall_per_run)
 from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
 from .table import POLICY_FLAGS, check, check_pair, check_rules, check_written
 from .values import (AugmentPolicy, CheckpointPolicy, DataSettings, DeviceSettings, ImageViews,
                      LoopSettings, ModelSettings, RecipeSettings, Regularisers, RunSettings,
                      Schedule)
 
-__all__ = ["ScriptSpec", "ScriptFlags", "ParsedFlags", "argparse_options", "check_values",
+__all__ = ["ScriptSpec", "ScriptFlags", "ParsedFlags", "Invocation", "argparse_options", "check_values",
            "check_arch", "exact_float", "default_run_folder", "default_workers", "augment_policy"]
 
 
@@ -98,10 +99,32 @@ class ScriptSpec:
 @dataclasses.dataclass(frozen=True)
 class ParsedFlags:
     """A command line as argparse read it: every flag's value, the flags written on it
-    (``given``), and the command line itself."""
+    (``given``), and the command line itself. Read through ``ScriptFlags`` (its typed
+    ``invocation`` and ``settings``), never by key outside utils.settings."""
     values: dict
     given: frozenset
     argv: tuple
+
+    def resuming(self, path: str) -> "ParsedFlags":
+        """The command line with ``--resume path`` (what --auto-resume makes of it)."""
+        return dataclasses.replace(self, values={**self.values, "resume": path})
+
+    def starting_over(self) -> "ParsedFlags":
+        """The command line with ``--replace``: its run folder's run started over."""
+        return dataclasses.replace(self, values={**self.values, "replace": True})
+
+
+@dataclasses.dataclass(frozen=True)
+class Invocation:
+    """What a command line asks of this invocation, typed, before any checkpoint is read:
+    what --auto-resume decides on and what says whether a checkpoint is read (``resume``).
+    ``run_folder`` is -c, or -a's default folder; ``epochs`` the --epochs it trains to."""
+    resume: str
+    evaluate: bool
+    replace: bool
+    auto_resume: bool
+    run_folder: str
+    epochs: int
 
 
 class ScriptFlags:
@@ -154,6 +177,20 @@ class ScriptFlags:
         values = vars(self.parser.parse_args(argv))
         self.check_classified(values)
         return ParsedFlags(values, _written(self.flags, argv), tuple(argv))
+
+    def invocation(self, parsed: ParsedFlags) -> Invocation:
+        """The Invocation of ``parsed``: the fields its flags' ``into`` names (run.*), and the
+        --epochs of the schedule."""
+        run = _gather(self.flags, parsed.values, "run")
+        folder = run["run_folder"] or default_run_folder(self.script, parsed.values["arch"])
+        return Invocation(resume=run["resume"], evaluate=run["evaluate"], replace=run["replace"],
+                          auto_resume=run["auto_resume"], run_folder=folder,
+                          epochs=_gather(self.flags, parsed.values, "schedule")["epochs"])
+
+    def differing_recorded(self, parsed: ParsedFlags, saved: dict) -> Optional[str]:
+        """The recorded flags whose values on ``parsed`` are not a checkpoint's recorded
+        ``saved`` ones, in words (utils.settings.resume.differing_recorded), or None."""
+        return differing_recorded(self.flags, self.dests(RECORDED), parsed.values, saved)
 
     def model_settings(self, argv: Sequence[str],
                        resumed: Optional[Resumed] = None) -> ModelSettings:
@@ -228,6 +265,9 @@ class ScriptFlags:
             resumed = with_recorded_pair(resumed, self.archs)
             changed = merge_resumed(self.flags, self.dests(RECORDED), values, given, resumed)
             self._check_resumed_arch(values["arch"], resumed)
+            recall_per_run(self.flags, values, given, resumed)
+        if values["data"] is None:
+            raise UsageError("--data is required: the folder of the data (see --help)")
         if values["workers"] is None:
             values["workers"] = default_workers(self.spec.workers)
         check_values(self.flags, values)

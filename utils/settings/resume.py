@@ -8,17 +8,24 @@ recorded flag written again with another value is its table entry's ``on_resume`
 session names it), or "refuse", one line (its ``refusal``) saying what to do, because the
 checkpoint's optimizer, schedule, EMA, weights or draws hold its old value. A checkpoint written
 before a flag existed gets the flag's ``before_flag`` value.
+
+A per-run flag whose entry says ``on_resume="recall"`` (where the data is and how it is loaded:
+the batches a run draws depend on them) is taken back from the run record's flags unless
+written, with a line saying so; written with another value, it is taken with a warning.
 """
 import dataclasses
 import os
+import sys
 from typing import Any, Optional
+
+from ..distributed import launched_as_main
 
 from .flag import NOT_RECORDED_BEFORE, Flag, UsageError
 from .table import POLICY_FLAGS
 from .values import Schedule
 
 __all__ = ["Resumed", "MalformedRecord", "applied_on_resume", "before_the_flag",
-           "merge_resumed", "check_going_back"]
+           "merge_resumed", "recall_per_run", "differing_recorded", "check_going_back"]
 
 START_ANEW = "train into a new run folder (-c) starting from its weights (--weights)"
 
@@ -31,12 +38,15 @@ class MalformedRecord(Exception):
 class Resumed:
     """What the merge needs of the checkpoint a run resumes: its file, its recorded flags
     (``args``), its architecture, whether it keeps an EMA of the weights and the script that
-    wrote it (its run record's last command; None for a reference checkpoint)."""
+    wrote it (its run record's last command; None for a reference checkpoint), and the run
+    record's flags (``run_flags``: every flag's value, per-run ones included; {} without a
+    record)."""
     path: str
     args: dict
     arch: Optional[str] = None
     keeps_ema: bool = False
     script: Optional[str] = None
+    run_flags: dict = dataclasses.field(default_factory=dict)
 
 
 def applied_on_resume(flags: dict) -> frozenset:
@@ -77,6 +87,51 @@ def merge_resumed(flags: dict, recorded: set, values: dict, given: set,
         values["checkpoint"] = os.path.dirname(resumed.path)
     return {name: [saved[name], values[name]] for name in sorted(given & set(saved))
             if name in recorded and saved[name] != values[name]}
+
+
+def recall_per_run(flags: dict, values: dict, given: frozenset, resumed: Resumed) -> None:
+    """Put the run record's value of every ``on_resume="recall"`` flag of ``flags`` (by name)
+    into ``values`` (in place) where the command line did not write it, saying so; a value the
+    flag could not have parsed to is left alone (the command line's stands), a recalled path
+    that is gone (``must_exist``) is one line asking for the flag. A flag written with another
+    value than the run's is taken, with a warning where it is another way of loading (one of
+    the flag's choices): the resumed run is then not the run continued."""
+    main = launched_as_main()
+    for name, flag in flags.items():
+        was = resumed.run_flags.get(name)
+        if (flag.on_resume != "recall" or was in (None, "") or not parsable(flag, was)
+                or was == values[name]):
+            continue
+        if name in given:
+            # Another way of loading draws other batches; another folder may be the same data.
+            if main and flag.choices:
+                print(f"warning: {flag.long} {values[name]}: the run was trained with "
+                      f"{flag.long} {was}; its batches are drawn differently, so the resumed "
+                      f"run is not the run continued exactly", file=sys.stderr)
+            continue
+        if flag.must_exist and not os.path.exists(was):
+            raise UsageError(f"the run was trained with {flag.long} {was}, which is not there "
+                             f"now: give it with {flag.long} {flag.metavar or 'VALUE'}")
+        values[name] = was
+        if main:
+            print(f"==> --resume: {flag.long} {was}, as the run did (write {flag.long} for "
+                  f"another)")
+
+
+def differing_recorded(flags: dict, recorded: set, values: dict, saved: dict) -> Optional[str]:
+    """The ``recorded`` flags of ``flags`` (by name) whose values are not a checkpoint's
+    (``saved``), in words, or None. A flag the command leaves open (no --manualSeed: random; no
+    --norm/--ws: the architecture's) agrees with what the checkpoint decided."""
+    differences = []
+    for name in sorted(recorded):
+        if name not in saved or values[name] is None:
+            continue
+        given, was = _plain(values[name]), _plain(saved[name])
+        if given != was:
+            flag = flags[name].long
+            differences.append(f"it was trained with {flag} {_shown(was)}, this command gives "
+                               f"{flag} {_shown(given)}")
+    return "; ".join(differences) or None
 
 
 def check_recorded_types(flags: dict, recorded: set, saved: dict, path: str) -> None:
@@ -157,5 +212,9 @@ def check_going_back(path: str, values: dict) -> None:
                      f"(-c NEW)")
 
 
-def _shown(value):
-    return " ".join(map(str, value)) if isinstance(value, list) else value
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)

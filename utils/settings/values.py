@@ -225,7 +225,8 @@ class LoopSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-    """Everything a run was asked to do, as typed values; ``recorded`` is what its checkpoints
+    """Everything a run was asked to do, as typed values (``auto_resume`` was decided on before:
+    utils.settings.flags.Invocation); ``recorded`` is what its checkpoints
     record (the recorded groups' flags), ``flags`` every flag's value and ``command`` the script
     and its command line (for run.json); ``changed``: the recorded flags a --resume gave anew,
     {name: [the checkpoint's value, this run's]}, which take effect from its first epoch."""
