@@ -9,7 +9,7 @@ import imagenet
 from builders import TINY_MODEL, help_of_each_option, make_cifar_pickles, tiny_run
 from models import imagenet as imagenet_models
 from utils.settings.values import AugmentPolicy
-from utils.settings.flags import check_arch
+from utils.settings.architecture import check_arch
 from utils.settings.flag import PER_RUN, RECORDED, UsageError
 from utils.session.stages import read_settings
 from utils.scripts import script_flags_for

@@ -78,6 +78,21 @@ def test_the_logs_columns_are_spelled_in_one_module():
     assert not spelled, "\n".join(spelled)
 
 
+def test_the_raw_flag_values_are_read_inside_the_settings_only():
+    """A command line's raw values (ParsedFlags.values, read by key) are the settings' to
+    type: every other module reads the typed settings or Invocation. Found as any ``x.values``
+    that is not a call of a dict's values() nor of a call's result (torch.sort(t).values)."""
+    reads = []
+    for path, tree in list(library_files()) + list(script_files()):
+        if path.startswith(os.path.join("utils", "settings")):
+            continue
+        called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        reads += [f"{path}:{node.lineno}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and node.attr == "values"
+                  and id(node) not in called and not isinstance(node.value, ast.Call)]
+    assert not reads, reads
+
+
 def script_files():
     for name in SCRIPTS:
         path = os.path.join(REPO, name + ".py")

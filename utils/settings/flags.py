@@ -21,16 +21,14 @@ Nothing here touches CUDA or reads a file: the device is chosen after parsing
 """
 import argparse
 import dataclasses
-import difflib
 import os
 import re
 import sys
-from typing import Callable, Optional, Sequence
-
-from models import model_options
-from models.twins import PAIR_NAMES
+from typing import Optional, Sequence
 
 from ..distributed import launched_as_main
+from .architecture import arch_list, check_arch, check_model_flags, resolve_pair, \
+    with_recorded_pair
 from .resume import (Resumed, check_going_back, differing_recorded, merge_resumed,
                      recall_per_run)
 from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
@@ -39,8 +37,9 @@ from .values import (AugmentPolicy, CheckpointPolicy, DataSettings, DeviceSettin
                      LoopSettings, ModelSettings, RecipeSettings, Regularisers, RunSettings,
                      Schedule)
 
-__all__ = ["ScriptSpec", "ScriptFlags", "ParsedFlags", "Invocation", "argparse_options", "check_values",
-           "check_arch", "exact_float", "default_run_folder", "default_workers", "augment_policy"]
+__all__ = ["ScriptSpec", "ScriptFlags", "ParsedFlags", "Invocation", "argparse_options",
+           "check_values", "exact_float", "default_run_folder", "default_workers",
+           "augment_policy"]
 
 
 def exact_float(text: str) -> float:
@@ -350,17 +349,6 @@ def default_run_folder(script: str, arch: str) -> str:
     return os.path.join("checkpoints", f"{os.path.splitext(script)[0]}-{arch}")
 
 
-def resolve_pair(constructor: Callable, values: dict) -> None:
-    """--norm and --ws left open (None) take the architecture's own pair (``constructor.pair``:
-    bn without WS for a plain name, gn with WS for an l_* name), so the recorded flags, and the
-    checkpoints, name the pair the run trains."""
-    norm, ws = getattr(constructor, "pair", (None, False))
-    if values["norm"] is None:
-        values["norm"] = norm
-    if values["ws"] is None:
-        values["ws"] = ws
-
-
 class OneVoiceParser(argparse.ArgumentParser):
     """argparse's parser, speaking from one process: under torchrun every process parses the
     same command line and meets the same flag error, and rank 0's usage line, help and error
@@ -369,28 +357,6 @@ class OneVoiceParser(argparse.ArgumentParser):
     def _print_message(self, message: str, file=None) -> None:
         if launched_as_main():
             super()._print_message(message, file)
-
-
-def with_recorded_pair(resumed: Resumed, archs: dict) -> Resumed:
-    """``resumed`` with --norm and --ws in its args: a checkpoint written before those flags
-    were recorded trained its architecture's own pair (resolve_pair), and saying so lets the
-    merge compare a --norm or --ws written on its --resume with what it trained (a change is
-    refused, as for any network flag) and the run record name the pair."""
-    args = resumed.args
-    arch = resumed.arch or args.get("arch")
-    if not args or ("norm" in args and "ws" in args) or arch not in archs:
-        return resumed
-    norm, ws = getattr(archs[arch], "pair", (None, False))
-    return dataclasses.replace(resumed, args={"norm": norm, "ws": ws, **args})
-
-
-def arch_list(archs: dict) -> str:
-    """-a's choices for --help: this project's models, then torchvision's (imagenet.py)."""
-    ours = sorted(n for n, c in archs.items() if not getattr(c, "torchvision", False))
-    theirs = sorted(n for n, c in archs.items() if getattr(c, "torchvision", False))
-    text = ", ".join(ours)
-    return text + (f"; and torchvision's classification models: {', '.join(theirs)}"
-                   if theirs else "")
 
 
 def default_workers(cap: int) -> int:
@@ -409,32 +375,3 @@ def warn_schedule(values: dict) -> None:
             and launched_as_main()):
         print(f"warning: --schedule milestone(s) {' '.join(map(str, late))} at or past --epochs "
               f"{values['epochs']} never lower the LR in this run", file=sys.stderr)
-
-
-def check_arch(arch: str, archs: list) -> None:
-    if arch not in archs:
-        close = difflib.get_close_matches(arch, archs, n=3, cutoff=0.5)
-        raise UsageError(f"unknown architecture {arch!r}" + (
-            f"; did you mean {', '.join(close)}?" if close else "; see --help for the list"))
-
-
-def check_model_flags(constructor: Callable, model: ModelSettings) -> None:
-    """Refuse a model flag written on the command line that the architecture does not take: it
-    would otherwise be silently ignored. Flags left at their defaults are simply not used."""
-    accepted = model_options(constructor)
-    refused = sorted(model.flag_names[o] for o in model.given if o not in accepted)
-    if {"norm", "ws"} & model.given and model.arch.startswith("l_") and (
-            not {"norm", "ws"} & accepted):
-        raise UsageError(f"-a {model.arch} is GN+WS by name: --norm and --ws do not apply; "
-                         f"for another pair write -a {model.arch[2:]} --norm NORM --ws")
-    if refused:
-        takes = sorted(model.flag_names[o] for o in accepted
-                       if o in model.flag_names and o not in PAIR_NAMES)
-        norm_flags = [model.flag_names[o] for o in PAIR_NAMES
-                      if o in accepted and o in model.flag_names]
-        listed = ", ".join(takes) if takes else "no model flags"
-        if norm_flags:
-            listed = f"{listed if takes else 'no family flags'} and the norm flags " + \
-                ", ".join(norm_flags)
-        raise UsageError(f"{', '.join(refused)} does not apply to {model.arch} (it takes "
-                         f"{listed})")
