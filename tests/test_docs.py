@@ -123,6 +123,29 @@ def test_every_flag_of_the_table_is_in_the_flags_page(make):
     assert not missing, missing
 
 
+def test_the_flags_pages_table_is_the_one_the_flag_entries_make():
+    """docs/flags.md's table is made from the entries (python -m utils.scripts), so every
+    documented default, range, choice and resume policy is the code's."""
+    from utils.scripts import CIFAR, IMAGENET
+    from utils.settings.page import flags_table, with_table
+    page = flags_section()
+    table = flags_table({CIFAR.script: cifar_flags(), IMAGENET.script: imagenet_flags()})
+    assert with_table(page, table) == page, "run python -m utils.scripts to remake the table"
+
+
+def test_the_flags_table_says_each_scripts_default():
+    page = flags_section()
+    assert "| `--gn-groups` | model | `8` | `32` |" in page
+    assert "| `--decode` | data | (no such flag) | `cpu` |" in page
+    assert "the run's, unless written" in page
+
+
+def test_a_page_without_the_markers_is_refused():
+    from utils.settings.page import with_table
+    with pytest.raises(ValueError, match="markers"):
+        with_table("# Flags\n", "| flag |")
+
+
 def test_the_flags_a_resume_applies_are_the_readmes():
     sentence = flags_section().split("Recorded flags a `--resume` may give anew", 1)[1]
     sentence = sentence.split("Any other recorded flag", 1)[0]

@@ -5,6 +5,7 @@ bench.py and export.py read model flags and checkpoints through these too. (Here
 utils.settings, because the choices of these flags are the data's and the models': the datasets
 and decoders that exist, and the architectures.)"""
 import operator
+import os
 from typing import Optional
 
 import models
@@ -14,10 +15,12 @@ from .data.datasets import DATASETS
 from .data.folder_loaders import DECODE_PATHS
 from .settings.flags import ScriptFlags, ScriptSpec
 from .settings.flag import Flag, Range, at_least
+from .settings.page import flags_table, with_table
 from .settings.table import SHARED_FLAGS
 from .settings.values import INTERPOLATIONS, MAX_IMAGE_SIDE, ImageViews
 
-__all__ = ["cifar_flags", "imagenet_flags", "CIFAR", "IMAGENET", "script_flags_for"]
+__all__ = ["cifar_flags", "imagenet_flags", "CIFAR", "IMAGENET", "script_flags_for",
+           "write_flags_page"]
 
 CIFAR_FLAGS = (
     Flag(("-d", "--dataset"), "dataset", "the dataset (default: %(default)s)",
@@ -135,3 +138,17 @@ def script_flags_for(arch: str, script: Optional[str] = None) -> ScriptFlags:
         return by_name[script]()
     return cifar_flags() if arch in models.cifar.MODELS else imagenet_flags()
 
+
+
+def write_flags_page(path: str = os.path.join("docs", "flags.md")) -> None:
+    """Write docs/flags.md's table of every flag (utils.settings.page) from both scripts'."""
+    with open(path) as f:
+        page = f.read()
+    table = flags_table({CIFAR.script: cifar_flags(), IMAGENET.script: imagenet_flags()})
+    with open(path, "w") as f:
+        f.write(with_table(page, table))
+
+
+if __name__ == "__main__":
+    write_flags_page()
+    print("wrote the flags table of docs/flags.md")

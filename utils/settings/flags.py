@@ -143,9 +143,13 @@ class ScriptFlags:
         for flag in self.flags.values():
             groups[flag.group].add_argument(*flag.names, **self._argparse(flag))
 
+    def default_of(self, flag: Flag) -> object:
+        """``flag``'s default in this script: the script's (``script_default``) or its own."""
+        return self.spec.defaults.get(flag.script_default, flag.default)
+
     def _argparse(self, flag: Flag) -> dict:
         """argparse's keywords for ``flag``, with this script's default."""
-        default = self.spec.defaults.get(flag.script_default, flag.default)
+        default = self.default_of(flag)
         kwargs = argparse_options(flag, default)
         if flag.kind in ("switch", "bool"):
             return kwargs
