@@ -9,7 +9,7 @@ import models
 from utils import distributed
 from utils.cli import run_main
 from utils.data.decode import set_max_pixels
-from utils.data.datasets import class_folders, find_image_folder
+from utils.data.image_files import class_folders, find_image_folder
 from utils.data.folder_loaders import imagenet_loaders, loader_memory
 from utils.scripts import imagenet_flags
 from utils.seeding import seed_everything

@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from utils.cli import run_main
-from utils.data.datasets import IMG_EXTENSIONS
+from utils.data.image_files import IMG_EXTENSIONS
 from utils.data.decode import decode_file, read_bytes, set_max_pixels
 from utils.data.errors import DataError
 from utils.data.views import Box, ValView, resized_box

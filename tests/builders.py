@@ -52,7 +52,7 @@ def engine_recipe(optimizer, scaler=None, ema=None, num_classes=10, clip_grad=0.
     cross-entropy, ``scheduler`` (None: none, or one stepped per epoch), no regulariser."""
     import torch.nn as nn
 
-    from utils.data.augment import BatchAugment
+    from utils.train.regularisers import BatchAugment
     from utils.train.recipe import Recipe
     return Recipe(nn.CrossEntropyLoss(), nn.CrossEntropyLoss(), optimizer, scheduler, scaler,
                   BatchAugment(num_classes), ema, clip_grad=clip_grad, amp=amp)

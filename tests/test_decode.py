@@ -132,7 +132,7 @@ def jpeg_claiming(tmp_path, width, height):
 def test_every_decode_path_refuses_a_decompression_bomb_from_its_header(tmp_path):
     """A 600-byte JPEG claiming 20000 x 20000 pixels: refused by every path alike (Pillow,
     torchcodec, a batch for the device), before any pixel is decoded."""
-    from utils.data.datasets import read_rgb
+    from utils.data.image_files import read_rgb
     path = jpeg_claiming(tmp_path, 20000, 20000)
     data = decode.read_bytes(path)
     refusals = []
@@ -156,7 +156,7 @@ def test_the_default_pixel_limit_is_pillows_own():
 
 
 def test_max_pixels_moves_the_limit_of_every_path(tmp_path):
-    from utils.data.datasets import read_rgb
+    from utils.data.image_files import read_rgb
     path = jpeg_claiming(tmp_path, 300, 200)  # 60,000 pixels, a header over 8x8 of data
     data = decode.read_bytes(path)
     try:
@@ -192,7 +192,7 @@ def png16(path, array):
 
 @pytest.mark.parametrize("shape", [(6, 9), (6, 9, 3)], ids=["grey", "rgb"])
 def test_a_16_bit_png_is_read_by_its_high_byte_on_every_path(tmp_path, shape):
-    from utils.data.datasets import read_rgb
+    from utils.data.image_files import read_rgb
     values = np.random.default_rng(0).integers(0, 65536, shape, dtype=np.uint16)
     path = png16(tmp_path / "wide.png", values)
     high = torch.from_numpy((values >> 8).astype(np.uint8))
@@ -206,7 +206,7 @@ def test_a_16_bit_png_is_read_by_its_high_byte_on_every_path(tmp_path, shape):
 def test_an_image_that_is_no_regular_file_is_one_line_and_never_blocks(tmp_path, kind):
     import os
     import time
-    from utils.data.datasets import read_rgb
+    from utils.data.image_files import read_rgb
     path = str(tmp_path / "x.jpg")
     if kind == "fifo":
         os.mkfifo(path)

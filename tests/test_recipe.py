@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 import cifar
-from utils.data.augment import DualCutoutLoss
+from utils.train.regularisers import DualCutoutLoss
 from utils.settings.flag import UsageError
 from utils.train.recipe import make_recipe
 from utils.train.schedule import IterationLR

@@ -1,6 +1,6 @@
-"""Datasets: finding and reading the small datasets of cifar.py (CIFAR-10/100, MNIST,
-Fashion-MNIST, KMNIST, SVHN; torchvision's raw files or an ImageFolder tree) into uint8 arrays,
-and ImageFolder trees of files for ImageNet. Loading into batches lives in loaders.py.
+"""The small datasets of cifar.py (CIFAR-10/100, MNIST, Fashion-MNIST, KMNIST, SVHN):
+torchvision's raw files, or an ImageFolder tree (listed by utils.data.image_files), read into
+uint8 arrays. Loading into batches lives in loaders.py.
 
 Every small dataset is served CIFAR-shaped, (N, 3, 32, 32) uint8: the 28x28 grey datasets are
 zero-padded by 2 pixels (their background is 0) and their channel repeated, so every CIFAR
@@ -11,23 +11,18 @@ import shutil
 import socket
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..messages import first_line
-from .decode import decode_file, pil_rgb, read_bytes
+from .decode import decode_file, read_bytes
 from .errors import DataError
+from .image_files import class_folders, list_image_folder
 from .raw_formats import FormatError, read_cifar_pickle, read_idx, read_mat
 
-__all__ = ["class_count", "ArrayDataset", "load_dataset", "dataset_stats",
-           "class_folders", "read_rgb",
-           "find_image_folder", "DATASETS"]
+__all__ = ["class_count", "ArrayDataset", "load_dataset", "dataset_stats", "DATASETS"]
 
-Samples = list[tuple[str, int]]  # (image path, label) of every image of a tree
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the reference's
 
 IDX_FILES = {"train": ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"],
@@ -204,55 +199,6 @@ def _read_official(folder, spec):
     return split(spec["train"]), split(spec["test"])
 
 
-def class_folders(root: str) -> list:
-    """The class names of an ImageFolder tree: its sub-folders, sorted as torchvision sorts
-    them (a listing of one folder, not of the images)."""
-    try:
-        found = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    except OSError as e:
-        raise DataError(f"cannot read {root}: {e.strerror or e}") from e
-    if not found:
-        raise DataError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
-    return found
-
-
-def list_image_folder(root: str, classes: Optional[list[str]] = None) -> tuple[list[str], Samples]:
-    """(classes, [(path, label)]) of root/<class>/<image>, classes sorted as torchvision does.
-    With ``classes`` (the training split's), each folder takes the label of its name there, so
-    a split lacking a class keeps every other label right; a class unknown there is an error."""
-    found = class_folders(root)
-    if classes is None:
-        classes = found
-    unknown = [c for c in found if c not in classes]
-    if unknown:
-        raise DataError(f"{root} has class folder(s) {', '.join(unknown[:5])} that the "
-                        f"training split does not have")
-    samples, walked = [], {}
-    for cls in found:
-        label, folders = classes.index(cls), []
-        for dirpath, _, files in os.walk(os.path.join(root, cls), followlinks=True):
-            real = os.path.realpath(dirpath)
-            if real in walked:  # a link back into the tree: its images would count again
-                raise DataError(f"{dirpath} is {walked[real]} again (a symbolic link to a folder "
-                                f"already read): remove the link, or copy the images")
-            walked[real] = dirpath
-            folders.append((dirpath, files))
-        for dirpath, files in sorted(folders):  # the order of sorted(os.walk(...))
-            for name in sorted(files):
-                if name.lower().endswith(IMG_EXTENSIONS):
-                    samples.append((os.path.join(dirpath, name), label))
-    if not samples:
-        raise DataError(f"{root} has class folders but no image files "
-                        f"({', '.join(IMG_EXTENSIONS)})")
-    return list(classes), samples
-
-
-def read_rgb(path: str) -> Image.Image:
-    """An image file as an RGB PIL image (the --decode pil path); an unreadable file is a
-    DataError naming it (utils.data.decode words it)."""
-    return pil_rgb(path)
-
-
 def _read_image_folder(root, classes=None):
     found, samples = list_image_folder(root, classes)
 
@@ -358,11 +304,3 @@ def dataset_stats(name: str, train: "ArrayDataset") -> tuple[tuple[float, ...], 
         return CIFAR_MEAN, CIFAR_STD
     x = train.images.double() / 255.0
     return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
-
-
-def find_image_folder(root: str, split: str) -> str:
-    path = os.path.join(root, split)
-    if not os.path.isdir(path):
-        raise DataError(f"{path} not found: --data must hold train/ and val/ ImageFolder trees "
-                        f"(<split>/<class>/<image>)")
-    return path

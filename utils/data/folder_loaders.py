@@ -23,19 +23,19 @@ import torchvision.transforms as T
 
 from ..settings.values import DataSettings
 from .batch_pool import pool_slots
-from .datasets import find_image_folder
+from .image_files import find_image_folder
 from .image_files import FileItems, ImageFiles, val_files
 from .decode import decode_file, read_bytes, require_torchcodec
 from .device_decode import DeviceDecodeLoader, DeviceView
-from .loaders import BatchFormat, EpochBatches, ImageView, Loaders, StreamLoader
+from .loaders import (BatchFormat, EpochBatches, EpochLoader, ImageView, Loaders, StreamLoader,
+                      build_loaders)
 from .policies import torchvision_transform
-from .splits import held_out_split
 from .views import TrainView, ValView
 from .workers import Workers
 
-__all__ = ["DECODE_PATHS", "decoded_item", "imagenet_loaders", "loader_memory", "PREFETCH"]
+__all__ = ["DECODE_PATHS", "DECODE_BUILDERS", "decoded_item", "imagenet_loaders",
+           "loader_memory", "PREFETCH", "TensorDecode", "PilDecode", "BatchDecode"]
 
-DECODE_PATHS = ("cpu", "pil", "device")
 PREFETCH = 2  # batches each worker prepares ahead
 
 
@@ -53,61 +53,89 @@ def loader_memory(data: DataSettings) -> int:
         views.train_crop ** 2 * data.train_batch + views.val_crop ** 2 * data.test_batch)
 
 
+class _FolderPath:
+    """What every --decode path shares: the device, the batches' format, the run's views and
+    policy, and the worker processes (the training loader keeps its own between epochs; each
+    evaluation starts its own)."""
+
+    def __init__(self, data: DataSettings, device: torch.device, fmt: BatchFormat):
+        self.device, self.fmt, self.views, self.policy = device, fmt, data.views, data.policy
+        self.workers = data.workers
+
+    def train_workers(self) -> Workers:
+        return Workers(self.workers, PREFETCH, persistent=True)
+
+    def evaluation_workers(self) -> Workers:
+        return Workers(self.workers, PREFETCH, persistent=False)
+
+
+class TensorDecode(_FolderPath):
+    """--decode cpu: the workers decode each file to a uint8 tensor and crop, resize and flip it
+    as uint8 (utils.data.views)."""
+
+    def train(self, files: ImageFiles, batches: EpochBatches) -> EpochLoader:
+        view = TrainView(self.views.train_crop, torchvision_transform(self.policy),
+                         self.views.interpolation)
+        return StreamLoader(FileItems(files, decoded_item), ImageView(view, random=True, hwc=True),
+                            batches, self.device, self.fmt, self.train_workers())
+
+    def evaluation(self, files: ImageFiles, batches: EpochBatches) -> EpochLoader:
+        view = ValView(self.views.val_crop, self.views.val_resize, self.views.interpolation)
+        return StreamLoader(FileItems(files, decoded_item), ImageView(view, random=False, hwc=True),
+                            batches, self.device, self.fmt, self.evaluation_workers())
+
+
+class PilDecode(_FolderPath):
+    """--decode pil: the reference's pipeline, torchvision's transforms on PIL images."""
+
+    def train(self, files: ImageFiles, batches: EpochBatches) -> EpochLoader:
+        policy = torchvision_transform(self.policy)
+        mode = T.InterpolationMode(self.views.interpolation)
+        view = T.Compose([T.RandomResizedCrop(self.views.train_crop, interpolation=mode),
+                          T.RandomHorizontalFlip()] + ([policy] if policy else []) +
+                         [T.PILToTensor()])
+        return StreamLoader(files, ImageView(view, random=True), batches, self.device, self.fmt,
+                            self.train_workers())
+
+    def evaluation(self, files: ImageFiles, batches: EpochBatches) -> EpochLoader:
+        mode = T.InterpolationMode(self.views.interpolation)
+        view = T.Compose([T.Resize(self.views.val_resize, mode),
+                          T.CenterCrop(self.views.val_crop), T.PILToTensor()])
+        return StreamLoader(files, ImageView(view, random=False), batches, self.device, self.fmt,
+                            self.evaluation_workers())
+
+
+class BatchDecode(_FolderPath):
+    """--decode device: the workers read bytes; the training device decodes, crops and resizes
+    whole batches (utils.data.device_decode)."""
+
+    def train(self, files: ImageFiles, batches: EpochBatches) -> EpochLoader:
+        return DeviceDecodeLoader(files, batches, self.device, self.fmt,
+                                  DeviceView(True, self.views, self.policy), self.train_workers())
+
+    def evaluation(self, files: ImageFiles, batches: EpochBatches) -> EpochLoader:
+        return DeviceDecodeLoader(files, batches, self.device, self.fmt,
+                                  DeviceView(False, self.views), self.evaluation_workers())
+
+
+# imagenet.py's --decode paths (the first is the default), each with its LoaderBuilder.
+DECODE_BUILDERS = {"cpu": TensorDecode, "pil": PilDecode, "device": BatchDecode}
+DECODE_PATHS = tuple(DECODE_BUILDERS)
+
+
 def imagenet_loaders(data: DataSettings, device: torch.device, seed: int, channels_last: bool,
                      classes: Optional[list[str]] = None,
                      shard: Optional[dict] = None) -> tuple[list[str], Loaders]:
     """(classes, Loaders) of ``data`` (a DataSettings) on ``device``, labelled by ``classes``
-    (train/'s folders, read when not given); ``shard``: this process's rank and world. With
-    ``data.val_split`` the held-out training images (utils.data.splits) are evaluated every
-    epoch, and val/ is the final loader."""
+    (train/'s folders, read when not given), through the ``data.decode`` path; ``shard``: this
+    process's rank and world. With ``data.val_split`` the held-out training images
+    (utils.data.splits) are evaluated every epoch, and val/ is the final loader."""
     if data.decode != "pil":
         require_torchcodec(f"--decode {data.decode}")
     train_set = ImageFiles(find_image_folder(data.root, "train"), classes)
     find_image_folder(data.root, "val")
     val_set = val_files(data.root, train_set.classes)
-    final_set = None
-    if data.val_split:
-        split = held_out_split(train_set.labels, data.val_split)
-        train_set, val_set, final_set = (train_set.subset(split.train.tolist()),
-                                         train_set.subset(split.held_out.tolist()), val_set)
-    shard = shard or {}
-    train_batches = EpochBatches(len(train_set), data.train_batch, shuffle=True, seed=seed,
-                                 **shard)
-    views = data.views
-    fmt = BatchFormat(views.mean, views.std, channels_last)
-    mode = T.InterpolationMode(views.interpolation)
-    train_workers = Workers(data.workers, PREFETCH, persistent=True)
-    policy = torchvision_transform(data.policy)
-
-    def evaluation(files):
-        batches = EpochBatches(len(files), data.test_batch, shuffle=False, **shard)
-        workers = Workers(data.workers, PREFETCH, persistent=False)
-        if data.decode == "device":
-            return DeviceDecodeLoader(files, batches, device, fmt, DeviceView(False, views),
-                                      workers)
-        if data.decode == "pil":
-            view = T.Compose([T.Resize(views.val_resize, mode), T.CenterCrop(views.val_crop),
-                              T.PILToTensor()])
-            return StreamLoader(files, ImageView(view, random=False), batches, device, fmt,
-                                workers)
-        view = ValView(views.val_crop, views.val_resize, views.interpolation)
-        return StreamLoader(FileItems(files, decoded_item),
-                            ImageView(view, random=False, hwc=True), batches, device, fmt,
-                            workers)
-
-    final = evaluation(final_set) if final_set is not None else None
-    if data.decode == "device":
-        train = DeviceDecodeLoader(train_set, train_batches, device, fmt,
-                                   DeviceView(True, views, data.policy), train_workers)
-    elif data.decode == "pil":
-        view = T.Compose([T.RandomResizedCrop(views.train_crop, interpolation=mode),
-                          T.RandomHorizontalFlip()] + ([policy] if policy else []) +
-                         [T.PILToTensor()])
-        train = StreamLoader(train_set, ImageView(view, random=True), train_batches, device,
-                             fmt, train_workers)
-    else:
-        train = StreamLoader(FileItems(train_set, decoded_item),
-                             ImageView(TrainView(views.train_crop, policy, views.interpolation),
-                                       random=True, hwc=True),
-                             train_batches, device, fmt, train_workers)
-    return train_set.classes, Loaders(train, evaluation(val_set), final, fmt)
+    fmt = BatchFormat(data.views.mean, data.views.std, channels_last)
+    builder = DECODE_BUILDERS[data.decode](data, device, fmt)
+    return train_set.classes, build_loaders(train_set, val_set, data, lambda _: builder, seed,
+                                            shard)

@@ -1,7 +1,9 @@
-"""An ImageFolder tree read file by file (imagenet.py, and a held-out part of it): ``ImageFiles``
-lists the files and labels; ``FileItems`` is the one dataset shell every loader reads them
-through, with its own item function (decoded tensors, raw bytes, ...). ``val_files`` also reads
-ImageNet's own flat val/ with its label file."""
+"""ImageFolder trees: their listing (``class_folders``, ``list_image_folder``: root/<class>/
+<image>, classes sorted as torchvision sorts them), read file by file for imagenet.py (and a
+held-out part of it) or whole for cifar.py's ImageFolder data (utils.data.datasets).
+``ImageFiles`` lists the files and labels; ``FileItems`` is the one dataset shell every loader
+reads them through, with its own item function (decoded tensors, raw bytes, ...). ``val_files``
+also reads ImageNet's own flat val/ with its label file."""
 import csv
 import os
 from typing import Any, Callable, Optional, Sequence, Union
@@ -9,10 +11,72 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from PIL import Image
 
-from .datasets import IMG_EXTENSIONS, list_image_folder, read_rgb
+from .decode import pil_rgb
 from .errors import DataError
 
-__all__ = ["ImageFiles", "FileItems", "VAL_LABELS", "val_files", "read_val_labels"]
+__all__ = ["IMG_EXTENSIONS", "class_folders", "list_image_folder", "find_image_folder",
+           "read_rgb", "ImageFiles", "FileItems", "VAL_LABELS", "val_files", "read_val_labels"]
+
+Samples = list[tuple[str, int]]  # (image path, label) of every image of a tree
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def class_folders(root: str) -> list:
+    """The class names of an ImageFolder tree: its sub-folders, sorted as torchvision sorts
+    them (a listing of one folder, not of the images)."""
+    try:
+        found = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    except OSError as e:
+        raise DataError(f"cannot read {root}: {e.strerror or e}") from e
+    if not found:
+        raise DataError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
+    return found
+
+
+def list_image_folder(root: str, classes: Optional[list[str]] = None) -> tuple[list[str], Samples]:
+    """(classes, [(path, label)]) of root/<class>/<image>, classes sorted as torchvision does.
+    With ``classes`` (the training split's), each folder takes the label of its name there, so
+    a split lacking a class keeps every other label right; a class unknown there is an error."""
+    found = class_folders(root)
+    if classes is None:
+        classes = found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise DataError(f"{root} has class folder(s) {', '.join(unknown[:5])} that the "
+                        f"training split does not have")
+    samples, walked = [], {}
+    for cls in found:
+        label, folders = classes.index(cls), []
+        for dirpath, _, files in os.walk(os.path.join(root, cls), followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in walked:  # a link back into the tree: its images would count again
+                raise DataError(f"{dirpath} is {walked[real]} again (a symbolic link to a folder "
+                                f"already read): remove the link, or copy the images")
+            walked[real] = dirpath
+            folders.append((dirpath, files))
+        for dirpath, files in sorted(folders):  # the order of sorted(os.walk(...))
+            for name in sorted(files):
+                if name.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(dirpath, name), label))
+    if not samples:
+        raise DataError(f"{root} has class folders but no image files "
+                        f"({', '.join(IMG_EXTENSIONS)})")
+    return list(classes), samples
+
+
+def read_rgb(path: str) -> Image.Image:
+    """An image file as an RGB PIL image (the --decode pil path); an unreadable file is a
+    DataError naming it (utils.data.decode words it)."""
+    return pil_rgb(path)
+
+
+def find_image_folder(root: str, split: str) -> str:
+    path = os.path.join(root, split)
+    if not os.path.isdir(path):
+        raise DataError(f"{path} not found: --data must hold train/ and val/ ImageFolder trees "
+                        f"(<split>/<class>/<image>)")
+    return path
+
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -41,9 +105,10 @@ class ImageFiles(torch.utils.data.Dataset):
         files.root, files.classes, files.samples = root, list(classes), list(samples)
         return files
 
-    def subset(self, index: Sequence[int]) -> "ImageFiles":
+    def subset(self, index: Union[torch.Tensor, Sequence[int]]) -> "ImageFiles":
         """The files at ``index`` (a held-out split's, or the rest), with the same classes."""
-        return ImageFiles.of_samples(self.root, self.classes, [self.samples[i] for i in index])
+        return ImageFiles.of_samples(self.root, self.classes,
+                                     [self.samples[i] for i in torch.as_tensor(index).tolist()])
 
 
 class FileItems(torch.utils.data.Dataset):

@@ -9,27 +9,31 @@ Two loaders yield the same thing, normalised float batches on the training devic
   the batched ops of policies.py (the fast CIFAR path).
 - ``StreamLoader``: a torch DataLoader of per-image torchvision transforms (ImageNet, or CIFAR
   with --loader dataloader); uint8 batches are copied to the device and normalised there.
+
+``build_loaders`` is the one skeleton of both scripts' loaders: the held-out split, each split's
+batches, and a ``LoaderBuilder`` (one per --loader or --decode path) for the loader of each.
 """
 import contextlib
 import dataclasses
-from typing import Callable, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Protocol, Union
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ..seeding import AUGMENT, ORDER, image_rng, stream_generator
-from ..settings.values import AugmentPolicy
+from ..settings.values import AugmentPolicy, DataSettings
 from .batch_pool import BatchPool, pool_slots
 from .datasets import ArrayDataset
 from .errors import DataError, worker_error
 from .policies import PolicyDraws, apply_policy, epoch_draws
+from .splits import hold_out
 from .transfer import to_device
 from .workers import Workers, data_loader, one_intra_op_thread, stop_workers
 
 __all__ = ["Loaders", "EpochBatches", "EpochLoader", "BatchFormat", "CropFlip", "ImageView",
            "Normalize", "DeviceLoader", "StreamLoader", "TaggedBatches", "crop_flip",
-           "ArrayImages"]
+           "ArrayImages", "LoaderBuilder", "build_loaders"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -310,3 +314,36 @@ class StreamLoader(EpochLoader):
         except Exception as e:
             stop_workers(self.loader, batches)
             raise worker_error(e) from None
+
+
+class LoaderBuilder(Protocol):
+    """One way of loading (a --loader or --decode path): the loader of the training images and
+    of a split evaluated in order, each over the batches ``build_loaders`` plans, in ``fmt``."""
+    fmt: BatchFormat
+
+    def train(self, dataset: Any, batches: EpochBatches) -> EpochLoader: ...
+
+    def evaluation(self, dataset: Any, batches: EpochBatches) -> EpochLoader: ...
+
+
+def build_loaders(train_set: Any, test_set: Any, data: DataSettings,
+                  builder_for: Callable[[Any], LoaderBuilder], seed: int,
+                  shard: Optional[dict] = None) -> Loaders:
+    """A run's Loaders: ``data.val_split``'s held-out share of ``train_set`` evaluated every
+    epoch and ``test_set`` scored at the end (utils.data.splits.hold_out), or ``test_set`` every
+    epoch; training batches of ``data.train_batch`` drawn from ``seed``, evaluation batches of
+    ``data.test_batch`` in order; each loader made by ``builder_for(training images)`` (which may
+    read them: cifar.py's normalisation is their statistics). ``shard``: this process's rank
+    and world (all of it by default)."""
+    train_set, test_set, final_set = hold_out(train_set, test_set, data.val_split)
+    shard = shard or {}
+    builder = builder_for(train_set)
+
+    def evaluation(dataset):
+        return builder.evaluation(dataset, EpochBatches(len(dataset), data.test_batch,
+                                                        shuffle=False, **shard))
+
+    train = builder.train(train_set, EpochBatches(len(train_set), data.train_batch, shuffle=True,
+                                                  seed=seed, **shard))
+    return Loaders(train, evaluation(test_set),
+                   evaluation(final_set) if final_set is not None else None, builder.fmt)

@@ -7,13 +7,13 @@ round(FRACTION x its images) of them (at least one where the class has two or mo
 drawn by a generator of a fixed seed, so runs of several --manualSeed values, several processes
 or a resumed run hold out the same images.
 """
-from typing import NamedTuple, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from .errors import DataError
 
-__all__ = ["SPLIT_SEED", "Split", "held_out_split"]
+__all__ = ["SPLIT_SEED", "Split", "held_out_split", "hold_out"]
 
 SPLIT_SEED = 20190325  # fixed: the held-out images must not move with --manualSeed
 
@@ -45,3 +45,14 @@ def held_out_split(labels: Union[torch.Tensor, Sequence[int]], fraction: float) 
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[held_out] = False
     return Split(torch.nonzero(keep).flatten(), held_out)
+
+
+def hold_out(train_set: Any, test_set: Any, fraction: float) -> tuple[Any, Any, Optional[Any]]:
+    """(the images that train, those evaluated every epoch, those scored once at the end) of a
+    run: with ``fraction`` (--val-split) the training images less their held-out share, that
+    share, and ``test_set``; without, ``train_set``, ``test_set`` and None. The sets are any with
+    ``labels`` and ``subset(index)`` (an ArrayDataset, an ImageFiles tree)."""
+    if not fraction:
+        return train_set, test_set, None
+    split = held_out_split(train_set.labels, fraction)
+    return train_set.subset(split.train), train_set.subset(split.held_out), test_set

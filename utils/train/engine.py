@@ -2,7 +2,7 @@
 exact evaluation, and the epoch loop that logs and checkpoints.
 
 One step: uint8 batch on the device -> crop/flip -> normalise (the loader) -> batch
-regularisers (cutout, mixup, ...: utils.data.augment) -> model under autocast -> loss scaled by
+regularisers (cutout, mixup, ...: utils.train.regularisers) -> model under autocast -> loss scaled by
 this micro-batch's share of the step -> backward (``micro_step``) -> after the step's last
 micro-batch: clipping, optimizer step, per-iteration LR schedule, EMA update
 (``optimizer_step``) -> meters -> progress line. How each of these runs is the recipe's

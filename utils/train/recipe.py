@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from ..data.augment import BatchAugment, DualCutoutLoss
+from .regularisers import BatchAugment, DualCutoutLoss
 from ..seeding import batch_generator
 from ..settings.values import RecipeSettings
 from .ema import WeightEMA, create_ema

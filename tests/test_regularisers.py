@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.settings.values import Regularisers
-from utils.data.augment import (BatchAugment, DualCutoutLoss, cutmix, cutout,
+from utils.train.regularisers import (BatchAugment, DualCutoutLoss, cutmix, cutout,
                                 dual_cutout, mixup, one_hot, random_erasing, ricap)
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..settings.values import Regularisers
-from .transfer import to_device
+from ..data.transfer import to_device
 
 __all__ = ["one_hot", "cutout", "random_erasing", "mixup", "cutmix", "ricap", "dual_cutout",
            "DualCutoutLoss", "BatchAugment"]
