@@ -24,21 +24,33 @@ def require_archive(npz: str, what: str) -> None:
         raise SystemExit(f"error: {what} needs the CIFAR-10 JPEG archive {npz} (--npz PATH)")
 
 
+# What a file that is not a .npz (a zip archive) is, by its first bytes.
+NOT_NPZ = ((b"\x93NUMPY", "one NumPy array (.npy), not named arrays"),
+           (b"\x80", "a pickle, which is never unpickled here (it could run code)"))
+
+
 def real_cifar(npz: str, split: str, count: int) -> tuple:
     """The first ``count`` images of a split of the CIFAR-10 JPEG archive, round-robin over the
-    classes (so any prefix is balanced), decoded: (uint8 N x 32 x 32 x 3, labels, class names)."""
+    classes (so any prefix is balanced), decoded: (uint8 N x 32 x 32 x 3, labels, class names).
+    Nothing in the file is unpickled: a pickle, or a .npz of Python objects, is one line."""
     from PIL import Image
     try:
-        archive = np.load(npz)  # allow_pickle stays False: a pickle or object array is refused
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(f"it holds one {type(archive).__name__}, not named arrays")
+        with open(npz, "rb") as f:
+            head = f.read(6)
+        if not head.startswith(b"PK"):
+            raise ValueError("it is " + next((what for magic, what in NOT_NPZ
+                                              if head.startswith(magic)), "no .npz (zip) archive"))
+        archive = np.load(npz, allow_pickle=False)
         with archive:
             jpeg, offsets, labels, classes = (archive[f"{split}_jpeg"],
                                               archive[f"{split}_offsets"],
                                               archive[f"{split}_labels"], archive["classes"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        # numpy's own words for an object array advise allow_pickle=True: never take that here.
+        why = ("it holds arrays of Python objects, which are never unpickled here (they could "
+               "run code)" if "allow_pickle" in str(e) else first_line(e))
         raise SystemExit(f"error: {npz} is not the CIFAR-10 JPEG archive (arrays {split}_jpeg, "
-                         f"{split}_offsets, {split}_labels, classes): {first_line(e)}") from e
+                         f"{split}_offsets, {split}_labels, classes): {why}") from e
     labels = labels.astype(np.int64)
     per_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     order = [i for group in zip(*per_class) for i in group][:count]

@@ -77,6 +77,25 @@ def test_a_checkpoint_that_names_code_is_refused_without_advice_to_run_it(good, 
     assert "weights_only" not in line and not (tmp_path / "code-ran").exists()
 
 
+@pytest.mark.parametrize("script", ["cifar", "predict"])
+def test_a_state_dict_that_names_code_is_refused(good, tmp_path, capsys, monkeypatch, script):
+    """A bare state_dict (torchvision's and timm's way of sharing weights) with a payload:
+    --weights refuses it, naming what it names; predict.py --model, which takes programs,
+    says what the file is without loading it. Neither runs the payload."""
+    import predict
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "state.pth")
+    torch.save({"conv1.weight": torch.ones(1), "fc.bias": RunsCode()}, path)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    main, argv = ((cifar.main, TINY + ["--weights", path, "--data", good, "-c", "run"])
+                  if script == "cifar" else (predict.main, ["--model", path, str(image)]))
+    code, line = one_line_failure(main, argv, capsys)
+    assert code == 1 and ("posix.system" in line and "refused" in line if script == "cifar" else
+                          "it is a torch.save file" in line), line
+    assert "weights_only" not in line and not (tmp_path / "code-ran").exists()
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, trained):
     """export.py's program of ``trained``."""

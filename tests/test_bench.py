@@ -170,6 +170,15 @@ def test_bench_refuses_a_flag_it_would_not_read(capsys, argv, message):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+class MakesFile:
+    """A pickle payload that would create ``code-ran`` beside the archive if unpickled."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
 def write_npz_like(path, kind):
     import pickle
 
@@ -177,11 +186,12 @@ def write_npz_like(path, kind):
     if kind == "missing":
         return path
     if kind == "pickle":
-        path.write_bytes(pickle.dumps({"train_jpeg": b"x"}))
+        path.write_bytes(pickle.dumps({"train_jpeg": MakesFile(str(path.parent / "code-ran"))}))
     elif kind == "keys":
         np.savez(path, train_jpeg=np.zeros(3, np.uint8))
     elif kind == "objects":
-        np.savez(path, train_jpeg=np.array([b"a", None], dtype=object),
+        np.savez(path, train_jpeg=np.array([b"a", MakesFile(str(path.parent / "code-ran"))],
+                                           dtype=object),
                  train_offsets=np.zeros(2), train_labels=np.zeros(1), classes=np.array(["a"]))
     elif kind == "npy":
         np.save(path, np.zeros(3))
@@ -191,13 +201,16 @@ def write_npz_like(path, kind):
 
 @pytest.mark.parametrize("kind, message", [
     ("missing", "needs the CIFAR-10 JPEG archive"),
-    ("pickle", "is not the CIFAR-10 JPEG archive"),
+    ("pickle", "it is a pickle, which is never unpickled here (it could run code)"),
     ("keys", "is not the CIFAR-10 JPEG archive (arrays train_jpeg, train_offsets, train_labels, "
              "classes): "),
-    ("objects", "is not the CIFAR-10 JPEG archive"),
-    ("npy", "it holds one ndarray, not named arrays"),
+    ("objects", "it holds arrays of Python objects, which are never unpickled here"),
+    ("npy", "it is one NumPy array (.npy), not named arrays"),
 ])
 def test_a_missing_or_malformed_archive_is_one_line(tmp_path, kind, message):
+    """... and one that would run code (a pickle posing as the archive, a .npz of objects)
+    runs none: the file its payload would make is never made, and numpy's advice to pass
+    allow_pickle=True is not repeated."""
     import subprocess
     import sys
     npz = write_npz_like(tmp_path / "a.npz", kind)
@@ -207,6 +220,7 @@ def test_a_missing_or_malformed_archive_is_one_line(tmp_path, kind, message):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "allow_pickle" not in done.stderr and not (tmp_path / "code-ran").exists()
 
 
 def model_flag_examples():

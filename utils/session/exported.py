@@ -20,6 +20,7 @@ import torch
 from torch.export.pt2_archive.constants import (CUSTOM_OBJ_FILENAME_PREFIX,
                                                  OPAQUE_OBJ_FILENAME_PREFIX)
 
+from ..files import is_export_archive
 from ..train.checkpoint import CheckpointError
 
 __all__ = ["UnsafeExport", "load_exported"]
@@ -81,6 +82,10 @@ def load_exported(path: str, extra_files: dict) -> torch.export.ExportedProgram:
     """``torch.export.load(path, extra_files=...)`` with no unpickling that could run code:
     the archive checked first (``check_archive``), every load inside weights-only. A file that
     asks for more is refused with one line."""
+    if not is_export_archive(path):  # torch.export.load would log its own miniz complaints
+        what = ("a torch.save file (a checkpoint or state_dict: give a run's checkpoint to "
+                "--resume)" if zipfile.is_zipfile(path) else "not a .pt2 archive")
+        raise CheckpointError(f"{path} is not a program export.py wrote: it is {what}")
     check_archive(path)
     with _weights_only_loads():
         try:
