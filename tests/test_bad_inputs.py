@@ -859,10 +859,16 @@ def damaged_checkpoint(trained, tmp_path, **fields):
     (dict(run={"sessions": "yesterday"}), "malformed 'run': its sessions are not a list"),
     (dict(best_acc=float("nan")), "malformed 'best_acc': nan is not a finite number"),
     (dict(num_classes=0), "malformed 'num_classes': 0 classes"),
+    (dict(args={"randaugment": [2, 99]}), "malformed 'args': --randaugment M must be in 0..30 "
+     "(torchvision's 31 magnitude bins), got 99 (--randaugment as the checkpoint records it; "
+     "this command line does not write it)"),
+    (dict(args={"mixup": 0.2, "cutmix": 1.0}), "malformed 'args': choose one of --mixup, "
+                                               "--cutmix"),
 ], ids=["position-past-end", "meters", "lr", "args-str", "args-float", "args-choice",
         "args-epochs-none", "args-schedule-none", "args-batch-none", "args-wd-none",
         "args-arch-none", "args-lr-range", "args-batch-range",
-        "log-row", "log-inf", "sessions", "best-acc", "classes"])
+        "log-row", "log-inf", "sessions", "best-acc", "classes", "args-policy",
+        "args-combination"])
 def test_a_checkpoint_field_read_back_is_checked_like_its_flag(good, trained, tmp_path, capsys,
                                                                fields, message):
     path = damaged_checkpoint(trained, tmp_path, **fields)

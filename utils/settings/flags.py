@@ -29,8 +29,8 @@ from typing import Optional, Sequence
 from ..distributed import launched_as_main
 from .architecture import arch_list, check_arch, check_model_flags, resolve_pair, \
     with_recorded_pair
-from .resume import (Resumed, check_going_back, differing_recorded, merge_resumed,
-                     recall_per_run)
+from .resume import (Resumed, blame_record, check_going_back, differing_recorded,
+                     merge_resumed, recall_per_run)
 from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
 from .table import POLICY_FLAGS, check, check_pair, check_rules, check_written
 from .values import (AugmentPolicy, CheckpointPolicy, DataSettings, DeviceSettings, ImageViews,
@@ -273,15 +273,20 @@ class ScriptFlags:
             raise UsageError("--data is required: the folder of the data (see --help)")
         if values["workers"] is None:
             values["workers"] = default_workers(self.spec.workers)
-        check_values(self.flags, values)
-        check_rules(values, values.get("train_crop_size") or self.spec.image_size,
-                    resumed is not None)
-        if values["checkpoint"] is None:
-            values["checkpoint"] = default_run_folder(self.script, values["arch"])
-        if resumed is not None:
-            check_going_back(resumed.path, values)
-        warn_schedule(values)
-        return self._settings(values, given, parsed.argv, changed)
+        try:
+            check_values(self.flags, values)
+            check_rules(values, values.get("train_crop_size") or self.spec.image_size,
+                        resumed is not None)
+            if values["checkpoint"] is None:
+                values["checkpoint"] = default_run_folder(self.script, values["arch"])
+            if resumed is not None:
+                check_going_back(resumed.path, values)
+            warn_schedule(values)
+            return self._settings(values, given, parsed.argv, changed)
+        except UsageError as refusal:  # of values the record gave: the record's fault
+            if resumed is not None:
+                blame_record(refusal, self.flags, given, resumed)
+            raise
 
     def _settings(self, values: dict, given: frozenset, argv: tuple,
                   changed: dict) -> RunSettings:

@@ -15,6 +15,7 @@ written, with a line saying so; written with another value, it is taken with a w
 """
 import dataclasses
 import os
+import re
 import sys
 from typing import Any, Optional
 
@@ -25,7 +26,8 @@ from .table import POLICY_FLAGS
 from .values import Schedule
 
 __all__ = ["Resumed", "MalformedRecord", "applied_on_resume", "before_the_flag",
-           "merge_resumed", "recall_per_run", "differing_recorded", "check_going_back"]
+           "merge_resumed", "recall_per_run", "differing_recorded", "blame_record",
+           "check_going_back"]
 
 START_ANEW = "train into a new run folder (-c) starting from its weights (--weights)"
 
@@ -132,6 +134,24 @@ def differing_recorded(flags: dict, recorded: set, values: dict, saved: dict) ->
             differences.append(f"it was trained with {flag} {_shown(was)}, this command gives "
                                f"{flag} {_shown(given)}")
     return "; ".join(differences) or None
+
+
+def blame_record(error: UsageError, flags: dict, given: frozenset, resumed: Resumed) -> None:
+    """Raise MalformedRecord for a refused value or combination (``error``) that names only
+    flags the checkpoint's record gave, none written on this command line: the record is
+    damaged (``--randaugment 2 99`` recorded), and a line worded as if the user had typed it
+    would send them looking for a flag they never wrote. Returns otherwise."""
+    text = str(error)
+
+    def named(name):
+        return re.search(rf"(?<![\w-]){re.escape(flags[name].long)}(?![\w-])", text)
+
+    recorded = [flags[name].long for name in sorted(set(resumed.args) & set(flags) - given)
+                if named(name)]
+    if recorded and not any(named(name) for name in given if name in flags):
+        raise MalformedRecord(f"{resumed.path} has a malformed 'args': {text} ("
+                              f"{', '.join(recorded)} as the checkpoint records it; this "
+                              f"command line does not write it)") from error
 
 
 def check_recorded_types(flags: dict, recorded: set, saved: dict, path: str) -> None:
