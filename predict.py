@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Run a trained model on image files: each image's top-k classes by name, with probabilities.
 
-The model is a run (--resume, its checkpoint rebuilt as export.py rebuilds it) or an exported
-program (--model FILE.pt2); either way the images go through the run's own evaluation input:
+The model is a run (--resume, its checkpoint rebuilt as export.py rebuilds it), an exported
+program (--model FILE.pt2) or shared weights (--model FILE.safetensors, rebuilt from the
+metadata export.py wrote into it); either way the images go through the run's own evaluation input:
 its size, resize, filter and normalisation (utils.session.trained.InputContract), in batches,
 on the GPU when there is one.
 """
@@ -24,6 +25,7 @@ from utils.data.errors import DataError
 from utils.data.views import Box, ValView, resized_box
 from utils.session.exported import load_exported
 from utils.session.trained import InputContract, load_trained
+from utils.train.weights_file import is_weights_file
 from utils.settings.flag import UsageError
 from utils.settings.values import DEFAULT_MAX_PIXELS, INTERPOLATIONS, MAX_IMAGE_SIDE
 from utils.train.checkpoint import CheckpointError
@@ -32,6 +34,7 @@ EXAMPLES = """examples:
   python predict.py --resume checkpoints/cifar10/l_resnet-20 photos/cat.jpg photos/dog.png
   python predict.py --resume checkpoints/imagenet/l_resnet50 --ema --topk 3 'photos/*.jpg'
   python predict.py --model l_resnet-20.pt2 --format json photos/ > predictions.json
+  python predict.py --model l_resnet-20.safetensors photos/
 """
 
 
@@ -42,9 +45,10 @@ class Predictor(NamedTuple):
 
 
 def load_predictor(args: argparse.Namespace, device: torch.device) -> Predictor:
-    """The model of --resume (with --ema, its EMA) or of --model FILE.pt2, on ``device``."""
-    if args.resume:
-        trained = load_trained(args.resume, args.ema)
+    """The model of --resume (with --ema, its EMA) or of --model FILE (.pt2, or .safetensors:
+    rebuilt from its metadata, nothing unpickled), on ``device``."""
+    if args.resume or is_weights_file(args.model):
+        trained = load_trained(args.resume or args.model, args.ema)
         return Predictor(trained.model.to(device), trained.contract)
     files = {"metadata.json": ""}
     program = load_exported(args.model, files)
@@ -177,7 +181,8 @@ def main(argv: Optional[list] = None) -> int:
                                      allow_abbrev=False)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--resume", metavar="RUN", help="a run folder or checkpoint file")
-    source.add_argument("--model", metavar="FILE", help="a program export.py wrote (.pt2)")
+    source.add_argument("--model", metavar="FILE", help="a file export.py wrote: a program "
+                                                        "(.pt2) or safetensors (.safetensors)")
     parser.add_argument("--ema", action="store_true", help="--resume: the EMA of the weights")
     parser.add_argument("--topk", type=int, default=5, metavar="K",
                         help="classes shown per image (default: %(default)s)")

@@ -23,6 +23,7 @@ from ..train.checkpoint import (Checkpoint, CheckpointError, read_checkpoint,
                                 resolve_checkpoint_path)
 from ..train.engine import fit
 from ..train.fine_tune import InitialWeights
+from ..train.weights_file import is_weights_file
 from ..train.plan import EpochPosition, PreparedModel, StartPoint, TrainPlan
 from ..train.recipe import Recipe, apply_hyperparameters
 from ..train.stopping import ImmediateStop
@@ -52,6 +53,10 @@ def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> ReadSettin
     resume = flags.invocation(parsed).resume
     if resume:
         path = resolve_checkpoint_path(resume)
+        if is_weights_file(path):
+            raise UsageError(f"{path} holds a model's weights (safetensors) and no training "
+                             f"state to resume: start a run from them with --weights {path} "
+                             f"(-e --weights {path} scores them)")
         checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
         resumed = resumed_of(path, checkpoint)
     return ReadSettings(flags.settings(parsed, resumed), checkpoint)

@@ -40,17 +40,19 @@ class InputContract:
 
 class TrainedRun(NamedTuple):
     """A run's model in eval mode, its architecture, class count and constructor options (the
-    keywords that rebuild it: depth, gn_groups, ...), and its InputContract."""
+    keywords that rebuild it: depth, gn_groups, ...), its InputContract, and the Checkpoint it
+    was rebuilt from (its recorded flags and run record)."""
     model: nn.Module
     arch: str
     num_classes: int
     contract: InputContract
     options: dict
+    checkpoint: Optional[Checkpoint] = None
 
 
 def load_trained(path: str, use_ema: bool = False) -> TrainedRun:
-    """The TrainedRun of a run folder or checkpoint file: the weights, or with ``use_ema`` their
-    EMA's."""
+    """The TrainedRun of a run folder or checkpoint file (or a safetensors export of one): the
+    weights, or with ``use_ema`` their EMA's."""
     checkpoint = read_checkpoint(path)
     arch = checkpoint.arch or (checkpoint.args or {}).get("arch")
     if arch is None or checkpoint.num_classes is None:
@@ -80,7 +82,7 @@ def load_trained(path: str, use_ema: bool = False) -> TrainedRun:
                                  checkpoint.classes)
     options = {name: value for name, value in settings.options.items()
                if name in model_options(flags.archs[arch])}
-    return TrainedRun(model.eval(), arch, checkpoint.num_classes, contract, options)
+    return TrainedRun(model.eval(), arch, checkpoint.num_classes, contract, options, checkpoint)
 
 
 def _cifar_normalisation(checkpoint: Checkpoint, path: str) -> dict:

@@ -8,13 +8,14 @@ reference's carries DataParallel's ``module.`` prefix; ours is unwrapped), ``acc
 checkpoints from before they were recorded have none), ``normalisation`` (the per-channel
 mean and std its batches were normalised with), ``args`` (the run's recorded flags),
 ``ema_state_dict``, ``log`` (the log's rows), ``run`` (its run record) and, for a recovery
-checkpoint taken mid-epoch, ``position``. ``FIELDS`` is that schema; every field read back is
-checked against it (and ``FIELD_CHECKS``) before use. A file holding a bare state_dict is a
-checkpoint of weights alone.
+checkpoint taken mid-epoch, ``position``. ``FIELDS`` is that schema
+(utils.train.checkpoint_schema); every field read back is checked against it (and
+``FIELD_CHECKS``) before use. A file holding a bare state_dict is a
+checkpoint of weights alone, and so is a safetensors file (utils.train.weights_file), whose
+metadata give the fields that rebuild its model.
 """
 import dataclasses
 import errno
-import math
 import os
 import pickle
 import re
@@ -29,14 +30,12 @@ from ..atomic import atomic_copy, atomic_save
 from ..messages import first_line
 from ..records.run_folder import holds_run, stopped_before_first_checkpoint
 from ..seeding import rng_state, set_rng_state
+from .checkpoint_schema import CheckpointError, as_number, check_checkpoint
 from .recipe import Recipe
 from .state_fit import state_misfit
+from .weights_file import WeightsFileError, is_weights_file, read_weights_file
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
 class WeightsMismatch(CheckpointError):
@@ -103,6 +102,11 @@ def read_checkpoint(path: str) -> "Checkpoint":
                               f"WS folded into plain convs and no training state: give the run "
                               f"folder or its checkpoint.pth.tar (predict.py --model reads the "
                               f".pt2)")
+    if is_weights_file(path):  # safetensors: no pickle at all (utils.train.weights_file)
+        try:
+            return Checkpoint.from_dict(read_weights_file(path), path)
+        except WeightsFileError as e:
+            raise CheckpointError(str(e)) from e
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -124,117 +128,6 @@ def read_checkpoint(path: str) -> "Checkpoint":
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not a "
                               f"PyTorch file): {type(e).__name__}: {first_line(e)}") from e
     return Checkpoint.from_dict(saved, path)
-
-
-# The fields a checkpoint may hold (the reference's and ours) and the types they must have
-# (the reference saved its accuracies as 0-dim tensors).
-FIELDS = {"epoch": int, "acc": (int, float, torch.Tensor), "best_acc": (int, float, torch.Tensor),
-          "optimizer": dict,
-          "scheduler": (dict, type(None)), "scaler": (dict, type(None)), "rng": dict, "arch": str,
-          "num_classes": int, "classes": list, "normalisation": dict, "args": dict, "ema_state_dict": dict, "log": dict,
-          "run": dict,
-          "position": dict}
-
-
-def check_checkpoint(checkpoint: object, path: str) -> None:
-    """A dict holding named tensors (under ``state_dict``, or a bare state_dict) whose other
-    fields have their types; anything else is a CheckpointError naming what is wrong."""
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint")
-    state = checkpoint.get("state_dict", checkpoint)
-    if (not isinstance(state, dict) or not state
-            or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                       for k, v in state.items())):
-        raise CheckpointError(f"{path} is not a checkpoint: it holds no state_dict of named "
-                              f"tensors")
-    if state is checkpoint:
-        return
-    for field, types in FIELDS.items():
-        if field in checkpoint and (not isinstance(checkpoint[field], types)
-                                    or isinstance(checkpoint[field], bool)):
-            raise CheckpointError(f"{path} has a malformed {field!r}: a "
-                                  f"{type(checkpoint[field]).__name__}")
-    if checkpoint.get("epoch", 0) < 0:
-        raise CheckpointError(f"{path} has a negative epoch count ({checkpoint['epoch']})")
-    for field, check in FIELD_CHECKS.items():
-        if checkpoint.get(field) is not None:
-            problem = check(checkpoint[field])
-            if problem:
-                raise CheckpointError(f"{path} has a malformed {field!r}: {problem}")
-    names, count = checkpoint.get("classes"), checkpoint.get("num_classes")
-    if names is not None and count is not None and len(names) != count:
-        raise CheckpointError(f"{path} has a malformed 'classes': {len(names)} names for "
-                              f"{count} classes")
-
-
-def _number(value):
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _finite(value, least=None):
-    """Whether ``value`` is a finite number (at least ``least``)."""
-    number = _number(value)
-    return number is not None and math.isfinite(number) and (least is None or number >= least)
-
-
-def _check_log(log):
-    names, rows = log.get("names"), log.get("rows")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        return "its column names are not a list of names"
-    if not isinstance(rows, list):
-        return "its rows are not a list"
-    for i, row in enumerate(rows, start=1):
-        if not isinstance(row, list) or len(row) != len(names):
-            return f"row {i} is not a row of {len(names)} numbers"
-        if not all(_finite(v) for v in row):
-            return f"row {i} holds a value that is not a finite number"
-    return None
-
-
-def _check_position(position):
-    batch, meters, lr = position.get("batch"), position.get("meters"), position.get("lr")
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        return f"its batch is {batch!r}, not a batch number of 1 or more"
-    if not isinstance(meters, list) or not meters or not all(
-            isinstance(m, list) and len(m) == 5 and all(_finite(v, 0) for v in m)
-            for m in meters):
-        return "its meters are not lists of 5 non-negative numbers"
-    if not _finite(lr, 0) or _number(lr) == 0:
-        return f"its learning rate is {lr!r}, not a positive number"
-    return None
-
-
-def _check_normalisation(normalisation):
-    for name in ("mean", "std"):
-        values = normalisation.get(name)
-        if (not isinstance(values, list) or len(values) != 3
-                or not all(_finite(v) for v in values)):
-            return f"its {name} is not 3 finite numbers"
-    if not all(v > 0 for v in normalisation["std"]):
-        return "its std is not positive"
-    return None
-
-
-def _check_run(run):
-    sessions = run.get("sessions", [])
-    if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
-        return "its sessions are not a list of records"
-    for name in ("flags", "recorded"):
-        if not isinstance(run.get(name, {}), dict):
-            return f"its {name} are not a dict"
-    return None
-
-
-# What each field must hold beyond its type, said in the words of the error line.
-FIELD_CHECKS = {
-    "acc": lambda v: None if _finite(v) else f"{v!r} is not a finite number",
-    "best_acc": lambda v: None if _finite(v) else f"{v!r} is not a finite number",
-    "num_classes": lambda v: None if v >= 1 else f"{v} classes",
-    "classes": lambda v: None if all(isinstance(c, str) for c in v) else "not a list of names",
-    "normalisation": lambda v: _check_normalisation(v),
-    "log": _check_log, "position": _check_position, "run": _check_run}
 
 
 def unwrap_state_dict(obj: Union["Checkpoint", dict]) -> dict:
@@ -270,10 +163,14 @@ def load_weights(model: nn.Module, source: Union[str, os.PathLike, "Checkpoint",
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
+    # A float tensor may be stored in another float width; an integer or a bool as a float (or
+    # the other way) is not the model's tensor, and load_state_dict would cast it silently.
+    kinds = [f"{k}: checkpoint {state[k].dtype} vs model {own[k].dtype}" for k in own
+             if k in state and _kind(state[k]) != _kind(own[k])]
+    if missing or unexpected or shapes or kinds:
         problems = []
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", shapes)):
+                             ("shape mismatches", shapes), ("dtype mismatches", kinds)):
             if items:
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8
                                                 else "")
@@ -281,6 +178,11 @@ def load_weights(model: nn.Module, source: Union[str, os.PathLike, "Checkpoint",
         raise WeightsMismatch("checkpoint does not fit the model; " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return checkpoint
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    return ("float" if tensor.is_floating_point() else "complex" if tensor.is_complex()
+            else "bool" if tensor.dtype == torch.bool else "integer")
 
 
 # What a Checkpoint captures of a run beside its weights and training state: the fields the
@@ -335,7 +237,7 @@ class Checkpoint:
         fields = {k: v for k, v in saved.items() if k in known}
         for name in ("acc", "best_acc"):
             if fields.get(name) is not None:
-                fields[name] = float(_number(fields[name]))
+                fields[name] = float(as_number(fields[name]))
         return cls(**fields, extra={k: v for k, v in saved.items() if k not in known})
 
     def to_dict(self) -> dict:
