@@ -10,7 +10,7 @@ from utils import distributed
 from utils.cli import run_main
 from utils.data.decode import set_max_pixels
 from utils.data.cifar import cifar_loaders
-from utils.data.datasets import class_count, load_dataset
+from utils.data.datasets import class_count, is_image_folder, load_dataset
 from utils.scripts import cifar_flags
 from utils.seeding import seed_everything
 from utils.session import stages
@@ -57,7 +57,9 @@ def main(argv=None):
     if settings.evaluate:
         return report_evaluation(model, loaders.test_split, recipe, plan, train_set.classes,
                                  num_classes)
-    run_data = stages.RunData(num_classes, train_set.classes, initial, loaders.fmt)
+    run_data = stages.RunData(num_classes, train_set.classes, initial, loaders.fmt,
+                              None if is_image_folder(settings.data.root, settings.data.dataset)
+                              else settings.data.dataset)
     fields = stages.checkpoint_fields(settings, run_data, checkpoint)
     return stages.train_and_log(model, loaders, recipe, plan, fields)
 

@@ -21,6 +21,17 @@ def tiny_run(seed, train_batch=16, test_batch=16):
             "--test-batch", str(test_batch)]
 
 
+def folder_run(root, classes, flags=()):
+    """A one-epoch cifar.py run of TINY_MODEL with ``flags`` on an ImageFolder of ``classes``
+    made under ``root``: (the run folder, the data folder)."""
+    import cifar
+    data = make_image_folder(os.path.join(str(root), "data"), classes=classes)
+    folder = os.path.join(str(root), "run")
+    cifar.main(TINY_MODEL + ["--data", data, "--epochs", "1", "--train-batch", "4",
+                             "--test-batch", "4", "--no-progress", "-c", folder] + list(flags))
+    return folder, data
+
+
 def one_line_failure(main, argv, capsys):
     """Run a script's ``main`` as its command line does; it must exit non-zero with exactly one
     line on stderr besides warnings, and no traceback. Returns (exit code, the line)."""

@@ -11,11 +11,10 @@ import sys
 import pytest
 import torch
 
-import cifar
 import export
 import imagenet
 import predict
-from builders import REPO, make_image_folder, one_line_failure
+from builders import REPO, folder_run, make_image_folder, one_line_failure
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -23,10 +22,7 @@ CLASSES = ["ant", "bee", "cat"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
-    data = make_image_folder(str(root / "data"), classes=CLASSES)
-    folder = str(root / "run")
-    cifar.main(["-a", "l_resnet", "--depth", "8", "--data", data, "--epochs", "1",
-                "--train-batch", "4", "--test-batch", "4", "--no-progress", "-c", folder])
+    folder, _ = folder_run(root, CLASSES)
     photos = make_image_folder(str(root / "photos"), splits=(("x", 2),), classes=("p",),
                                size=(50, 40), ext="jpg", seed=3)
     return folder, sorted(os.path.join(photos, "x", "p", f) for f in

@@ -12,7 +12,7 @@ import torch
 import cifar
 import export
 import predict
-from builders import make_image_folder, one_line_failure
+from builders import folder_run, make_image_folder, one_line_failure
 from utils.train.checkpoint import read_checkpoint
 from utils.train.weights_file import FORMAT, read_weights_file
 
@@ -25,10 +25,7 @@ def run(tmp_path_factory):
     """A tiny GN+WS run with a held-out split (so it has test scores) and an EMA, its
     safetensors export, and two photos."""
     root = tmp_path_factory.mktemp("shared")
-    data = make_image_folder(str(root / "data"), classes=CLASSES)
-    folder = str(root / "run")
-    cifar.main(["-a", "l_resnet", "--depth", "8", "--data", data, "--val-split", "0.5",
-                "--ema", "0.9", "-c", folder] + TINY)
+    folder, data = folder_run(root, CLASSES, ["--val-split", "0.5", "--ema", "0.9"])
     shared = str(root / "m.safetensors")
     assert export.main(["--resume", folder, "-o", shared, "--format", "safetensors"]) == 0
     photos = make_image_folder(str(root / "photos"), splits=(("x", 2),), classes=("p",),

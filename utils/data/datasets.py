@@ -21,7 +21,7 @@ from .errors import DataError
 from .image_files import class_folders, list_image_folder
 from .raw_formats import FormatError, read_cifar_pickle, read_idx, read_mat
 
-__all__ = ["class_count", "ArrayDataset", "load_dataset", "dataset_stats", "DATASETS"]
+__all__ = ["class_count", "is_image_folder", "ArrayDataset", "load_dataset", "dataset_stats", "DATASETS"]
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the reference's
 
@@ -251,12 +251,16 @@ def class_count(root: str, name: str = "cifar10") -> int:
     """How many classes a model of dataset ``name``'s data under ``root`` needs, known before
     an image is read: an ImageFolder layout's own (its train/ class folders), else the
     dataset's (raw files, or ones still to download)."""
-    spec = DATASETS[name]
-    train_dir = os.path.join(root, "train")
-    if (not _has_raw_files(root, spec) and os.path.isdir(train_dir)
-            and os.path.isdir(os.path.join(root, "test"))):
-        return len(class_folders(train_dir))
-    return spec["num_classes"]
+    if is_image_folder(root, name):
+        return len(class_folders(os.path.join(root, "train")))
+    return DATASETS[name]["num_classes"]
+
+
+def is_image_folder(root: str, name: str = "cifar10") -> bool:
+    """Whether load_dataset reads ``root`` as an ImageFolder layout (train/ and test/ class
+    folders, and none of dataset ``name``'s raw files), not as that dataset."""
+    return (not _has_raw_files(root, DATASETS[name]) and os.path.isdir(os.path.join(root, "train"))
+            and os.path.isdir(os.path.join(root, "test")))
 
 
 def load_dataset(root: str, name: str = "cifar10",
@@ -274,12 +278,12 @@ def load_dataset(root: str, name: str = "cifar10",
     official = os.path.join(root, spec["folder"])
     read = READERS[spec["format"]]
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
-    if _has_raw_files(root, spec):
-        return read(official, spec)
-    if os.path.isdir(train_dir) and os.path.isdir(test_dir):
+    if is_image_folder(root, name):
         train = _read_image_folder(train_dir)
         test = _read_image_folder(test_dir, train.classes)
         return train, test
+    if _has_raw_files(root, spec):
+        return read(official, spec)
     raw = LAYOUT_NAMES[spec["format"]].format(folder=spec["folder"])
     looked = (f"looked in {os.path.abspath(root)} for {raw} or train/<class>/ + test/<class>/ "
               f"(ImageFolder layout)")

@@ -12,6 +12,9 @@ every checkpoint holds the record as it was when training started, under ``run``
               stopped by a signal or a crash counts up to the checkpoint it left)
     result    at the end: best and final validation accuracy, epochs done, and wall_seconds:
               the sum over the sessions
+    classes   the class names, in label order
+    dataset   the named dataset its images are (cifar.py's -d read from that dataset's own
+              files); null for an ImageFolder tree (imagenet.py's, or cifar.py's on one)
 """
 import datetime
 import json

@@ -11,7 +11,7 @@ hand; what the run did not record is said to be unknown.
 import json
 import math
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..records.summary import read_record, scored_test_split
 from ..train.checkpoint import Checkpoint, resolve_checkpoint_path
@@ -49,32 +49,48 @@ def hub_entry(script: Optional[str], arch: str) -> str:
     return f"cifar_{arch}" if script == "cifar.py" else arch
 
 
-def model_card(trained: TrainedRun, record: dict, output: str, fmt: str, ema: bool) -> str:
-    """The card of ``trained`` (rebuilt from its checkpoint) exported to ``output`` in ``fmt``
-    (exported, state_dict, safetensors), from its run ``record`` (run_record)."""
+class _Facts(NamedTuple):
+    """What a card says of a run, read once from its record and checkpoint."""
+    recorded: dict
+    sessions: list
+    script: Optional[str]
+    dataset: Optional[str]  # the named dataset read (None: an ImageFolder tree, or unknown)
+    dataset_known: bool  # whether the record says (records from before it did not)
+    scores: list
+
+
+def _facts(trained: TrainedRun, record: dict) -> _Facts:
     recorded = record.get("recorded") or (trained.checkpoint.args if trained.checkpoint
                                           else None) or {}
     sessions = [s for s in record.get("sessions") or [] if isinstance(s, dict)]
-    script = _script(sessions)
     result = record.get("result") if isinstance(record.get("result"), dict) else {}
-    dataset = recorded.get("dataset") if script == "cifar.py" else None
-    scores = _scores(result)
+    dataset = record.get("dataset")
+    return _Facts(recorded, sessions, _script(sessions),
+                  dataset if dataset in HUB_DATASETS else None, "dataset" in record,
+                  _scores(result))
+
+
+def model_card(trained: TrainedRun, record: dict, output: str, fmt: str, ema: bool) -> str:
+    """The card of ``trained`` (rebuilt from its checkpoint) exported to ``output`` in ``fmt``
+    (exported, state_dict, safetensors), from its run ``record`` (run_record)."""
+    facts = _facts(trained, record)
+    dataset = facts.dataset
     lines = ["---", "library_name: pytorch", "pipeline_tag: image-classification", "tags:",
              "- image-classification", f"- {trained.arch}"]
-    model = {**recorded, **trained.options}  # an l_* name's pair is recorded, not an option
+    model = {**facts.recorded, **trained.options}  # an l_* name's pair is recorded, not an option
     lines += [f"- {tag}" for tag in _norm_tags(model)]
-    if dataset in HUB_DATASETS:
+    if dataset:
         lines += ["datasets:", f"- {HUB_DATASETS[dataset]}"]
     lines += ["metrics:", "- accuracy"]
-    if scores:
+    if facts.scores:
         lines += ["model-index:", f"- name: {trained.arch}", "  results:",
                   "  - task:", "      type: image-classification", "    dataset:",
                   f"      name: {dataset or 'imagefolder'}",
                   f"      type: {HUB_DATASETS.get(dataset, 'imagefolder')}", "    metrics:"]
-        for name, value in scores:
+        for name, value in facts.scores:
             lines += ["    - type: accuracy", f"      value: {value:.2f}", f"      name: {name}"]
     lines += ["---", ""]
-    lines += _body(trained, recorded, sessions, script, dataset, scores, output, fmt, ema)
+    lines += _body(trained, facts, output, fmt, ema)
     return "\n".join(lines) + "\n"
 
 
@@ -122,9 +138,10 @@ def _pair(options: dict) -> str:
     return words
 
 
-def _body(trained: TrainedRun, recorded: dict, sessions: list, script: Optional[str],
-          dataset: Optional[str], scores: list, output: str, fmt: str, ema: bool) -> list:
+def _body(trained: TrainedRun, facts: _Facts, output: str, fmt: str, ema: bool) -> list:
     contract, classes = trained.contract, trained.contract.classes
+    recorded, sessions, script, scores = facts.recorded, facts.sessions, facts.script, \
+        facts.scores
     lines = [f"# {trained.arch}", "",
              f"An image classifier: {trained.arch} from this project's "
              f"{script or 'training scripts'}, {_pair({**recorded, **trained.options})}, "
@@ -134,7 +151,9 @@ def _body(trained: TrainedRun, recorded: dict, sessions: list, script: Optional[
              "", "Constructor options: `" + json.dumps(trained.options, sort_keys=True) + "`",
              "", "## Data", ""]
     split = recorded.get("val_split")
-    lines.append(f"Dataset: {dataset or 'the ImageFolder tree of its --data'}; classes, in "
+    source = (facts.dataset or ("the ImageFolder tree of its --data" if facts.dataset_known
+                                else "not recorded (a run from before run.json named it)"))
+    lines.append(f"Dataset: {source}; classes, in "
                  f"output order: "
                  + (", ".join(classes[:20]) + (f", ... ({len(classes)} in all)"
                                               if len(classes) > 20 else "")
@@ -175,6 +194,9 @@ def _loading(arch: str, script: Optional[str], output: str, fmt: str) -> list:
     if fmt == "exported":
         return ["import torch", f"model = torch.export.load(\"{name}\").module()",
                 "logits = model(images)  # images as the Input section says"]
-    return ["import torch, models; from models.deploy import plain_convs",
-            f"model = plain_convs(...)  # the constructor and options of {name}.json",
-            f"model.load_state_dict(torch.load(\"{name}\", weights_only=True))"]
+    registry = "models.cifar.MODELS" if script == "cifar.py" else "models.imagenet.ARCHS"
+    return ["import json, torch, models; from models.deploy import plain_convs",
+            f"about = json.load(open(\"{name}.json\")); model = plain_convs({registry}["
+            f"about[\"arch\"]](num_classes=about[\"num_classes\"], **about[\"options\"]))",
+            f"model.load_state_dict(torch.load(\"{name}\", weights_only=True)); "
+            f"logits = model.eval()(images)"]

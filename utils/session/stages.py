@@ -151,11 +151,13 @@ class RunData(NamedTuple):
     """What a run's data and starting point add to its record: the class count and names (in
     label order; a dataset without names has its classes numbered), and the initial weights
     (--weights, --pretrained) or None, and the batches' format (its normalisation, which
-    predict.py repeats)."""
+    predict.py repeats), and the named dataset its images are (cifar.py's -d read from that
+    dataset's own files; None for an ImageFolder tree, whatever -d says)."""
     num_classes: int
     classes: list
     initial: Optional[InitialWeights] = None
     fmt: Optional[BatchFormat] = None
+    dataset: Optional[str] = None
 
     def names(self) -> list:
         """A name per class: the data's, then numbers for any it does not name."""
@@ -176,6 +178,7 @@ def checkpoint_fields(settings: RunSettings, data: RunData,
     record = new_record(settings.command[0], settings.command[1:], settings.flags,
                         settings.recorded, previous, changed)
     record["classes"] = data.names()
+    record["dataset"] = data.dataset
     if data.initial is not None:
         record["initial_weights"] = data.initial.as_record()
     elif previous and "initial_weights" in previous:  # what the resumed run started from
