@@ -70,7 +70,8 @@ def writer(trained, record, fmt, ema, described):
     """(the content of -o in ``fmt``, the function that writes it to a path)."""
     if fmt == "safetensors":  # the raw weights: WSConv2d standardizes them (weights_file)
         contract = trained.contract
-        fields = {"arch": trained.arch, "num_classes": trained.num_classes,
+        script = ((record.get("sessions") or [{}])[0].get("command") or [None])[0]
+        fields = {"arch": trained.arch, "script": script, "num_classes": trained.num_classes,
                   "classes": contract.classes, "args": trained.checkpoint.args,
                   "normalisation": {"mean": list(contract.mean), "std": list(contract.std)},
                   "run": record or None, "input": contract.as_metadata()}

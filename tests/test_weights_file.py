@@ -82,6 +82,7 @@ def test_it_holds_the_raw_weights_and_what_rebuilds_the_model(run):
     with safe_open(shared, "pt") as f:
         metadata = f.metadata()
     assert metadata["format"] == FORMAT and metadata["weights"] == "raw"
+    assert metadata["script"] == "cifar.py"
 
 
 def test_the_ema_export_holds_the_averaged_weights(run, tmp_path):

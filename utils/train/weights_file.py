@@ -9,7 +9,8 @@ Ours holds the raw weights, keyed as a checkpoint's state_dict: Weight Standardi
 folded in (export.py's .pt2 and state_dict formats fold it), because a shared GN+WS backbone is
 fine-tuned, and fine-tuning needs the weights WSConv2d standardizes in every forward, not their
 standardized copy. Its metadata (``format`` FORMAT) says what rebuilds the network as the run
-trained it, each a JSON text: ``arch``, ``num_classes``, ``classes`` (names in output order),
+trained it, each a JSON text: ``arch`` and ``script`` (cifar.py, imagenet.py: plain text),
+``num_classes``, ``classes`` (names in output order),
 ``args`` (the recorded flags: every model option, the norm pair, groups, WS form, the input
 sizes and normalisation), ``normalisation`` (cifar.py's mean and std), ``run`` (the run
 record: the script and commands that trained it, and its result), ``input`` (the input
@@ -30,8 +31,9 @@ __all__ = ["FORMAT", "WeightsFileError", "is_weights_file", "read_weights_file",
            "weights_file_bytes"]
 
 FORMAT = "ws-gn-classifier/1"
-# The metadata that travel as JSON text (``arch`` and ``weights`` are plain text).
+# The metadata that travel as JSON text, and those that are plain text.
 JSON_FIELDS = ("num_classes", "classes", "args", "normalisation", "run", "input")
+TEXT_FIELDS = ("arch", "script", "weights")
 # safetensors' dtypes and their sizes in bytes.
 ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
               "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
@@ -123,6 +125,8 @@ def read_weights_file(path: str) -> dict:
     saved = {"state_dict": tensors}
     if "arch" in metadata:
         saved["arch"] = metadata["arch"]
+    if "run" not in metadata and metadata.get("script"):  # the script that rebuilds it
+        saved["run"] = {"sessions": [{"command": [metadata["script"]]}]}
     for field in JSON_FIELDS:
         if field in metadata:
             try:
@@ -140,7 +144,7 @@ def weights_file_bytes(state_dict: dict, fields: dict, weights: str) -> bytes:
     metadata = {"format": FORMAT, "weights": weights}
     for name, value in fields.items():
         if value is not None:
-            metadata[name] = value if name == "arch" else json.dumps(value)
+            metadata[name] = value if name in TEXT_FIELDS else json.dumps(value)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in
                state_dict.items()}
     return save(tensors, metadata=metadata)
