@@ -30,6 +30,28 @@ def test_step_schedule_is_the_references_multisteplr_per_epoch():
     assert lrs == pytest.approx([0.4] * 3 + [0.2] * 6 + [0.1] * 3)
 
 
+def test_min_lr_is_where_the_cosine_ends_and_zero_leaves_it_unchanged():
+    _, lrs = run_schedule(10, 5, name="cosine", min_lr=0.04)
+    for step in (0, 12, 25, 49):
+        assert lrs[step] == pytest.approx(0.04 + 0.36 * 0.5 * (1 + math.cos(math.pi * step / 50)))
+    assert lrs[-1] > 0.04 and lrs[-1] == pytest.approx(0.04, abs=1e-3)
+    assert run_schedule(10, 5, name="cosine", min_lr=0.0)[1] == run_schedule(10, 5,
+                                                                              name="cosine")[1]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--min-lr", "0.01"], "needs that scheduler"),
+    (["--min-lr", "0.5", "--scheduler", "cosine"], "a value below --lr 0.1"),
+    (["--min-lr", "-1", "--scheduler", "cosine"], "--min-lr must be >= 0"),
+])
+def test_a_min_lr_that_cannot_act_is_refused(argv, words):
+    from utils.scripts import cifar_flags
+    from utils.settings.flag import UsageError
+    flags = cifar_flags()
+    with pytest.raises(UsageError, match=words):
+        flags.settings(flags.parse(["--data", "x"] + argv))
+
+
 def test_cosine_hits_the_closed_form_at_chosen_iterations():
     scheduler, lrs = run_schedule(10, 5, name="cosine")
     assert isinstance(scheduler, IterationLR)
@@ -56,8 +78,8 @@ def test_warmup_then_step_drops_at_epoch_boundaries():
 
 
 def test_factor_for_a_fractional_warmup():
-    assert lr_factor(0, steps_per_epoch=10, epochs=2, scheduler="step",
-                     warmup_epochs=0.5) == pytest.approx(1 / 5)
+    schedule = Schedule("step", epochs=2, milestones=(), warmup_epochs=0.5)
+    assert lr_factor(0, schedule, steps_per_epoch=10) == pytest.approx(1 / 5)
 
 
 def test_iteration_schedule_resumes_from_its_state():

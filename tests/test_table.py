@@ -110,6 +110,7 @@ EXAMPLES = {
     "tta": ([], ["--tta", "flip"]),
     "val_split": ([], ["--val-split", "0.1"]),
     "warmup_epochs": ([], ["--warmup-epochs", "1"]),
+    "min_lr": (["--scheduler", "cosine"], ["--min-lr", "0.001"]),
     "weight_decay": ([], ["--wd", "0.001"]),
     "weights": ([], ["--weights", "w"]),
     "widen_factor": (["-a", "wrn"], ["--widen-factor", "2"]),

@@ -140,6 +140,10 @@ RECIPE = _flags(
                       "annealed to 0 over --epochs, per iteration (default: %(default)s)",
      dict(default="step", choices=("step", "cosine"), into="schedule.name",
           refusal=STATE_REFUSAL.replace("{state}", "schedule"))),
+    (["--min-lr"], "--scheduler cosine: the LR the cosine ends at, instead of 0 (default: "
+                   "%(default)s)",
+     dict(kind=float, default=0.0, metavar="LR", range=NON_NEGATIVE, into="schedule.min_lr",
+          on_resume="apply")),
     (["--warmup-epochs"], "linear LR warmup over the first E epochs, per iteration (default: "
                           "%(default)s)",
      dict(kind=float, default=0.0, metavar="E", range=NON_NEGATIVE,
@@ -300,6 +304,9 @@ def check_rules(values: dict, image_size: int, resumed: bool) -> None:
                          "statistics across processes, the other splits them within a batch)")
     if values["best_by"] == "tta" and values["tta"] == "none":
         raise UsageError("--best-by tta needs --tta flip")
+    if values["min_lr"] and (values["scheduler"] != "cosine" or values["min_lr"] >= values["lr"]):
+        raise UsageError(f"--min-lr {values['min_lr']:g} is where --scheduler cosine ends: it "
+                         f"needs that scheduler, and a value below --lr {values['lr']:g}")
     if values["warmup_epochs"] > values["epochs"]:
         raise UsageError(f"--warmup-epochs {values['warmup_epochs']} exceeds --epochs "
                          f"{values['epochs']}")

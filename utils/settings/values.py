@@ -39,12 +39,14 @@ MAX_IMAGE_SIDE = 4096
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """The LR plan: ``name`` step (x ``gamma`` at each of ``milestones``, in epochs) or cosine
-    (to 0 at ``epochs``), after ``warmup_epochs`` of linear warmup (may be fractional)."""
+    (to ``min_lr`` at ``epochs``), after ``warmup_epochs`` of linear warmup (may be
+    fractional)."""
     name: str = "step"
     epochs: int = 300
     milestones: tuple = (150, 225)
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+    min_lr: float = 0.0
 
     @property
     def per_iteration(self) -> bool:

@@ -7,8 +7,6 @@ cosine is smooth rather than a staircase of epochs.
 """
 import functools
 import math
-from typing import Sequence
-
 import torch
 
 from ..settings.values import Schedule
@@ -30,23 +28,23 @@ class IterationLR(torch.optim.lr_scheduler.LambdaLR):
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
-def lr_factor(step: int, *, steps_per_epoch: int, epochs: int, scheduler: str,
-              milestones: Sequence[int] = (), gamma: float = 0.1,
-              warmup_epochs: float = 0.0) -> float:
-    """The multiplier of the base LR for optimizer step ``step`` (0-based).
+def lr_factor(step: int, schedule: Schedule, steps_per_epoch: int,
+              floor: float = 0.0) -> float:
+    """The multiplier of the base LR for optimizer step ``step`` (0-based) of ``schedule``.
 
     warmup (first W = round(warmup_epochs x steps_per_epoch) steps): (step + 1) / W
     step:   gamma ** (number of milestones m with step >= m x steps_per_epoch)
-    cosine: (1 + cos(pi x t)) / 2 with t = (step - W) / (total steps - W), going from 1 to 0
+    cosine: f + (1 - f) (1 + cos(pi x t)) / 2 with t = (step - W) / (total steps - W), going
+            from 1 to the ``floor`` f (--min-lr over the base LR)
     """
-    warmup = round(warmup_epochs * steps_per_epoch)
+    warmup = round(schedule.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / warmup
-    if scheduler == "cosine":
-        total = epochs * steps_per_epoch
+    if schedule.name == "cosine":
+        total = schedule.epochs * steps_per_epoch
         t = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    return gamma ** sum(step >= m * steps_per_epoch for m in milestones)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return schedule.gamma ** sum(step >= m * steps_per_epoch for m in schedule.milestones)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule,
@@ -56,7 +54,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule,
     if not schedule.per_iteration:
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(schedule.milestones),
                                                     gamma=schedule.gamma)
-    factor = functools.partial(lr_factor, steps_per_epoch=steps_per_epoch, epochs=schedule.epochs,
-                               scheduler=schedule.name, milestones=tuple(schedule.milestones),
-                               gamma=schedule.gamma, warmup_epochs=schedule.warmup_epochs)
-    return IterationLR(optimizer, factor)
+    # --min-lr is an LR: each parameter group's floor is its share of that group's base LR.
+    return IterationLR(optimizer, [functools.partial(lr_factor, schedule=schedule,
+                                                     steps_per_epoch=steps_per_epoch,
+                                                     floor=schedule.min_lr / group["lr"])
+                                   for group in optimizer.param_groups])
