@@ -318,6 +318,16 @@ def test_a_model_refusal_comes_before_the_data_is_looked_for(argv, code, message
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_no_curves_leaves_the_drawing_to_plot_py(official, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    cifar.main(["-a", "resnet", "--depth", "8", "--data", official, "--epochs", "1",
+                "--no-curves", "-c", run] + FAST)
+    assert not os.path.exists(os.path.join(run, "log.png"))
+    assert not os.path.exists(os.path.join(run, "log.eps"))
+    assert "(log.txt, run.json," in capsys.readouterr().out
+    assert os.path.getsize(os.path.join(run, "log.txt")) > 0
+
+
 def test_resume_without_data_reads_the_data_the_run_was_trained_on(tmp_path, capsys):
     from builders import make_cifar_pickles
     data = make_cifar_pickles(str(tmp_path / "mine"), n_train=16, n_test=8)

@@ -111,6 +111,7 @@ EXAMPLES = {
     "val_split": ([], ["--val-split", "0.1"]),
     "warmup_epochs": ([], ["--warmup-epochs", "1"]),
     "min_lr": (["--scheduler", "cosine"], ["--min-lr", "0.001"]),
+    "no_curves": ([], ["--no-curves"]),
     "weight_decay": ([], ["--wd", "0.001"]),
     "weights": ([], ["--weights", "w"]),
     "widen_factor": (["-a", "wrn"], ["--widen-factor", "2"]),

@@ -241,13 +241,15 @@ def train_and_log(model: PreparedModel, loaders: Loaders, recipe: Recipe, plan: 
         test = (score_test_split(model, loaders.final, recipe, plan.folder.path)
                 if loaders.final is not None else None)
         if log is not None:
-            save_curves(log.fpath)
+            if plan.loop.curves:
+                save_curves(log.fpath)
             accuracies = log.numbers[VALID_ACC]
             finish_record(plan.folder.path, result.run_record, best_acc=result.best_acc,
                           final_acc=accuracies[-1] if accuracies else None,
                           epochs=len(accuracies), test=test)
     print(f"Best acc: {result.best_acc:.2f}")
     if distributed.is_main():
-        print(f"Run folder: {plan.folder.path} (log.txt, log.png, run.json, checkpoint.pth.tar, "
+        curves = "log.png, " if plan.loop.curves else ""
+        print(f"Run folder: {plan.folder.path} (log.txt, {curves}run.json, checkpoint.pth.tar, "
               f"model_best.pth.tar)")
     return result.best_acc

@@ -270,6 +270,9 @@ OUTPUT = _flags(
     (["--replace"], "start over in a run folder that holds a run (its run files are removed "
                     "first), or let --resume of an older epoch copy replace the newer "
                     "checkpoints and log rows", dict(kind="switch", into="run.replace")),
+    (["--no-curves"], "do not draw log.png and log.eps at the end (plot.py draws them from "
+                      "log.txt at any time)", dict(kind="switch", into="loop.curves",
+                                                   convert=operator.not_)),
     (["--tensorboard"], "also write TensorBoard event files into the run folder "
                         "(RUN/tensorboard): each epoch's losses, accuracies, LR and img/s, the "
                         "loss every --log-every steps, the flags; main process only",

@@ -217,10 +217,11 @@ class LoopSettings:
     """How the epoch loop shows and records itself: each epoch also evaluated with flip
     test-time augmentation (``tta``, a log column), progress lines (``show_progress``),
     TensorBoard files (``tensorboard``) with the step's loss every ``log_every`` optimizer steps
-    (0: epochs only). (--tta, --no-progress, --tensorboard, --log-every; these defaults are
-    the flags'.)"""
+    (0: epochs only), the curves of log.txt drawn at the end (``curves``). (--tta,
+    --no-progress, --tensorboard, --log-every, --no-curves; these defaults are the flags'.)"""
     tta: bool = False
     show_progress: bool = True
+    curves: bool = True
     tensorboard: bool = False
     log_every: int = 50
 
