@@ -7,7 +7,9 @@ A ``Flag`` is a value: utils.settings.flags makes the argparse parser of a scrip
 (these, and the script's own from utils.scripts, with the script's defaults), checks every
 parsed value against its flag's ``Range`` and builds the typed settings (utils.settings.values)
 from the ``into`` of each; utils.settings.resume reads ``on_resume`` and ``before_flag``.
-Adding a flag is one entry here plus the code that uses its value.
+Adding a flag is one entry here, the typed field its ``into`` names (utils.settings.values)
+and the code that uses the value; docs/flags.md's row is made from the entry
+(``python -m utils.scripts``).
 """
 import operator
 from typing import Any, Callable
