@@ -155,7 +155,8 @@ def documented_snippet() -> str:
     """The python block of docs/deployment.md that runs an exported program."""
     import re
     text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "deployment.md")).read()
-    (snippet,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    section = text.split("### Running an exported program yourself", 1)[1].split("\n### ", 1)[0]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.S)
     return snippet
 
 
