@@ -34,8 +34,15 @@ standardized weight, and clears them after. Three refinements, none of which cha
   raw weights are unchanged (their version counters say so);
 - under torch.compile the hook steps aside and every conv standardizes its own weight, which
   the compiler fuses; under DataParallel each replica standardizes its own weights per forward.
+
+The hook runs in every forward, so its own Python is kept off that path: the network's WSConv2d
+and their groups are found once and kept (``_Layout``) until a module or parameter is registered
+anywhere (torch's global registration hooks count those) or a weight's storage moves
+(``model.to``: its data pointer says so), instead of walking the modules and grouping the convs
+again in each forward.
 """
 import contextlib
+import weakref
 from typing import Iterator, NamedTuple, Optional
 
 import torch
@@ -168,10 +175,11 @@ class _AddHeldGradient(torch.autograd.Function):
 
 
 class _Group(NamedTuple):
-    """WS convs standardized together: one device, dtype and form."""
+    """WS convs standardized together (one device, dtype and form), and their weights."""
     convs: tuple
     form: str
     plan: RowPlan
+    weights: tuple
 
 
 class _Held(NamedTuple):
@@ -203,8 +211,32 @@ def standardize_convs(convs: list) -> list:
     return [standardized[id(c)] for c in convs]
 
 
-def _versions(convs: list) -> tuple:
-    return tuple((c.weight.data_ptr(), c.weight._version) for c in convs)
+def _versions(weights: list) -> tuple:
+    return tuple((w.data_ptr(), w._version) for w in weights)
+
+
+# How many modules and parameters have been registered in this process: a network's _Layout is
+# found again only when this moved (a conv added or replaced, or given a new weight Parameter).
+_REGISTRATIONS = [0]
+
+
+def _count_registration(*args: object) -> None:
+    _REGISTRATIONS[0] += 1  # returns None: the registration itself is left as it is
+
+
+torch.nn.modules.module.register_module_module_registration_hook(_count_registration)
+torch.nn.modules.module.register_module_parameter_registration_hook(_count_registration)
+
+
+class _Layout(NamedTuple):
+    """A network's WSConv2d (in module order), their weights, the weights' storage and the
+    groups, as found when ``registrations`` registrations had been made."""
+    root: weakref.ref
+    registrations: int
+    convs: list
+    weights: list
+    pointers: tuple
+    groups: list
 
 
 class SharedStandardization:
@@ -213,6 +245,7 @@ class SharedStandardization:
 
     def __init__(self) -> None:
         self._plans: dict = {}
+        self._layout: Optional[_Layout] = None
         self._cache: Optional[tuple] = None  # (versions, weights) for forwards without grad
         self._held: Optional[_Held] = None
         self._step: Optional[bool] = None  # inside a held step: whether this is its last
@@ -227,56 +260,75 @@ class SharedStandardization:
             key = (device,) + tuple((id(c), c.weight.shape, c.weight.stride()) for c in members)
             if key not in self._plans:
                 self._plans[key] = row_plan([c.weight for c in members], device)
-            groups.append(_Group(tuple(members), form, self._plans[key]))
+            groups.append(_Group(tuple(members), form, self._plans[key],
+                                 tuple(c.weight for c in members)))
         return groups
+
+    def _found(self, module: nn.Module) -> _Layout:
+        """``module``'s _Layout: the one kept while no registration and no storage move has
+        happened since, else found again."""
+        kept = self._layout
+        if (kept is not None and kept.root() is module
+                and kept.registrations == _REGISTRATIONS[0]
+                and tuple(w.data_ptr() for w in kept.weights) == kept.pointers):
+            return kept
+        registrations = _REGISTRATIONS[0]
+        convs = [m for m in module.modules() if isinstance(m, WSConv2d)]
+        weights = [c.weight for c in convs]
+        self._layout = _Layout(weakref.ref(module), registrations, convs, weights,
+                               tuple(w.data_ptr() for w in weights), self._groups(convs))
+        return self._layout
 
     def before(self, module: nn.Module, args: tuple) -> None:
         if torch.compiler.is_compiling():
             return  # each conv standardizes its own weight, and the compiler fuses it
-        convs = [m for m in module.modules() if isinstance(m, WSConv2d)]
-        if not convs:
-            return
-        groups = self._groups(convs)
         if getattr(module, "_is_replica", False):  # DataParallel: per replica, no state
+            convs = [m for m in module.modules() if isinstance(m, WSConv2d)]
+            groups = self._groups(convs)
             given = [self._fresh(g) for g in groups]
-        elif not torch.is_grad_enabled():
-            given = self._cached(groups, convs)
         else:
-            self._cache = None
-            given = (self._held_step(groups, convs) if self._step is not None
-                     else [self._fresh(g) for g in groups])
+            layout = self._found(module)
+            groups = layout.groups
+            if not torch.is_grad_enabled():
+                given = self._cached(groups, layout.weights)
+            else:
+                self._cache = None
+                given = (self._held_step(groups, layout.weights) if self._step is not None
+                         else [self._fresh(g) for g in groups])
         for group, weights in zip(groups, given):
             for conv, weight in zip(group.convs, weights):
                 conv.use_standardized(weight)
 
-    @staticmethod
-    def after(module: nn.Module, args: tuple, output: object) -> None:
-        for m in module.modules():
-            if isinstance(m, WSConv2d):
-                m.use_standardized(None)
+    def after(self, module: nn.Module, args: tuple, output: object) -> None:
+        kept = self._layout
+        convs = (kept.convs if kept is not None and kept.root() is module
+                 and not getattr(module, "_is_replica", False) else
+                 [m for m in module.modules() if isinstance(m, WSConv2d)])
+        for conv in convs:
+            conv.use_standardized(None)
 
     @staticmethod
     def _fresh(group: _Group) -> list:
-        weights = [c.weight for c in group.convs]
+        weights = list(group.weights)
         return _split(_standardized_flat(weights, group.form, WS_EPS, group.plan), weights,
                       group.plan)
 
-    def _cached(self, groups: list, convs: list) -> list:
-        versions = _versions(convs)
+    def _cached(self, groups: list, weights: list) -> list:
+        versions = _versions(weights)
         if self._cache is None or self._cache[0] != versions:
             self._cache = (versions, [self._fresh(g) for g in groups])
         return self._cache[1]
 
-    def _held_step(self, groups: list, convs: list) -> list:
-        versions = _versions(convs)
+    def _held_step(self, groups: list, weights: list) -> list:
+        versions = _versions(weights)
         if self._held is not None and self._held.versions != versions:
             raise RuntimeError("a conv weight changed in the middle of an optimizer step: the "
                                "step's standardization no longer fits it")
         if self._held is None:
-            flats = tuple(_standardized_flat([c.weight for c in g.convs], g.form, WS_EPS,
+            flats = tuple(_standardized_flat(list(g.weights), g.form, WS_EPS,
                                              g.plan) for g in groups)
             if self._step:  # a step of one micro-batch: nothing to hold
-                return [_split(f, [c.weight for c in g.convs], g.plan)
+                return [_split(f, list(g.weights), g.plan)
                         for f, g in zip(flats, groups)]
             detached = tuple(f.detach().requires_grad_() for f in flats)
             self._held = _Held(flats, detached, versions)
@@ -288,7 +340,7 @@ class SharedStandardization:
         else:
             used = tuple(_AddHeldGradient.apply(f, d) for f, d in zip(held.flats, held.detached))
             self._held = held._replace(added=True)
-        return [_split(f, [c.weight for c in g.convs], g.plan) for f, g in zip(used, groups)]
+        return [_split(f, list(g.weights), g.plan) for f, g in zip(used, groups)]
 
     @contextlib.contextmanager
     def micro_batch(self, last: bool) -> Iterator[None]:

@@ -119,6 +119,40 @@ def test_a_model_moved_to_another_device_gets_a_plan_there():
     assert hook._groups(convs)[0].plan.offsets.device.type == "meta"
 
 
+def layout_of(model):
+    return next(h.__self__ for h in model._forward_pre_hooks.values())._layout
+
+
+def test_the_networks_convs_are_found_once_until_its_structure_or_storage_changes():
+    """The hook keeps its network's convs and groups between forwards (no module walk in the
+    hot path), and finds them again after a conv is replaced, a weight Parameter is given anew,
+    or model.to() moves the storage; every forward still equals the per-conv definition."""
+    model = build(cifar.MODELS, "l_resnet", dict(depth=8))
+    x = torch.randn(2, 3, 32, 32)
+
+    def same_as_definition():
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), per_conv(model)(x), rtol=1e-5, atol=1e-6)
+
+    same_as_definition()
+    first = layout_of(model)
+    model(x)
+    assert layout_of(model) is first  # kept
+    torch.manual_seed(3)
+    model.layer1[0].conv1 = WSConv2d(16, 16, 3, padding=1, bias=False)  # a new conv
+    same_as_definition()
+    assert layout_of(model) is not first and model.layer1[0].conv1 in layout_of(model).convs
+    second = layout_of(model)
+    model.conv1.weight = nn.Parameter(torch.randn_like(model.conv1.weight))  # a new Parameter
+    same_as_definition()
+    assert layout_of(model) is not second
+    third = layout_of(model)
+    model.to(memory_format=torch.channels_last)  # the storage moves, the strides change
+    same_as_definition()
+    assert layout_of(model) is not third
+    assert layout_of(model).groups[0].plan is not third.groups[0].plan
+
+
 def test_a_zero_weight_row_gets_autograds_gradient():
     w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
     w[1] = 0.25  # one output channel with no spread: std 0
