@@ -179,6 +179,10 @@ DAMAGES = {
     "metadata-malformed": (lambda p, t: rewritten(p, t, header=lambda h: h["__metadata__"].update(
         num_classes='"three"')), "malformed 'num_classes'"),
     "too-short": (lambda p, t: rewritten(p, t, cut=5), "fewer than its 8-byte header length"),
+    "deep-header": (lambda p, t: raw_header(p, t, b'{"a": ' + b"[" * 100000 + b"]" * 100000
+                                            + b"}"), "its header nests deeper"),
+    "deep-metadata": (lambda p, t: rewritten(p, t, header=lambda h: h["__metadata__"].update(
+        run="[" * 100000 + "]" * 100000)), "its metadata 'run' nests deeper"),
 }
 
 

@@ -74,6 +74,9 @@ def _header(path: str) -> tuple[dict, dict]:
             header = json.loads(f.read(length).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise WeightsFileError(f"{path}: its header is not JSON ({e})") from e
+        except RecursionError:
+            raise WeightsFileError(f"{path}: its header nests deeper than a header does: "
+                                   f"damaged or tampered") from None
     if not isinstance(header, dict):
         raise WeightsFileError(f"{path}: its header is a JSON {type(header).__name__}, not an "
                                f"object of tensors")
@@ -133,6 +136,9 @@ def read_weights_file(path: str) -> dict:
                 saved[field] = json.loads(metadata[field])
             except json.JSONDecodeError as e:
                 raise WeightsFileError(f"{path}: its metadata {field!r} is not JSON ({e})") from e
+            except RecursionError:
+                raise WeightsFileError(f"{path}: its metadata {field!r} nests deeper than a "
+                                       f"run writes: damaged or tampered") from None
     return saved
 
 
