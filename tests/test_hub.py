@@ -119,7 +119,8 @@ def test_options_build_the_scripts_network_and_a_state_dict_loads_into_it():
     (dict(colour="red"), TypeError, "unexpected keyword 'colour'"),
     (dict(norm="xn"), ValueError, "--norm takes one of bn, gn"),
     (dict(depth="20"), ValueError, "--depth takes int values"),
-], ids=["bad-depth", "unknown-keyword", "bad-choice", "bad-type"])
+    (dict(num_classes=0), ValueError, "a model has at least 1 class"),
+], ids=["bad-depth", "unknown-keyword", "bad-choice", "bad-type", "no-classes"])
 def test_a_wrong_option_is_an_error_naming_it(kwargs, error, words):
     with pytest.raises(error) as raised:
         hub_load("cifar_l_resnet", **kwargs)

@@ -66,6 +66,9 @@ def hub_model(script: str, arch: str, weights: Union[str, os.PathLike, dict, Non
     """The network of ``script``'s -a ``arch``: from ``weights`` where given (see the module's
     docstring), else built with ``options`` and ``num_classes``. A wrong option is a
     ValueError (TypeError for a keyword no flag has)."""
+    if num_classes is not None and (not isinstance(num_classes, int)
+                                    or isinstance(num_classes, bool) or num_classes < 1):
+        raise ValueError(f"num_classes={num_classes!r}: a model has at least 1 class")
     flags = script_flags_for(arch, script)
     state = weights
     if isinstance(weights, (str, os.PathLike)):
