@@ -30,6 +30,7 @@ from utils.files import not_writable_as_file
 from utils.atomic import atomic_save, atomic_serialize, atomic_write
 from utils.cli import run_main
 from utils.messages import first_line
+from utils.records.record import script_of
 from utils.session.model_card import model_card, run_record
 from utils.session.trained import load_trained
 from utils.settings.flag import UsageError
@@ -70,8 +71,8 @@ def writer(trained, record, fmt, ema, described):
     """(the content of -o in ``fmt``, the function that writes it to a path)."""
     if fmt == "safetensors":  # the raw weights: WSConv2d standardizes them (weights_file)
         contract = trained.contract
-        script = ((record.get("sessions") or [{}])[0].get("command") or [None])[0]
-        fields = {"arch": trained.arch, "script": script, "num_classes": trained.num_classes,
+        fields = {"arch": trained.arch, "script": script_of(record),
+                  "num_classes": trained.num_classes,
                   "classes": contract.classes, "args": trained.checkpoint.args,
                   "normalisation": {"mean": list(contract.mean), "std": list(contract.std)},
                   "run": record or None, "input": contract.as_metadata()}

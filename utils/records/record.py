@@ -29,7 +29,7 @@ import torchvision
 from ..atomic import atomic_write
 
 __all__ = ["session", "new_record", "write_record", "finish_record", "git_commit",
-           "with_session_time"]
+           "with_session_time", "script_of"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,3 +116,13 @@ def finish_record(folder: str, record: dict, *, best_acc: float, final_acc: floa
     record = {**record, "result": result}
     write_record(folder, record)
     return record
+
+
+def script_of(record: dict) -> Optional[str]:
+    """The script that ran a run, as its record names it (the last session's command), or None
+    for a record without one (a reference checkpoint's, a damaged one)."""
+    sessions = record.get("sessions") if isinstance(record, dict) else None
+    last = sessions[-1] if isinstance(sessions, list) and sessions else None
+    command = last.get("command") if isinstance(last, dict) else None
+    script = command[0] if isinstance(command, list) and command else None
+    return script if isinstance(script, str) else None

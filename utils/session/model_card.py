@@ -13,6 +13,7 @@ import math
 import os
 from typing import NamedTuple, Optional
 
+from ..records.record import script_of
 from ..records.summary import read_record, scored_test_split
 from ..train.checkpoint import Checkpoint, resolve_checkpoint_path
 from .trained import TrainedRun
@@ -65,7 +66,7 @@ def _facts(trained: TrainedRun, record: dict) -> _Facts:
     sessions = [s for s in record.get("sessions") or [] if isinstance(s, dict)]
     result = record.get("result") if isinstance(record.get("result"), dict) else {}
     dataset = record.get("dataset")
-    return _Facts(recorded, sessions, _script(sessions),
+    return _Facts(recorded, sessions, script_of(record),
                   dataset if dataset in HUB_DATASETS else None, "dataset" in record,
                   _scores(result))
 
@@ -92,11 +93,6 @@ def model_card(trained: TrainedRun, record: dict, output: str, fmt: str, ema: bo
     lines += ["---", ""]
     lines += _body(trained, facts, output, fmt, ema)
     return "\n".join(lines) + "\n"
-
-
-def _script(sessions: list) -> Optional[str]:
-    command = sessions[0].get("command") if sessions else None
-    return command[0] if isinstance(command, list) and command else None
 
 
 def _finite(value: object) -> Optional[float]:

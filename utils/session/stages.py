@@ -13,7 +13,7 @@ from ..data.loaders import BatchFormat, Loaders
 from ..records.columns import VALID_ACC, LogColumns
 from ..records.board import Board, check_board_folder, require_tensorboard
 from ..records.logger import Logger, save_curves
-from ..records.record import finish_record, new_record, write_record
+from ..records.record import finish_record, new_record, script_of, write_record
 from ..records.run_folder import FolderUse, RunFolder, check_folder, check_writable
 from ..settings.flag import UsageError
 from ..settings.flags import ScriptFlags
@@ -65,13 +65,9 @@ def read_settings(flags: ScriptFlags, argv: Optional[list] = None) -> ReadSettin
 def resumed_of(path: str, checkpoint: Checkpoint) -> Resumed:
     """What merging the recorded flags needs of ``checkpoint``, read from ``path``."""
     record = checkpoint.run or {}
-    sessions = record.get("sessions") or [{}]
-    command = sessions[-1].get("command")
-    script = command[0] if isinstance(command, list) and command and isinstance(
-        command[0], str) else None
     run_flags = record.get("flags")
     return Resumed(path, checkpoint.args or {}, checkpoint.arch, bool(checkpoint.ema_state_dict),
-                   script, run_flags if isinstance(run_flags, dict) else {})
+                   script_of(record), run_flags if isinstance(run_flags, dict) else {})
 
 
 def say_held_out(fraction: float, loaders: Loaders) -> None:
