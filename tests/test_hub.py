@@ -120,7 +120,10 @@ def test_options_build_the_scripts_network_and_a_state_dict_loads_into_it():
     (dict(norm="xn"), ValueError, "--norm takes one of bn, gn"),
     (dict(depth="20"), ValueError, "--depth takes int values"),
     (dict(num_classes=0), ValueError, "a model has at least 1 class"),
-], ids=["bad-depth", "unknown-keyword", "bad-choice", "bad-type", "no-classes"])
+    (dict(depth=[8, 14]), ValueError, "--depth takes one value, not a list"),
+    (dict(ws=None), ValueError, "ws=None: True or False"),
+], ids=["bad-depth", "unknown-keyword", "bad-choice", "bad-type", "no-classes", "a-list",
+        "none"])
 def test_a_wrong_option_is_an_error_naming_it(kwargs, error, words):
     with pytest.raises(error) as raised:
         hub_load("cifar_l_resnet", **kwargs)

@@ -21,12 +21,13 @@ import torch.nn as nn
 from ..scripts import CIFAR, IMAGENET, cifar_flags, imagenet_flags, script_flags_for
 from ..settings.flag import Flag, UsageError
 from ..settings.flags import ScriptFlags
+from ..settings.resume import parsable
 from ..data.datasets import DATASETS
 from ..train.checkpoint import load_weights, read_checkpoint
 from .build import build_model
 from .model_card import hub_entry
 from .stages import resumed_of
-from .trained import load_trained
+from .trained import trained_from
 
 __all__ = ["entry_points", "hub_model"]
 
@@ -75,7 +76,7 @@ def hub_model(script: str, arch: str, weights: Union[str, os.PathLike, dict, Non
         checkpoint = read_checkpoint(str(weights))
         if checkpoint.arch is not None:
             _check_recorded(weights, checkpoint, script, arch, num_classes, options)
-            return load_trained(str(weights)).model
+            return trained_from(checkpoint, str(weights)).model
         state = checkpoint
     argv = ["-a", arch] + _option_argv(flags, options)
     try:
@@ -131,14 +132,15 @@ def _option_argv(flags: ScriptFlags, options: dict) -> list:
 
 
 def _value_problem(flag: Flag, value: object) -> Optional[str]:
-    """Why ``value`` is not one ``flag`` parses to (a type, a choice), or None: said here, where
-    argparse would exit the caller's program."""
-    values = value if isinstance(value, (list, tuple)) else [value]
+    """Why ``value`` is not one ``flag`` parses to (utils.settings.resume.parsable), or None:
+    said here, where argparse would exit the caller's program. None is no value here (it would
+    leave a --ws/--no-ws flag open, not turn it off)."""
+    if value is not None and parsable(flag, list(value) if isinstance(value, tuple) else value):
+        return None
     if flag.kind in ("bool", "switch"):
-        return None if isinstance(value, bool) else "True or False"
-    kind = {int: int, float: (int, float)}.get(flag.kind, str)
-    if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
-        return f"{flag.long} takes {getattr(flag.kind, '__name__', flag.kind)} values"
-    if flag.choices and not all(v in flag.choices for v in values):
+        return "True or False"
+    if isinstance(value, (list, tuple)) and flag.nargs is None:
+        return f"{flag.long} takes one value, not a list"
+    if flag.choices:
         return f"{flag.long} takes one of {', '.join(map(str, flag.choices))}"
-    return None
+    return f"{flag.long} takes {getattr(flag.kind, '__name__', flag.kind)} values"

@@ -14,7 +14,7 @@ from ..train.checkpoint import Checkpoint, CheckpointError, load_weights, read_c
 from .build import build_model
 from .stages import resumed_of
 
-__all__ = ["InputContract", "TrainedRun", "load_trained"]
+__all__ = ["InputContract", "TrainedRun", "load_trained", "trained_from"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,11 @@ class TrainedRun(NamedTuple):
 def load_trained(path: str, use_ema: bool = False) -> TrainedRun:
     """The TrainedRun of a run folder or checkpoint file (or a safetensors export of one): the
     weights, or with ``use_ema`` their EMA's."""
-    checkpoint = read_checkpoint(path)
+    return trained_from(read_checkpoint(path), path, use_ema)
+
+
+def trained_from(checkpoint: Checkpoint, path: str, use_ema: bool = False) -> TrainedRun:
+    """The TrainedRun of a ``checkpoint`` already read from ``path`` (load_trained's)."""
     arch = checkpoint.arch or (checkpoint.args or {}).get("arch")
     if arch is None or checkpoint.num_classes is None:
         raise CheckpointError(f"{path} records no architecture and class count (a checkpoint of "

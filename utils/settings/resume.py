@@ -27,7 +27,7 @@ from .values import Schedule
 
 __all__ = ["Resumed", "MalformedRecord", "applied_on_resume", "before_the_flag",
            "merge_resumed", "recall_per_run", "differing_recorded", "blame_record",
-           "check_going_back"]
+           "parsable", "check_going_back"]
 
 START_ANEW = "train into a new run folder (-c) starting from its weights (--weights)"
 
