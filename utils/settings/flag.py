@@ -6,9 +6,9 @@ import dataclasses
 import math
 from typing import Any, Callable, Optional
 
-__all__ = ["RECORDED", "PER_RUN", "GROUPS", "TARGETS", "INT_MAX", "NOT_RECORDED_BEFORE",
-           "ON_RESUME", "RESUME_REFUSAL", "UsageError", "Range", "Flag", "at_least",
-           "NON_NEGATIVE", "NON_NEGATIVE_INT", "POSITIVE", "FRACTION"]
+__all__ = ["RECORDED", "PER_RUN", "GROUPS", "GROUP_KINDS", "TARGETS", "INT_MAX",
+           "NOT_RECORDED_BEFORE", "ON_RESUME", "RESUME_REFUSAL", "UsageError", "Range", "Flag",
+           "at_least", "NON_NEGATIVE", "NON_NEGATIVE_INT", "POSITIVE", "FRACTION"]
 
 RECORDED, PER_RUN = "recorded", "per-run"
 # Every flag belongs to one group, and the group says whether a checkpoint records it.
@@ -18,6 +18,7 @@ GROUPS = (("model", RECORDED, "model (recorded in checkpoints)"),
           ("data", PER_RUN, "data files and loading"),
           ("run", PER_RUN, "this run: resume, evaluate, device, speed"),
           ("output", PER_RUN, "output"))
+GROUP_KINDS = {name: kind for name, kind, _ in GROUPS}  # group -> RECORDED or PER_RUN
 # Where a flag's value can go (``Flag.into``, "TARGET.FIELD"): a keyword of the model's
 # constructor, or a field of one of the typed settings of utils.settings.values.
 TARGETS = ("options", "model", "data", "views", "policy", "schedule", "regularisers", "recipe",
@@ -154,7 +155,7 @@ class Flag:
     @property
     def per_run(self) -> bool:
         """Whether the flag is of a group a checkpoint does not record."""
-        return dict((name, kind) for name, kind, _ in GROUPS)[self.group] == PER_RUN
+        return GROUP_KINDS[self.group] == PER_RUN
 
     @property
     def name(self) -> str:
@@ -186,6 +187,12 @@ class Flag:
         """The settings field's value of the ``parsed`` one."""
         return self.convert(parsed) if self.convert else parsed
 
+    @property
+    def rule(self) -> Optional[Range]:
+        """The Range a number value must be in: ``range``, or for an integer flag without one
+        at most INT_MAX; None for a flag that takes no number or has no bound."""
+        return self.range or (Range(most=INT_MAX) if self.kind is int else None)
+
     def problem(self, value: Any) -> Optional[str]:
         """Why ``value`` cannot be this flag's (its range, finiteness), or None."""
         values = value if isinstance(value, list) else [value]
@@ -193,7 +200,7 @@ class Flag:
             if isinstance(v, float) and not math.isfinite(v):
                 return f"{self.long} must be a finite number, got {v}"
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                rule = self.range or (Range(most=INT_MAX) if self.kind is int else None)
+                rule = self.rule
                 problem = rule.problem(self.long, v) if rule else None
                 if problem:
                     return problem

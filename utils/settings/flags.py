@@ -31,7 +31,7 @@ from .architecture import arch_list, check_arch, check_model_flags, resolve_pair
     with_recorded_pair
 from .resume import (Resumed, blame_record, check_going_back, differing_recorded,
                      merge_resumed, recall_per_run)
-from .flag import GROUPS, PER_RUN, RECORDED, Flag, UsageError
+from .flag import GROUP_KINDS, GROUPS, PER_RUN, RECORDED, Flag, UsageError
 from .table import POLICY_FLAGS, check, check_pair, check_rules, check_written
 from .values import (AugmentPolicy, CheckpointPolicy, DataSettings, DeviceSettings, ImageViews,
                      LoopSettings, ModelSettings, RecipeSettings, Regularisers, RunSettings,
@@ -139,7 +139,6 @@ class ScriptFlags:
                                               formatter_class=argparse.RawDescriptionHelpFormatter,
                                               allow_abbrev=False)
         groups = {name: self.parser.add_argument_group(title) for name, _, title in GROUPS}
-        self.kinds = {name: kind for name, kind, _ in GROUPS}
         for flag in self.flags.values():
             groups[flag.group].add_argument(*flag.names, **self._argparse(flag))
 
@@ -163,7 +162,7 @@ class ScriptFlags:
 
     def dests(self, kind: str) -> set:
         """The names of the flags of one kind (RECORDED or PER_RUN)."""
-        return {name for name, flag in self.flags.items() if self.kinds[flag.group] == kind}
+        return {name for name, flag in self.flags.items() if GROUP_KINDS[flag.group] == kind}
 
     def check_classified(self, values: dict) -> None:
         """Refuse a parse whose flags include one of no group (added with

@@ -4,7 +4,7 @@ each script's own): its names, group, each script's default, the values it takes
 test holds the page to it, so the documented defaults and ranges are the code's."""
 from typing import Any, Mapping
 
-from .flag import INT_MAX, Flag, Range
+from .flag import Flag, Range
 
 __all__ = ["BEGIN", "END", "flags_table", "with_table"]
 
@@ -63,7 +63,7 @@ def _values(flag: Flag) -> str:
         return "on/off"
     if flag.choices:
         return " \\| ".join(f"`{choice}`" for choice in flag.choices)
-    rule = flag.range or (Range(most=INT_MAX) if flag.kind is int else None)
+    rule = flag.rule
     kind = {float: "number", int: "integer"}.get(flag.kind, "text")
     text = f"{kind} {_range(rule)}" if rule else kind
     if flag.nargs not in (None, "?"):
