@@ -158,6 +158,27 @@ def test_a_tampered_export_runs_no_code_and_is_refused(exported, tmp_path, capsy
     assert predict.main(["--model", exported, str(image)]) == 0  # the good one still loads
 
 
+@pytest.mark.parametrize("kind, words", [
+    ("fifo", "is not a regular file (a FIFO, device or socket)"),
+    ("device", "is not a regular file (a FIFO, device or socket)"),
+    ("missing", "cannot read"),
+    ("safetensors-fifo", "no checkpoint found at"),
+])
+def test_predicts_model_that_is_not_a_file_is_one_line_and_never_blocks(tmp_path, kind, words):
+    """predict.py --model reads the file's first bytes to tell a .pt2 from a .safetensors: a
+    FIFO (which would block that read for ever), a device or a missing file is one line."""
+    model = {"fifo": tmp_path / "m.pt2", "device": "/dev/zero", "missing": tmp_path / "none.pt2",
+             "safetensors-fifo": tmp_path / "m.safetensors"}[kind]
+    if "fifo" in kind:
+        os.mkfifo(model)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    done = subprocess.run([sys.executable, "predict.py", "--model", str(model), str(image)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("warning")]
+    assert done.returncode == 1 and len(lines) == 1 and words in lines[0], done.stderr
+
+
 @pytest.mark.parametrize("flag", ["--resume", "--weights"])
 def test_an_export_given_as_a_checkpoint_is_named_not_called_corrupt(exported, good, tmp_path,
                                                                      capsys, flag):

@@ -75,7 +75,7 @@ def is_export_archive(path: str) -> bool:
     """Whether ``path`` is a torch.export archive (a zip whose archive_format member says pt2:
     export.py's .pt2), which torch.load would call corrupt."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_regular(path) as f, zipfile.ZipFile(f) as archive:
             return any(name.endswith("/archive_format") and archive.read(name).strip() == b"pt2"
                        for name in archive.namelist()[:64])
     except (OSError, zipfile.BadZipFile, KeyError, ValueError):

@@ -20,7 +20,7 @@ import torch
 from torch.export.pt2_archive.constants import (CUSTOM_OBJ_FILENAME_PREFIX,
                                                  OPAQUE_OBJ_FILENAME_PREFIX)
 
-from ..files import is_export_archive
+from ..files import NotRegularFile, is_export_archive, open_regular
 from ..train.checkpoint import CheckpointError
 
 __all__ = ["UnsafeExport", "load_exported"]
@@ -82,6 +82,12 @@ def load_exported(path: str, extra_files: dict) -> torch.export.ExportedProgram:
     """``torch.export.load(path, extra_files=...)`` with no unpickling that could run code:
     the archive checked first (``check_archive``), every load inside weights-only. A file that
     asks for more is refused with one line."""
+    try:  # a FIFO or device would block or never end the reads below
+        open_regular(path).close()
+    except NotRegularFile as e:
+        raise CheckpointError(str(e)) from e
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from e
     if not is_export_archive(path):  # torch.export.load would log its own miniz complaints
         what = ("a torch.save file (a checkpoint or state_dict: give a run's checkpoint to "
                 "--resume)" if zipfile.is_zipfile(path) else "not a .pt2 archive")

@@ -26,6 +26,8 @@ import math
 import os
 from typing import Optional
 
+from ..files import open_regular
+
 
 __all__ = ["FORMAT", "WeightsFileError", "is_weights_file", "read_weights_file",
            "weights_file_bytes"]
@@ -51,7 +53,7 @@ def is_weights_file(path: str) -> bool:
     if str(path).endswith(".safetensors"):
         return True
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO would block the read
             head = f.read(9)
     except OSError:
         return False
