@@ -139,3 +139,18 @@ def test_a_file_that_records_its_model_must_be_loaded_by_its_entry_point(tmp_pat
     with pytest.raises(ValueError, match=r"give none beside it \(depth given\)"):
         hub_load("cifar_l_resnet", weights=run, depth=20)
     assert os.path.isdir(run)
+
+
+@pytest.mark.parametrize("entry, make", [("cifar_resnext", cifar_flags),
+                                         ("resnet18", imagenet_flags)])
+def test_an_entry_point_at_its_defaults_is_its_scripts_default_network(entry, make):
+    """What a user types first, torch.hub.load(REPO, ENTRY): the network the script builds
+    with every model flag at its default."""
+    parser = make()
+    arch = entry.removeprefix("cifar_")
+    twin = build_model(parser.archs, parser.model_settings(["-a", arch]),
+                       10 if entry.startswith("cifar_") else 1000)
+    model = hub_load(entry)
+    assert type(model) is type(twin)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in twin.state_dict().items()}
